@@ -1,0 +1,1 @@
+"""lcgan: CycleGAN-style unpaired translation in VAE latent space."""

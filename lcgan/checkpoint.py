@@ -1,0 +1,113 @@
+"""Checkpoints and append-only logs that survive crashes, full disks and untrusted senders.
+
+- Writes are atomic: a temporary file in the same folder, fsync, then ``os.replace``; a crash at
+  any moment leaves the previous file whole.
+- Checkpoints hold only tensors and plain containers (config as a plain dict, RNG states as
+  tensors), so they load with ``torch.load(weights_only=True)``, which never runs code.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(f"cannot write {path}: {e.strerror or e}; check that the folder exists, is writable and has free space") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(f"cannot write {path}: {e.strerror or e}; the previous file (if any) is intact. "
+                          "Free disk space or choose another output folder (hydra.run.dir=...)") from e
+        raise
+
+
+def save(obj: dict, path: str | Path) -> None:
+    """Serialise in memory first so a failing write never leaves a half file behind."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; anything that would run code is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"checkpoint {path} could not be loaded as plain tensors ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            "it is truncated, not an lcgan checkpoint, or holds Python objects that lcgan refuses to unpickle"
+        ) from None
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, _, gauss = random.getstate()
+    random.setstate((version, tuple(state["python"]), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class JsonlLog:
+    """``logs/train_log.jsonl``: one line per epoch, appended and fsynced, never rewritten.
+
+    Keyed by ``epoch``: a line for an epoch already in the file is not written again, so a run
+    resumed from a checkpoint older than the log does not duplicate epochs.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.epochs = {row.get("epoch") for row in self.read()}
+        if self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
+            with open(self.path, "a") as f:  # end a line cut by a crash, so the next one starts clean
+                f.write("\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash mid-write: ignore it
+                continue
+        return rows
+
+    def append(self, row: dict) -> None:
+        if row.get("epoch") in self.epochs:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise OSError(f"cannot append to {self.path}: {e.strerror or e}") from e
+        self.epochs.add(row.get("epoch"))

@@ -1,0 +1,62 @@
+"""Checks of a composed config that fail before any work starts, naming the key.
+
+Hydra already refuses unknown keys (struct mode: ``optim.lrr=1`` is an error); this catches
+wrong types and out-of-range values, all at once, with the key and the fix.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+_ABSENT = object()
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# key -> (is valid, what it must be)
+RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "seed": (_int, "an integer"),
+    "train.epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "train.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "train.lambda_cyc": (lambda v: _num(v) and v >= 0, "a number >= 0"),
+    "train.lambda_id": (lambda v: _num(v) and v >= 0, "a number >= 0"),
+    "train.d_loss_scale": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "train.fake_buffer_size": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 disables the replay buffer)"),
+    "train.amp": (lambda v: v in ("bf16", "fp16", "none"), "one of bf16, fp16, none"),
+    "train.vis_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: no pictures)"),
+    "train.n_vis": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "train.ckpt_every": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "train.log_every": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "train.resume": (lambda v: isinstance(v, bool), "true or false"),
+    "train.resume_restore_rng": (lambda v: isinstance(v, bool), "true or false"),
+    "optim.lr": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "optim.lr_constant_epochs": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "optim.lr_decay_epochs": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "data.latent_divisor": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "data.latents_scaled": (lambda v: isinstance(v, bool), "true or false"),
+    "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")), "auto, cpu, cuda or cuda:N"),
+}
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise one :class:`ConfigError` listing every key whose value is invalid."""
+    problems = []
+    for key, (ok, want) in RULES.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+        if value is _ABSENT:
+            continue
+        if not ok(value):
+            problems.append(f"{key}={value!r}: must be {want}")
+    if problems:
+        raise ConfigError("invalid config (fix on the command line, e.g. key=value):\n  " + "\n  ".join(problems))

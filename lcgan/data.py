@@ -1,0 +1,261 @@
+"""Latent datasets: folders of ``.pt`` files and the embedded synthetic default.
+
+Both give a :class:`Domains`: all latents of A and of B as two tensors in *model* space
+(see :mod:`lcgan.latents`), loaded once. Latents are small (a 256x256 image is 4x32x32 floats),
+so the whole dataset lives on the GPU and batches are gathered there with no host round trip.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from lcgan.latents import Convention
+
+MAX_LATENT_ELEMENTS = 64 * 512 * 512  # far beyond any real latent (a 4096px SD image is 4x512x512)
+
+
+@dataclass
+class Domains:
+    """Unpaired latents of two domains, model space, ``(N, C, h, w)`` float32 each."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    convention: Convention
+    flip: bool = False  # random horizontal flips while training
+    files_a: list[str] = field(default_factory=list)
+    files_b: list[str] = field(default_factory=list)
+    # Synthetic data only: the true mapping and held-out pairs to score translations against.
+    truth: "SyntheticTruth | None" = None
+    manifests: dict = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return self.a.shape[1]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.a.shape[2:])
+
+
+# ---------------------------------------------------------------------------- folders of .pt
+
+
+def find_latent_files(folder: str | Path, key: str) -> list[Path]:
+    """All ``.pt`` files under ``folder``, recursively, following directory symlinks once."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{key}={str(folder)!r} is not a folder; point it at a folder of .pt latents")
+    files, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop, or the same folder reached twice
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        files += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".pt")]
+    if not files:
+        raise ValueError(
+            f"{key}={str(folder)!r} holds no .pt latents; encode images first with: "
+            f"python -m lcgan.encode input_dir=IMAGES output_dir={folder}"
+        )
+    return files
+
+
+def load_latent_file(path: str | Path) -> torch.Tensor:
+    """One latent file -> float32 ``(C, h, w)``. Refuses anything but plain tensors (weights_only)."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ValueError(f"latent file {path} is empty (0 bytes); re-encode it or delete it")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, not a torch file, or a pickle that is not plain tensors
+        raise ValueError(
+            f"latent file {path} could not be loaded as plain tensors ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "it may be truncated, not a torch file, or hold arbitrary Python objects, which lcgan never unpickles"
+        ) from None
+    if isinstance(obj, dict):
+        if "latent" not in obj:
+            raise ValueError(f"latent file {path} holds a dict without the key 'latent' (keys: {sorted(map(str, obj))[:10]})")
+        obj = obj["latent"]
+    if not isinstance(obj, torch.Tensor):
+        raise ValueError(f"latent file {path} holds a {type(obj).__name__}, expected a tensor [C,H,W] or [1,C,H,W]")
+    if obj.dim() == 4 and obj.shape[0] == 1:
+        obj = obj[0]
+    if obj.dim() != 3:
+        raise ValueError(f"latent file {path} has shape {list(obj.shape)}, expected [C,H,W] or [1,C,H,W]")
+    if not obj.is_floating_point():
+        raise ValueError(f"latent file {path} has dtype {obj.dtype}, expected a floating-point tensor")
+    if obj.numel() > MAX_LATENT_ELEMENTS:
+        raise ValueError(f"latent file {path} has shape {list(obj.shape)}, far larger than any VAE latent; is it a latent?")
+    obj = obj.float()
+    if not torch.isfinite(obj).all():
+        raise ValueError(f"latent file {path} contains NaN or Inf values; re-encode it or delete it")
+    return obj
+
+
+def load_latent_dir(folder: str | Path, key: str, num_workers: int = 8, max_files: int | None = None) -> tuple[torch.Tensor, list[str]]:
+    """All latents of a folder stacked to ``(N, C, h, w)``, file space. Mixed sizes are an error."""
+    files = find_latent_files(folder, key)[:max_files]
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:
+        tensors = list(tqdm(pool.map(load_latent_file, files), total=len(files), desc=f"load {key}", ncols=100, leave=False))
+    shapes: dict[tuple, list[Path]] = {}
+    for f, t in zip(files, tensors):
+        shapes.setdefault(tuple(t.shape), []).append(f)
+    if len(shapes) > 1:
+        desc = "; ".join(f"{list(s)}: {len(fs)} files, e.g. {fs[0]}" for s, fs in shapes.items())
+        raise ValueError(
+            f"{key}={str(folder)!r} mixes latent shapes ({desc}); lcgan trains on one size per run: "
+            "re-encode at one image_size or split the folder"
+        )
+    return torch.stack(tensors), [str(f) for f in files]
+
+
+def latent_folders(
+    a_dir: str,
+    b_dir: str,
+    latents_scaled: bool = False,
+    latent_divisor: float = 10.0,
+    flip: bool = False,
+    num_workers: int = 8,
+    max_files: int | None = None,
+) -> Domains:
+    """Two folders of ``.pt`` latents (``data=latents``)."""
+    conv = Convention(latents_scaled=latents_scaled, latent_divisor=latent_divisor)
+    a, files_a = load_latent_dir(a_dir, "data.a_dir", num_workers, max_files)
+    b, files_b = load_latent_dir(b_dir, "data.b_dir", num_workers, max_files)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(
+            f"data.a_dir latents are {list(a.shape[1:])} but data.b_dir latents are {list(b.shape[1:])}; "
+            "encode both domains with the same VAE and image_size"
+        )
+    return Domains(a=conv.file_to_model(a), b=conv.file_to_model(b), convention=conv, flip=flip,
+                   files_a=files_a, files_b=files_b)
+
+
+# ---------------------------------------------------------------------------- synthetic
+
+
+@dataclass
+class SyntheticTruth:
+    """The known mapping of the synthetic task, in file space: B = A + shift (per channel)."""
+
+    shift: torch.Tensor  # (C,)
+    convention: Convention
+    eval_a: torch.Tensor  # held-out A latents, model space
+    eval_b: torch.Tensor  # held-out B latents, model space
+
+    def a_to_b(self, z: torch.Tensor) -> torch.Tensor:
+        """True G on model-space latents."""
+        conv = self.convention
+        return conv.file_to_model(conv.model_to_file(z) + self.shift.view(1, -1, 1, 1).to(z))
+
+    def b_to_a(self, z: torch.Tensor) -> torch.Tensor:
+        conv = self.convention
+        return conv.file_to_model(conv.model_to_file(z) - self.shift.view(1, -1, 1, 1).to(z))
+
+
+def _smooth_fields(n: int, channels: int, size: int, mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Spatially correlated fields like real latents: coarse structure plus fine detail."""
+    def draw(n: int, g: torch.Generator) -> torch.Tensor:
+        coarse = torch.randn(n, channels, max(1, size // 4), max(1, size // 4), generator=g)
+        coarse = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+        return 0.9 * coarse + 0.45 * torch.randn(n, channels, size, size, generator=g)
+
+    # normalise by a fixed reference draw, not by the set itself: each set keeps its own sampling
+    # noise in mean and std, as real datasets do
+    scale = draw(64, torch.Generator().manual_seed(12345)).std()
+    return draw(n, gen) / scale * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
+
+
+def synthetic(
+    n_a: int = 256,
+    n_b: int = 256,
+    n_eval: int = 64,
+    size: int = 16,
+    channels: int = 4,
+    mean: tuple[float, ...] = (2.0, 0.5, 1.0, -1.0),
+    std: tuple[float, ...] = (4.5, 4.0, 3.5, 3.0),
+    shift: tuple[float, ...] = (3.0, -3.0, 2.5, -2.5),
+    latent_divisor: float = 10.0,
+    flip: bool = False,
+    seed: int = 0,
+) -> Domains:
+    """Embedded default data (``data=synthetic``): no files, no downloads.
+
+    A: smooth random fields at the scale of raw SD1.5 latents (per-channel std 3-5). B: other,
+    independent A-like fields shifted per channel, like a colour cast. The shift is what a
+    CycleGAN can recover from unpaired data (a channel-mixing rotation is not: matching
+    distributions does not identify it), and knowing it lets training report its true error.
+    """
+    for name, vals in (("mean", mean), ("std", std), ("shift", shift)):
+        if len(vals) != channels:
+            raise ValueError(f"data.{name} has {len(vals)} values but data.channels={channels}")
+    if min(n_a, n_b, n_eval) < 1 or size < 4:
+        raise ValueError("data.n_a, data.n_b and data.n_eval must be >= 1 and data.size >= 4")
+    conv = Convention(latents_scaled=False, latent_divisor=latent_divisor)
+    gen = torch.Generator().manual_seed(seed)
+    mean_t, std_t, shift_t = (torch.tensor(v, dtype=torch.float32) for v in (mean, std, shift))
+    a, b_src, eval_a, eval_b_src = (
+        _smooth_fields(n, channels, size, mean_t, std_t, gen) for n in (n_a, n_b, n_eval, n_eval)
+    )
+    b, eval_b = (z + shift_t.view(1, -1, 1, 1) for z in (b_src, eval_b_src))
+    truth = SyntheticTruth(shift=shift_t, convention=conv, eval_a=conv.file_to_model(eval_a), eval_b=conv.file_to_model(eval_b))
+    return Domains(a=conv.file_to_model(a), b=conv.file_to_model(b), convention=conv, flip=flip, truth=truth)
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+class UnpairedSampler:
+    """One batch of A and one of B per step, each domain shuffled independently.
+
+    An epoch is ``max(N_a, N_b) // batch_size`` steps; the smaller domain is reshuffled as often
+    as needed. Permutations are drawn on the data's device from torch's global RNG, so they are
+    covered by the RNG state a checkpoint saves, and indexing never leaves the device.
+    """
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, batch_size: int, flip: bool = False) -> None:
+        smaller = min(len(a), len(b))
+        if batch_size > smaller:
+            raise ValueError(
+                f"train.batch_size={batch_size} is larger than the smaller domain ({smaller} latents); "
+                "lower train.batch_size or add data"
+            )
+        self.a, self.b, self.batch_size, self.flip = a, b, batch_size, flip
+        self.steps_per_epoch = max(len(a), len(b)) // batch_size
+
+    def _perm(self, n: int, device: torch.device) -> torch.Tensor:
+        need = self.steps_per_epoch * self.batch_size
+        reps = -(-need // n)
+        return torch.cat([torch.randperm(n, device=device) for _ in range(reps)])[:need]
+
+    def epoch(self) -> dict[str, torch.Tensor]:
+        """The order of one epoch; saved in mid-epoch checkpoints to resume exactly."""
+        return {"perm_a": self._perm(len(self.a), self.a.device), "perm_b": self._perm(len(self.b), self.b.device)}
+
+    def _take(self, data: torch.Tensor, perm: torch.Tensor, step: int, device: torch.device) -> torch.Tensor:
+        idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
+        z = data.index_select(0, idx).to(device, non_blocking=True)
+        if self.flip:
+            mask = torch.rand(len(z), 1, 1, 1, device=device) < 0.5
+            z = torch.where(mask, z.flip(-1), z)
+        return z
+
+    def batch(self, order: dict[str, torch.Tensor], step: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._take(self.a, order["perm_a"], step, device), self._take(self.b, order["perm_b"], step, device)
+
+
+def place(z: torch.Tensor, device: torch.device, max_fraction: float = 0.5) -> torch.Tensor:
+    """Put a whole domain on the GPU when it fits in ``max_fraction`` of free memory, else pin it."""
+    if device.type != "cuda":
+        return z.to(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    if z.numel() * z.element_size() < max_fraction * free:
+        return z.to(device)
+    return z.pin_memory()

@@ -1,0 +1,97 @@
+"""Networks: the ResNet generator and the spectral-norm PatchGAN discriminator.
+
+Shapes are latents: ``(B, C, h, w)`` with C the VAE's latent channels (4 for SD1.5).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def _norm(channels: int) -> nn.Module:
+    # affine=False, no running stats: the CycleGAN reference's InstanceNorm
+    return nn.InstanceNorm2d(channels)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResnetGenerator(nn.Module):
+    """Johnson et al.'s ResNet generator as used by CycleGAN, for latents.
+
+    ``output="tanh"``: the reference design, ``tanh(net(z))``: outputs live in [-1, 1].
+    ``output="residual"``: ``z + net(z)`` with the last conv zero-initialised, so training starts
+    at the identity map and learns a correction (no tanh; latents are not bounded).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        ngf: int = 64,
+        n_blocks: int = 6,
+        n_downsampling: int = 2,
+        output: str = "tanh",
+    ) -> None:
+        super().__init__()
+        if output not in ("tanh", "residual"):
+            raise ValueError(f"output={output!r}: choose 'tanh' or 'residual'")
+        for name, value, low in (("ngf", ngf, 1), ("n_blocks", n_blocks, 0), ("n_downsampling", n_downsampling, 0)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+        self.output = output
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
+        ch = ngf
+        for _ in range(n_downsampling):
+            layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), _norm(ch * 2), nn.ReLU(True)]
+            ch *= 2
+        layers += [ResnetBlock(ch) for _ in range(n_blocks)]
+        for _ in range(n_downsampling):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1), _norm(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        last = nn.Conv2d(ch, in_channels, 7)
+        if output == "residual":
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        layers += [nn.ReflectionPad2d(3), last]
+        self.net = nn.Sequential(*layers)
+        self.factor = 2**n_downsampling  # inputs must be divisible by this
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.net(z)
+        return z + out if self.output == "residual" else torch.tanh(out)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (pix2pix's NLayerDiscriminator) with spectral norm instead of normalisation layers.
+
+    Each output cell judges a patch of the input; ``n_layers`` stride-2 convs set the patch size.
+    On 16x16 latents use ``n_layers=2``; on 32x32 and larger, 3.
+    """
+
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        if not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"n_layers={n_layers!r} must be an integer >= 1")
+        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, ndf, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+        ch = ndf
+        for i in range(1, n_layers + 1):
+            out = ndf * min(2**i, 8)
+            stride = 2 if i < n_layers else 1
+            layers += [spectral_norm(nn.Conv2d(ch, out, 4, stride, 1)), nn.LeakyReLU(0.2, True)]
+            ch = out
+        layers.append(spectral_norm(nn.Conv2d(ch, 1, 4, 1, 1)))
+        self.net = nn.Sequential(*layers)
+        self.min_size = 3 * 2**n_layers  # smaller inputs leave no output cell
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

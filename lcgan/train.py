@@ -1,0 +1,198 @@
+"""Train a latent CycleGAN: ``python -m lcgan.train [group=option ...] [key=value ...]``.
+
+``train(cfg)`` is the whole job and is what tests call; ``main`` is a thin Hydra wrapper.
+Outputs go under ``cfg.out_dir`` (Hydra's run directory): ``model/``, ``logs/``, ``vis/``.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from lcgan import checkpoint, config
+from lcgan.baselines import score_synthetic
+from lcgan.buffer import FakeBuffer
+from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
+from lcgan.data import UnpairedSampler, place
+from lcgan.latents import check_channels
+from lcgan.preempt import StopRequest
+from lcgan.vis import grid, save_png
+
+LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} but CUDA is not available here; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+def build_nets(model_cfg: DictConfig, channels: int) -> CycleGAN:
+    """Two generators and two discriminators from the ``model`` group; channels come from the data."""
+    gen = lambda: instantiate(model_cfg.generator, in_channels=channels)  # noqa: E731
+    disc = lambda: instantiate(model_cfg.discriminator, in_channels=channels)  # noqa: E731
+    return CycleGAN(g_ab=gen(), g_ba=gen(), d_a=disc(), d_b=disc())
+
+
+def check_sizes(nets: CycleGAN, size: tuple[int, int]) -> None:
+    h, w = size
+    if h % nets.g_ab.factor or w % nets.g_ab.factor:
+        raise ValueError(f"latents of {h}x{w} are not divisible by {nets.g_ab.factor}; lower model.generator.n_downsampling")
+    if min(h, w) < nets.d_a.min_size:
+        raise ValueError(f"latents of {h}x{w} are too small for the discriminator (min {nets.d_a.min_size}); lower model.discriminator.n_layers")
+
+
+def train(cfg: DictConfig) -> float:
+    """Run one training job; returns the validation metric (lower is better) for sweepers."""
+    config.check(cfg)
+    tc = cfg.train
+    out = Path(cfg.out_dir)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    domains = instantiate(cfg.data)
+    vae = instantiate(cfg.vae, device=str(device))  # decodes the pictures
+    check_channels(domains.channels, vae.space, "data")
+    nets = build_nets(cfg.model, domains.channels).to(device)
+    check_sizes(nets, domains.size)
+    make_opt = instantiate(cfg.optim)
+    opt_g, sched_g = make_opt(list(nets.g_ab.parameters()) + list(nets.g_ba.parameters()))
+    opt_d, sched_d = make_opt(list(nets.d_a.parameters()) + list(nets.d_b.parameters()))
+    amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+    buffer_a, buffer_b = FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size)
+    weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale)
+    step_fn = CycleGANStep(nets, opt_g, opt_d, weights, buffer_a, buffer_b, amp_dtype, scaler)
+    sampler = UnpairedSampler(place(domains.a, device), place(domains.b, device), tc.batch_size, domains.flip)
+    vis_a, vis_b = domains.a[: tc.n_vis].to(device), domains.b[: tc.n_vis].to(device)
+
+    def state(epoch: int, step: int, order, sums, metrics) -> dict:
+        return {
+            "G": nets.g_ab.state_dict(), "F": nets.g_ba.state_dict(), "D_A": nets.d_a.state_dict(), "D_B": nets.d_b.state_dict(),
+            "opt_G": opt_g.state_dict(), "opt_D": opt_d.state_dict(), "sched_G": sched_g.state_dict(), "sched_D": sched_d.state_dict(),
+            "scaler": scaler.state_dict(), "buffer_A": buffer_a.state_dict(), "buffer_B": buffer_b.state_dict(),
+            "cfg": OmegaConf.to_container(cfg, resolve=True), "epoch": epoch, "step": step, "order": order, "sums": sums,
+            "rng": checkpoint.rng_state(), "metrics": metrics,
+            "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(),
+        }
+
+    log = checkpoint.JsonlLog(out / "logs" / "train_log.jsonl")
+    start_epoch, start_step, order, sums = 0, 0, None, None
+    if tc.resume:
+        path = Path(tc.resume_path) if tc.resume_path else out / "model" / "last.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"train.resume=true but {path} does not exist; set train.resume_path=... "
+                                    "or hydra.run.dir=<the run's folder> to resume that run")
+        ck = checkpoint.load(path, map_location=device)
+        for module, key in ((nets.g_ab, "G"), (nets.g_ba, "F"), (nets.d_a, "D_A"), (nets.d_b, "D_B")):
+            module.load_state_dict(ck[key])
+        for obj, key in ((opt_g, "opt_G"), (opt_d, "opt_D"), (sched_g, "sched_G"), (sched_d, "sched_D"),
+                         (scaler, "scaler"), (buffer_a, "buffer_A"), (buffer_b, "buffer_B")):
+            obj.load_state_dict(ck[key])
+        start_epoch, start_step, order, sums = ck["epoch"], ck["step"], ck["order"], ck["sums"]
+        if ck.get("metrics"):
+            log.append(ck["metrics"])  # the crash may have come between checkpoint and log line
+        if tc.resume_restore_rng:
+            checkpoint.set_rng_state(ck["rng"])
+        print(f"resumed from {path}: epoch {start_epoch} done" + (f", step {start_step} of the next" if start_step else ""))
+
+    steps = sampler.steps_per_epoch
+    n_params = sum(p.numel() for p in nets.g_ab.parameters())
+    print(f"lcgan.train | device {device} | A {tuple(domains.a.shape)} B {tuple(domains.b.shape)} | "
+          f"G/F {n_params / 1e6:.2f}M params each | batch {tc.batch_size} x {steps} steps/epoch x {tc.epochs} epochs | "
+          f"amp {amp_dtype} | out {out}")
+    metrics: dict = {}
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, tc.epochs):
+            if order is None:
+                order = sampler.epoch()
+            if sums is None:
+                sums = torch.zeros(len(LOSS_KEYS), device=device)
+            window = torch.zeros(len(LOSS_KEYS), device=device)
+            t0 = time.perf_counter()
+            bar = tqdm(range(start_step, steps), initial=start_step, total=steps, ncols=100,
+                       desc=f"Epoch {epoch + 1}/{tc.epochs}", leave=False,
+                       bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+            for i in bar:
+                real_a, real_b = sampler.batch(order, i, device)
+                losses = step_fn(real_a, real_b)
+                vec = torch.stack([losses[k].float() for k in LOSS_KEYS])
+                sums += vec
+                window += vec
+                if (i + 1) % tc.log_every == 0 or i + 1 == steps:
+                    # the only host sync of the step loop: once every log_every steps
+                    w = window.tolist()
+                    bad = [k for k, v in zip(LOSS_KEYS, w) if not math.isfinite(v)]
+                    if bad:
+                        first = epoch * steps + i + 2 - ((i % tc.log_every) + 1)
+                        raise FloatingPointError(
+                            f"non-finite {bad[0]} ({w[LOSS_KEYS.index(bad[0])]}) between steps {first} and {epoch * steps + i + 1} "
+                            f"(epoch {epoch + 1}); stopped without saving: {out / 'model' / 'last.pt'} is the last good checkpoint. "
+                            "Lower optim.lr, try train.amp=bf16 or check the data")
+                    n = (i % tc.log_every) + 1
+                    bar.set_postfix_str(f"G {w[0] / n:7.3f} D {w[1] / n:6.3f} cyc {w[4] / n:6.3f}")
+                    window.zero_()
+                if stop:
+                    checkpoint.save(state(epoch, i + 1, order, sums, None), out / "model" / "last.pt")
+                    bar.close()
+                    print(f"stopped at epoch {epoch + 1}, step {i + 1}/{steps}; saved {out / 'model' / 'last.pt'}.\n"
+                          f"Resume with the same overrides plus: train.resume=true hydra.run.dir={out}")
+                    raise SystemExit(128 + stop.signum)
+            bar.close()
+            elapsed = time.perf_counter() - t0
+            lr = opt_g.param_groups[0]["lr"]  # the rate this epoch trained with
+            sched_g.step()
+            sched_d.step()
+            n_steps = steps - start_step
+            means = dict(zip(LOSS_KEYS, (sums / steps).tolist()))
+            metrics = {"epoch": epoch + 1, "time_sec": round(elapsed, 3), **means,
+                       "lr": lr, "steps": steps,
+                       "pairs_per_sec": round(n_steps * tc.batch_size / max(elapsed, 1e-9), 1)}
+            if domains.truth is not None:
+                metrics.update(score_synthetic(nets.g_ab, nets.g_ba, domains.a, domains.b, domains.truth))
+            order, sums, start_step = None, None, 0
+            ck = state(epoch + 1, 0, None, None, metrics)
+            if (epoch + 1) % tc.ckpt_every == 0 or epoch + 1 == tc.epochs:
+                checkpoint.save(ck, out / "model" / f"epoch_{epoch + 1:04d}.pt")
+            checkpoint.save(ck, out / "model" / "last.pt")
+            log.append(metrics)
+            if tc.vis_every and ((epoch + 1) % tc.vis_every == 0 or epoch + 1 == tc.epochs):
+                save_png(visualize(nets, vae, domains.convention, vis_a, vis_b), out / "vis" / f"epoch_{epoch + 1:04d}.png")
+            print(summary_line(metrics, tc.epochs))
+    return float(metrics.get("err", metrics.get("loss_cyc", float("nan"))))
+
+
+@torch.no_grad()
+def visualize(nets: CycleGAN, vae, conv, real_a: torch.Tensor, real_b: torch.Tensor):
+    """Columns A, G(A), B, F(B), decoded through the configured VAE."""
+    decode = lambda z: vae.decode(conv.model_to_raw(z.float(), vae.space))  # noqa: E731
+    return grid([decode(real_a), decode(nets.g_ab(real_a)), decode(real_b), decode(nets.g_ba(real_b))])
+
+
+def summary_line(m: dict, epochs: int) -> str:
+    line = (f"Epoch {m['epoch']}/{epochs} | G {m['loss_G']:.3f} D {m['loss_D']:.3f} cyc {m['loss_cyc']:.3f} "
+            f"id {m['loss_id']:.3f} | lr {m['lr']:.2e} | {m['pairs_per_sec']:.0f} pairs/s")
+    if "err" in m:
+        line += (f" | err G {m['err_G']:.3f} F {m['err_F']:.3f} (identity 1, mean-shift {m['base_mean_shift_G']:.3f},"
+                 f" moment-match {m['base_moment_match_G']:.3f})")
+    return line
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

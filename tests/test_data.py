@@ -1,0 +1,121 @@
+"""Bad latent folders and bad configs: one clear error naming the file or key."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+
+from lcgan.buffer import FakeBuffer
+from lcgan.config import ConfigError, check
+from lcgan.data import UnpairedSampler, latent_folders, load_latent_file
+from tests.test_train import write_latents
+
+
+def folders(tmp_path, n=4):
+    return write_latents(tmp_path / "A", n), write_latents(tmp_path / "B", n, seed=1)
+
+
+def test_missing_and_empty_folder(tmp_path):
+    a, b = folders(tmp_path)
+    with pytest.raises(FileNotFoundError, match="data.a_dir=.*nope.*is not a folder"):
+        latent_folders(str(tmp_path / "nope"), str(b))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="data.b_dir=.*empty.*holds no .pt latents.*lcgan.encode"):
+        latent_folders(str(a), str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize(
+    "obj, match",
+    [
+        (torch.randn(2, 4, 8, 8), r"shape \[2, 4, 8, 8\], expected \[C,H,W\] or \[1,C,H,W\]"),
+        (torch.randn(8, 8), r"shape \[8, 8\]"),
+        ({"z": torch.randn(4, 8, 8)}, "dict without the key 'latent'"),
+        ([1, 2, 3], "holds a list, expected a tensor"),
+        (torch.ones(4, 8, 8, dtype=torch.int64), "dtype torch.int64"),
+        (torch.full((4, 8, 8), float("nan")), "NaN or Inf"),
+    ],
+)
+def test_bad_latent_file(tmp_path, obj, match):
+    torch.save(obj, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=match) as e:
+        load_latent_file(tmp_path / "bad.pt")
+    assert "bad.pt" in str(e.value)
+
+
+def test_corrupt_files(tmp_path):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.pt is empty"):
+        load_latent_file(tmp_path / "empty.pt")
+    torch.save(torch.randn(4, 8, 8), tmp_path / "full.pt")
+    data = (tmp_path / "full.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.pt could not be loaded"):
+        load_latent_file(tmp_path / "cut.pt")
+    (tmp_path / "text.pt").write_text("not a tensor")
+    with pytest.raises(ValueError, match="text.pt could not be loaded"):
+        load_latent_file(tmp_path / "text.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = _Evil()
+    evil.marker = marker
+    torch.save({"latent": evil}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="evil.pt could not be loaded.*never unpickles"):
+        load_latent_file(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_mixed_sizes_and_mismatched_domains(tmp_path):
+    a = write_latents(tmp_path / "A", 3)
+    torch.save(torch.randn(4, 32, 32), a / "big.pt")
+    with pytest.raises(ValueError, match=r"mixes latent shapes .*\[4, 16, 16\].*\[4, 32, 32\].*big.pt"):
+        latent_folders(str(a), str(a))
+    b = write_latents(tmp_path / "B", 3, shape=(4, 8, 8))
+    c = write_latents(tmp_path / "C", 3)
+    with pytest.raises(ValueError, match="data.a_dir latents are .*data.b_dir latents are"):
+        latent_folders(str(c), str(b))
+
+
+def test_symlink_loop_is_not_followed_forever(tmp_path):
+    a = write_latents(tmp_path / "A", 3)
+    (a / "loop").symlink_to(a, target_is_directory=True)
+    d = latent_folders(str(a), str(a))
+    assert len(d.a) == 3
+
+
+def test_batch_larger_than_domain(tmp_path):
+    with pytest.raises(ValueError, match="train.batch_size=8 is larger than the smaller domain"):
+        UnpairedSampler(torch.zeros(5, 4, 8, 8), torch.zeros(9, 4, 8, 8), 8)
+
+
+def test_config_errors_name_the_key(tiny_cfg):
+    with pytest.raises(ConfigCompositionException, match="lrr"):
+        tiny_cfg("optim.lrr=1")
+    for override, key in [("optim.lr=-1", "optim.lr=-1"), ("data.latent_divisor=0", "data.latent_divisor=0"),
+                          ("train.fake_buffer_size=-3", "train.fake_buffer_size=-3"), ("train.batch_size=abc", "train.batch_size='abc'"),
+                          ("train.amp=fp8", "train.amp='fp8'")]:
+        with pytest.raises(ConfigError, match=key.replace("(", r"\(")):
+            check(tiny_cfg(override))
+    with pytest.raises(ConfigError) as e:
+        check(tiny_cfg("optim.lr=0", "train.epochs=0"))
+    assert "optim.lr" in str(e.value) and "train.epochs" in str(e.value)
+
+
+def test_fake_buffer_mixes_past_fakes():
+    torch.manual_seed(0)
+    buf = FakeBuffer(4)
+    first = buf.query(torch.zeros(4, 1, 2, 2))  # fills the buffer
+    assert torch.equal(first, torch.zeros(4, 1, 2, 2)) and buf.count == 4
+    outs = torch.cat([buf.query(torch.full((4, 1, 2, 2), float(i))) for i in range(1, 50)])
+    values = outs[:, 0, 0, 0]
+    assert (values < torch.arange(1, 50).repeat_interleave(4)).float().mean() > 0.3  # old fakes come back
+    with pytest.raises(ValueError, match="fake_buffer_size=-1"):
+        FakeBuffer(-1)
