@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import traceback
 from pathlib import Path
 
 import hydra
@@ -55,6 +56,21 @@ def check_sizes(nets: CycleGAN, size: tuple[int, int]) -> None:
 def train(cfg: DictConfig) -> float:
     """Run one training job; returns the validation metric (lower is better) for sweepers."""
     config.check(cfg)
+    # a partial: the run's config must reach the logger as a plain dict, not be instantiated
+    logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(cfg.out_dir))
+    exit_code = 1
+    try:
+        value = _train(cfg, logger)
+        exit_code = 0
+        return value
+    except SystemExit as e:  # preemption: a checkpoint was saved
+        exit_code = e.code if isinstance(e.code, int) else 1
+        raise
+    finally:
+        logger.finish(exit_code)
+
+
+def _train(cfg: DictConfig, logger) -> float:
     tc = cfg.train
     out = Path(cfg.out_dir)
     device = resolve_device(cfg.device)
@@ -142,6 +158,8 @@ def train(cfg: DictConfig) -> float:
                             "Lower optim.lr, try train.amp=bf16 or check the data")
                     n = (i % tc.log_every) + 1
                     bar.set_postfix_str(f"G {w[0] / n:7.3f} D {w[1] / n:6.3f} cyc {w[4] / n:6.3f}")
+                    logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, w)}, **step_stats(device)},
+                                       step=epoch * steps + i + 1)
                     window.zero_()
                 if stop:
                     checkpoint.save(state(epoch, i + 1, order, sums, None), out / "model" / "last.pt")
@@ -167,10 +185,22 @@ def train(cfg: DictConfig) -> float:
                 checkpoint.save(ck, out / "model" / f"epoch_{epoch + 1:04d}.pt")
             checkpoint.save(ck, out / "model" / "last.pt")
             log.append(metrics)
+            logger.log_scalars({f"epoch/{k}": v for k, v in metrics.items()}, step=(epoch + 1) * steps)
             if tc.vis_every and ((epoch + 1) % tc.vis_every == 0 or epoch + 1 == tc.epochs):
-                save_png(visualize(nets, vae, domains.convention, vis_a, vis_b), out / "vis" / f"epoch_{epoch + 1:04d}.png")
+                picture = visualize(nets, vae, domains.convention, vis_a, vis_b)
+                save_png(picture, out / "vis" / f"epoch_{epoch + 1:04d}.png")
+                logger.log_image("vis", picture, step=(epoch + 1) * steps)
             print(summary_line(metrics, tc.epochs))
-    return float(metrics.get("err", metrics.get("loss_cyc", float("nan"))))
+    value = float(metrics.get("err", metrics.get("loss_cyc", float("nan"))))
+    logger.summary({**metrics, "val_metric": value})
+    return value
+
+
+def step_stats(device: torch.device) -> dict[str, float]:
+    """Throughput-side scalars logged every log_every steps."""
+    if device.type != "cuda":
+        return {}
+    return {"gpu_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30}
 
 
 @torch.no_grad()
@@ -191,7 +221,13 @@ def summary_line(m: dict, epochs: int) -> str:
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    return train(cfg)
+    try:
+        return train(cfg)
+    except Exception:
+        # recorded in the job's folder, so a failed job of a sweep is visible next to the others
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out_dir) / "error.txt").write_text(traceback.format_exc())
+        raise
 
 
 if __name__ == "__main__":
