@@ -90,12 +90,16 @@ class ApproxVAE(VAE):
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-WEIGHTS_HINT = (
-    "provide the weights in one of these ways: a local folder written by save_pretrained "
-    "(vae.model_name_or_path=/path/to/folder, vae.subfolder=null if config.json sits at its top); "
-    "a Hugging Face cache that already holds the model (set HF_HOME to it); or download once on a "
-    "machine with internet: huggingface-cli download <repo_id> --include '<subfolder>/*' --local-dir DIR"
-)
+def weights_hint(model_name_or_path: str, subfolder: str | None) -> str:
+    """The ways to provide hub weights without network access at run time."""
+    include = f" --include '{subfolder}/*'" if subfolder else ""
+    return (
+        "provide the weights in one of these ways: a local folder written by save_pretrained "
+        "(vae.model_name_or_path=/path/to/folder, vae.subfolder=null if its config.json sits at the top); "
+        "a Hugging Face cache that already holds the model (point HF_HOME at it); or download once on a "
+        f"machine with internet: hf download {model_name_or_path}{include} --local-dir DIR "
+        "(huggingface-cli download ... with huggingface_hub < 1.0), then vae.model_name_or_path=DIR"
+    )
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -127,7 +131,7 @@ def _from_pretrained(cls, model_name_or_path: str, subfolder: str | None, **kwar
         raise FileNotFoundError(
             f"could not load {cls.__name__} weights from vae.model_name_or_path={model_name_or_path!r} "
             f"vae.subfolder={subfolder!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
-            + WEIGHTS_HINT
+            + weights_hint(model_name_or_path, subfolder)
         ) from e
 
 
