@@ -7,11 +7,13 @@
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import random
-import tempfile
+import secrets
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,11 +21,13 @@ import torch
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    try:
+    # not mkstemp: its files are 0600, and checkpoints are shared; os.open applies the umask as open() does
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:  # errno is kept (ENOSPC, EROFS, ...) so callers can tell a full disk from a missing folder
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as e:
-        raise OSError(f"cannot write {path}: {e.strerror or e}; check that the folder exists, is writable and has free space") from e
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}; check that the folder exists, is writable and has free space") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -33,9 +37,31 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise OSError(f"cannot write {path}: {e.strerror or e}; the previous file (if any) is intact. "
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}; the previous file (if any) is intact. "
                           "Free disk space or choose another output folder (hydra.run.dir=...)") from e
         raise
+
+
+def remove_stale_tmp(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of writes that a SIGKILL cut short (each as large as a checkpoint).
+    Call it when a run starts, before it writes: another process writing into the same folder would lose its file."""
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def check_writable(folder: str | Path, need_bytes: int = 0) -> None:
+    """Fail before a long epoch, not after it: create ``folder``, write, fsync and rename a probe
+    file there, and check that ``need_bytes`` (e.g. two checkpoints) are free."""
+    folder = Path(folder)
+    probe = folder / ".write_probe"
+    atomic_write_bytes(probe, b"ok")
+    probe.unlink()
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise OSError(errno.ENOSPC, f"cannot write {folder}: {free / 2**20:.0f} MiB free but the checkpoints need "
+                      f"{need_bytes / 2**20:.0f} MiB; free disk space or choose another output folder (hydra.run.dir=...)")
 
 
 def save(obj: dict, path: str | Path) -> None:
@@ -109,5 +135,5 @@ class JsonlLog:
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:
-            raise OSError(f"cannot append to {self.path}: {e.strerror or e}") from e
+            raise OSError(e.errno, f"cannot append to {self.path}: {e.strerror or e}") from e
         self.epochs.add(row.get("epoch"))

@@ -5,7 +5,8 @@ wrong types and out-of-range values, all at once, with the key and the fix.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,7 +22,12 @@ def _int(v) -> bool:
 
 
 def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite number: ``optim.lr=inf`` parses as a float and would pass ``> 0``."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _betas(v) -> bool:
+    return isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)
 
 
 # key -> (is valid, what it must be)
@@ -34,6 +40,11 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "train.d_loss_scale": (lambda v: _num(v) and v > 0, "a number > 0"),
     "train.fake_buffer_size": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 disables the replay buffer)"),
     "train.amp": (lambda v: v in ("bf16", "fp16", "none"), "one of bf16, fp16, none"),
+    "train.compile": (lambda v: v in ("auto", True, False), "auto, true or false"),
+    "train.cuda_graphs": (lambda v: v in ("auto", True, False), "auto, true or false"),
+    "train.cudnn_benchmark": (lambda v: v in ("auto", True, False), "auto, true or false"),
+    "train.channels_last": (lambda v: v in ("auto", True, False), "auto, true or false"),
+    "train.fuse_passes": (lambda v: isinstance(v, bool), "true or false"),
     "train.vis_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: no pictures)"),
     "train.n_vis": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "train.ckpt_every": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
@@ -41,9 +52,11 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "train.resume": (lambda v: isinstance(v, bool), "true or false"),
     "train.resume_restore_rng": (lambda v: isinstance(v, bool), "true or false"),
     "optim.lr": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "optim.betas": (_betas, "two numbers in [0, 1), e.g. [0.5,0.999]"),
     "optim.lr_constant_epochs": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "optim.lr_decay_epochs": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "data.latent_divisor": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "data.max_files": (lambda v: v is None or (_int(v) and v >= 1), "null (all files) or an integer >= 1"),
     "data.latents_scaled": (lambda v: isinstance(v, bool), "true or false"),
     "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")), "auto, cpu, cuda or cuda:N"),
 }

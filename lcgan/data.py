@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from lcgan.latents import Convention
 
 MAX_LATENT_ELEMENTS = 64 * 512 * 512  # far beyond any real latent (a 4096px SD image is 4x512x512)
+MAX_LATENT_BYTES = MAX_LATENT_ELEMENTS * 8 + 2**20  # float64 at that size, plus the zip's overhead: checked before reading
 
 
 @dataclass
@@ -70,8 +71,13 @@ def find_latent_files(folder: str | Path, key: str) -> list[Path]:
 def load_latent_file(path: str | Path) -> torch.Tensor:
     """One latent file -> float32 ``(C, h, w)``. Refuses anything but plain tensors (weights_only)."""
     path = Path(path)
-    if path.stat().st_size == 0:
+    if not path.is_file():  # a dangling symlink, a FIFO (torch.load would block on it), a folder named .pt
+        raise ValueError(f"latent file {path} is not a regular file (a dangling link?); delete it or point it at a latent")
+    size = path.stat().st_size
+    if size == 0:
         raise ValueError(f"latent file {path} is empty (0 bytes); re-encode it or delete it")
+    if size > MAX_LATENT_BYTES:  # refuse before torch.load reads it all into memory
+        raise ValueError(f"latent file {path} is {size / 2**30:.1f} GiB, far larger than any VAE latent; is it a latent?")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, or a pickle that is not plain tensors
@@ -101,6 +107,8 @@ def load_latent_file(path: str | Path) -> torch.Tensor:
 
 def load_latent_dir(folder: str | Path, key: str, num_workers: int = 8, max_files: int | None = None) -> tuple[torch.Tensor, list[str]]:
     """All latents of a folder stacked to ``(N, C, h, w)``, file space. Mixed sizes are an error."""
+    if max_files is not None and not (isinstance(max_files, int) and max_files >= 1):
+        raise ValueError(f"data.max_files={max_files!r} must be null (all files) or an integer >= 1")
     files = find_latent_files(folder, key)[:max_files]
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
         tensors = list(tqdm(pool.map(load_latent_file, files), total=len(files), desc=f"load {key}", ncols=100, leave=False))
@@ -125,8 +133,16 @@ def latent_folders(
     num_workers: int = 8,
     max_files: int | None = None,
 ) -> Domains:
-    """Two folders of ``.pt`` latents (``data=latents``)."""
+    """Two folders of ``.pt`` latents (``data=latents``).
+
+    Folders written by ``lcgan.encode`` carry a ``manifest.json``; when both do, they must agree
+    with each other (VAE latent space, scaling, image size) and with ``latents_scaled``.
+    """
+    from lcgan.encode import check_manifests, read_manifest
+
     conv = Convention(latents_scaled=latents_scaled, latent_divisor=latent_divisor)
+    manifests = {"a": read_manifest(a_dir), "b": read_manifest(b_dir)}
+    check_manifests(manifests["a"], manifests["b"], latents_scaled)
     a, files_a = load_latent_dir(a_dir, "data.a_dir", num_workers, max_files)
     b, files_b = load_latent_dir(b_dir, "data.b_dir", num_workers, max_files)
     if a.shape[1:] != b.shape[1:]:
@@ -135,7 +151,7 @@ def latent_folders(
             "encode both domains with the same VAE and image_size"
         )
     return Domains(a=conv.file_to_model(a), b=conv.file_to_model(b), convention=conv, flip=flip,
-                   files_a=files_a, files_b=files_b)
+                   files_a=files_a, files_b=files_b, manifests={k: m for k, m in manifests.items() if m})
 
 
 # ---------------------------------------------------------------------------- synthetic

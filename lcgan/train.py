@@ -53,6 +53,45 @@ def check_sizes(nets: CycleGAN, size: tuple[int, int]) -> None:
         raise ValueError(f"latents of {h}x{w} are too small for the discriminator (min {nets.d_a.min_size}); lower model.discriminator.n_layers")
 
 
+def check_finite(window: torch.Tensor, first: int, last: int, epoch: int, last_pt: Path) -> list[float]:
+    """Loss sums of a log window -> host (the loop's one sync every log_every steps); a NaN or Inf
+    stops the run before anything else is saved, so ``last_pt`` stays the last good checkpoint."""
+    w = window.tolist()
+    bad = [k for k, v in zip(LOSS_KEYS, w) if not math.isfinite(v)]
+    if bad:
+        kept = f"{last_pt} is the last good checkpoint" if last_pt.exists() else "no checkpoint was written yet"
+        raise FloatingPointError(
+            f"non-finite {bad[0]} ({w[LOSS_KEYS.index(bad[0])]}) between steps {first} and {last} (epoch {epoch}); "
+            f"stopped without saving: {kept}. Lower optim.lr, try train.amp=bf16 or check the data")
+    return w
+
+
+def auto_switch(value, device: torch.device) -> bool:
+    """Speed switches: ``auto`` means on for CUDA, off elsewhere."""
+    return device.type == "cuda" if value == "auto" else bool(value)
+
+
+def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device) -> dict:
+    """Optimizers, schedulers, AMP scaler, replay buffers and the step function: what
+    ``lcgan.train`` and ``lcgan.bench`` share, so the benchmark times the real step."""
+    tc = cfg.train
+    # cuDNN tries its algorithms once per shape and keeps the fastest: shapes are fixed here.
+    # (A process-wide flag: set from every built step, so the bench's plain step sets it off.)
+    torch.backends.cudnn.benchmark = auto_switch(tc.cudnn_benchmark, device)
+    if auto_switch(tc.channels_last, device):
+        nets.to(memory_format=torch.channels_last)  # cuDNN's fast convolution layout
+    make_opt = instantiate(cfg.optim)
+    opt_g, sched_g = make_opt(list(nets.g_ab.parameters()) + list(nets.g_ba.parameters()))
+    opt_d, sched_d = make_opt(list(nets.d_a.parameters()) + list(nets.d_b.parameters()))
+    amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+    weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale)
+    step = CycleGANStep(nets, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
+                        amp_dtype, scaler, compile=auto_switch(tc.compile, device), cuda_graphs=auto_switch(tc.cuda_graphs, device),
+                        fuse_passes=tc.fuse_passes)
+    return {"step": step, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d, "scaler": scaler, "amp_dtype": amp_dtype}
+
+
 def train(cfg: DictConfig) -> float:
     """Run one training job; returns the validation metric (lower is better) for sweepers."""
     config.check(cfg)
@@ -82,16 +121,15 @@ def _train(cfg: DictConfig, logger) -> float:
     check_channels(domains.channels, vae.space, "data")
     nets = build_nets(cfg.model, domains.channels).to(device)
     check_sizes(nets, domains.size)
-    make_opt = instantiate(cfg.optim)
-    opt_g, sched_g = make_opt(list(nets.g_ab.parameters()) + list(nets.g_ba.parameters()))
-    opt_d, sched_d = make_opt(list(nets.d_a.parameters()) + list(nets.d_b.parameters()))
-    amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-    buffer_a, buffer_b = FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size)
-    weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale)
-    step_fn = CycleGANStep(nets, opt_g, opt_d, weights, buffer_a, buffer_b, amp_dtype, scaler)
-    sampler = UnpairedSampler(place(domains.a, device), place(domains.b, device), tc.batch_size, domains.flip)
-    vis_a, vis_b = domains.a[: tc.n_vis].to(device), domains.b[: tc.n_vis].to(device)
+    parts = build_training(cfg, nets, device)
+    step_fn, opt_g, opt_d, sched_g, sched_d, scaler = (parts[k] for k in ("step", "opt_g", "opt_d", "sched_g", "sched_d", "scaler"))
+    buffer_a, buffer_b = step_fn.buffer_a, step_fn.buffer_b
+    layout = torch.channels_last if auto_switch(tc.channels_last, device) else torch.contiguous_format
+    sampler = UnpairedSampler(place(domains.a.contiguous(memory_format=layout), device),
+                              place(domains.b.contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
+    # a fixed picture batch spread over each domain (neighbouring files are often flip copies)
+    pick = lambda z: z[torch.linspace(0, len(z) - 1, min(tc.n_vis, len(z))).long()].to(device)  # noqa: E731
+    vis_a, vis_b = pick(domains.a), pick(domains.b)
 
     def state(epoch: int, step: int, order, sums, metrics) -> dict:
         return {
@@ -123,11 +161,15 @@ def _train(cfg: DictConfig, logger) -> float:
             checkpoint.set_rng_state(ck["rng"])
         print(f"resumed from {path}: epoch {start_epoch} done" + (f", step {start_step} of the next" if start_step else ""))
 
+    # fail now, not after an epoch: the folder must take two checkpoints (weights + Adam's two moments, ~4x)
+    checkpoint.remove_stale_tmp(out / "model")  # orphans of saves cut by a SIGKILL, each checkpoint-sized
+    checkpoint.check_writable(out / "model", need_bytes=8 * sum(p.numel() * p.element_size() for p in nets.parameters()))
     steps = sampler.steps_per_epoch
     n_params = sum(p.numel() for p in nets.g_ab.parameters())
     print(f"lcgan.train | device {device} | A {tuple(domains.a.shape)} B {tuple(domains.b.shape)} | "
           f"G/F {n_params / 1e6:.2f}M params each | batch {tc.batch_size} x {steps} steps/epoch x {tc.epochs} epochs | "
-          f"amp {amp_dtype} | out {out}")
+          f"amp {parts['amp_dtype']} | compile {step_fn.compiled} "
+          f"cuda graphs {step_fn.cuda_graphs} | out {out}")
     metrics: dict = {}
     with StopRequest() as stop:
         for epoch in range(start_epoch, tc.epochs):
@@ -135,8 +177,8 @@ def _train(cfg: DictConfig, logger) -> float:
                 order = sampler.epoch()
             if sums is None:
                 sums = torch.zeros(len(LOSS_KEYS), device=device)
-            window = torch.zeros(len(LOSS_KEYS), device=device)
-            t0 = time.perf_counter()
+            window, window_start = torch.zeros(len(LOSS_KEYS), device=device), start_step
+            t0 = t_window = time.perf_counter()
             bar = tqdm(range(start_step, steps), initial=start_step, total=steps, ncols=100,
                        desc=f"Epoch {epoch + 1}/{tc.epochs}", leave=False,
                        bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
@@ -147,21 +189,19 @@ def _train(cfg: DictConfig, logger) -> float:
                 sums += vec
                 window += vec
                 if (i + 1) % tc.log_every == 0 or i + 1 == steps:
-                    # the only host sync of the step loop: once every log_every steps
-                    w = window.tolist()
-                    bad = [k for k, v in zip(LOSS_KEYS, w) if not math.isfinite(v)]
-                    if bad:
-                        first = epoch * steps + i + 2 - ((i % tc.log_every) + 1)
-                        raise FloatingPointError(
-                            f"non-finite {bad[0]} ({w[LOSS_KEYS.index(bad[0])]}) between steps {first} and {epoch * steps + i + 1} "
-                            f"(epoch {epoch + 1}); stopped without saving: {out / 'model' / 'last.pt'} is the last good checkpoint. "
-                            "Lower optim.lr, try train.amp=bf16 or check the data")
-                    n = (i % tc.log_every) + 1
+                    w = check_finite(window, epoch * steps + window_start + 1, epoch * steps + i + 1, epoch + 1, out / "model" / "last.pt")
+                    n = i + 1 - window_start
                     bar.set_postfix_str(f"G {w[0] / n:7.3f} D {w[1] / n:6.3f} cyc {w[4] / n:6.3f}")
-                    logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, w)}, **step_stats(device)},
+                    now = time.perf_counter()  # after the sync above, so the window's time is real
+                    logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, w)}, "step/lr": opt_g.param_groups[0]["lr"],
+                                        "step/pairs_per_sec": n * tc.batch_size / max(now - t_window, 1e-9), **step_stats(device)},
                                        step=epoch * steps + i + 1)
+                    t_window = now
                     window.zero_()
+                    window_start = i + 1
                 if stop:
+                    if window_start <= i:  # an unchecked window: never save NaN weights over the last good last.pt
+                        check_finite(window, epoch * steps + window_start + 1, epoch * steps + i + 1, epoch + 1, out / "model" / "last.pt")
                     checkpoint.save(state(epoch, i + 1, order, sums, None), out / "model" / "last.pt")
                     bar.close()
                     print(f"stopped at epoch {epoch + 1}, step {i + 1}/{steps}; saved {out / 'model' / 'last.pt'}.\n"

@@ -1,0 +1,601 @@
+"""The fault suite (issue 7): real signals to a real training process, SIGKILL at random moments and
+mid-write, NaN losses, failing disks, malicious pickles, bad latents, bad images and bad configs.
+
+Each test checks that the failure is reported clearly and that nothing already saved is lost.
+Subprocesses run single-threaded (``OMP_NUM_THREADS=1``): on a few shared cores torch's thread pool
+thrashes, and the in-process reference runs use one thread too, so results compare bit for bit.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import resource
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import InstantiationException
+from PIL import Image
+
+from lcgan import checkpoint
+from lcgan.checkpoint import JsonlLog
+from lcgan.config import ConfigError
+from lcgan.data import latent_folders, load_latent_file
+from lcgan.encode import encode, read_manifest
+from lcgan.train import LOSS_KEYS, train
+from tests.conftest import compose_cfg
+from tests.test_encode import encode_cfg
+from tests.test_train import read_log, write_latents
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+SMALL = ["device=cpu", "train.batch_size=8", "model.generator.ngf=8", "model.generator.n_blocks=1",
+         "model.discriminator.ndf=8", "train.log_every=1", "train.vis_every=0", "train.fake_buffer_size=4"]  # fmt: skip
+SYN = [*SMALL, "data.n_eval=8", "data.size=16"]  # the synthetic default's keys; data=latents has others
+PREEMPT = [*SYN, "train.epochs=2", "data.n_a=128", "data.n_b=128"]  # 16 steps per epoch: time to land mid-epoch
+CRASH = [*SYN, "train.epochs=4", "data.n_a=32", "data.n_b=32", "train.ckpt_every=1"]  # 4 steps per epoch
+MID_EPOCH = r"Epoch {epoch}/\d+[^\r\n]*\| +\d+/\d+ [^\r\n]*G +-?\d"  # tqdm's postfix: handlers are set, steps run
+NETS = ("G", "F", "D_A", "D_B")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Same thread count as the subprocesses, so in-process reference runs match them exactly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_inprocess(out: Path, overrides: list[str]) -> float:
+    return train(compose_cfg("train", [*overrides, f"out_dir={out}"]))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Uninterrupted runs, computed once per override list: ``reference(PREEMPT) -> out folder``."""
+    done: dict[tuple, Path] = {}
+
+    def get(overrides: list[str]) -> Path:
+        key = tuple(overrides)
+        if key not in done:
+            torch.set_num_threads(1)
+            done[key] = tmp_path_factory.mktemp("reference") / "run"
+            run_inprocess(done[key], overrides)
+        return done[key]
+
+    return get
+
+
+def assert_same_run(out: Path, ref: Path) -> None:
+    """Identical per-epoch losses in the JSONL log and identical final weights."""
+    got, want = read_log(out), read_log(ref)
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
+    for g, w in zip(got, want):
+        assert {k: g[k] for k in LOSS_KEYS} == {k: w[k] for k in LOSS_KEYS}, f"epoch {g['epoch']}"
+    a, b = checkpoint.load(out / "model" / "last.pt"), checkpoint.load(ref / "model" / "last.pt")
+    for net in NETS:
+        for k, v in b[net].items():
+            assert torch.equal(a[net][k], v), f"{net}.{k}"
+
+
+# ---------------------------------------------------------------------------- training subprocesses
+
+
+class Training:
+    """``python -m lcgan.train`` in a subprocess, stdout and stderr in files that the test polls."""
+
+    def __init__(self, out: Path, overrides: list[str], name: str = "train") -> None:
+        self.stdout, self.stderr = out.parent / f"{name}.stdout", out.parent / f"{name}.stderr"
+        cmd = [sys.executable, "-m", "lcgan.train", *overrides, f"hydra.run.dir={out}"]
+        with open(self.stdout, "w") as so, open(self.stderr, "w") as se:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=so, stderr=se)
+
+    def out(self) -> str:
+        return self.stdout.read_text(errors="replace")
+
+    def err(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def tails(self) -> str:
+        return f"--- stdout\n{self.out()[-2000:]}\n--- stderr\n{self.err()[-2000:]}"
+
+    def wait_for(self, pattern: str, stream: str = "stderr", timeout: float = 180) -> re.Match:
+        """Poll until ``pattern`` shows up; fail if the process ends first or the time runs out."""
+        read = self.err if stream == "stderr" else self.out
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ended = self.proc.poll() is not None
+            if m := re.search(pattern, read()):
+                return m
+            if ended:
+                pytest.fail(f"training exited ({self.proc.returncode}) before {pattern!r}\n{self.tails()}")
+            time.sleep(0.01)
+        pytest.fail(f"no {pattern!r} after {timeout}s\n{self.tails()}")
+
+    def wait(self, timeout: float = 180) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"training still running after {timeout}s\n{self.tails()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@contextmanager
+def training(out: Path, overrides: list[str], name: str = "train"):
+    run = Training(out, overrides, name)
+    try:
+        yield run
+    finally:
+        run.kill()  # never leave a training process behind
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_epoch_saves_and_resume_equals_uninterrupted(tmp_path, reference, sig):
+    out = tmp_path / "run"
+    with training(out, PREEMPT) as run:
+        run.wait_for(MID_EPOCH.format(epoch=1))
+        run.proc.send_signal(sig)
+        assert run.wait() == 128 + sig, run.tails()
+    stdout = run.out()
+    assert f"{sig.name} received: saving a checkpoint" in stdout
+    m = re.search(r"stopped at epoch 1, step (\d+)/16; saved (.+last\.pt)", stdout)
+    assert m and Path(m[2]) == out / "model" / "last.pt", stdout
+    ck = checkpoint.load(out / "model" / "last.pt")  # weights_only
+    assert ck["epoch"] == 0 and ck["step"] == int(m[1]) and 0 < ck["step"] < 16  # mid-epoch, where it stopped
+    assert ck["metrics"] is None and not list((out / "model").glob("epoch_*.pt"))
+    assert not (out / "logs" / "train_log.jsonl").exists()  # no epoch finished, none logged
+    resume_args = re.search(r"Resume with the same overrides plus: (.+)", stdout)[1].split()
+    assert resume_args == ["train.resume=true", f"hydra.run.dir={out}"]
+
+    if sig == signal.SIGTERM:  # resume with the printed command, as a user would
+        with training(out, [*PREEMPT, resume_args[0]], name="resume") as run:
+            assert run.wait() == 0, run.tails()
+        assert f"resumed from {out / 'model' / 'last.pt'}: epoch 0 done, step {ck['step']} of the next" in run.out()
+    else:  # and in-process, as tests and sweepers call train()
+        run_inprocess(out, [*PREEMPT, "train.resume=true"])
+    assert_same_run(out, reference(PREEMPT))
+
+
+def test_second_signal_exits_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    overrides = [*SYN, "train.epochs=3", "data.n_a=64", "data.n_b=64"]
+    with training(out, overrides) as run:
+        run.wait_for(r"Epoch 1/3 \| G", stream="stdout")  # epoch 1 done: last.pt holds it
+        run.wait_for(MID_EPOCH.format(epoch=2))
+        before = (out / "model" / "last.pt").read_bytes()
+        # two different signals back to back: the same one twice may be merged into one delivery
+        run.proc.send_signal(signal.SIGINT)
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) in (128 + signal.SIGINT, 128 + signal.SIGTERM), run.tails()
+    assert "received: saving a checkpoint" in run.out()
+    assert "stopped at epoch" not in run.out() and "Resume with" not in run.out()  # did not save: exited at once
+    assert (out / "model" / "last.pt").read_bytes() == before
+    ck = checkpoint.load(out / "model" / "last.pt")
+    assert (ck["epoch"], ck["step"]) == (1, 0)
+    assert not list((out / "model").glob(".*.tmp"))
+
+
+def check_consistent(out: Path, epochs: int, seed: int) -> int:
+    """After a SIGKILL: last.pt loads, the log's lines all parse, each epoch logged once, in order."""
+    last = out / "model" / "last.pt"
+    done = checkpoint.load(last)["epoch"] if last.exists() else 0
+    log = out / "logs" / "train_log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    logged = [json.loads(line)["epoch"] for line in lines]  # a cut line would raise here
+    assert logged == list(range(1, len(logged) + 1)), f"seed {seed}: {logged}"
+    # the log may lag the checkpoint by the one epoch a kill interrupted; resume writes that line
+    assert done - 1 <= len(logged) <= done <= epochs, f"seed {seed}: checkpoint epoch {done}, log {logged}"
+    return done
+
+
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, reference):
+    seed = int(os.environ.get("LCGAN_FAULT_SEED", random.randrange(10**6)))  # printed on failure: rerun with it
+    rng = random.Random(seed)
+    out, kills = tmp_path / "run", []
+    for attempt in range(2):
+        done = check_consistent(out, 4, seed)
+        if done >= 3:  # the last epoch is left to run uninterrupted
+            break
+        with training(out, [*CRASH, *(["train.resume=true"] if done else [])], name=f"attempt{attempt}") as run:
+            # a random moment while it trains: mid-step, mid-save of epoch_XXXX.pt or last.pt, mid-log line
+            run.wait_for(MID_EPOCH.format(epoch=rng.randint(done + 1, 3)))
+            time.sleep(rng.uniform(0.0, 0.6))
+            run.proc.send_signal(signal.SIGKILL)
+            assert run.wait() == -signal.SIGKILL, f"seed {seed}: finished before the kill\n{run.tails()}"
+        kills.append(check_consistent(out, 4, seed))
+    with training(out, [*CRASH, "train.resume=true"] if kills[-1] else CRASH, "final") as run:
+        assert run.wait() == 0, f"seed {seed}, epochs done at each kill {kills}\n{run.tails()}"
+    assert check_consistent(out, 4, seed) == 4
+    assert_same_run(out, reference(CRASH))
+
+
+def test_sigkill_during_checkpoint_write_keeps_the_previous_file(tmp_path):
+    """Deterministic: the child is killed after writing the new checkpoint's bytes, before the rename."""
+    path = tmp_path / "model" / "last.pt"
+    checkpoint.save({"epoch": 1, "w": torch.zeros(1000)}, path)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: block inside fsync of the new file, as a slow disk would
+        try:
+            os.close(read_end)
+
+            def stuck_fsync(fd: int) -> None:
+                os.write(write_end, b"x")
+                time.sleep(60)
+
+            checkpoint.os.fsync = stuck_fsync
+            checkpoint.save({"epoch": 2, "w": torch.ones(1000)}, path)
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 1) == b"x"  # the child is mid-write
+        os.kill(pid, signal.SIGKILL)
+    finally:  # killing twice is harmless; a child left running is not
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_end)
+    ck = checkpoint.load(path)
+    assert ck["epoch"] == 1 and torch.equal(ck["w"], torch.zeros(1000))
+    stale = list(path.parent.glob(".last.pt.*.tmp"))
+    assert len(stale) == 1 and stale[0].stat().st_size > 1000  # the cut write: a full-size orphan...
+    assert checkpoint.remove_stale_tmp(path.parent) == stale and not stale[0].exists()  # ...removed when a run starts
+
+
+def test_log_is_appended_never_rewritten_and_keyed_by_epoch(tmp_path):
+    path = tmp_path / "logs" / "train_log.jsonl"
+    path.parent.mkdir()
+    good = "".join(json.dumps({"epoch": e, "loss_G": 1.0}) + "\n" for e in (1, 2))
+    path.write_text(good + '{"epoch": 3, "loss_')  # a line cut by a crash (full disk, power loss)
+    log = JsonlLog(path)
+    log.append({"epoch": 2, "loss_G": 9.0})  # a resumed run replaying epoch 2: not written twice
+    log.append({"epoch": 3, "loss_G": 3.0})
+    text = path.read_text()
+    assert text.startswith(good + '{"epoch": 3, "loss_\n')  # old bytes untouched, the cut line closed
+    assert [r["epoch"] for r in log.read()] == [1, 2, 3] and log.read()[1]["loss_G"] == 1.0
+    assert text.endswith('{"epoch": 3, "loss_G": 3.0}\n')
+
+
+# ---------------------------------------------------------------------------- non-finite losses
+
+
+def poison_at(monkeypatch, call: int, then_signal: bool = False) -> None:
+    """From step ``call`` on, G's first weights are NaN: the real step computes NaN losses."""
+    import lcgan.train
+
+    class Poisoned(lcgan.train.CycleGANStep):
+        calls = 0
+
+        def __call__(self, real_a, real_b):
+            Poisoned.calls += 1
+            if Poisoned.calls == call:
+                with torch.no_grad():
+                    next(self.nets.g_ab.parameters()).fill_(float("nan"))
+                if then_signal:  # a preemption in the same log window as the NaN
+                    os.kill(os.getpid(), signal.SIGTERM)
+            return super().__call__(real_a, real_b)
+
+    monkeypatch.setattr(lcgan.train, "CycleGANStep", Poisoned)
+
+
+NAN_RUN = [*SYN, "train.epochs=3", "data.n_a=32", "data.n_b=32", "train.log_every=2"]  # 4 steps per epoch
+
+
+def assert_last_good_is_epoch_1(out: Path) -> None:
+    last = checkpoint.load(out / "model" / "last.pt")
+    assert last["epoch"] == 1 and last["step"] == 0
+    first = checkpoint.load(out / "model" / "epoch_0001.pt")
+    for net in NETS:
+        for k, v in last[net].items():
+            assert torch.isfinite(v.float()).all() and torch.equal(v, first[net][k]), f"{net}.{k}"
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["epoch_0001.pt", "last.pt"]
+    assert [r["epoch"] for r in read_log(out)] == [1]
+
+
+def test_nan_loss_stops_at_the_next_check_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    poison_at(monkeypatch, call=6)  # epoch 2, its second step; checked every 2 steps
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError) as e:
+        run_inprocess(out, NAN_RUN)
+    msg = str(e.value)
+    assert re.search(r"non-finite loss_\w+ \(nan\) between steps 5 and 6 \(epoch 2\)", msg), msg
+    assert str(out / "model" / "last.pt") in msg and "last good checkpoint" in msg
+    assert_last_good_is_epoch_1(out)
+
+
+def test_preemption_after_a_nan_does_not_overwrite_the_last_good_checkpoint(tmp_path, monkeypatch):
+    poison_at(monkeypatch, call=5, then_signal=True)  # epoch 2, step 1; the window closes at step 2
+    out = tmp_path / "run"
+    with pytest.raises((FloatingPointError, SystemExit)):
+        run_inprocess(out, NAN_RUN)
+    assert_last_good_is_epoch_1(out)
+
+
+# ---------------------------------------------------------------------------- failing disks
+
+
+@pytest.mark.parametrize("fail", ["write", "fsync", "replace"])
+def test_full_disk_names_the_path_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, fail):
+    path = tmp_path / "model" / "last.pt"
+    checkpoint.save({"epoch": 1, "w": torch.zeros(10)}, path)
+
+    def enospc(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if fail == "write":  # the temporary file is opened with os.open and written through os.fdopen
+        real_fdopen = os.fdopen
+        monkeypatch.setattr(checkpoint.os, "fdopen", lambda fd, mode: _FailingWrites(real_fdopen(fd, mode)))
+    else:
+        monkeypatch.setattr(checkpoint.os, fail, enospc)
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(path))}: No space left on device.*intact") as e:
+        checkpoint.save({"epoch": 2, "w": torch.ones(10)}, path)
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert checkpoint.load(path)["epoch"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+class _FailingWrites:
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+    def write(self, data) -> None:
+        self.f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_real_write_failures_as_root(tmp_path):
+    """Kernel-enforced failures that root cannot bypass (chmod does not stop root)."""
+    path = tmp_path / "model" / "last.pt"
+    checkpoint.save({"epoch": 1, "w": torch.zeros(10)}, path)
+    # a file size limit (RLIMIT_FSIZE: the kernel refuses to grow the file, EFBIG), in a forked child
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+            try:
+                checkpoint.save({"epoch": 2, "w": torch.ones(1_000_000)}, path)
+                os.write(write_end, b"saved")
+            except OSError as e:
+                os.write(write_end, str(e).encode()[:4000])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    message = os.read(read_end, 4096).decode()
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    assert message.startswith(f"[Errno {errno.EFBIG}] cannot write {path}: File too large"), message
+    assert "previous file (if any) is intact" in message
+    assert checkpoint.load(path)["epoch"] == 1 and [p.name for p in path.parent.iterdir()] == ["last.pt"]
+    # an output folder whose parent is a regular file
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file")
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(blocker))}/model/last.pt: .*folder exists"):
+        checkpoint.save({"epoch": 1}, blocker / "model" / "last.pt")
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(blocker))}/model"):
+        checkpoint.check_writable(blocker / "model")
+    with pytest.raises(OSError, match=f"cannot append to {re.escape(str(blocker))}/logs/train_log.jsonl"):
+        JsonlLog(blocker / "logs" / "train_log.jsonl").append({"epoch": 1})
+    checkpoint.check_writable(tmp_path / "fresh" / "model")  # creates the folder, leaves no probe behind
+    assert list((tmp_path / "fresh" / "model").iterdir()) == []
+    with pytest.raises(OSError, match="MiB free but the checkpoints need"):
+        checkpoint.check_writable(tmp_path, need_bytes=2**62)
+
+
+def test_checkpoints_are_readable_by_the_group_like_any_file(tmp_path):
+    """mkstemp would make them 0600: a colleague could not load a shared checkpoint."""
+    old = os.umask(0o022)
+    try:
+        checkpoint.save({"epoch": 1}, tmp_path / "last.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_full_disk_during_training_keeps_the_last_epoch(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_replace, saves = os.replace, []
+
+    def replace(src, dst):
+        saves.append(Path(dst).name)
+        if Path(dst).name == "epoch_0002.pt":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(out))}/model/epoch_0002.pt: No space left"):
+        run_inprocess(out, [*SYN, "train.epochs=3", "data.n_a=16", "data.n_b=16"])
+    assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in read_log(out)] == [1]
+    assert not list((out / "model").glob(".*.tmp"))
+
+
+def test_unwritable_output_fails_before_the_first_epoch(tmp_path, monkeypatch):
+    import lcgan.train
+
+    def no_step(self, real_a, real_b):  # hours of an epoch must not be lost to a folder that can never be written
+        raise AssertionError("a training step ran before the output folder was checked")
+
+    monkeypatch.setattr(lcgan.train.CycleGANStep, "__call__", no_step)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file")
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(blocker))}/run/model"):
+        run_inprocess(blocker / "run", [*SYN, "data.n_a=16", "data.n_b=16"])
+    monkeypatch.undo()
+    out = tmp_path / "run"
+    run_inprocess(out, [*SYN, "train.epochs=1", "data.n_a=8", "data.n_b=8"])
+    orphan = out / "model" / ".last.pt.123.0badc0de.tmp"  # what a SIGKILL mid-save leaves
+    orphan.write_bytes(b"x" * 1000)
+    run_inprocess(out, [*SYN, "train.epochs=2", "data.n_a=8", "data.n_b=8", "train.resume=true"])
+    assert not orphan.exists()
+
+
+# ---------------------------------------------------------------------------- untrusted files
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("where", ["top", "nested"])
+def test_malicious_checkpoint_is_refused_without_running_it(tmp_path, where):
+    marker = tmp_path / "pwned"
+    good = tmp_path / "good" / "model" / "last.pt"
+    run_inprocess(good.parents[1], [*SYN, "train.epochs=1", "data.n_a=8", "data.n_b=8"])
+    if where == "top":
+        obj = _Evil(marker)
+    else:  # a real checkpoint with one object slipped into its config
+        obj = checkpoint.load(good)
+        obj["cfg"]["train"]["note"] = _Evil(marker)
+    evil = tmp_path / "evil.pt"
+    torch.save(obj, evil)
+    with pytest.raises(ValueError, match="evil.pt could not be loaded as plain tensors.*refuses to unpickle"):
+        checkpoint.load(evil)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="evil.pt could not be loaded"):
+        run_inprocess(out, [*SYN, "train.epochs=2", "data.n_a=8", "data.n_b=8", "train.resume=true", f"train.resume_path={evil}"])
+    assert not marker.exists()
+    assert not (out / "model").exists() and not (out / "logs").exists()
+    with pytest.raises(ValueError, match="last.pt could not be loaded"):  # a checkpoint cut in half
+        half = tmp_path / "cut" / "last.pt"
+        half.parent.mkdir()
+        half.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        checkpoint.load(half)
+
+
+# ---------------------------------------------------------------------------- bad latents
+
+
+def test_enormous_latents_are_refused_without_allocating(tmp_path):
+    huge = torch.zeros(1).expand(4, 65536, 65536)  # 16 G elements claimed, 4 bytes stored (stride 0)
+    torch.save(huge, tmp_path / "huge.pt")
+    assert (tmp_path / "huge.pt").stat().st_size < 10_000
+    with pytest.raises(ValueError, match=r"huge.pt has shape \[4, 65536, 65536\], far larger than any VAE latent"):
+        load_latent_file(tmp_path / "huge.pt")
+    with open(tmp_path / "sparse.pt", "wb") as f:  # 8 GiB on paper, no blocks on disk: refused before reading
+        f.truncate(8 * 2**30)
+    with pytest.raises(ValueError, match=r"sparse.pt is 8.0 GiB, far larger than any VAE latent"):
+        load_latent_file(tmp_path / "sparse.pt")
+
+
+def test_links_fifos_and_folders_named_pt(tmp_path):
+    a = write_latents(tmp_path / "A", 3)
+    (a / "dangling.pt").symlink_to(tmp_path / "nowhere.pt")
+    with pytest.raises(ValueError, match="dangling.pt is not a regular file"):  # was a FileNotFoundError naming no file
+        load_latent_file(a / "dangling.pt")
+    with pytest.raises(InstantiationException, match="dangling.pt is not a regular file"):  # as training reports it
+        train(compose_cfg("train", [*SMALL, "data=latents", f"data.a_dir={a}", f"data.b_dir={a}", f"out_dir={tmp_path / 'r'}"]))
+    os.mkfifo(tmp_path / "fifo.pt")  # torch.load would wait forever for a writer
+    with pytest.raises(ValueError, match="fifo.pt is not a regular file"):
+        load_latent_file(tmp_path / "fifo.pt")
+    (a / "dangling.pt").unlink()
+    (a / "folder.pt").mkdir()  # not a file: not listed
+    assert len(latent_folders(str(a), str(a)).a) == 3
+    for bad in (0, -1):  # 0 crashed in torch.stack, -1 silently dropped the last file
+        with pytest.raises(ValueError, match=f"data.max_files={bad} must be null"):
+            latent_folders(str(a), str(a), max_files=bad)
+
+
+def test_latents_of_another_vae_are_refused_before_training(tmp_path):
+    a = write_latents(tmp_path / "A", 8, shape=(8, 16, 16))
+    b = write_latents(tmp_path / "B", 8, shape=(8, 16, 16), seed=1)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="data has 8-channel latents but the VAE's latent space has 4 channels"):
+        run_inprocess(out, [*SMALL, "data=latents", f"data.a_dir={a}", f"data.b_dir={b}"])
+    assert not out.exists() or not any(out.iterdir())
+
+
+# ---------------------------------------------------------------------------- bad images (encode)
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A 60-byte PNG that claims ``width x height`` pixels: what a decompression bomb looks like at open."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+
+
+def test_encode_skips_and_counts_bombs_and_empty_files(tmp_path):
+    """tests/test_encode.py covers truncated, text-as-jpg, CMYK, 16-bit, palette, grayscale and EXIF;
+    here the real guard (PIL's own MAX_IMAGE_PIXELS, not a lowered one) on crafted headers."""
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(src / "ok.jpg")
+    limit = Image.MAX_IMAGE_PIXELS
+    png_header_only(src / "bomb.png", 100_000, 100_000)  # 10 G pixels: PIL raises at open
+    png_header_only(src / "warn_bomb.png", 10_000, 10_000)  # 100 M pixels: PIL only warns; lcgan refuses
+    assert limit < 10_000 * 10_000 < 2 * limit
+    (src / "empty.png").write_bytes(b"")
+    out = tmp_path / "latents"
+    result = encode(encode_cfg("vae=approx", f"input_dir={src}", f"output_dir={out}", "image_size=32"))
+    assert result["written"] == 1 and [p.name for p in out.glob("*.pt")] == ["ok.pt"]
+    failed = {f["path"]: f["error"] for f in read_manifest(out)["failed"]}
+    assert sorted(failed) == ["bomb.png", "empty.png", "warn_bomb.png"]
+    assert "decompression bomb" in failed["bomb.png"] and "10000x10000 pixels" in failed["warn_bomb.png"]
+    assert "not a readable image" in failed["empty.png"]
+    assert read_manifest(out)["count"] == 1
+
+
+# ---------------------------------------------------------------------------- bad configs
+
+
+def test_cli_config_error_names_the_key_without_a_torch_traceback(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "lcgan.train", "device=cpu", "optim.lr=-1", "train.fake_buffer_size=-1",
+                           f"hydra.run.dir={out}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert proc.returncode != 0
+    assert "optim.lr=-1: must be a number > 0" in proc.stderr and "train.fake_buffer_size=-1: must be" in proc.stderr
+    frames = re.findall(r'File "([^"]+)"', proc.stderr)
+    assert frames and all(f.startswith(str(ROOT / "lcgan")) for f in frames), proc.stderr  # only lcgan's frames
+    assert "ConfigError" in (out / "error.txt").read_text()  # a failed job says why, next to its outputs
+    assert not (out / "model").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, error, match",
+    [
+        (["train.fake_buffer_size=-1"], ConfigError, r"train.fake_buffer_size=-1: must be an integer >= 0"),
+        (["optim.lr=inf"], ConfigError, r"optim.lr=inf: must be a number > 0"),  # was accepted
+        (["optim.betas=[2,0.9]"], ConfigError, r"optim.betas=\[2, 0.9\]: must be two numbers"),  # was torch's error
+        (["train.batch_size=64"], ValueError, r"train.batch_size=64 is larger than the smaller domain \(32 latents\)"),
+        (["data=latents", "data.a_dir=/nonexistent/a", "data.b_dir=/nonexistent/b"], InstantiationException,
+         r"data.a_dir='/nonexistent/a' is not a folder"),
+        (["train.epochs=0", "seed=x"], ConfigError, r"(?s)seed='x'.*train.epochs=0"),  # all problems at once
+    ],
+)
+def test_config_errors_fail_before_any_output(tmp_path, overrides, error, match):
+    out = tmp_path / "run"
+    with pytest.raises(error, match=match):
+        synthetic = not any(o.startswith("data=") for o in overrides)
+        run_inprocess(out, [*([*SYN, "data.n_a=32", "data.n_b=32"] if synthetic else SMALL), *overrides])
+    assert not out.exists() or not any(out.iterdir())
+
