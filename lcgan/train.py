@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lcgan import checkpoint, config
-from lcgan.baselines import score_synthetic
+from lcgan.baselines import channel_stats, score_synthetic
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.data import UnpairedSampler, place
@@ -131,6 +131,11 @@ def _train(cfg: DictConfig, logger) -> float:
     pick = lambda z: z[torch.linspace(0, len(z) - 1, min(tc.n_vis, len(z))).long()].to(device)  # noqa: E731
     vis_a, vis_b = pick(domains.a), pick(domains.b)
 
+    # per-channel statistics of the training domains (model space): evaluation fits the
+    # mean-shift and moment-matching baselines on these, never on test data
+    (m_a, s_a), (m_b, s_b) = channel_stats(domains.a), channel_stats(domains.b)
+    domain_stats = {"a_mean": m_a.tolist(), "a_std": s_a.tolist(), "b_mean": m_b.tolist(), "b_std": s_b.tolist()}
+
     def state(epoch: int, step: int, order, sums, metrics) -> dict:
         return {
             "G": nets.g_ab.state_dict(), "F": nets.g_ba.state_dict(), "D_A": nets.d_a.state_dict(), "D_B": nets.d_b.state_dict(),
@@ -138,7 +143,7 @@ def _train(cfg: DictConfig, logger) -> float:
             "scaler": scaler.state_dict(), "buffer_A": buffer_a.state_dict(), "buffer_B": buffer_b.state_dict(),
             "cfg": OmegaConf.to_container(cfg, resolve=True), "epoch": epoch, "step": step, "order": order, "sums": sums,
             "rng": checkpoint.rng_state(), "metrics": metrics,
-            "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(),
+            "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats,
         }
 
     log = checkpoint.JsonlLog(out / "logs" / "train_log.jsonl")

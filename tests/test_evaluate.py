@@ -1,0 +1,160 @@
+"""End to end: a tiny trained checkpoint, the real vaelight VAE, real photographs, the real Inception.
+
+LPIPS and CLIP are random (eval=smoke: no downloads); FID is the real one (eval.fid.random=false).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, TINY_SYNTHETIC, compose_cfg
+from PIL import Image
+from shared import shared_images, shared_path
+from test_metrics import real_inception
+
+from lcgan import checkpoint
+from lcgan.evaluate import evaluate
+from lcgan.translator import load_translator
+from lcgan.train import train
+from lcgan.translate import translate
+
+SIZE = 128  # 16x16 latents: the size the tiny synthetic run trained on
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 2-epoch checkpoint, 3 cats (A, plus a broken file) and 3 dogs (B) copied to a temp folder, the VAE overrides."""
+    root = tmp_path_factory.mktemp("eval")
+    enc, dec = shared_path("weights/vaelight/VAEencoder.onnx"), shared_path("weights/vaelight/VAEpreview.onnx")
+    real_inception()  # skip early without the Inception file
+    train(compose_cfg("train", [*TINY, *TINY_SYNTHETIC, "train.vis_every=0", f"out_dir={root / 'run'}"]))
+    for domain, src in (("A", "data/afhq_stargan_v2/cat"), ("B", "data/afhq_stargan_v2/dog")):
+        (root / domain).mkdir()
+        for p in shared_images(src, limit=3):
+            shutil.copy(p, root / domain / p.name)
+    (root / "A" / "readme.jpg").write_text("a text file named .jpg")
+    vae = ["vae=vaelight", f"vae.encoder_path={enc}", f"vae.decoder_path={dec}"]
+    return root, root / "run" / "model" / "last.pt", vae
+
+
+def common(root, vae) -> list[str]:
+    return [*vae, "eval=smoke", "eval.fid.random=false", f"eval.image_size={SIZE}", "device=cpu", "eval.num_workers=2",
+            f"eval.clip.embedding_cache={root / 'clip_cache'}"]  # fmt: skip
+
+
+def test_evaluate_end_to_end(setup):
+    root, ckpt, vae = setup
+    out = root / "out"
+    cfg = compose_cfg("eval", [f"checkpoint={ckpt}", f"eval.testA_dir={root / 'A'}", f"eval.testB_dir={root / 'B'}",
+                               f"eval.out_dir={out}", "eval.save_images=true", *common(root, vae)])  # fmt: skip
+    summary = evaluate(cfg)
+
+    # summary.json: what was run, on what, and every number finite
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["complete"] is True and on_disk["meaningful"] is False and on_disk["not_meaningful_because"]
+    assert on_disk["vae"]["class"] == "OnnxVAE" and on_disk["convention"] == {"latents_scaled": False, "latent_divisor": 10.0}
+    assert on_disk["counts"] == {"A": {"evaluated": 3, "skipped": 1}, "B": {"evaluated": 3, "skipped": 0}}
+    assert on_disk["skipped"][0]["path"].endswith("readme.jpg")
+    # lcgan checkpoints carry their training domains' channel statistics: baselines are fit on those
+    assert "training domains" in on_disk["latent_baselines"]["fit_on"] and on_disk["fid_warning"]
+    assert on_disk["cache"] == {"clip_source_embeddings_computed": 6, "clip_source_embeddings_cached": 0}
+    for direction in ("A2B", "B2A"):
+        d = on_disk["directions"][direction]
+        assert d["n_images"] == 3 and d["reference"]["count"] == 3
+        for kind in ("model", "round_trip", "mean_shift", "moment_match"):
+            assert all(math.isfinite(d[kind][k]) for k in ("content_lpips", "content_clip", "fid", "kid_mean", "kid_std")), (direction, kind)
+            assert d[kind]["fid"] > 0 and -1 <= d[kind]["content_clip"] <= 1
+        assert set(d["beats"]) == {"round_trip", "mean_shift", "moment_match"}
+    assert summary["directions"]["A2B"]["model"]["fid"] == on_disk["directions"]["A2B"]["model"]["fid"]
+
+    # metrics.csv: one row per image and direction, with the baselines' per-image numbers
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["direction"] for r in rows] == ["A2B"] * 3 + ["B2A"] * 3
+    for r in rows:
+        assert all(math.isfinite(float(r[k])) for k in r if k.endswith(("lpips", "clip")))
+        assert Image.open(r["gen_path"]).size == (SIZE, SIZE) and r["src_path"].startswith(str(root))
+    assert {"round_trip_lpips", "round_trip_clip", "mean_shift_lpips", "moment_match_clip"} <= set(rows[0])
+
+    # pictures, generated-set statistics, reference statistics written beside the test images
+    for direction in ("A2B", "B2A"):
+        pics = sorted((out / "images" / direction).glob("*.png"))
+        assert len(pics) == 3 and all(Image.open(p).size[0] == 2 * SIZE and Image.open(p).size[1] > SIZE for p in pics)
+        with np.load(out / "fid" / f"{direction}_gen_stats.npz") as z:
+            assert int(z["count"]) == 3 and z["mu"].shape == (2048,) and np.isfinite(z["sigma"]).all()
+    assert (root / "B" / "fid_stats.npz").is_file() and len(list((root / "A" / "vectors").glob("*.npy"))) == 3
+
+
+def test_translate_one_image_with_fid_from_existing_stats(setup):
+    root, ckpt, vae = setup
+    if not (root / "B" / "fid_stats.npz").is_file():
+        pytest.skip("runs after test_evaluate_end_to_end, which writes B's reference statistics")
+    image = sorted((root / "A").glob("*.jpg"))[0]
+    out = root / "single"
+    cfg = compose_cfg("translate", [f"checkpoint={ckpt}", f"image={image}", f"eval.testB_dir={root / 'B'}",
+                                    f"eval.out_dir={out}", *common(root, vae)])  # fmt: skip
+    summary = translate(cfg)
+    a2b, b2a = summary["directions"]["A2B"], summary["directions"]["B2A"]
+    assert math.isfinite(a2b["model"]["fid"]) and "point mass" in a2b["model"]["fid_kind"] and a2b["model"]["kid_mean"] is None
+    assert b2a["model"]["fid"] is None  # no reference statistics were given for A
+    assert "mean_shift" in a2b  # fit on the checkpoint's training-domain statistics, not on the one image
+    assert summary["cache"]["clip_source_embeddings_computed"] == 0  # both sources were embedded by the evaluation
+    assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
+    assert Image.open(out / "images" / "A2B" / f"{image.stem}.png").size[0] == 2 * SIZE
+    assert (out / "fid" / "A2B_gen_stats.npz").is_file()
+
+
+def _original_tool_generator(ngf: int, blocks: int) -> torch.nn.Sequential:
+    """The original single-script tool's layout (5x5 stem, depthwise-separable residual blocks), keys net.N.block.M."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            half = lambda relu: [nn.ReflectionPad2d(1), nn.Conv2d(ngf, ngf, 3, groups=ngf, bias=False),  # noqa: E731
+                                 nn.Conv2d(ngf, ngf, 1, bias=False), nn.InstanceNorm2d(ngf)] + [nn.ReLU()] * relu  # fmt: skip
+            self.block = nn.Sequential(*half(True), *half(False))
+
+        def forward(self, x):
+            return x + self.block(x)
+
+    class G(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.ReflectionPad2d(2), nn.Conv2d(4, ngf, 5, bias=False), nn.InstanceNorm2d(ngf), nn.ReLU(),
+                                     *[Block() for _ in range(blocks)], nn.ReflectionPad2d(2), nn.Conv2d(ngf, 4, 5))  # fmt: skip
+
+        def forward(self, x):
+            return self.net(x)
+
+    return G()
+
+
+def test_checkpoints_without_a_model_config(tmp_path, setup):
+    _, ckpt, _ = setup
+    torch.manual_seed(0)
+    g, f = _original_tool_generator(8, 2), _original_tool_generator(8, 2)
+    legacy = {"G": g.state_dict(), "F": f.state_dict(), "D_A": {}, "D_B": {}, "epoch": 3,
+              "cfg": {"data": {"latents_scaled": True, "latent_divisor": 2.0},
+                      "visualization": {"vae_model_name_or_path": "runwayml/stable-diffusion-v1-5", "vae_subfolder": "vae"}}}  # fmt: skip
+    checkpoint.save(legacy, tmp_path / "legacy.pt")
+    t = load_translator(tmp_path / "legacy.pt", torch.device("cpu"))
+    z = torch.randn(2, 4, 16, 16)
+    torch.testing.assert_close(t.g_ab(z), g(z))
+    assert t.convention.latents_scaled and t.convention.latent_divisor == 2.0 and t.info["format"] == "original tool"
+    assert t.vae_cfg == {"_target_": "lcgan.vae.DiffusersVAE", "model_name_or_path": "runwayml/stable-diffusion-v1-5", "subfolder": "vae"}
+
+    ck = checkpoint.load(ckpt)  # an lcgan checkpoint whose config lost its model group: rebuilt from the weights
+    del ck["cfg"]["model"]
+    ck["cfg"]["model"] = {"generator": None, "output": "residual"}
+    checkpoint.save(ck, tmp_path / "nomodel.pt")
+    rebuilt, reference = load_translator(tmp_path / "nomodel.pt", torch.device("cpu")), load_translator(ckpt, torch.device("cpu"))
+    torch.testing.assert_close(rebuilt.g_ba(z), reference.g_ba(z))
+
+    checkpoint.save({"G": {"w": torch.zeros(1)}, "F": {}, "cfg": {}}, tmp_path / "alien.pt")
+    with pytest.raises(ValueError, match="no known generator layout"):
+        load_translator(tmp_path / "alien.pt", torch.device("cpu"))

