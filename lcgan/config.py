@@ -38,6 +38,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "train.lambda_cyc": (lambda v: _num(v) and v >= 0, "a number >= 0"),
     "train.lambda_id": (lambda v: _num(v) and v >= 0, "a number >= 0"),
     "train.d_loss_scale": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "train.ema_decay": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1) (0: no EMA)"),
     "train.fake_buffer_size": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 disables the replay buffer)"),
     "train.amp": (lambda v: v in ("bf16", "fp16", "none"), "one of bf16, fp16, none"),
     "train.compile": (lambda v: v in ("auto", True, False), "auto, true or false"),

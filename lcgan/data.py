@@ -33,6 +33,9 @@ class Domains:
     # Synthetic data only: the true mapping and held-out pairs to score translations against.
     truth: "SyntheticTruth | None" = None
     manifests: dict = field(default_factory=dict)
+    # latents held out from training (data.val_fraction), for the validation score and best.pt
+    val_a: torch.Tensor | None = None
+    val_b: torch.Tensor | None = None
 
     @property
     def channels(self) -> int:
@@ -132,6 +135,7 @@ def latent_folders(
     flip: bool = False,
     num_workers: int = 8,
     max_files: int | None = None,
+    val_fraction: float = 0.0,
 ) -> Domains:
     """Two folders of ``.pt`` latents (``data=latents``).
 
@@ -150,8 +154,30 @@ def latent_folders(
             f"data.a_dir latents are {list(a.shape[1:])} but data.b_dir latents are {list(b.shape[1:])}; "
             "encode both domains with the same VAE and image_size"
         )
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"data.val_fraction={val_fraction!r} must be in [0, 1)")
+    (a, files_a, val_a), (b, files_b, val_b) = (_hold_out(z, f, val_fraction) for z, f in ((a, files_a), (b, files_b)))
     return Domains(a=conv.file_to_model(a), b=conv.file_to_model(b), convention=conv, flip=flip,
-                   files_a=files_a, files_b=files_b, manifests={k: m for k, m in manifests.items() if m})
+                   files_a=files_a, files_b=files_b, manifests={k: m for k, m in manifests.items() if m},
+                   val_a=None if val_a is None else conv.file_to_model(val_a),
+                   val_b=None if val_b is None else conv.file_to_model(val_b))
+
+
+def _hold_out(z: torch.Tensor, files: list[str], fraction: float) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+    """Split off a fixed ``fraction`` of source images (an image and its ``_flip`` copy stay together)."""
+    if fraction == 0:
+        return z, files, None
+    groups: dict[str, list[int]] = {}
+    for i, f in enumerate(files):
+        groups.setdefault(Path(f).with_suffix("").as_posix().removesuffix("_flip"), []).append(i)
+    keys = sorted(groups)
+    order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(0)).tolist()
+    n_val = max(1, round(fraction * len(keys)))
+    if n_val >= len(keys):
+        raise ValueError(f"data.val_fraction={fraction} leaves no training latents among {len(keys)} images")
+    val = sorted(i for k in order[:n_val] for i in groups[keys[k]])
+    train = sorted(i for k in order[n_val:] for i in groups[keys[k]])
+    return z[train], [files[i] for i in train], z[val]
 
 
 # ---------------------------------------------------------------------------- synthetic

@@ -303,7 +303,7 @@ def setup(cfg: DictConfig) -> tuple[Translator, object, tuple, dict, torch.devic
     """Checkpoint, VAE and metric networks from a composed ``eval``/``translate`` config; loud warnings."""
     device = resolve_device(cfg.device)
     ckpt = resolve_checkpoint(cfg.checkpoint)
-    translator = load_translator(ckpt, device)
+    translator = load_translator(ckpt, device, use_ema=cfg.eval.use_ema)
     vae, vae_from = build_vae(cfg.get("vae"), translator, device)
     translator.info["vae_from"] = vae_from
     ecfg = OmegaConf.to_container(cfg.eval, resolve=True)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lcgan import checkpoint, config
-from lcgan.baselines import channel_stats, score_synthetic
+from lcgan.baselines import channel_stats, score_heldout, score_synthetic
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.data import UnpairedSampler, place
@@ -131,6 +131,10 @@ def _train(cfg: DictConfig, logger) -> float:
     pick = lambda z: z[torch.linspace(0, len(z) - 1, min(tc.n_vis, len(z))).long()].to(device)  # noqa: E731
     vis_a, vis_b = pick(domains.a), pick(domains.b)
 
+    # EMA of the generators' weights: what pictures, validation and evaluation use when on
+    ema = [make_ema(net, tc.ema_decay) for net in (nets.g_ab, nets.g_ba)] if tc.ema_decay > 0 else None
+    eval_g_ab, eval_g_ba = (ema[0].module, ema[1].module) if ema else (nets.g_ab, nets.g_ba)
+
     # per-channel statistics of the training domains (model space): evaluation fits the
     # mean-shift and moment-matching baselines on these, never on test data
     (m_a, s_a), (m_b, s_b) = channel_stats(domains.a), channel_stats(domains.b)
@@ -142,12 +146,13 @@ def _train(cfg: DictConfig, logger) -> float:
             "opt_G": opt_g.state_dict(), "opt_D": opt_d.state_dict(), "sched_G": sched_g.state_dict(), "sched_D": sched_d.state_dict(),
             "scaler": scaler.state_dict(), "buffer_A": buffer_a.state_dict(), "buffer_B": buffer_b.state_dict(),
             "cfg": OmegaConf.to_container(cfg, resolve=True), "epoch": epoch, "step": step, "order": order, "sums": sums,
-            "rng": checkpoint.rng_state(), "metrics": metrics,
+            "rng": checkpoint.rng_state(), "metrics": metrics, "best_val": best_val,
+            **({"G_ema": ema[0].module.state_dict(), "F_ema": ema[1].module.state_dict(), "ema_n": ema[0].n_averaged} if ema else {}),
             "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats,
         }
 
     log = checkpoint.JsonlLog(out / "logs" / "train_log.jsonl")
-    start_epoch, start_step, order, sums = 0, 0, None, None
+    start_epoch, start_step, order, sums, best_val = 0, 0, None, None, math.inf
     if tc.resume:
         path = Path(tc.resume_path) if tc.resume_path else out / "model" / "last.pt"
         if not path.is_file():
@@ -160,6 +165,11 @@ def _train(cfg: DictConfig, logger) -> float:
                          (scaler, "scaler"), (buffer_a, "buffer_A"), (buffer_b, "buffer_B")):
             obj.load_state_dict(ck[key])
         start_epoch, start_step, order, sums = ck["epoch"], ck["step"], ck["order"], ck["sums"]
+        best_val = ck.get("best_val", math.inf)
+        if ema:
+            for avg, key in ((ema[0], "G_ema"), (ema[1], "F_ema")):
+                avg.module.load_state_dict(ck[key])
+                avg.n_averaged.copy_(ck["ema_n"])
         if ck.get("metrics"):
             log.append(ck["metrics"])  # the crash may have come between checkpoint and log line
         if tc.resume_restore_rng:
@@ -190,6 +200,9 @@ def _train(cfg: DictConfig, logger) -> float:
             for i in bar:
                 real_a, real_b = sampler.batch(order, i, device)
                 losses = step_fn(real_a, real_b)
+                if ema:
+                    ema[0].update_parameters(nets.g_ab)
+                    ema[1].update_parameters(nets.g_ba)
                 vec = torch.stack([losses[k].float() for k in LOSS_KEYS])
                 sums += vec
                 window += vec
@@ -223,22 +236,45 @@ def _train(cfg: DictConfig, logger) -> float:
                        "lr": lr, "steps": steps,
                        "pairs_per_sec": round(n_steps * tc.batch_size / max(elapsed, 1e-9), 1)}
             if domains.truth is not None:
-                metrics.update(score_synthetic(nets.g_ab, nets.g_ba, domains.a, domains.b, domains.truth))
+                metrics.update(score_synthetic(eval_g_ab, eval_g_ba, domains.a, domains.b, domains.truth))
+            elif domains.val_a is not None:
+                metrics.update(score_heldout(eval_g_ab, eval_g_ba, domains.val_a, domains.val_b, domains.a, domains.b))
+            metrics["val_metric"] = validation_metric(metrics)
+            improved = metrics["val_metric"] < best_val
+            best_val = min(best_val, metrics["val_metric"])
             order, sums, start_step = None, None, 0
             ck = state(epoch + 1, 0, None, None, metrics)
+            if improved:
+                checkpoint.save(ck, out / "model" / "best.pt")
             if (epoch + 1) % tc.ckpt_every == 0 or epoch + 1 == tc.epochs:
                 checkpoint.save(ck, out / "model" / f"epoch_{epoch + 1:04d}.pt")
             checkpoint.save(ck, out / "model" / "last.pt")
             log.append(metrics)
             logger.log_scalars({f"epoch/{k}": v for k, v in metrics.items()}, step=(epoch + 1) * steps)
             if tc.vis_every and ((epoch + 1) % tc.vis_every == 0 or epoch + 1 == tc.epochs):
-                picture = visualize(nets, vae, domains.convention, vis_a, vis_b)
+                picture = visualize(eval_g_ab, eval_g_ba, vae, domains.convention, vis_a, vis_b)
                 save_png(picture, out / "vis" / f"epoch_{epoch + 1:04d}.png")
                 logger.log_image("vis", picture, step=(epoch + 1) * steps)
             print(summary_line(metrics, tc.epochs))
-    value = float(metrics.get("err", metrics.get("loss_cyc", float("nan"))))
-    logger.summary({**metrics, "val_metric": value})
+    value = float(metrics.get("val_metric", math.nan))
+    logger.summary({**metrics, "best_val_metric": best_val})
     return value
+
+
+def validation_metric(metrics: dict) -> float:
+    """What sweeps optimise and best.pt keeps, lower is better: the error against the true mapping on
+    synthetic data; the held-out SWD score with data.val_fraction > 0; else the cycle loss."""
+    for key in ("err", "val_swd", "loss_cyc"):
+        if key in metrics:
+            return float(metrics[key])
+    return math.nan
+
+
+def make_ema(net: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """Exponential moving average of a generator's weights (torch's AveragedModel, foreach updates)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def step_stats(device: torch.device) -> dict[str, float]:
@@ -249,15 +285,18 @@ def step_stats(device: torch.device) -> dict[str, float]:
 
 
 @torch.no_grad()
-def visualize(nets: CycleGAN, vae, conv, real_a: torch.Tensor, real_b: torch.Tensor):
+def visualize(g_ab, g_ba, vae, conv, real_a: torch.Tensor, real_b: torch.Tensor):
     """Columns A, G(A), B, F(B), decoded through the configured VAE."""
     decode = lambda z: vae.decode(conv.model_to_raw(z.float(), vae.space))  # noqa: E731
-    return grid([decode(real_a), decode(nets.g_ab(real_a)), decode(real_b), decode(nets.g_ba(real_b))])
+    return grid([decode(real_a), decode(g_ab(real_a)), decode(real_b), decode(g_ba(real_b))])
 
 
 def summary_line(m: dict, epochs: int) -> str:
     line = (f"Epoch {m['epoch']}/{epochs} | G {m['loss_G']:.3f} D {m['loss_D']:.3f} cyc {m['loss_cyc']:.3f} "
             f"id {m['loss_id']:.3f} | lr {m['lr']:.2e} | {m['pairs_per_sec']:.0f} pairs/s")
+    if "val_swd" in m:
+        line += (f" | val_swd {m['val_swd']:.3f} (identity 1, mean-shift {m['base_mean_shift_val_swd']:.3f},"
+                 f" moment-match {m['base_moment_match_val_swd']:.3f})")
     if "err" in m:
         line += (f" | err G {m['err_G']:.3f} F {m['err_F']:.3f} (identity 1, mean-shift {m['base_mean_shift_G']:.3f},"
                  f" moment-match {m['base_moment_match_G']:.3f})")

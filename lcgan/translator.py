@@ -93,8 +93,9 @@ class _Residual(torch.nn.Module):
         return x + self.block(x)
 
 
-def load_translator(path: str | Path, device: torch.device) -> Translator:
-    """G and F of an lcgan checkpoint, or of the original single-script tool's (``cfg.visualization.*``)."""
+def load_translator(path: str | Path, device: torch.device, use_ema: bool = True) -> Translator:
+    """G and F of an lcgan checkpoint, or of the original single-script tool's (``cfg.visualization.*``).
+    With ``use_ema`` the EMA weights (``G_ema``/``F_ema``, written with train.ema_decay > 0) when present."""
     path = Path(path)
     ck = ckpt_io.load(path, map_location="cpu")
     missing = [k for k in ("G", "F", "cfg") if k not in ck]
@@ -126,7 +127,7 @@ def load_translator(path: str | Path, device: torch.device) -> Translator:
     for key in ("G", "F"):
         net = make(channels)
         try:
-            net.load_state_dict(ck[key])
+            net.load_state_dict(ck[f"{key}_ema"] if use_ema and f"{key}_ema" in ck else ck[key])
         except RuntimeError as e:
             raise ValueError(f"checkpoint {path}: {key} does not fit the generator rebuilt as {fmt}: {str(e)[:400]}") from None
         nets.append(net.to(device).eval().requires_grad_(False))
@@ -141,7 +142,8 @@ def load_translator(path: str | Path, device: torch.device) -> Translator:
             if vis.get("vae_scaling_factor") is not None:
                 vae_cfg["scaling_factor"] = float(vis["vae_scaling_factor"])
     info = {"path": str(path), "format": fmt, "epoch": ck.get("epoch"), "channels": channels,
-            "generator": gen_cfg or type(nets[0]).__name__, "latent_space": ck.get("latent_space")}  # fmt: skip
+            "generator": gen_cfg or type(nets[0]).__name__, "latent_space": ck.get("latent_space"),
+            "weights": "EMA" if use_ema and "G_ema" in ck else "raw"}  # fmt: skip
     return Translator(nets[0], nets[1], Convention(**conv_d), channels, getattr(nets[0], "factor", 1), vae_cfg, info,
                       ck.get("domain_stats"))  # fmt: skip
 

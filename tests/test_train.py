@@ -58,15 +58,16 @@ def test_train_latent_folders(tiny_cfg, tmp_path, form):
 
 def test_resume_is_exact(tiny_cfg, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train(tiny_cfg("train.epochs=4", "train.fake_buffer_size=4", "data.flip=true", out=straight))
-    train(tiny_cfg("train.epochs=2", "train.fake_buffer_size=4", "data.flip=true", out=split))
-    train(tiny_cfg("train.epochs=4", "train.fake_buffer_size=4", "data.flip=true", "train.resume=true", out=split))
+    common = ("train.fake_buffer_size=4", "data.flip=true", "train.ema_decay=0.9")
+    train(tiny_cfg("train.epochs=4", *common, out=straight))
+    train(tiny_cfg("train.epochs=2", *common, out=split))
+    train(tiny_cfg("train.epochs=4", *common, "train.resume=true", out=split))
     a, b = read_log(straight), read_log(split)
     assert [r["epoch"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
         assert {k: ra[k] for k in LOSS_KEYS} == {k: rb[k] for k in LOSS_KEYS}
     ca, cb = checkpoint.load(straight / "model" / "last.pt"), checkpoint.load(split / "model" / "last.pt")
-    for net in ("G", "F", "D_A", "D_B"):
+    for net in ("G", "F", "D_A", "D_B", "G_ema", "F_ema"):
         for k, v in ca[net].items():
             assert torch.equal(v, cb[net][k]), f"{net}.{k}"
 
@@ -102,3 +103,26 @@ def test_lr_schedule_constant_then_linear(tiny_cfg):
         opt.step()
         sched.step()
     assert lrs == pytest.approx([2e-4, 2e-4, 1.6e-4, 1.2e-4, 0.8e-4, 0.4e-4, 0.0])
+
+
+def test_validation_split_ema_and_best_checkpoint(tiny_cfg, tmp_path):
+    from lcgan.translator import load_translator
+
+    a = write_latents(tmp_path / "A", 16, seed=1)
+    b = write_latents(tmp_path / "B", 16, seed=2)
+    out = tmp_path / "run"
+    val = train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "data.val_fraction=0.25",
+                         "train.ema_decay=0.9", "train.epochs=3"))
+    rows = read_log(out)
+    for r in rows:  # held-out score of the model and of both baselines, every epoch
+        assert 0 < r["val_swd"] < 10 and r["base_mean_shift_val_swd"] > 0 and r["val_metric"] == r["val_swd"]
+    assert val == rows[-1]["val_swd"]
+    best = checkpoint.load(out / "model" / "best.pt")
+    assert best["metrics"]["val_swd"] == min(r["val_swd"] for r in rows)
+    assert {"G_ema", "F_ema"} <= best.keys()
+    translator = load_translator(out / "model" / "best.pt", torch.device("cpu"))
+    assert translator.info["weights"] == "EMA"
+    z = torch.randn(1, 4, 16, 16)
+    g_ema = instantiate(tiny_cfg().model.generator, in_channels=4)
+    g_ema.load_state_dict(best["G_ema"])
+    assert torch.allclose(translator.g_ab(z), g_ema(z))
