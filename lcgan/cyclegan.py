@@ -89,11 +89,14 @@ class CycleGANStep:
         compile: bool = False,
         cuda_graphs: bool = False,
         fuse_passes: bool = True,
+        grad_sync=None,
     ) -> None:
         self.nets, self.opt_g, self.opt_d, self.w = nets, opt_g, opt_d, weights
         self.buffer_a, self.buffer_b = buffer_a, buffer_b
         self.amp_dtype, self.scaler = amp_dtype, scaler
         self.d_params = list(nets.d_a.parameters()) + list(nets.d_b.parameters())
+        self.g_params = list(nets.g_ab.parameters()) + list(nets.g_ba.parameters())
+        self.grad_sync = grad_sync  # multi-process: averages a parameter list's gradients over ranks
         self.compiled, self.fuse_passes = compile, fuse_passes
         self.cuda_graphs = compile and cuda_graphs
         self._g_losses, self._d_losses = self._g_losses_eager, self._d_losses_eager
@@ -127,6 +130,8 @@ class CycleGANStep:
         losses, fake_a, fake_b = self._g_losses(real_a, real_b)
         self.opt_g.zero_grad(set_to_none=True)
         scaler.scale(losses["loss_G"]).backward()
+        if self.grad_sync:
+            self.grad_sync(self.g_params)
         scaler.step(self.opt_g)
         for p in self.d_params:
             p.requires_grad_(True)
@@ -137,6 +142,8 @@ class CycleGANStep:
         loss_D = loss_D_A + loss_D_B
         self.opt_d.zero_grad(set_to_none=True)
         scaler.scale(loss_D).backward()
+        if self.grad_sync:
+            self.grad_sync(self.d_params)
         scaler.step(self.opt_d)
         scaler.update()
         out = {k: v.detach() for k, v in losses.items()}

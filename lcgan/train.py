@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -17,12 +18,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from lcgan import checkpoint, config
+from lcgan import checkpoint, config, distributed
 from lcgan.baselines import channel_stats, score_heldout, score_synthetic
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.data import UnpairedSampler, place
 from lcgan.latents import check_channels
+from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
 from lcgan.vis import grid, save_png
 
@@ -71,7 +73,7 @@ def auto_switch(value, device: torch.device) -> bool:
     return device.type == "cuda" if value == "auto" else bool(value)
 
 
-def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device) -> dict:
+def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, world: int = 1) -> dict:
     """Optimizers, schedulers, AMP scaler, replay buffers and the step function: what
     ``lcgan.train`` and ``lcgan.bench`` share, so the benchmark times the real step."""
     tc = cfg.train
@@ -88,18 +90,23 @@ def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device) -> dic
     weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale)
     step = CycleGANStep(nets, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
                         amp_dtype, scaler, compile=auto_switch(tc.compile, device), cuda_graphs=auto_switch(tc.cuda_graphs, device),
-                        fuse_passes=tc.fuse_passes)
+                        fuse_passes=tc.fuse_passes,
+                        grad_sync=(lambda params: distributed.average_grads(params, world)) if world > 1 else None)
     return {"step": step, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d, "scaler": scaler, "amp_dtype": amp_dtype}
 
 
 def train(cfg: DictConfig) -> float:
-    """Run one training job; returns the validation metric (lower is better) for sweepers."""
+    """Run one training job; returns the validation metric (lower is better) for sweepers.
+    Under ``torchrun`` every process runs this; rank 0 alone writes checkpoints, logs and pictures."""
     config.check(cfg)
+    d = distributed.setup(resolve_device(cfg.device))
+    out = Path(distributed.broadcast(str(cfg.out_dir), d))  # ranks may disagree on ${now:...}
     # a partial: the run's config must reach the logger as a plain dict, not be instantiated
-    logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(cfg.out_dir))
+    logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(out)) \
+        if d.main else NullLogger()
     exit_code = 1
     try:
-        value = _train(cfg, logger)
+        value = _train(cfg, logger, d, out)
         exit_code = 0
         return value
     except SystemExit as e:  # preemption: a checkpoint was saved
@@ -107,12 +114,12 @@ def train(cfg: DictConfig) -> float:
         raise
     finally:
         logger.finish(exit_code)
+        distributed.teardown()
 
 
-def _train(cfg: DictConfig, logger) -> float:
+def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     tc = cfg.train
-    out = Path(cfg.out_dir)
-    device = resolve_device(cfg.device)
+    device = d.device
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
@@ -121,12 +128,15 @@ def _train(cfg: DictConfig, logger) -> float:
     check_channels(domains.channels, vae.space, "data")
     nets = build_nets(cfg.model, domains.channels).to(device)
     check_sizes(nets, domains.size)
-    parts = build_training(cfg, nets, device)
+    distributed.broadcast_params(nets, d)
+    if d.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
+        torch.manual_seed(cfg.seed + d.rank)
+    parts = build_training(cfg, nets, device, d.world)
     step_fn, opt_g, opt_d, sched_g, sched_d, scaler = (parts[k] for k in ("step", "opt_g", "opt_d", "sched_g", "sched_d", "scaler"))
     buffer_a, buffer_b = step_fn.buffer_a, step_fn.buffer_b
     layout = torch.channels_last if auto_switch(tc.channels_last, device) else torch.contiguous_format
-    sampler = UnpairedSampler(place(domains.a.contiguous(memory_format=layout), device),
-                              place(domains.b.contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
+    sampler = UnpairedSampler(place(distributed.shard(domains.a, d).contiguous(memory_format=layout), device),
+                              place(distributed.shard(domains.b, d).contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
     # a fixed picture batch spread over each domain (neighbouring files are often flip copies)
     pick = lambda z: z[torch.linspace(0, len(z) - 1, min(tc.n_vis, len(z))).long()].to(device)  # noqa: E731
     vis_a, vis_b = pick(domains.a), pick(domains.b)
@@ -170,21 +180,24 @@ def _train(cfg: DictConfig, logger) -> float:
             for avg, key in ((ema[0], "G_ema"), (ema[1], "F_ema")):
                 avg.module.load_state_dict(ck[key])
                 avg.n_averaged.copy_(ck["ema_n"])
-        if ck.get("metrics"):
+        if ck.get("metrics") and d.main:
             log.append(ck["metrics"])  # the crash may have come between checkpoint and log line
-        if tc.resume_restore_rng:
+        if tc.resume_restore_rng and d.main:  # other ranks keep their own seeds: exact resume is single-process
             checkpoint.set_rng_state(ck["rng"])
-        print(f"resumed from {path}: epoch {start_epoch} done" + (f", step {start_step} of the next" if start_step else ""))
+        if d.main:
+            print(f"resumed from {path}: epoch {start_epoch} done" + (f", step {start_step} of the next" if start_step else ""))
 
     # fail now, not after an epoch: the folder must take two checkpoints (weights + Adam's two moments, ~4x)
-    checkpoint.remove_stale_tmp(out / "model")  # orphans of saves cut by a SIGKILL, each checkpoint-sized
-    checkpoint.check_writable(out / "model", need_bytes=8 * sum(p.numel() * p.element_size() for p in nets.parameters()))
+    if d.main:
+        checkpoint.remove_stale_tmp(out / "model")  # orphans of saves cut by a SIGKILL, each checkpoint-sized
+        checkpoint.check_writable(out / "model", need_bytes=8 * sum(p.numel() * p.element_size() for p in nets.parameters()))
     steps = sampler.steps_per_epoch
     n_params = sum(p.numel() for p in nets.g_ab.parameters())
-    print(f"lcgan.train | device {device} | A {tuple(domains.a.shape)} B {tuple(domains.b.shape)} | "
+    say = print if d.main else (lambda *a, **k: None)
+    say(f"lcgan.train | device {device} | A {tuple(domains.a.shape)} B {tuple(domains.b.shape)} | "
           f"G/F {n_params / 1e6:.2f}M params each | batch {tc.batch_size} x {steps} steps/epoch x {tc.epochs} epochs | "
           f"amp {parts['amp_dtype']} | compile {step_fn.compiled} "
-          f"cuda graphs {step_fn.cuda_graphs} | out {out}")
+          f"cuda graphs {step_fn.cuda_graphs} | processes {d.world} | out {out}")
     metrics: dict = {}
     with StopRequest() as stop:
         for epoch in range(start_epoch, tc.epochs):
@@ -195,7 +208,7 @@ def _train(cfg: DictConfig, logger) -> float:
             window, window_start = torch.zeros(len(LOSS_KEYS), device=device), start_step
             t0 = t_window = time.perf_counter()
             bar = tqdm(range(start_step, steps), initial=start_step, total=steps, ncols=100,
-                       desc=f"Epoch {epoch + 1}/{tc.epochs}", leave=False,
+                       desc=f"Epoch {epoch + 1}/{tc.epochs}", leave=False, disable=not d.main,
                        bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
             for i in bar:
                 real_a, real_b = sampler.batch(order, i, device)
@@ -206,7 +219,9 @@ def _train(cfg: DictConfig, logger) -> float:
                 vec = torch.stack([losses[k].float() for k in LOSS_KEYS])
                 sums += vec
                 window += vec
-                if (i + 1) % tc.log_every == 0 or i + 1 == steps:
+                at_boundary = (i + 1) % tc.log_every == 0 or i + 1 == steps
+                if at_boundary:
+                    distributed.mean_(window, d)
                     w = check_finite(window, epoch * steps + window_start + 1, epoch * steps + i + 1, epoch + 1, out / "model" / "last.pt")
                     n = i + 1 - window_start
                     bar.set_postfix_str(f"G {w[0] / n:7.3f} D {w[1] / n:6.3f} cyc {w[4] / n:6.3f}")
@@ -217,24 +232,31 @@ def _train(cfg: DictConfig, logger) -> float:
                     t_window = now
                     window.zero_()
                     window_start = i + 1
-                if stop:
+                # several processes stop together, at a log boundary, when a signal reached any of them
+                if (distributed.any_rank(bool(stop), d) if at_boundary else False) if d.world > 1 else stop:
                     if window_start <= i:  # an unchecked window: never save NaN weights over the last good last.pt
                         check_finite(window, epoch * steps + window_start + 1, epoch * steps + i + 1, epoch + 1, out / "model" / "last.pt")
-                    checkpoint.save(state(epoch, i + 1, order, sums, None), out / "model" / "last.pt")
+                    if d.main:
+                        checkpoint.save(state(epoch, i + 1, order, distributed.mean_(sums, d), None), out / "model" / "last.pt")
                     bar.close()
-                    print(f"stopped at epoch {epoch + 1}, step {i + 1}/{steps}; saved {out / 'model' / 'last.pt'}.\n"
-                          f"Resume with the same overrides plus: train.resume=true hydra.run.dir={out}")
-                    raise SystemExit(128 + stop.signum)
+                    say(f"stopped at epoch {epoch + 1}, step {i + 1}/{steps}; saved {out / 'model' / 'last.pt'}.\n"
+                        f"Resume with the same overrides plus: train.resume=true hydra.run.dir={out}")
+                    raise SystemExit(128 + (stop.signum or signal.SIGTERM))
             bar.close()
             elapsed = time.perf_counter() - t0
             lr = opt_g.param_groups[0]["lr"]  # the rate this epoch trained with
             sched_g.step()
             sched_d.step()
             n_steps = steps - start_step
-            means = dict(zip(LOSS_KEYS, (sums / steps).tolist()))
+            means = dict(zip(LOSS_KEYS, (distributed.mean_(sums, d) / steps).tolist()))
+            in_sync = distributed.params_in_sync(nets, d)  # every rank takes part, before rank 0 works alone
+            if not d.main:
+                order, sums, start_step = None, None, 0
+                continue
             metrics = {"epoch": epoch + 1, "time_sec": round(elapsed, 3), **means,
                        "lr": lr, "steps": steps,
-                       "pairs_per_sec": round(n_steps * tc.batch_size / max(elapsed, 1e-9), 1)}
+                       "pairs_per_sec": round(n_steps * tc.batch_size * d.world / max(elapsed, 1e-9), 1),
+                       **({"world_size": d.world, "ddp_in_sync": in_sync} if d.world > 1 else {})}
             if domains.truth is not None:
                 metrics.update(score_synthetic(eval_g_ab, eval_g_ba, domains.a, domains.b, domains.truth))
             elif domains.val_a is not None:
@@ -255,7 +277,7 @@ def _train(cfg: DictConfig, logger) -> float:
                 picture = visualize(eval_g_ab, eval_g_ba, vae, domains.convention, vis_a, vis_b)
                 save_png(picture, out / "vis" / f"epoch_{epoch + 1:04d}.png")
                 logger.log_image("vis", picture, step=(epoch + 1) * steps)
-            print(summary_line(metrics, tc.epochs))
+            say(summary_line(metrics, tc.epochs))
     value = float(metrics.get("val_metric", math.nan))
     logger.summary({**metrics, "best_val_metric": best_val})
     return value

@@ -303,7 +303,7 @@ def assert_last_good_is_epoch_1(out: Path) -> None:
     for net in NETS:
         for k, v in last[net].items():
             assert torch.isfinite(v.float()).all() and torch.equal(v, first[net][k]), f"{net}.{k}"
-    assert sorted(p.name for p in (out / "model").iterdir()) == ["epoch_0001.pt", "last.pt"]
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["best.pt", "epoch_0001.pt", "last.pt"]
     assert [r["epoch"] for r in read_log(out)] == [1]
 
 
