@@ -1,4 +1,5 @@
-"""Benchmark the real training step: ``python -m lcgan.bench [compare=true] [model=...] [key=value ...]``.
+"""Benchmark the real training step: ``python -m lcgan.bench [compare=true] [model=...] [key=value ...]``
+(``bench.eval.enabled=true``: the evaluation pipeline instead, see :mod:`lcgan.bench_eval`).
 
 Times ``lcgan.train``'s step (built by :func:`lcgan.train.build_training`, with its CUDA
 defaults: data on the GPU, bf16, channels-last, torch.compile, CUDA graphs) on random latents,
@@ -124,6 +125,14 @@ def bench(cfg: DictConfig) -> dict:
     config.check(cfg)
     bc, tc = cfg.bench, cfg.train
     device = resolve_device(cfg.device)
+    if bc.eval.enabled:  # the evaluation pipeline instead of the training step
+        from lcgan.bench_eval import bench_eval
+
+        result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__,
+                  **bench_eval(bc.eval.images, bc.eval.loop_images, bc.eval.batch_size, bc.eval.image_size, device, cfg.seed)}
+        checkpoint.atomic_write_bytes(bc.output, (json.dumps(result, indent=2) + "\n").encode())
+        print(json.dumps(result))
+        return result
     torch.manual_seed(cfg.seed)
     state = build_nets(cfg.model, bc.channels).state_dict()
     g = torch.Generator().manual_seed(cfg.seed)
