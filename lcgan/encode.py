@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from lcgan.images import list_images, read_batch
-from lcgan.latent_stats import LatentStats, load_latent
+from lcgan.data import load_latent_file
+from lcgan.latent_stats import LatentStats
 from lcgan.latents import Convention
 from lcgan.vae import VAE, resolve_device
 
@@ -166,7 +167,7 @@ def encode(cfg: DictConfig) -> dict:
     stats_file, stats_raw = LatentStats(), LatentStats()
     outputs = [o for _, outs in plan for o in outs if o.exists()]
     for out in outputs:
-        z = load_latent(out)
+        z = load_latent_file(out)
         stats_file.update(z)
         stats_raw.update(convention.file_to_raw(z, space))
     manifest = {

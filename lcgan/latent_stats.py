@@ -22,33 +22,11 @@ from pathlib import Path
 
 import torch
 
+from lcgan.data import find_latent_files, load_latent_file
+
 DIVISORS = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0)
 MAX_BEYOND = 0.01  # fraction of values a divisor may push past +-1
 SAMPLE_VALUES = 2_000_000  # |z| values kept for quantiles; counts and moments use every value
-
-
-def list_latents(root: str | os.PathLike) -> list[Path]:
-    """``.pt`` files under ``root``, recursively, sorted; symlinked folders are not followed."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{str(root)!r} is not a folder of latents")
-    found = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        found += [Path(folder) / f for f in files if f.endswith(".pt")]
-    return sorted(found)
-
-
-def load_latent(path: str | os.PathLike) -> torch.Tensor:
-    """A latent file as a float32 ``(C, h, w)`` tensor: accepts ``(C,h,w)``, ``(1,C,h,w)`` or ``{"latent": ...}``."""
-    z = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(z, dict) and "latent" in z:
-        z = z["latent"]
-    if isinstance(z, torch.Tensor) and z.dim() == 4 and z.shape[0] == 1:
-        z = z[0]
-    if not isinstance(z, torch.Tensor) or z.dim() != 3:
-        what = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise ValueError(f"{path}: expected a (C, h, w) latent tensor (or (1, C, h, w), or a dict with key 'latent'), got {what}")
-    return z.float()
 
 
 class LatentStats:
@@ -104,12 +82,10 @@ class LatentStats:
 
 
 def folder_stats(root: str | os.PathLike, divisors: tuple[float, ...] = DIVISORS) -> dict:
-    files = list_latents(root)
-    if not files:
-        raise ValueError(f"{str(root)!r} holds no .pt latents; encode images first with: python -m lcgan.encode ...")
+    files = find_latent_files(root, "latent folder")  # an empty or missing folder is a clear error
     stats = LatentStats(divisors)
     for f in files:
-        stats.update(load_latent(f))
+        stats.update(load_latent_file(f))
     return {"dir": str(root), "files": len(files), **stats.result()}
 
 

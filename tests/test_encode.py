@@ -152,9 +152,11 @@ def test_latent_stats_table_json_and_suggested_divisor(tmp_path, capsys):
     assert stats["suggested_divisor"] == 10
     assert "suggested latent_divisor: 10" in capsys.readouterr().out
     assert json.loads((tmp_path / "s.json").read_text())[0]["suggested_divisor"] == 10
-    torch.save(torch.zeros(2, 4, 8, 8), tmp_path / "batch.pt")
-    with pytest.raises(ValueError, match=r"batch.pt: expected a \(C, h, w\) latent"):
-        latent_stats.load_latent(tmp_path / "batch.pt")
+    (tmp_path / "bad").mkdir()
+    torch.save(torch.zeros(2, 4, 8, 8), tmp_path / "bad" / "batch.pt")
+    with pytest.raises(ValueError, match=r"batch.pt has shape \[2, 4, 8, 8\]"):
+        latent_stats.folder_stats(tmp_path / "bad")
+
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no .pt latents; encode images first"):
         latent_stats.folder_stats(tmp_path / "empty")
