@@ -336,7 +336,30 @@ def evaluate(cfg: DictConfig) -> dict:
     summary = run(translator, vae, nets, sources, refs, out_dir, ecfg, cfg.seed, fit_baselines_on_inputs=True)
     print_report(summary)
     print(f"wrote {out_dir}/summary.json, metrics.csv, gen/, fid/" + (", images/" if ecfg["save_images"] else ""))
+    log_to_tracker(cfg, summary, out_dir)
     return summary
+
+
+def log_to_tracker(cfg: DictConfig, summary: dict, out_dir: Path, max_images: int = 64) -> None:
+    """``logger=wandb``: summary metrics and a table of source | generated pictures with per-image metrics."""
+    from hydra.utils import instantiate
+
+    if "logger" not in cfg:
+        return
+    logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True),
+                                                     out_dir=str(out_dir), job_type="eval")
+    try:
+        flat = {f"{d}/{name}/{k}": v for d, res in summary["directions"].items() for name, sc in res.items()
+                if isinstance(sc, dict) for k, v in sc.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        with open(out_dir / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))[:max_images]
+        thumbs = lambda p: Image.open(p).convert("RGB").resize((128, 128))  # noqa: E731
+        logger.log_eval({**flat, "meaningful": float(summary["meaningful"])}, rows,
+                        [(thumbs(r["src_path"]), thumbs(r["gen_path"])) for r in rows])
+        logger.finish(0)
+    except BaseException:
+        logger.finish(1)
+        raise
 
 
 @hydra.main(config_path="../conf", config_name="eval", version_base="1.3")

@@ -158,3 +158,23 @@ def test_checkpoints_without_a_model_config(tmp_path, setup):
     checkpoint.save({"G": {"w": torch.zeros(1)}, "F": {}, "cfg": {}}, tmp_path / "alien.pt")
     with pytest.raises(ValueError, match="no known generator layout"):
         load_translator(tmp_path / "alien.pt", torch.device("cpu"))
+
+
+def test_evaluate_logs_to_wandb_offline(setup, tmp_path, monkeypatch):
+    from tests.test_wandb import OFFLINE, media, read_run
+
+    for k, v in {**OFFLINE, "WANDB_DIR": str(tmp_path / "wandb_dir")}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    root, ckpt, vae = setup
+    out = tmp_path / "out"
+    cfg = compose_cfg("eval", [f"checkpoint={ckpt}", f"eval.testA_dir={root / 'A'}", f"eval.testB_dir={root / 'B'}",
+                               f"eval.out_dir={out}", "logger=wandb", "logger.mode=offline", *common(root, vae)])
+    summary = evaluate(cfg)
+    run = read_run(out)
+    # the summary metrics, and one table row per image and direction with its two pictures
+    assert run["summary"]["eval/A2B/model/fid"] == summary["directions"]["A2B"]["model"]["fid"]
+    [table] = [media(r, "eval/samples") for r in run["history"] if media(r, "eval/samples")]
+    content = json.loads((run["dir"] / "files" / table["path"]).read_text())
+    assert content["columns"][:4] == ["source", "generated", "direction", "src_path"]
+    assert len(content["data"]) == len((out / "metrics.csv").read_text().splitlines()) - 1 and run["exit"] == 0
