@@ -126,3 +126,10 @@ def test_validation_split_ema_and_best_checkpoint(tiny_cfg, tmp_path):
     g_ema = instantiate(tiny_cfg().model.generator, in_channels=4)
     g_ema.load_state_dict(best["G_ema"])
     assert torch.allclose(translator.g_ab(z), g_ema(z))
+
+
+@pytest.mark.parametrize("model", ["resnet6", "resnet9"])
+def test_full_model_configs_train_on_the_default_data(tiny_cfg, tmp_path, model):
+    # the option's layout (down-samplings, discriminator depth) on the embedded data's latent size
+    train(tiny_cfg(f"model={model}", "train.epochs=1", out=tmp_path / model))
+    assert len(read_log(tmp_path / model)) == 1
