@@ -119,3 +119,18 @@ def test_fake_buffer_mixes_past_fakes():
     assert (values < torch.arange(1, 50).repeat_interleave(4)).float().mean() > 0.3  # old fakes come back
     with pytest.raises(ValueError, match="fake_buffer_size=-1"):
         FakeBuffer(-1)
+
+
+def test_training_refuses_folders_whose_manifests_disagree(tmp_path):
+    import json
+
+    a, b = folders(tmp_path)
+    space = {"channels": 4, "scaling_factor": 0.18215, "shift_factor": 0.0, "downsample": 8}
+    (a / "manifest.json").write_text(json.dumps({"latent_space": space, "latents_scaled": False, "image_size": 128}))
+    (b / "manifest.json").write_text(json.dumps({"latent_space": space, "latents_scaled": False, "image_size": 256}))
+    with pytest.raises(ValueError, match="image_size.*128.*256"):
+        latent_folders(str(a), str(b))
+    (b / "manifest.json").write_text(json.dumps({"latent_space": space, "latents_scaled": False, "image_size": 128}))
+    assert len(latent_folders(str(a), str(b)).manifests) == 2
+    with pytest.raises(ValueError, match="latents_scaled=False but the training config has latents_scaled=True"):
+        latent_folders(str(a), str(b), latents_scaled=True)
