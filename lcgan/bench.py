@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 from lcgan import checkpoint, config
-from lcgan.train import LOSS_KEYS, auto_switch, build_nets, build_training, resolve_device
+from lcgan.train import LOSS_KEYS, auto_switch, build_nets, build_training, check_sizes, resolve_device
 
 
 def _variant(cfg: DictConfig, eager: bool, amp: str | None = None) -> DictConfig:
@@ -134,7 +134,9 @@ def bench(cfg: DictConfig) -> dict:
         print(json.dumps(result))
         return result
     torch.manual_seed(cfg.seed)
-    state = build_nets(cfg.model, bc.channels).state_dict()
+    nets = build_nets(cfg.model, bc.channels)
+    check_sizes(nets, (bc.latent_size, bc.latent_size))
+    state = nets.state_dict()
     g = torch.Generator().manual_seed(cfg.seed)
     shape = (tc.batch_size, bc.channels, bc.latent_size, bc.latent_size)
     # a pool of distinct batches, kept in (pinned) host memory; latents at model scale (std ~0.45)

@@ -101,6 +101,12 @@ def params_in_sync(module: torch.nn.Module, d: Dist) -> bool:
     return all(torch.allclose(g, gathered[0], rtol=1e-9, atol=1e-9) for g in gathered)
 
 
+def barrier(d: Dist) -> None:
+    """Wait for every rank (e.g. for rank 0's last checkpoint) before the group is torn down."""
+    if d.world > 1:
+        dist.barrier()
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

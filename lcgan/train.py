@@ -107,6 +107,7 @@ def train(cfg: DictConfig) -> float:
     exit_code = 1
     try:
         value = _train(cfg, logger, d, out)
+        distributed.barrier(d)  # no rank tears the group down while rank 0 still writes
         exit_code = 0
         return value
     except SystemExit as e:  # preemption: a checkpoint was saved

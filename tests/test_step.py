@@ -50,7 +50,7 @@ def test_bench_runs_and_compares_on_cpu(tmp_path):
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg("bench", ["model=small", "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8",
-                                "train.batch_size=4", "bench.latent_size=16", "bench.steps=2", "bench.warmup=1",
+                                "model.discriminator.n_layers=2", "train.batch_size=4", "bench.latent_size=16", "bench.steps=2", "bench.warmup=1",
                                 "bench.eager_warmup=1", "bench.compare_steps=2", "compare=true", f"out_dir={tmp_path}",
                                 "device=cpu"])
     result = bench(cfg)
