@@ -21,14 +21,24 @@ def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.view(1, -1, 1, 1).to(like)
 
 
+def affine(kind: str, src_stats: tuple[torch.Tensor, torch.Tensor], tgt_stats: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(scale, shift)`` of a baseline map ``z * scale + shift`` from (mean, std) of both domains."""
+    (m_s, s_s), (m_t, s_t) = src_stats, tgt_stats
+    scale = s_t / s_s if kind == "moment_match" else torch.ones_like(m_s)
+    return scale, m_t - m_s * scale
+
+
+def _map(kind: str, src: torch.Tensor, tgt: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    scale, shift = affine(kind, channel_stats(src), channel_stats(tgt))
+    return lambda z: z * _view(scale, z) + _view(shift, z)
+
+
 def mean_shift(src: torch.Tensor, tgt: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    (m_s, _), (m_t, _) = channel_stats(src), channel_stats(tgt)
-    return lambda z: z - _view(m_s, z) + _view(m_t, z)
+    return _map("mean_shift", src, tgt)
 
 
 def moment_match(src: torch.Tensor, tgt: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    (m_s, s_s), (m_t, s_t) = channel_stats(src), channel_stats(tgt)
-    return lambda z: (z - _view(m_s, z)) / _view(s_s, z) * _view(s_t, z) + _view(m_t, z)
+    return _map("moment_match", src, tgt)
 
 
 def rmse(x: torch.Tensor, y: torch.Tensor) -> float:

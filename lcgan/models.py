@@ -32,6 +32,9 @@ class ResnetGenerator(nn.Module):
     ``output="tanh"``: the reference design, ``tanh(net(z))``: outputs live in [-1, 1].
     ``output="residual"``: ``z + net(z)`` with the last conv zero-initialised, so training starts
     at the identity map and learns a correction (no tanh; latents are not bounded).
+    ``anchor`` (residual only): start instead from a zero-parameter baseline, ``a(z) + net(z)`` with
+    ``a`` the per-channel affine map of ``mean_shift`` or ``moment_match``, fitted on the training
+    domains by :func:`set_anchor` (and saved with the weights as buffers).
     """
 
     def __init__(
@@ -41,10 +44,17 @@ class ResnetGenerator(nn.Module):
         n_blocks: int = 6,
         n_downsampling: int = 2,
         output: str = "tanh",
+        anchor: str = "identity",
     ) -> None:
         super().__init__()
         if output not in ("tanh", "residual"):
             raise ValueError(f"output={output!r}: choose 'tanh' or 'residual'")
+        if anchor not in ("identity", "mean_shift", "moment_match") or (anchor != "identity" and output != "residual"):
+            raise ValueError(f"anchor={anchor!r}: choose identity, mean_shift or moment_match (the last two need output=residual)")
+        self.anchor = anchor
+        if anchor != "identity":  # (1, C, 1, 1) per-channel affine map, set from the data before training
+            self.register_buffer("anchor_scale", torch.ones(1, in_channels, 1, 1))
+            self.register_buffer("anchor_shift", torch.zeros(1, in_channels, 1, 1))
         for name, value, low in (("ngf", ngf, 1), ("n_blocks", n_blocks, 0), ("n_downsampling", n_downsampling, 0)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} must be an integer >= {low}")
@@ -66,9 +76,17 @@ class ResnetGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.factor = 2**n_downsampling  # inputs must be divisible by this
 
+    def set_anchor(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """The baseline map ``z * scale + shift`` (per channel) that a residual output starts from."""
+        self.anchor_scale.copy_(scale.view(1, -1, 1, 1))
+        self.anchor_shift.copy_(shift.view(1, -1, 1, 1))
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.net(z)
-        return z + out if self.output == "residual" else torch.tanh(out)
+        if self.output == "tanh":
+            return torch.tanh(out)
+        base = z if self.anchor == "identity" else z * self.anchor_scale + self.anchor_shift
+        return base + out
 
 
 class PatchDiscriminator(nn.Module):

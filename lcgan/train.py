@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lcgan import checkpoint, config, distributed
-from lcgan.baselines import channel_stats, score_heldout, score_synthetic
+from lcgan.baselines import affine, channel_stats, score_heldout, score_synthetic
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.data import UnpairedSampler, place
@@ -129,6 +129,10 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     check_channels(domains.channels, vae.space, "data")
     nets = build_nets(cfg.model, domains.channels).to(device)
     check_sizes(nets, domains.size)
+    if nets.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains
+        stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)
+        nets.g_ab.set_anchor(*affine(nets.g_ab.anchor, stats_a, stats_b))
+        nets.g_ba.set_anchor(*affine(nets.g_ba.anchor, stats_b, stats_a))
     distributed.broadcast_params(nets, d)
     if d.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
         torch.manual_seed(cfg.seed + d.rank)

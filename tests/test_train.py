@@ -133,3 +133,20 @@ def test_full_model_configs_train_on_the_default_data(tiny_cfg, tmp_path, model)
     # the option's layout (down-samplings, discriminator depth) on the embedded data's latent size
     train(tiny_cfg(f"model={model}", "train.epochs=1", out=tmp_path / model))
     assert len(read_log(tmp_path / model)) == 1
+
+
+@pytest.mark.parametrize("anchor", ["mean_shift", "moment_match"])
+def test_anchored_generators_start_at_the_baseline(tiny_cfg, tmp_path, anchor):
+    # lr ~0: the residual branch stays zero, so G and F are exactly the baseline fitted on the training domains
+    train(tiny_cfg(f"model.generator.anchor={anchor}", "optim.lr=1e-12", "train.epochs=1"))
+    [row] = read_log(tmp_path / "run")
+    assert row["err_G"] == pytest.approx(row[f"base_{anchor}_G"], rel=1e-4)
+    assert row["err_F"] == pytest.approx(row[f"base_{anchor}_F"], rel=1e-4)
+    assert "anchor_scale" in checkpoint.load(tmp_path / "run" / "model" / "last.pt")["G"]
+
+
+def test_anchor_needs_a_residual_output():
+    from lcgan.models import ResnetGenerator
+
+    with pytest.raises(ValueError, match="need output=residual"):
+        ResnetGenerator(4, output="tanh", anchor="mean_shift")
