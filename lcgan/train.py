@@ -91,7 +91,8 @@ def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, world:
     step = CycleGANStep(nets, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
                         amp_dtype, scaler, compile=auto_switch(tc.compile, device), cuda_graphs=auto_switch(tc.cuda_graphs, device),
                         fuse_passes=tc.fuse_passes,
-                        grad_sync=(lambda params: distributed.average_grads(params, world)) if world > 1 else None)
+                        grad_sync=(lambda params: distributed.average_grads(params, world)) if world > 1 else None,
+                        r1_gamma=tc.r1_gamma, r1_every=tc.r1_every)
     return {"step": step, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d, "scaler": scaler, "amp_dtype": amp_dtype}
 
 
