@@ -5,6 +5,7 @@ Outputs go under ``cfg.out_dir`` (Hydra's run directory): ``model/``, ``logs/``,
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 import signal
@@ -148,7 +149,7 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     vis_a, vis_b = pick(domains.a), pick(domains.b)
 
     # EMA of the generators' weights: what pictures, validation and evaluation use when on
-    ema = [make_ema(net, tc.ema_decay) for net in (nets.g_ab, nets.g_ba)] if tc.ema_decay > 0 else None
+    ema = [Ema(net, tc.ema_decay) for net in (nets.g_ab, nets.g_ba)] if tc.ema_decay > 0 else None
     eval_g_ab, eval_g_ba = (ema[0].module, ema[1].module) if ema else (nets.g_ab, nets.g_ba)
 
     # per-channel statistics of the training domains (model space): evaluation fits the
@@ -163,7 +164,7 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
             "scaler": scaler.state_dict(), "buffer_A": buffer_a.state_dict(), "buffer_B": buffer_b.state_dict(),
             "cfg": OmegaConf.to_container(cfg, resolve=True), "epoch": epoch, "step": step, "order": order, "sums": sums,
             "rng": checkpoint.rng_state(), "metrics": metrics, "best_val": best_val,
-            **({"G_ema": ema[0].module.state_dict(), "F_ema": ema[1].module.state_dict(), "ema_n": ema[0].n_averaged} if ema else {}),
+            **({"G_ema": ema[0].module.state_dict(), "F_ema": ema[1].module.state_dict()} if ema else {}),
             "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats,
         }
 
@@ -185,7 +186,6 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
         if ema:
             for avg, key in ((ema[0], "G_ema"), (ema[1], "F_ema")):
                 avg.module.load_state_dict(ck[key])
-                avg.n_averaged.copy_(ck["ema_n"])
         if ck.get("metrics") and d.main:
             log.append(ck["metrics"])  # the crash may have come between checkpoint and log line
         if tc.resume_restore_rng and d.main:  # other ranks keep their own seeds: exact resume is single-process
@@ -220,8 +220,8 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
                 real_a, real_b = sampler.batch(order, i, device)
                 losses = step_fn(real_a, real_b)
                 if ema:
-                    ema[0].update_parameters(nets.g_ab)
-                    ema[1].update_parameters(nets.g_ba)
+                    ema[0].update(nets.g_ab)
+                    ema[1].update(nets.g_ba)
                 vec = torch.stack([losses[k].float() for k in LOSS_KEYS])
                 sums += vec
                 window += vec
@@ -298,11 +298,20 @@ def validation_metric(metrics: dict) -> float:
     return math.nan
 
 
-def make_ema(net: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
-    """Exponential moving average of a generator's weights (torch's AveragedModel, foreach updates)."""
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+class Ema:
+    """Exponential moving average of a generator's weights: ``ema = decay * ema + (1 - decay) * w``
+    after every step, one fused foreach kernel and no host sync (torch's AveragedModel reads its
+    update counter back from the device on every step)."""
 
-    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    def __init__(self, net: torch.nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(net).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        mine = [t for t in (*self.module.parameters(), *self.module.buffers()) if t.is_floating_point()]
+        theirs = [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+        torch._foreach_lerp_(mine, theirs, 1 - self.decay)
 
 
 def step_stats(device: torch.device) -> dict[str, float]:

@@ -82,3 +82,17 @@ def test_training_with_r1_runs(tiny_cfg, tmp_path):
 
     train(tiny_cfg("train.r1_gamma=1", "train.r1_every=2", "train.epochs=1"))
     assert (tmp_path / "run" / "model" / "last.pt").exists()
+
+
+def test_ema_update_is_a_lerp_of_every_float_tensor():
+    from lcgan.train import Ema
+
+    net = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual", anchor="moment_match")
+    ema = Ema(net, decay=0.9)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        for t in (*net.parameters(), *net.buffers()):
+            t.add_(1.0)
+    ema.update(net)
+    for k, v in ema.module.state_dict().items():
+        assert torch.allclose(v, 0.9 * before[k] + 0.1 * (before[k] + 1.0), atol=1e-6), k
