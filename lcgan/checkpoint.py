@@ -64,11 +64,13 @@ def check_writable(folder: str | Path, need_bytes: int = 0) -> None:
                       f"{need_bytes / 2**20:.0f} MiB; free disk space or choose another output folder (hydra.run.dir=...)")
 
 
-def save(obj: dict, path: str | Path) -> None:
-    """Serialise in memory first so a failing write never leaves a half file behind."""
+def save(obj: dict, *paths: str | Path) -> None:
+    """Serialise once, in memory, so a failing write never leaves a half file behind; then write
+    the same bytes to every path (e.g. ``last.pt`` and ``epoch_0007.pt``)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    for path in paths:
+        atomic_write_bytes(path, buf.getvalue())
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

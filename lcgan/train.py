@@ -131,8 +131,11 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     check_channels(domains.channels, vae.space, "data")
     nets = build_nets(cfg.model, domains.channels).to(device)
     check_sizes(nets, domains.size)
+    # per-channel statistics of the training domains (model space): the anchors below, and what
+    # evaluation fits the mean-shift and moment-matching baselines on (never on test data)
+    stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)
+    domain_stats = {"a_mean": stats_a[0].tolist(), "a_std": stats_a[1].tolist(), "b_mean": stats_b[0].tolist(), "b_std": stats_b[1].tolist()}
     if nets.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains
-        stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)
         nets.g_ab.set_anchor(*affine(nets.g_ab.anchor, stats_a, stats_b))
         nets.g_ba.set_anchor(*affine(nets.g_ba.anchor, stats_b, stats_a))
     distributed.broadcast_params(nets, d)
@@ -151,11 +154,6 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     # EMA of the generators' weights: what pictures, validation and evaluation use when on
     ema = [Ema(net, tc.ema_decay) for net in (nets.g_ab, nets.g_ba)] if tc.ema_decay > 0 else None
     eval_g_ab, eval_g_ba = (ema[0].module, ema[1].module) if ema else (nets.g_ab, nets.g_ba)
-
-    # per-channel statistics of the training domains (model space): evaluation fits the
-    # mean-shift and moment-matching baselines on these, never on test data
-    (m_a, s_a), (m_b, s_b) = channel_stats(domains.a), channel_stats(domains.b)
-    domain_stats = {"a_mean": m_a.tolist(), "a_std": s_a.tolist(), "b_mean": m_b.tolist(), "b_std": s_b.tolist()}
 
     def state(epoch: int, step: int, order, sums, metrics) -> dict:
         return {
@@ -239,7 +237,7 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
                     window.zero_()
                     window_start = i + 1
                 # several processes stop together, at a log boundary, when a signal reached any of them
-                if (distributed.any_rank(bool(stop), d) if at_boundary else False) if d.world > 1 else stop:
+                if bool(stop) if d.world == 1 else at_boundary and distributed.any_rank(bool(stop), d):
                     if window_start <= i:  # an unchecked window: never save NaN weights over the last good last.pt
                         check_finite(window, epoch * steps + window_start + 1, epoch * steps + i + 1, epoch + 1, out / "model" / "last.pt")
                     if d.main:
@@ -271,12 +269,9 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
             improved = metrics["val_metric"] < best_val
             best_val = min(best_val, metrics["val_metric"])
             order, sums, start_step = None, None, 0
-            ck = state(epoch + 1, 0, None, None, metrics)
-            if improved:
-                checkpoint.save(ck, out / "model" / "best.pt")
-            if (epoch + 1) % tc.ckpt_every == 0 or epoch + 1 == tc.epochs:
-                checkpoint.save(ck, out / "model" / f"epoch_{epoch + 1:04d}.pt")
-            checkpoint.save(ck, out / "model" / "last.pt")
+            keep = (epoch + 1) % tc.ckpt_every == 0 or epoch + 1 == tc.epochs
+            paths = [out / "model" / n for n, on in (("best.pt", improved), (f"epoch_{epoch + 1:04d}.pt", keep)) if on]
+            checkpoint.save(state(epoch + 1, 0, None, None, metrics), *paths, out / "model" / "last.pt")  # last.pt last
             log.append(metrics)
             logger.log_scalars({f"epoch/{k}": v for k, v in metrics.items()}, step=(epoch + 1) * steps)
             if tc.vis_every and ((epoch + 1) % tc.vis_every == 0 or epoch + 1 == tc.epochs):
