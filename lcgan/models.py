@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from lcgan.augment import DiffAugment
+
 
 def _norm(channels: int) -> nn.Module:
     # affine=False, no running stats: the CycleGAN reference's InstanceNorm
@@ -50,7 +52,8 @@ class ResnetGenerator(nn.Module):
         if output not in ("tanh", "residual"):
             raise ValueError(f"output={output!r}: choose 'tanh' or 'residual'")
         if anchor not in ("identity", "mean_shift", "moment_match") or (anchor != "identity" and output != "residual"):
-            raise ValueError(f"anchor={anchor!r}: choose identity, mean_shift or moment_match (the last two need output=residual)")
+            raise ValueError(f"anchor={anchor!r}: choose identity, mean_shift or moment_match; the last two need output=residual "
+                             f"(output={output!r}: set model.generator.anchor=identity)")
         self.anchor = anchor
         if anchor != "identity":  # (1, C, 1, 1) per-channel affine map, set from the data before training
             self.register_buffer("anchor_scale", torch.ones(1, in_channels, 1, 1))
@@ -93,14 +96,25 @@ class PatchDiscriminator(nn.Module):
     """PatchGAN (pix2pix's NLayerDiscriminator) with spectral norm instead of normalisation layers.
 
     Each output cell judges a patch of the input; ``n_layers`` stride-2 convs set the patch size.
-    On 16x16 latents use ``n_layers=2``; on 32x32 and larger, 3.
+    On 16x16 latents use ``n_layers=2``; on 32x32 and larger, 3. ``n_layers=0`` is pix2pix's
+    PixelDiscriminator (1x1 convs): it judges each latent cell alone, i.e. the distribution of
+    latent vectors, blind to content and layout (for colour and tone translations).
+    ``augment``: DiffAugment policy applied to every input in training mode (:mod:`lcgan.augment`).
     """
 
-    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3) -> None:
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, augment: str = "") -> None:
         super().__init__()
-        if not isinstance(n_layers, int) or n_layers < 1:
-            raise ValueError(f"n_layers={n_layers!r} must be an integer >= 1")
-        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, ndf, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+        if not isinstance(n_layers, int) or n_layers < 0:
+            raise ValueError(f"n_layers={n_layers!r} must be an integer >= 0 (0: a 1x1 pixel discriminator)")
+        self.augment = DiffAugment(augment or "")
+        if n_layers == 0:
+            layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, ndf, 1)), nn.LeakyReLU(0.2, True),
+                                       spectral_norm(nn.Conv2d(ndf, 2 * ndf, 1)), nn.LeakyReLU(0.2, True),
+                                       spectral_norm(nn.Conv2d(2 * ndf, 1, 1))]
+            self.net = nn.Sequential(*layers)
+            self.min_size = 1
+            return
+        layers = [spectral_norm(nn.Conv2d(in_channels, ndf, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
         ch = ndf
         for i in range(1, n_layers + 1):
             out = ndf * min(2**i, 8)
@@ -112,4 +126,4 @@ class PatchDiscriminator(nn.Module):
         self.min_size = 3 * 2**n_layers  # smaller inputs leave no output cell
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.net(self.augment(z))
