@@ -147,24 +147,26 @@ def load_folder(folder: Path) -> torch.Tensor:
     return torch.stack([torch.load(f, weights_only=True) for f in sorted(folder.glob("*.pt"))])
 
 
-def score_latents(vae: OnnxVAE, test: dict, z: torch.Tensor) -> tuple[float, float]:
-    """Mean PSNR (dB) of decode(z) against the graded truth, and against the oracle's
-    reconstruction decode(encode(truth)) (the VAE's own error removed: differences show better)."""
+def score_latents(vae: OnnxVAE, test: dict, z: torch.Tensor, lpips=None) -> tuple[float, float, float]:
+    """Mean PSNR (dB) of decode(z) against the graded truth, against the oracle's reconstruction
+    decode(encode(truth)) (the VAE's own error removed: differences show better), and mean LPIPS
+    against the truth (NaN without an LPIPS network)."""
     x = decode(vae, z)
-    return psnr(x, test["y"]).mean().item(), psnr(x, test["y_rec"]).mean().item()
+    dist = torch.cat([lpips(a, b) for a, b in zip(x.split(32), test["y"].split(32))]).mean().item() if lpips else math.nan
+    return psnr(x, test["y"]).mean().item(), psnr(x, test["y_rec"]).mean().item(), dist
 
 
-def baseline_rows(vae: OnnxVAE, test: dict, z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, tuple[float, float]]:
+def baseline_rows(vae: OnnxVAE, test: dict, z_a: torch.Tensor, z_b: torch.Tensor, lpips=None) -> dict[str, tuple[float, float, float]]:
     """(PSNR vs truth, PSNR vs oracle reconstruction) of the rows that need no training."""
-    return {"identity": score_latents(vae, test, test["z_x"]),
-            "mean_shift": score_latents(vae, test, mean_shift(z_a, z_b)(test["z_x"])),
-            "moment_match": score_latents(vae, test, moment_match(z_a, z_b)(test["z_x"])),
-            "oracle": score_latents(vae, test, test["z_y"]),
+    return {"identity": score_latents(vae, test, test["z_x"], lpips),
+            "mean_shift": score_latents(vae, test, mean_shift(z_a, z_b)(test["z_x"]), lpips),
+            "moment_match": score_latents(vae, test, moment_match(z_a, z_b)(test["z_x"]), lpips),
+            "oracle": score_latents(vae, test, test["z_y"], lpips),
             "pixels_identity": (psnr(test["x"], test["y"]).mean().item(), math.nan)}
 
 
 @torch.no_grad()
-def score_checkpoint(path: Path, vae: OnnxVAE, test: dict) -> dict[str, float]:
+def score_checkpoint(path: Path, vae: OnnxVAE, test: dict, lpips=None) -> dict[str, float]:
     """PSNR of decode(G(z)) vs the graded truth, with G (and G_ema when the run kept one)."""
     ck = checkpoint.load(path)
     cfg = OmegaConf.create(ck["cfg"])
@@ -176,8 +178,23 @@ def score_checkpoint(path: Path, vae: OnnxVAE, test: dict) -> dict[str, float]:
             g.load_state_dict(ck[key])
             z = conv.model_to_raw(g(conv.raw_to_model(test["z_x"], vae.space)), vae.space)
             suffix = "" if key == "G" else "_ema"
-            out["psnr" + suffix], out["psnr_vae" + suffix] = score_latents(vae, test, z)
+            out["psnr" + suffix], out["psnr_vae" + suffix], out["lpips" + suffix] = score_latents(vae, test, z, lpips)
     return out
+
+
+def load_lpips(mode: str, backbone: str | None):
+    """The LPIPS network of ``lcgan.metrics`` for ``--lpips``, or None."""
+    if mode == "off":
+        return None
+    from lcgan.metrics import Lpips, MissingWeightsError
+
+    try:
+        return Lpips("alex", backbone_path=backbone, random=mode == "random")
+    except MissingWeightsError as e:
+        if mode == "on":
+            raise
+        print(f"  LPIPS skipped (--lpips auto; --lpips-backbone sets the weights): {str(e)[:300]}")
+        return None
 
 
 def compose_train(overrides: list[str]):
@@ -185,7 +202,7 @@ def compose_train(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
-def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path, vae: OnnxVAE, test: dict) -> list[dict]:
+def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path, vae: OnnxVAE, test: dict, lpips=None) -> list[dict]:
     """Train one seed, score the checkpoints nearest to ``--eval-steps`` and best.pt; delete the other epoch files."""
     from lcgan.train import train
 
@@ -196,10 +213,11 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
     if not (run / "model" / f"epoch_{cfg.train.epochs:04d}.pt").is_file():  # a finished run is scored, not retrained
         train(cfg)
     steps = json.loads((run / "logs" / "train_log.jsonl").read_text().splitlines()[0])["steps"]
-    epochs = sorted({min(cfg.train.epochs, max(1, round(s / steps))) for s in args.eval_steps} | {cfg.train.epochs})
-    rows = [score_checkpoint(run / "model" / f"epoch_{e:04d}.pt", vae, test) for e in epochs]
+    saved = sorted(int(f.stem.split("_")[1]) for f in (run / "model").glob("epoch_*.pt"))  # every train.ckpt_every epochs, and the last
+    epochs = sorted({min(saved, key=lambda e: abs(e * steps - s)) for s in args.eval_steps} | {saved[-1]})
+    rows = [score_checkpoint(run / "model" / f"epoch_{e:04d}.pt", vae, test, lpips) for e in epochs]
     if (run / "model" / "best.pt").is_file() and cfg.data.val_fraction > 0:
-        rows.append({**score_checkpoint(run / "model" / "best.pt", vae, test), "best": True})
+        rows.append({**score_checkpoint(run / "model" / "best.pt", vae, test, lpips), "best": True})
     if not args.keep_checkpoints:
         for f in (run / "model").glob("epoch_*.pt"):
             if int(f.stem.split("_")[1]) not in epochs:
@@ -220,19 +238,23 @@ def synthetic_err(overrides: list[str], seed: int, run: Path) -> dict[str, float
 def table(name: str, base: dict, runs: dict[int, list[dict]], synth: dict[int, dict], sizes: dict) -> str:
     """Markdown: baselines, then the model's PSNR per eval point (median over seeds, and each seed)."""
     lines = [f"# known_transform: {name}", "", f"{sizes}", "",
-             "| row | step | epoch | PSNR vs truth, dB (median) | PSNR vs oracle recon. (median) | seeds (vs truth) |", "| --- | --- | --- | --- | --- | --- |"]
+             "| row | step | epoch | PSNR vs truth, dB (median) | PSNR vs oracle recon. (median) | LPIPS vs truth (median) | seeds (vs truth) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    num = lambda v: "" if v is None or math.isnan(v) else f"{v:.4f}"  # noqa: E731
     for k in ("identity", "mean_shift", "moment_match", "oracle"):
-        lines.append(f"| {k} | | | {base[k][0]:.2f} | {base[k][1]:.2f} | |")
+        lines.append(f"| {k} | | | {base[k][0]:.2f} | {base[k][1]:.2f} | {num(base[k][2])} | |")
     points = sorted({(r["epoch"], bool(r.get("best"))) for rows in runs.values() for r in rows})
     for epoch, best in points:
         for key in ("psnr", "psnr_ema"):
             pick = [r for rows in runs.values() for r in rows if r["epoch"] == epoch and bool(r.get("best")) == best and key in r]
             vals, vae_vals = [r[key] for r in pick], [r[key.replace("psnr", "psnr_vae")] for r in pick]
+            lp_vals = [r.get(key.replace("psnr", "lpips"), math.nan) for r in pick]
             if not vals:
                 continue
             step = next(r["step"] for rows in runs.values() for r in rows if r["epoch"] == epoch)
             label = ("model" if key == "psnr" else "model EMA") + (" best.pt" if best else "")
-            lines.append(f"| {label} | {step if not best else ''} | {epoch} | {statistics.median(vals):.2f} | {statistics.median(vae_vals):.2f} | {', '.join(f'{v:.2f}' for v in vals)} |")
+            lines.append(f"| {label} | {step if not best else ''} | {epoch} | {statistics.median(vals):.2f} | {statistics.median(vae_vals):.2f} | "
+                         f"{num(statistics.median(lp_vals))} | {', '.join(f'{v:.2f}' for v in vals)} |")
     if synth:
         errs = [s["err"] for s in synth.values()]
         lines += ["", f"synthetic task err (1 = identity, lower is better): median {statistics.median(errs):.3f} "
@@ -254,8 +276,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eval-steps", default="300,900,1800", help="score the checkpoints nearest these optimisation steps (and the last)")
     ap.add_argument("--no-train", action="store_true", help="only the baselines")
     ap.add_argument("--synthetic", action="store_true", help="also train the recipe on the synthetic default and report its err")
+    ap.add_argument("--lpips", choices=("auto", "on", "off", "random"), default="auto",
+                    help="LPIPS (alex) against the truth: auto = when its backbone can be had, else skipped with the reason; "
+                         "on = required; random = a random backbone (checks the plumbing, meaningless values)")
+    ap.add_argument("--lpips-backbone", default=None, help="torchvision AlexNet state dict for LPIPS (e.g. alexnet-owt-7be5be79.pth); default: torchvision's cache/download")
     ap.add_argument("--keep-checkpoints", action="store_true", help="keep every epoch_XXXX.pt (default: only the scored ones)")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # recipe overrides may come before or after the options
     args.eval_steps = [int(s) for s in args.eval_steps.split(",") if s]
     args.shared = args.shared.resolve()
     name = re.sub(r"[^\w.,+-]+", "-", args.name or "_".join(args.overrides) or "default")  # a folder name
@@ -266,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     test = prepare(args.shared, data, args.image_size, args.crops, args.photos, args.split_seed, vae)
     test["y_rec"] = decode(vae, test["z_y"])
     z_a, z_b = load_folder(data / "a"), load_folder(data / "b")
-    base = baseline_rows(vae, test, z_a, z_b)
+    lpips = load_lpips(args.lpips, args.lpips_backbone)
+    base = baseline_rows(vae, test, z_a, z_b, lpips)
     sizes = (f"A-train {len(z_a)} latents ({len(test['photos']['a'])} photos), B-train {len(z_b)} ({len(test['photos']['b'])} photos), "
              f"test {len(test['x'])} crops ({len(test['photos']['test'])} photos), {args.image_size}px -> latents {list(z_a.shape[1:])}; "
              f"recipe: {' '.join(args.overrides) or '(preset defaults)'}")
@@ -274,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs, synth = {}, {}
     if not args.no_train:
         for seed in (int(s) for s in args.seeds.split(",")):
-            runs[seed] = train_and_score(args, data.resolve(), args.overrides, seed, args.out / "runs" / name / f"seed{seed}", vae, test)
+            runs[seed] = train_and_score(args, data.resolve(), args.overrides, seed, args.out / "runs" / name / f"seed{seed}", vae, test, lpips)
             print(f"  seed {seed}: " + " | ".join(f"epoch {r['epoch']}{' best' if r.get('best') else ''} {r['psnr']:.2f} dB" for r in runs[seed]))
             if args.synthetic:
                 synth[seed] = synthetic_err(args.overrides, seed, args.out / "runs" / name / f"synthetic_seed{seed}")
