@@ -46,8 +46,10 @@ def _lcgan_resnet_config(state: dict, output: str) -> dict:
     blocks = {int(k.split(".")[1]) for k in state if ".body." in k}
     first_block = min(blocks) if blocks else math.inf
     downs = [i for i, s in convs if 1 < i < first_block and len(s) == 4 and s[-1] == 3]
+    # anchor buffers hold the per-channel start map itself; mean_shift and moment_match differ only in their values
+    anchor = {"anchor": "moment_match", "output": "residual"} if "anchor_scale" in state else {}
     return {"_target_": "lcgan.models.ResnetGenerator", "ngf": int(state["net.1.weight"].shape[0]),
-            "n_blocks": len(blocks), "n_downsampling": len(downs), "output": output}  # fmt: skip
+            "n_blocks": len(blocks), "n_downsampling": len(downs), "output": output, **anchor}  # fmt: skip
 
 
 class LegacyResnetGenerator(torch.nn.Module):
