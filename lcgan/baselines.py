@@ -58,11 +58,14 @@ def score_synthetic(g_ab: torch.nn.Module, g_ba: torch.nn.Module, a: torch.Tenso
     fake_b = torch.cat([g_ab(x).float() for x in ea.split(batch_size)])
     fake_a = torch.cat([g_ba(x).float() for x in eb.split(batch_size)])
     true_b, true_a = truth.a_to_b(ea), truth.b_to_a(eb)
-    id_g, id_f = rmse(ea, true_b), rmse(eb, true_a)
-    out = {"err_G": rmse(fake_b, true_b) / id_g, "err_F": rmse(fake_a, true_a) / id_f}
+    # errors in file space: the same number whatever data.latent_norm makes of the model space
+    f = truth.convention.model_to_file
+    rel = lambda x, y, ident: rmse(f(x), f(y)) / ident  # noqa: E731
+    id_g, id_f = rmse(f(ea), f(true_b)), rmse(f(eb), f(true_a))
+    out = {"err_G": rel(fake_b, true_b, id_g), "err_F": rel(fake_a, true_a, id_f)}
     for name, make in (("mean_shift", mean_shift), ("moment_match", moment_match)):
-        out[f"base_{name}_G"] = rmse(make(a, b)(ea), true_b) / id_g
-        out[f"base_{name}_F"] = rmse(make(b, a)(eb), true_a) / id_f
+        out[f"base_{name}_G"] = rel(make(a, b)(ea), true_b, id_g)
+        out[f"base_{name}_F"] = rel(make(b, a)(eb), true_a, id_f)
     (m_g, s_g), (m_b, s_b) = channel_stats(fake_b), channel_stats(b)
     out["gap_mean"] = ((m_g.cpu() - m_b.cpu()).abs() / s_b.cpu()).mean().item()
     out["gap_std"] = ((s_g.cpu() - s_b.cpu()).abs() / s_b.cpu()).mean().item()

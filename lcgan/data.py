@@ -136,6 +136,7 @@ def latent_folders(
     num_workers: int = 8,
     max_files: int | None = None,
     val_fraction: float = 0.0,
+    latent_norm: str = "divisor",
 ) -> Domains:
     """Two folders of ``.pt`` latents (``data=latents``).
 
@@ -157,10 +158,18 @@ def latent_folders(
     if not 0 <= val_fraction < 1:
         raise ValueError(f"data.val_fraction={val_fraction!r} must be in [0, 1)")
     (a, files_a, val_a), (b, files_b, val_b) = (_hold_out(z, f, val_fraction) for z, f in ((a, files_a), (b, files_b)))
+    conv = _normalise(conv, latent_norm, a, b)
     return Domains(a=conv.file_to_model(a), b=conv.file_to_model(b), convention=conv, flip=flip,
                    files_a=files_a, files_b=files_b, manifests={k: m for k, m in manifests.items() if m},
                    val_a=None if val_a is None else conv.file_to_model(val_a),
                    val_b=None if val_b is None else conv.file_to_model(val_b))
+
+
+def _normalise(conv: Convention, latent_norm: str, a: torch.Tensor, b: torch.Tensor) -> Convention:
+    """``data.latent_norm``: the scalar divisor, or per-channel statistics of the training latents (file space)."""
+    if latent_norm not in ("divisor", "channel"):
+        raise ValueError(f"data.latent_norm={latent_norm!r}: choose divisor (file / data.latent_divisor) or channel (per-channel standardisation)")
+    return conv.fitted(a, b) if latent_norm == "channel" else conv
 
 
 def _hold_out(z: torch.Tensor, files: list[str], fraction: float) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
@@ -227,6 +236,7 @@ def synthetic(
     latent_divisor: float = 10.0,
     flip: bool = False,
     seed: int = 0,
+    latent_norm: str = "divisor",
 ) -> Domains:
     """Embedded default data (``data=synthetic``): no files, no downloads.
 
@@ -247,6 +257,7 @@ def synthetic(
         _smooth_fields(n, channels, size, mean_t, std_t, gen) for n in (n_a, n_b, n_eval, n_eval)
     )
     b, eval_b = (z + shift_t.view(1, -1, 1, 1) for z in (b_src, eval_b_src))
+    conv = _normalise(conv, latent_norm, a, b)
     truth = SyntheticTruth(shift=shift_t, convention=conv, eval_a=conv.file_to_model(eval_a), eval_b=conv.file_to_model(eval_b))
     return Domains(a=conv.file_to_model(a), b=conv.file_to_model(b), convention=conv, flip=flip, truth=truth)
 

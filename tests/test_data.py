@@ -134,3 +134,32 @@ def test_training_refuses_folders_whose_manifests_disagree(tmp_path):
     assert len(latent_folders(str(a), str(b)).manifests) == 2
     with pytest.raises(ValueError, match="latents_scaled=False but the training config has latents_scaled=True"):
         latent_folders(str(a), str(b), latents_scaled=True)
+
+
+def test_channel_normalisation_uses_both_training_domains(tmp_path):
+    a_dir, b_dir = write_latents(tmp_path / "a", 12), write_latents(tmp_path / "b", 10, seed=1)
+    for f in b_dir.glob("*.pt"):  # B: other channel means and scales, like another colour domain
+        torch.save(torch.load(f, weights_only=True) * torch.tensor([1.0, 2.0, 0.5, 1.0]).view(4, 1, 1) + torch.tensor([3.0, -2.0, 0.0, 1.0]).view(4, 1, 1), f)
+    d = latent_folders(str(a_dir), str(b_dir), latent_norm="channel", num_workers=1)
+    pooled = torch.cat([d.a, d.b]).transpose(0, 1).flatten(1)  # (C, all cells), model space
+    torch.testing.assert_close(pooled.mean(1), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled.std(1), torch.ones(4), atol=1e-4, rtol=0)
+    raw_a = torch.stack([torch.load(f, weights_only=True) for f in sorted(a_dir.glob("*.pt"))])
+    torch.testing.assert_close(d.convention.model_to_file(d.a), raw_a, atol=1e-4, rtol=0)
+    assert d.a.mean(dim=(0, 2, 3)).abs().max() > 0.1, "one pooled map for both domains, not each standardised alone"
+    plain = latent_folders(str(a_dir), str(b_dir), num_workers=1)
+    assert plain.convention.channel_mean is None and torch.allclose(plain.a, raw_a / 10)
+    with pytest.raises(ValueError, match="data.latent_norm"):
+        latent_folders(str(a_dir), str(b_dir), latent_norm="batch", num_workers=1)
+
+
+def test_channel_normalisation_travels_with_the_checkpoint(tiny_cfg, tmp_path):
+    from lcgan import checkpoint
+    from lcgan.train import train
+    from lcgan.translator import load_translator
+
+    train(tiny_cfg("data.latent_norm=channel", "train.epochs=1"))
+    ck = checkpoint.load(tmp_path / "run" / "model" / "last.pt")
+    assert len(ck["convention"]["channel_mean"]) == 4
+    t = load_translator(tmp_path / "run" / "model" / "last.pt", torch.device("cpu"))
+    assert list(t.convention.channel_std) == ck["convention"]["channel_std"]

@@ -170,7 +170,7 @@ def score_checkpoint(path: Path, vae: OnnxVAE, test: dict, lpips=None) -> dict[s
     """PSNR of decode(G(z)) vs the graded truth, with G (and G_ema when the run kept one)."""
     ck = checkpoint.load(path)
     cfg = OmegaConf.create(ck["cfg"])
-    conv = Convention(latents_scaled=cfg.data.latents_scaled, latent_divisor=cfg.data.latent_divisor)
+    conv = Convention(**ck["convention"])  # with data.latent_norm=channel, the training domains' statistics
     g = instantiate(cfg.model.generator, in_channels=test["z_x"].shape[1]).eval()
     out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"]}
     for key in ("G", "G_ema"):
