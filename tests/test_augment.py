@@ -69,3 +69,16 @@ def test_pixel_discriminator_judges_each_cell_alone():
 def test_negative_depth_is_rejected():
     with pytest.raises(ValueError, match="n_layers"):
         PatchDiscriminator(4, n_layers=-1)
+
+
+def test_augmentation_survives_torch_compile():
+    # on CUDA the step is compiled by default (train.compile=auto): the augmentation must be traced
+    # into the graph with fresh random draws per call, not frozen at trace time
+    d = PatchDiscriminator(4, ndf=8, n_layers=1, augment="translation,cutout")
+    d.net.eval()  # fixed spectral norm: only the augmentation can change the output
+    loss = torch.compile(lambda z: d(z).pow(2).mean())
+    z = torch.randn(4, 4, 16, 16, requires_grad=True)
+    first = loss(z)
+    first.backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    assert len({loss(z).item() for _ in range(4)} | {first.item()}) > 1
