@@ -61,6 +61,8 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "data.latent_divisor": (lambda v: _num(v) and v > 0, "a number > 0"),
     "data.max_files": (lambda v: v is None or (_int(v) and v >= 1), "null (all files) or an integer >= 1"),
     "data.latents_scaled": (lambda v: isinstance(v, bool), "true or false"),
+    "data.latent_norm": (lambda v: v in ("divisor", "channel"), "divisor (file / data.latent_divisor) or channel (per-channel standardisation)"),
+    "model.discriminator.n_layers": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: a 1x1 pixel discriminator)"),
     "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")), "auto, cpu, cuda or cuda:N"),
 }
 
