@@ -2,8 +2,9 @@
 
     python -m lcgan.latent_stats DIR [DIR ...] [--divisors 1 2 3 5 10 15 20] [--json stats.json]
 
-The generators end in tanh, so ``model = file / latent_divisor`` (see :mod:`lcgan.latents`) should
-keep nearly all values inside [-1, 1]. For each candidate divisor ``d`` this reports the fraction of
+With ``data.latent_norm=divisor`` the model sees ``file / latent_divisor`` (see :mod:`lcgan.latents`),
+which should keep nearly all values inside [-1, 1] (the reference generators end in tanh; the residual
+default does not saturate, but the same range suits its InstanceNorm'd layers and Adam's step size). For each candidate divisor ``d`` this reports the fraction of
 values with ``|z| > d``; the suggestion is the smallest candidate with at most 1% beyond, which
 leaves the tanh's linear range for the bulk and saturates only the tails (a larger divisor costs
 precision: the generator must produce tiny values). When no candidate qualifies it suggests

@@ -191,8 +191,8 @@ def load_lpips(mode: str, backbone: str | None):
     try:
         return Lpips("alex", backbone_path=backbone, random=mode == "random")
     except MissingWeightsError as e:
-        if mode == "on":
-            raise
+        if mode == "on":  # lcgan.metrics names eval.lpips.backbone_path; here the setting is a flag
+            raise MissingWeightsError(f"--lpips on: {e}; here pass --lpips-backbone FILE, or --lpips auto to skip LPIPS") from None
         print(f"  LPIPS skipped (--lpips auto; --lpips-backbone sets the weights): {str(e)[:300]}")
         return None
 
