@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -53,22 +54,42 @@ def media(row: dict, key: str) -> dict | None:
     return found or None
 
 
-def read_run(job: Path) -> dict:
-    """One job's offline run: run record fields, config, history rows, summary and exit code."""
+def read_run(job: Path, timeout: float = 60.0) -> dict:
+    """One job's offline run: run record fields, config, history rows, summary and exit code.
+
+    ``run.finish()`` returns before W&B's service has flushed the ``.wandb`` file (seen: an empty summary or a
+    torn last record when read at once), so this reads until the exit record, the last one written, is there.
+    """
     [run_dir] = list((job / "wandb").glob("offline-run-*"))
+    deadline = time.monotonic() + timeout
+    while True:
+        out = parse_run(run_dir)
+        if out is not None and out["exit"] is not None:
+            return out
+        assert time.monotonic() < deadline, f"{run_dir}: no exit record after {timeout:.0f} s"
+        time.sleep(0.1)
+
+
+def parse_run(run_dir: Path) -> dict | None:
+    """The records of ``run_dir`` as read now; None while the file ends in a partly written record."""
+    from google.protobuf.message import DecodeError
+
     out = {"dir": run_dir, "history": [], "summary": {}, "exit": None}
     key = lambda item: item.key or "/".join(item.nested_key)  # noqa: E731
-    for rec in records(next(run_dir.glob("run-*.wandb"))):
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            out.update(id=rec.run.run_id, name=rec.run.display_name, group=rec.run.run_group, tags=list(rec.run.tags),
-                       config={key(i): json.loads(i.value_json) for i in rec.run.config.update})
-        elif kind == "history":
-            out["history"].append({key(i): json.loads(i.value_json) for i in rec.history.item})
-        elif kind == "summary":
-            out["summary"].update({key(i): json.loads(i.value_json) for i in rec.summary.update})
-        elif kind == "exit":
-            out["exit"] = rec.exit.exit_code
+    try:
+        for rec in records(next(run_dir.glob("run-*.wandb"))):
+            kind = rec.WhichOneof("record_type")
+            if kind == "run":
+                out.update(id=rec.run.run_id, name=rec.run.display_name, group=rec.run.run_group,
+                           tags=list(rec.run.tags), config={key(i): json.loads(i.value_json) for i in rec.run.config.update})
+            elif kind == "history":
+                out["history"].append({key(i): json.loads(i.value_json) for i in rec.history.item})
+            elif kind == "summary":
+                out["summary"].update({key(i): json.loads(i.value_json) for i in rec.summary.update})
+            elif kind == "exit":
+                out["exit"] = rec.exit.exit_code
+    except (DecodeError, json.JSONDecodeError, StopIteration):
+        return None
     return out
 
 
