@@ -128,11 +128,24 @@ def test_validation_split_ema_and_best_checkpoint(tiny_cfg, tmp_path):
     assert torch.allclose(translator.g_ab(z), g_ema(z))
 
 
-@pytest.mark.parametrize("model", ["resnet6", "resnet9"])
-def test_full_model_configs_train_on_the_default_data(tiny_cfg, tmp_path, model):
+@pytest.mark.parametrize("model,disc", [("resnet6", "pixel"), ("resnet6", "patch"), ("resnet9", "patch")])
+def test_full_model_configs_train_on_the_default_data(tiny_cfg, tmp_path, model, disc):
     # the option's layout (down-samplings, discriminator depth) on the embedded data's latent size
-    train(tiny_cfg(f"model={model}", "train.epochs=1", out=tmp_path / model))
+    train(tiny_cfg(f"model={model}", f"model/discriminator={disc}", "train.epochs=1", out=tmp_path / model))
     assert len(read_log(tmp_path / model)) == 1
+
+
+@pytest.mark.parametrize("model", ["small", "resnet6", "resnet9"])
+def test_discriminator_group_pixel_by_default_patch_on_request(model):
+    from tests.conftest import compose_cfg
+
+    z = torch.randn(2, 4, 32, 32)
+    pixel = compose_cfg("train", [f"model={model}"]).model.discriminator
+    d = instantiate(pixel, in_channels=4)
+    assert (pixel.n_layers, pixel.augment) == (0, "") and d(z).shape == (2, 1, 32, 32)  # a score per latent cell
+    patch = compose_cfg("train", [f"model={model}", "model/discriminator=patch"]).model.discriminator
+    assert (patch.n_layers, patch.augment) == (2, "translation,cutout") and patch.ndf == pixel.ndf  # the preset's width kept
+    assert instantiate(patch, in_channels=4)(z).shape[-1] < 32  # strided: judges regions, not cells
 
 
 @pytest.mark.parametrize("anchor", ["mean_shift", "moment_match"])
