@@ -71,14 +71,25 @@ def test_negative_depth_is_rejected():
         PatchDiscriminator(4, n_layers=-1)
 
 
-def test_augmentation_survives_torch_compile():
-    # on CUDA the step is compiled by default (train.compile=auto): the augmentation must be traced
-    # into the graph with fresh random draws per call, not frozen at trace time
-    d = PatchDiscriminator(4, ndf=8, n_layers=1, augment="translation,cutout")
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_augmentation_survives_torch_compile(device):
+    # on CUDA the step is compiled and replayed as CUDA graphs by default (train.compile/cuda_graphs=auto):
+    # the augmentation must be traced into the graph with fresh random draws per call (per replay on CUDA),
+    # not frozen at trace or capture time
+    d = PatchDiscriminator(4, ndf=8, n_layers=1, augment="translation,cutout").to(device)
     d.net.eval()  # fixed spectral norm: only the augmentation can change the output
-    loss = torch.compile(lambda z: d(z).pow(2).mean())
-    z = torch.randn(4, 4, 16, 16, requires_grad=True)
-    first = loss(z)
-    first.backward()
-    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
-    assert len({loss(z).item() for _ in range(4)} | {first.item()}) > 1
+    loss = torch.compile(lambda z: d(z).pow(2).mean(), mode="reduce-overhead" if device == "cuda" else None)
+    z = torch.randn(4, 4, 16, 16, device=device, requires_grad=True)
+    values = []
+    for i in range(6):  # CUDA graph trees: warm-up, record, then replays
+        if device == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        out = loss(z)
+        if i == 0:
+            out.backward()
+            assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+        values.append(out.item())
+    assert len(set(values[-3:])) == 3, f"repeated values: the augmentation was frozen ({values})"
