@@ -96,7 +96,7 @@ class PatchDiscriminator(nn.Module):
     """PatchGAN (pix2pix's NLayerDiscriminator) with spectral norm instead of normalisation layers.
 
     Each output cell judges a patch of the input; ``n_layers`` stride-2 convs set the patch size.
-    On 16x16 latents use ``n_layers=2``; on 32x32 and larger, 3. ``n_layers=0`` is pix2pix's
+    ``n_layers=2`` sees 34x34 latent cells (a whole 16x16 or 32x32 latent), 3 sees 70. ``n_layers=0`` is pix2pix's
     PixelDiscriminator (1x1 convs): it judges each latent cell alone, i.e. the distribution of
     latent vectors, blind to content and layout (for colour and tone translations).
     ``augment``: DiffAugment policy applied to every input in training mode (:mod:`lcgan.augment`).
@@ -107,23 +107,26 @@ class PatchDiscriminator(nn.Module):
         if not isinstance(n_layers, int) or n_layers < 0:
             raise ValueError(f"n_layers={n_layers!r} must be an integer >= 0 (0: a 1x1 pixel discriminator)")
         self.augment = DiffAugment(augment or "")
-        if n_layers == 0:
-            layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, ndf, 1)), nn.LeakyReLU(0.2, True),
-                                       spectral_norm(nn.Conv2d(ndf, 2 * ndf, 1)), nn.LeakyReLU(0.2, True),
-                                       spectral_norm(nn.Conv2d(2 * ndf, 1, 1))]
-            self.net = nn.Sequential(*layers)
-            self.min_size = 1
-            return
-        layers = [spectral_norm(nn.Conv2d(in_channels, ndf, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
-        ch = ndf
-        for i in range(1, n_layers + 1):
-            out = ndf * min(2**i, 8)
-            stride = 2 if i < n_layers else 1
-            layers += [spectral_norm(nn.Conv2d(ch, out, 4, stride, 1)), nn.LeakyReLU(0.2, True)]
-            ch = out
-        layers.append(spectral_norm(nn.Conv2d(ch, 1, 4, 1, 1)))
-        self.net = nn.Sequential(*layers)
-        self.min_size = 3 * 2**n_layers  # smaller inputs leave no output cell
+        self.net = nn.Sequential(*(_pixel_layers(in_channels, ndf) if n_layers == 0 else _patch_layers(in_channels, ndf, n_layers)))
+        self.min_size = 3 * 2**n_layers if n_layers else 1  # smaller inputs leave no output cell
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.augment(z))
+
+
+def _pixel_layers(in_channels: int, ndf: int) -> list[nn.Module]:
+    return [spectral_norm(nn.Conv2d(in_channels, ndf, 1)), nn.LeakyReLU(0.2, True),
+            spectral_norm(nn.Conv2d(ndf, 2 * ndf, 1)), nn.LeakyReLU(0.2, True),
+            spectral_norm(nn.Conv2d(2 * ndf, 1, 1))]
+
+
+def _patch_layers(in_channels: int, ndf: int, n_layers: int) -> list[nn.Module]:
+    layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, ndf, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+    ch = ndf
+    for i in range(1, n_layers + 1):
+        out = ndf * min(2**i, 8)
+        stride = 2 if i < n_layers else 1
+        layers += [spectral_norm(nn.Conv2d(ch, out, 4, stride, 1)), nn.LeakyReLU(0.2, True)]
+        ch = out
+    layers.append(spectral_norm(nn.Conv2d(ch, 1, 4, 1, 1)))
+    return layers
