@@ -1,14 +1,26 @@
-"""Zero-parameter latent baselines every learned translation must beat, and synthetic-task scores.
+"""Closed-form latent baselines every learned translation must beat, and the scores that compare them.
 
-- mean shift: ``z - mean_A + mean_B`` per latent channel;
-- moment matching: ``(z - mean_A) / std_A * std_B + mean_B`` per channel.
-Both are fitted on the training domains only.
+All are linear maps of latents, fitted on the training domains only (no pairs), applied as
+``z -> conv(z, weight) + bias`` (:class:`LinearMap`):
+
+- ``mean_shift``: ``z - mean_A + mean_B`` per latent channel;
+- ``moment_match``: ``(z - mean_A) / std_A * std_B + mean_B`` per channel;
+- ``gaussian_ot``: the optimal-transport (Monge-Kantorovich) map between Gaussians fitted to the two
+  domains' latent *vectors* (full C x C covariance): mixes channels, so it can express a desaturation
+  or a hue rotation that per-channel maps cannot;
+- ``patch_ot``: the same on ``PATCH_OT_KERNEL`` x ``PATCH_OT_KERNEL`` latent patches, keeping the map's
+  row for the centre cell: a linear spatial filter (blur, sharpening) fitted without pairs.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+BASELINES = ("mean_shift", "moment_match", "gaussian_ot", "patch_ot")
+PATCH_OT_KERNEL = 3  # 3x3 latent cells = 24x24 pixels of an SD-family VAE
 
 
 def channel_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -17,28 +29,95 @@ def channel_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
 
 
-def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.view(1, -1, 1, 1).to(like)
+@dataclass(frozen=True)
+class LinearMap:
+    """``z -> conv(z, weight) + bias`` with reflect padding; ``weight`` (C, C, k, k), ``bias`` (C,)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    @property
+    def kernel(self) -> int:
+        return self.weight.shape[-1]
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        pad = self.kernel // 2
+        x = F.pad(z, (pad,) * 4, mode="reflect") if pad else z
+        return F.conv2d(x, self.weight.to(z), self.bias.to(z))
+
+    def as_dict(self) -> dict:
+        """Plain lists (saved in checkpoints as data)."""
+        return {"weight": self.weight.tolist(), "bias": self.bias.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict, channels: int, where: str) -> "LinearMap":
+        """Rebuild from :meth:`as_dict`, checking shapes: ``where`` names the file and key in errors."""
+        try:
+            weight, bias = torch.tensor(d["weight"], dtype=torch.float32), torch.tensor(d["bias"], dtype=torch.float32)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where}: not a baseline map ({e})") from None
+        k = weight.shape[-1] if weight.dim() == 4 else 0
+        if weight.shape != (channels, channels, k, k) or k % 2 != 1 or bias.shape != (channels,) or not weight.isfinite().all():
+            raise ValueError(f"{where}: baseline map of shape {tuple(weight.shape)}/{tuple(bias.shape)}, expected "
+                             f"({channels}, {channels}, k, k) with k odd and ({channels},)")
+        return cls(weight, bias)
 
 
-def affine(kind: str, src_stats: tuple[torch.Tensor, torch.Tensor], tgt_stats: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel ``(scale, shift)`` of a baseline map ``z * scale + shift`` from (mean, std) of both domains."""
-    (m_s, s_s), (m_t, s_t) = src_stats, tgt_stats
-    scale = s_t / s_s if kind == "moment_match" else torch.ones_like(m_s)
-    return scale, m_t - m_s * scale
+def _diagonal(scale: torch.Tensor, shift: torch.Tensor) -> LinearMap:
+    return LinearMap(torch.diag(scale).view(len(scale), len(scale), 1, 1), shift)
 
 
-def _map(kind: str, src: torch.Tensor, tgt: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    scale, shift = affine(kind, channel_stats(src), channel_stats(tgt))
-    return lambda z: z * _view(scale, z) + _view(shift, z)
+def _sqrtm(m: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Square root (or its inverse) of a symmetric positive semi-definite matrix, float64."""
+    vals, vecs = torch.linalg.eigh(m)
+    vals = vals.clamp_min(1e-10 * vals.max().clamp_min(1e-30))
+    return vecs @ torch.diag(vals.rsqrt() if inverse else vals.sqrt()) @ vecs.T
+
+
+def _patches(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Every k x k patch of ``z (N, C, h, w)`` as a row ``(C * k * k,)``, channel-major."""
+    return F.unfold(z.double(), k).transpose(1, 2).reshape(-1, z.shape[1] * k * k)
+
+
+def _gaussian_ot(src: torch.Tensor, tgt: torch.Tensor, k: int) -> LinearMap:
+    """Monge map between Gaussians of k x k patches: ``T(x) = m_t + A (x - m_s)``,
+    ``A = S^-1/2 (S^1/2 T S^1/2)^1/2 S^-1/2``; the centre cell's rows become a conv kernel."""
+    ps, pt = _patches(src, k), _patches(tgt, k)
+    m_s, m_t = ps.mean(0), pt.mean(0)
+    cov_s, cov_t = torch.cov(ps.T), torch.cov(pt.T)
+    root, inv_root = _sqrtm(cov_s), _sqrtm(cov_s, inverse=True)
+    a = inv_root @ _sqrtm(root @ cov_t @ root) @ inv_root  # (d, d), d = C k k
+    c = src.shape[1]
+    centre = torch.arange(c) * k * k + (k * k) // 2  # rows of the centre cell, one per channel
+    rows = a[centre]  # (C, C k k)
+    bias = m_t[centre] - rows @ m_s
+    return LinearMap(rows.reshape(c, c, k, k).float(), bias.float())
+
+
+def fit(kind: str, src: torch.Tensor, tgt: torch.Tensor) -> LinearMap:
+    """The baseline map ``kind`` from latents ``src (N, C, h, w)`` to ``tgt``, both training domains."""
+    if kind in ("mean_shift", "moment_match"):
+        (m_s, s_s), (m_t, s_t) = channel_stats(src), channel_stats(tgt)
+        scale = s_t / s_s.clamp_min(1e-12) if kind == "moment_match" else torch.ones_like(m_s)
+        return _diagonal(scale, m_t - m_s * scale)
+    if kind == "gaussian_ot":
+        return _gaussian_ot(src, tgt, 1)
+    if kind == "patch_ot":
+        return _gaussian_ot(src, tgt, PATCH_OT_KERNEL)
+    raise ValueError(f"unknown baseline {kind!r}: choose one of {', '.join(BASELINES)}")
+
+
+def fit_all(a: torch.Tensor, b: torch.Tensor) -> dict[str, dict[str, LinearMap]]:
+    """Every baseline in both directions: ``{"A2B": {name: map}, "B2A": {...}}``."""
+    return {"A2B": {k: fit(k, a, b) for k in BASELINES}, "B2A": {k: fit(k, b, a) for k in BASELINES}}
 
 
 def mean_shift(src: torch.Tensor, tgt: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    return _map("mean_shift", src, tgt)
+    return fit("mean_shift", src, tgt)
 
 
 def moment_match(src: torch.Tensor, tgt: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    return _map("moment_match", src, tgt)
+    return fit("moment_match", src, tgt)
 
 
 def rmse(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -46,11 +125,12 @@ def rmse(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def score_synthetic(g_ab: torch.nn.Module, g_ba: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, truth, batch_size: int = 256) -> dict[str, float]:
+def score_synthetic(g_ab: torch.nn.Module, g_ba: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, truth, batch_size: int = 256,
+                    maps: dict[str, dict[str, LinearMap]] | None = None) -> dict[str, float]:
     """Errors against the known mapping on held-out latents, relative to the identity map's.
 
     ``err_G = RMSE(G(a), T(a)) / RMSE(a, T(a))``: 1 is no better than doing nothing, 0 is perfect.
-    The mean-shift and moment-matching baselines are scored the same way, and ``gap_mean`` /
+    Every baseline (``maps``, from :func:`fit_all` on ``a``, ``b``) is scored the same way, and ``gap_mean`` /
     ``gap_std`` compare G(A)'s per-channel statistics with B's (in units of B's std).
     """
     dev = next(g_ab.parameters()).device
@@ -63,16 +143,15 @@ def score_synthetic(g_ab: torch.nn.Module, g_ba: torch.nn.Module, a: torch.Tenso
     rel = lambda x, y, ident: rmse(f(x), f(y)) / ident  # noqa: E731
     id_g, id_f = rmse(f(ea), f(true_b)), rmse(f(eb), f(true_a))
     out = {"err_G": rel(fake_b, true_b, id_g), "err_F": rel(fake_a, true_a, id_f)}
-    for name, make in (("mean_shift", mean_shift), ("moment_match", moment_match)):
-        out[f"base_{name}_G"] = rel(make(a, b)(ea), true_b, id_g)
-        out[f"base_{name}_F"] = rel(make(b, a)(eb), true_a, id_f)
+    maps = maps or fit_all(a, b)
+    for name in BASELINES:
+        out[f"base_{name}_G"] = rel(maps["A2B"][name](ea), true_b, id_g)
+        out[f"base_{name}_F"] = rel(maps["B2A"][name](eb), true_a, id_f)
     (m_g, s_g), (m_b, s_b) = channel_stats(fake_b), channel_stats(b)
     out["gap_mean"] = ((m_g.cpu() - m_b.cpu()).abs() / s_b.cpu()).mean().item()
     out["gap_std"] = ((s_g.cpu() - s_b.cpu()).abs() / s_b.cpu()).mean().item()
     out["err"] = (out["err_G"] + out["err_F"]) / 2
-    out["beats_baselines"] = out["err"] < min(
-        (out[f"base_{n}_G"] + out[f"base_{n}_F"]) / 2 for n in ("mean_shift", "moment_match")
-    )
+    out["beats_baselines"] = out["err"] < min((out[f"base_{n}_G"] + out[f"base_{n}_F"]) / 2 for n in BASELINES)
     return out
 
 
@@ -96,13 +175,14 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_proj: int = 64, patch
 
 @torch.no_grad()
 def score_heldout(g_ab: torch.nn.Module, g_ba: torch.nn.Module, val_a: torch.Tensor, val_b: torch.Tensor,
-                  train_a: torch.Tensor, train_b: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+                  train_a: torch.Tensor, train_b: torch.Tensor, batch_size: int = 256,
+                  maps: dict[str, dict[str, LinearMap]] | None = None) -> dict[str, float]:
     """Validation without ground truth, on latents held out from training.
 
     ``val_swd = SWD(G(a_val), b_val) / SWD(a_val, b_val)`` averaged with the F direction: how far the
     translated held-out latents are from the other domain's held-out latents, relative to not
     translating at all (1: no better than identity, 0: indistinguishable in patch statistics).
-    The baselines, fitted on the training domains, are scored the same way.
+    The baselines (``maps``, fitted on the training domains by :func:`fit_all`) are scored the same way.
     """
     dev = next(g_ab.parameters()).device
     va, vb = val_a.to(dev), val_b.to(dev)
@@ -110,7 +190,8 @@ def score_heldout(g_ab: torch.nn.Module, g_ba: torch.nn.Module, val_a: torch.Ten
     base_a, base_b = sliced_wasserstein(va, vb), sliced_wasserstein(vb, va)
     score = lambda fa, fb: 0.5 * (sliced_wasserstein(fa, vb) / base_a + sliced_wasserstein(fb, va) / base_b)  # noqa: E731
     out = {"val_swd": score(run(g_ab, va), run(g_ba, vb))}
-    for name, make in (("mean_shift", mean_shift), ("moment_match", moment_match)):
-        out[f"base_{name}_val_swd"] = score(make(train_a, train_b)(va), make(train_b, train_a)(vb))
-    out["beats_baselines"] = out["val_swd"] < min(out["base_mean_shift_val_swd"], out["base_moment_match_val_swd"])
+    maps = maps or fit_all(train_a, train_b)
+    for name in BASELINES:
+        out[f"base_{name}_val_swd"] = score(maps["A2B"][name](va), maps["B2A"][name](vb))
+    out["beats_baselines"] = out["val_swd"] < min(out[f"base_{n}_val_swd"] for n in BASELINES)
     return out

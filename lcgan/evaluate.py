@@ -6,9 +6,11 @@ A->B runs G on the A images, B->A runs F on the B images: read (:mod:`lcgan.imag
 raw -> model space (the checkpoint's :class:`~lcgan.latents.Convention`), translate, back to raw,
 decode, quantise to uint8 (what the PNGs hold; every metric is computed on these). Against each
 source image: ``content_lpips`` and ``content_clip`` (cosine of CLIP embeddings); against the
-target folder: clean-fid FID and KID. Three baselines are scored the same way: the round trip
+target folder: clean-fid FID and KID. The baselines are scored the same way: the round trip
 (encode -> decode, no translation: the best content score the VAE allows and the FID of doing
-nothing) and the zero-parameter latent maps mean-shift and moment-matching (:mod:`lcgan.baselines`).
+nothing) and the closed-form latent maps of :mod:`lcgan.baselines` fitted on the training domains
+(mean-shift, moment-matching, Gaussian optimal transport of latent vectors and of 3x3 patches; a
+checkpoint from before the transport maps has the first two).
 The model "beats" a baseline when its FID against the target folder is lower.
 
 Outputs in ``eval.out_dir`` (default ``outputs/eval/{checkpoint stem}``): ``metrics.csv``,
@@ -33,6 +35,8 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from lcgan import checkpoint as ckpt_io
+from lcgan.baselines import BASELINES as LATENT_BASELINES
+from lcgan.baselines import LinearMap, fit_all
 from lcgan.fid_stats import reference_stats, to_uint8
 from lcgan.images import list_images, read_batch
 from lcgan.latents import Convention, LatentSpace, check_channels
@@ -42,7 +46,7 @@ from lcgan.vae import ApproxVAE, resolve_device
 
 # direction -> (source domain, target domain, generator): G = g_ab (A->B), F = g_ba (B->A)
 DIRECTIONS = {"A2B": ("A", "B", "g_ab"), "B2A": ("B", "A", "g_ba")}
-BASELINES = ("round_trip", "mean_shift", "moment_match")
+BASELINES = ("round_trip", *LATENT_BASELINES)
 FID_MIN_IMAGES = 300  # below this FID is strongly biased upwards (clean-fid/Chong & Forsyth 2020)
 
 
@@ -104,8 +108,12 @@ class EmbeddingCache:
 # --------------------------------------------------------------------------------------------- core
 
 
-def latent_baselines(stats: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """Per-direction mean-shift and moment-matching maps from model-space channel statistics."""
+def latent_baselines(stats: dict, channels: int, where: str) -> dict[str, dict]:
+    """Per-direction baseline maps of a checkpoint's ``domain_stats``: every closed-form map when it saved them
+    (``maps``, plain lists checked by shape), else mean-shift and moment-matching from its channel statistics."""
+    if "maps" in stats:
+        return {d: {k: LinearMap.from_dict(m, channels, f"{where}: domain_stats.maps.{d}.{k}") for k, m in stats["maps"].get(d, {}).items()
+                    if k in LATENT_BASELINES} for d in DIRECTIONS}  # fmt: skip
     v = lambda t: t.view(1, -1, 1, 1)  # noqa: E731
     a_m, a_s, b_m, b_s = (v(torch.as_tensor(stats[k], dtype=torch.float32)) for k in ("a_mean", "a_std", "b_mean", "b_std"))
     shift = lambda m_s, m_t: lambda z: z - m_s.to(z) + m_t.to(z)  # noqa: E731
@@ -178,12 +186,16 @@ def run(translator: Translator, vae, nets, sources: dict[str, Source], refs: dic
     src_emb = {d: emb_cache.embed(clip, s.paths, s.images, batch) for d, s in sources.items()}
 
     stats, fit_on = translator.domain_stats, "checkpoint domain_stats (training domains)"
-    if stats is None and fit_baselines_on_inputs and ecfg["latent_baselines"]:
-        ms = {d: conv.raw_to_model(z, space).transpose(0, 1).reshape(z.shape[1], -1) for d, z in z_raw.items()}
-        stats = {f"{d.lower()}_{k}": getattr(ms[d], f)(1) for d in "AB" for k, f in (("mean", "mean"), ("std", "std"))}
+    use_latent = ecfg["latent_baselines"] and (stats is not None or (fit_baselines_on_inputs and len(z_raw) == 2))
+    if not use_latent:
+        maps_by_dir = {"A2B": {}, "B2A": {}}
+    elif stats is None:  # no training-domain statistics in the checkpoint: fit on the test folders themselves
+        ms = {d: conv.raw_to_model(z, space) for d, z in z_raw.items()}
+        maps_by_dir = fit_all(ms["A"], ms["B"])
+        stats = {f"{d.lower()}_{k}": getattr(ms[d].transpose(0, 1).flatten(1), k)(1) for d in "AB" for k in ("mean", "std")}
         fit_on = "the encoded test folders eval.testA_dir / eval.testB_dir (the checkpoint carries no training-domain stats)"
-    use_latent = ecfg["latent_baselines"] and stats is not None
-    maps_by_dir = latent_baselines(stats) if use_latent else {"A2B": {}, "B2A": {}}
+    else:
+        maps_by_dir = latent_baselines(stats, translator.channels, f"checkpoint {translator.info['path']}")
     rows, directions = [], {}
     for direction, (src_d, tgt_d, gen_name) in DIRECTIONS.items():
         if src_d not in sources:
@@ -234,7 +246,7 @@ def run(translator: Translator, vae, nets, sources: dict[str, Source], refs: dic
         "metric_networks": {"lpips": {"net": lp.net, "weights": lp.source}, "clip": {"model": clip.name, "pretrained": clip.tag},
                             "inception": {"weights": inception.source, "protocol": "clean-fid 0.1.35 clean mode"}},  # fmt: skip
         "latent_baselines": {"fit_on": fit_on if use_latent else None,
-                             "stats_model_space": {k: [float(x) for x in v] for k, v in stats.items()} if use_latent else None},  # fmt: skip
+                             "stats_model_space": {k: [float(x) for x in v] for k, v in stats.items() if k != "maps"} if use_latent else None},  # fmt: skip
         "beats_means": "model FID against the target folder lower than the baseline's",
         "directions": directions,
         "fid_warning": (f"FID is biased upwards below ~{FID_MIN_IMAGES} images; compare only runs on the same test sets"

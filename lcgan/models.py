@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from lcgan.augment import DiffAugment
+from lcgan.baselines import BASELINES, PATCH_OT_KERNEL, LinearMap
 
 
 def _norm(channels: int) -> nn.Module:
@@ -34,9 +35,10 @@ class ResnetGenerator(nn.Module):
     ``output="tanh"``: the reference design, ``tanh(net(z))``: outputs live in [-1, 1].
     ``output="residual"``: ``z + net(z)`` with the last conv zero-initialised, so training starts
     at the identity map and learns a correction (no tanh; latents are not bounded).
-    ``anchor`` (residual only): start instead from a zero-parameter baseline, ``a(z) + net(z)`` with
-    ``a`` the per-channel affine map of ``mean_shift`` or ``moment_match``, fitted on the training
-    domains by :func:`set_anchor` (and saved with the weights as buffers).
+    ``anchor`` (residual only): start instead from a closed-form baseline of :mod:`lcgan.baselines`,
+    ``a(z) + net(z)`` with ``a`` a linear map (per-channel ``mean_shift`` / ``moment_match``, full
+    covariance ``gaussian_ot``, 3x3 ``patch_ot``) fitted on the training domains and given by
+    :meth:`set_anchor` (saved with the weights as the buffers ``anchor_weight``, ``anchor_bias``).
     """
 
     def __init__(
@@ -51,13 +53,17 @@ class ResnetGenerator(nn.Module):
         super().__init__()
         if output not in ("tanh", "residual"):
             raise ValueError(f"output={output!r}: choose 'tanh' or 'residual'")
-        if anchor not in ("identity", "mean_shift", "moment_match") or (anchor != "identity" and output != "residual"):
-            raise ValueError(f"anchor={anchor!r}: choose identity, mean_shift or moment_match; the last two need output=residual "
+        if anchor not in ("identity", *BASELINES) or (anchor != "identity" and output != "residual"):
+            raise ValueError(f"anchor={anchor!r}: choose identity or one of {', '.join(BASELINES)}; those need output=residual "
                              f"(output={output!r}: set model.generator.anchor=identity)")
         self.anchor = anchor
-        if anchor != "identity":  # (1, C, 1, 1) per-channel affine map, set from the data before training
-            self.register_buffer("anchor_scale", torch.ones(1, in_channels, 1, 1))
-            self.register_buffer("anchor_shift", torch.zeros(1, in_channels, 1, 1))
+        if anchor != "identity":  # the baseline map, an identity until set_anchor gives the fitted one
+            k = PATCH_OT_KERNEL if anchor == "patch_ot" else 1
+            weight = torch.zeros(in_channels, in_channels, k, k)
+            weight[:, :, k // 2, k // 2] = torch.eye(in_channels)
+            self.register_buffer("anchor_weight", weight)
+            self.register_buffer("anchor_bias", torch.zeros(in_channels))
+            self._register_load_state_dict_pre_hook(_legacy_anchor)
         for name, value, low in (("ngf", ngf, 1), ("n_blocks", n_blocks, 0), ("n_downsampling", n_downsampling, 0)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} must be an integer >= {low}")
@@ -79,17 +85,28 @@ class ResnetGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.factor = 2**n_downsampling  # inputs must be divisible by this
 
-    def set_anchor(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
-        """The baseline map ``z * scale + shift`` (per channel) that a residual output starts from."""
-        self.anchor_scale.copy_(scale.view(1, -1, 1, 1))
-        self.anchor_shift.copy_(shift.view(1, -1, 1, 1))
+    def set_anchor(self, linear_map: LinearMap) -> None:
+        """The baseline map (:func:`lcgan.baselines.fit`) that a residual output starts from."""
+        if linear_map.weight.shape != self.anchor_weight.shape:
+            raise ValueError(f"anchor={self.anchor!r} takes a map of shape {tuple(self.anchor_weight.shape)}, "
+                             f"got {tuple(linear_map.weight.shape)}")
+        self.anchor_weight.copy_(linear_map.weight)
+        self.anchor_bias.copy_(linear_map.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.net(z)
         if self.output == "tanh":
             return torch.tanh(out)
-        base = z if self.anchor == "identity" else z * self.anchor_scale + self.anchor_shift
+        base = z if self.anchor == "identity" else LinearMap(self.anchor_weight, self.anchor_bias)(z)
         return base + out
+
+
+def _legacy_anchor(state: dict, prefix: str, *args) -> None:
+    """Checkpoints before the general anchor stored a per-channel ``z * anchor_scale + anchor_shift``."""
+    scale, shift = state.pop(prefix + "anchor_scale", None), state.pop(prefix + "anchor_shift", None)
+    if scale is not None and shift is not None:
+        state[prefix + "anchor_weight"] = torch.diag(scale.flatten()).view(len(scale.flatten()), -1, 1, 1)
+        state[prefix + "anchor_bias"] = shift.flatten()
 
 
 class PatchDiscriminator(nn.Module):

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lcgan import checkpoint, config, distributed
-from lcgan.baselines import affine, channel_stats, score_heldout, score_synthetic
+from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.data import UnpairedSampler, place
@@ -29,7 +29,7 @@ from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
 from lcgan.vis import grid, save_png
 
-LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B")
+LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
 
@@ -88,7 +88,8 @@ def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, world:
     opt_d, sched_d = make_opt(list(nets.d_a.parameters()) + list(nets.d_b.parameters()))
     amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-    weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale)
+    weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale,
+                          lambda_swd=tc.lambda_swd, swd_kernel=tc.swd_kernel)
     step = CycleGANStep(nets, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
                         amp_dtype, scaler, compile=auto_switch(tc.compile, device), cuda_graphs=auto_switch(tc.cuda_graphs, device),
                         fuse_passes=tc.fuse_passes,
@@ -131,13 +132,15 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     check_channels(domains.channels, vae.space, "data")
     nets = build_nets(cfg.model, domains.channels).to(device)
     check_sizes(nets, domains.size)
-    # per-channel statistics of the training domains (model space): the anchors below, and what
-    # evaluation fits the mean-shift and moment-matching baselines on (never on test data)
+    # the closed-form baselines, fitted once on the training domains (model space, never test data):
+    # the anchors below, the validation scores, and what evaluation compares with (saved as data)
     stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)
-    domain_stats = {"a_mean": stats_a[0].tolist(), "a_std": stats_a[1].tolist(), "b_mean": stats_b[0].tolist(), "b_std": stats_b[1].tolist()}
+    maps = fit_all(domains.a, domains.b)
+    domain_stats = {"a_mean": stats_a[0].tolist(), "a_std": stats_a[1].tolist(), "b_mean": stats_b[0].tolist(), "b_std": stats_b[1].tolist(),
+                    "maps": {d: {k: m.as_dict() for k, m in by_kind.items()} for d, by_kind in maps.items()}}
     if nets.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains
-        nets.g_ab.set_anchor(*affine(nets.g_ab.anchor, stats_a, stats_b))
-        nets.g_ba.set_anchor(*affine(nets.g_ba.anchor, stats_b, stats_a))
+        nets.g_ab.set_anchor(maps["A2B"][nets.g_ab.anchor])
+        nets.g_ba.set_anchor(maps["B2A"][nets.g_ba.anchor])
     distributed.broadcast_params(nets, d)
     if d.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
         torch.manual_seed(cfg.seed + d.rank)
@@ -262,9 +265,9 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
                        "pairs_per_sec": round(n_steps * tc.batch_size * d.world / max(elapsed, 1e-9), 1),
                        **({"world_size": d.world, "ddp_in_sync": in_sync} if d.world > 1 else {})}
             if domains.truth is not None:
-                metrics.update(score_synthetic(eval_g_ab, eval_g_ba, domains.a, domains.b, domains.truth))
+                metrics.update(score_synthetic(eval_g_ab, eval_g_ba, domains.a, domains.b, domains.truth, maps=maps))
             elif domains.val_a is not None:
-                metrics.update(score_heldout(eval_g_ab, eval_g_ba, domains.val_a, domains.val_b, domains.a, domains.b))
+                metrics.update(score_heldout(eval_g_ab, eval_g_ba, domains.val_a, domains.val_b, domains.a, domains.b, maps=maps))
             metrics["val_metric"] = validation_metric(metrics)
             improved = metrics["val_metric"] < best_val
             best_val = min(best_val, metrics["val_metric"])
@@ -326,12 +329,11 @@ def visualize(g_ab, g_ba, vae, conv, real_a: torch.Tensor, real_b: torch.Tensor)
 def summary_line(m: dict, epochs: int) -> str:
     line = (f"Epoch {m['epoch']}/{epochs} | G {m['loss_G']:.3f} D {m['loss_D']:.3f} cyc {m['loss_cyc']:.3f} "
             f"id {m['loss_id']:.3f} | lr {m['lr']:.2e} | {m['pairs_per_sec']:.0f} pairs/s")
+    base = lambda suffix: ", ".join(f"{k.replace('_', '-')} {m[f'base_{k}{suffix}']:.3f}" for k in BASELINES)  # noqa: E731
     if "val_swd" in m:
-        line += (f" | val_swd {m['val_swd']:.3f} (identity 1, mean-shift {m['base_mean_shift_val_swd']:.3f},"
-                 f" moment-match {m['base_moment_match_val_swd']:.3f})")
+        line += f" | val_swd {m['val_swd']:.3f} (identity 1, {base('_val_swd')})"
     if "err" in m:
-        line += (f" | err G {m['err_G']:.3f} F {m['err_F']:.3f} (identity 1, mean-shift {m['base_mean_shift_G']:.3f},"
-                 f" moment-match {m['base_moment_match_G']:.3f})")
+        line += f" | err G {m['err_G']:.3f} F {m['err_F']:.3f} (identity 1, {base('_G')})"
     return line
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+# 2 cores: one torch thread per test process (oversubscription made in-process training 2-10x slower)
+torch.set_num_threads(1)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

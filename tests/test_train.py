@@ -5,6 +5,8 @@ import json
 import math
 
 import pytest
+
+from lcgan.baselines import BASELINES
 import torch
 from hydra.utils import instantiate
 from PIL import Image
@@ -148,14 +150,15 @@ def test_discriminator_group_pixel_by_default_patch_on_request(model):
     assert instantiate(patch, in_channels=4)(z).shape[-1] < 32  # strided: judges regions, not cells
 
 
-@pytest.mark.parametrize("anchor", ["mean_shift", "moment_match"])
+@pytest.mark.parametrize("anchor", ["mean_shift", "moment_match", "gaussian_ot", "patch_ot"])
 def test_anchored_generators_start_at_the_baseline(tiny_cfg, tmp_path, anchor):
     # lr ~0: the residual branch stays zero, so G and F are exactly the baseline fitted on the training domains
     train(tiny_cfg(f"model.generator.anchor={anchor}", "optim.lr=1e-12", "train.epochs=1"))
     [row] = read_log(tmp_path / "run")
     assert row["err_G"] == pytest.approx(row[f"base_{anchor}_G"], rel=1e-4)
     assert row["err_F"] == pytest.approx(row[f"base_{anchor}_F"], rel=1e-4)
-    assert "anchor_scale" in checkpoint.load(tmp_path / "run" / "model" / "last.pt")["G"]
+    ck = checkpoint.load(tmp_path / "run" / "model" / "last.pt")
+    assert "anchor_weight" in ck["G"] and set(ck["domain_stats"]["maps"]["A2B"]) == set(BASELINES), "every baseline saved as data"
 
 
 def test_anchor_needs_a_residual_output():
