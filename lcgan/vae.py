@@ -323,11 +323,10 @@ class OnnxVAE(VAE):
         sum_decoder_outputs: bool = False,
         providers: list[str] | None = None,
         device: str = "cpu",
+        backend: str = "onnxruntime",
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise ImportError("vae=onnx needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu for CUDA)") from e
+        if backend not in ("onnxruntime", "torch"):
+            raise ValueError(f"vae.backend={backend!r}: choose onnxruntime or torch (the graph's nodes run as torch ops, on the GPU too)")
         if input_range not in INPUT_RANGES:
             raise ValueError(f"vae.input_range={input_range!r} is not one of {INPUT_RANGES}")
         self.device = resolve_device(device)
@@ -337,21 +336,34 @@ class OnnxVAE(VAE):
         if not (encoder_path and decoder_path):
             raise ValueError("vae=onnx needs vae.encoder_path=... and vae.decoder_path=... (or vae.model_name_or_path=<folder "
                              "with vae_encoder/model.onnx and vae_decoder/model.onnx>)")  # fmt: skip
-        if providers is None:  # CUDA only when asked for (device) and built into this onnxruntime
-            cuda = self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # onnxruntime warns about unused initializers in many exports
-        self.encoder = ort.InferenceSession(_existing_file(encoder_path, "encoder_path"), options, providers=list(providers))
-        self.decoder = ort.InferenceSession(_existing_file(decoder_path, "decoder_path"), options, providers=list(providers))
-        n_out = len(self.decoder.get_outputs())
+        self.backend = backend
+        if backend == "torch":
+            from lcgan.onnx_torch import OnnxConvNet
+
+            self.encoder = OnnxConvNet(_existing_file(encoder_path, "encoder_path")).to(self.device)
+            self.decoder = OnnxConvNet(_existing_file(decoder_path, "decoder_path")).to(self.device)
+        else:
+            try:
+                import onnxruntime as ort
+            except ImportError as e:
+                raise ImportError("vae=onnx needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu for CUDA), "
+                                  "or vae.backend=torch with the onnx package") from e
+            if providers is None:  # CUDA only when asked for (device) and built into this onnxruntime
+                cuda = self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # onnxruntime warns about unused initializers in many exports
+            self.encoder = ort.InferenceSession(_existing_file(encoder_path, "encoder_path"), options, providers=list(providers))
+            self.decoder = ort.InferenceSession(_existing_file(decoder_path, "decoder_path"), options, providers=list(providers))
+        n_out = len(self.decoder.output_names if backend == "torch" else self.decoder.get_outputs())
         if n_out > 1 and not sum_decoder_outputs:
             raise ValueError(f"the decoder {decoder_path} has {n_out} outputs; set vae.sum_decoder_outputs=true if they are "
                              "scales of one image to be summed (vaelight), or use a single-output decoder")  # fmt: skip
         self.input_range, self.latents_out_scaled, self.sum_decoder_outputs = input_range, latents_out_scaled, sum_decoder_outputs
-        self.source = {"encoder_path": encoder_path, "decoder_path": decoder_path, "input_range": input_range,
+        self.source = {"encoder_path": encoder_path, "decoder_path": decoder_path, "input_range": input_range, "backend": backend,
                        "latents_out_scaled": latents_out_scaled, "sum_decoder_outputs": sum_decoder_outputs}  # fmt: skip
-        onnx_channels = self.encoder.get_outputs()[0].shape[1]  # an int when static, a name when dynamic
+        onnx_channels = (self._torch_channels() if backend == "torch"
+                         else self.encoder.get_outputs()[0].shape[1])  # an int when static, a name when dynamic
         if isinstance(onnx_channels, int):
             if channels is not None and channels != onnx_channels:
                 raise ValueError(f"vae.channels={channels} but the encoder {encoder_path} outputs {onnx_channels} channels")
@@ -360,8 +372,15 @@ class OnnxVAE(VAE):
             raise ValueError(f"the encoder {encoder_path} has a dynamic channel dimension; set vae.channels=<latent channels>")
         self.space = LatentSpace(channels=int(channels), scaling_factor=float(scaling_factor), shift_factor=float(shift_factor))
 
-    @staticmethod
-    def _run(session, x: torch.Tensor) -> list:
+    def _torch_channels(self) -> int:
+        """Latent channels of a torch-run encoder: the last conv's output channels."""
+        last = [ins for op, ins, _, _ in self.encoder.nodes if op in ("Conv", "ConvTranspose")][-1]
+        w = self.encoder._get({}, last[1])
+        return int(w.shape[0] if self.encoder.nodes[-1][0] != "ConvTranspose" else w.shape[1])
+
+    def _run(self, session, x: torch.Tensor) -> list:
+        if self.backend == "torch":
+            return session(x.to(self.device))
         import numpy as np
 
         inp = session.get_inputs()[0]
@@ -373,7 +392,7 @@ class OnnxVAE(VAE):
         x = x.float()
         if self.input_range == "zero_one":
             x = x.add(1).div(2)
-        z = torch.from_numpy(self._run(self.encoder, x)[0]).float()
+        z = torch.as_tensor(self._run(self.encoder, x)[0]).float()
         if self.latents_out_scaled:
             z = z / self.space.scaling_factor + self.space.shift_factor
         return z.to(self.device)
@@ -383,7 +402,7 @@ class OnnxVAE(VAE):
         z = z.float()
         if self.latents_out_scaled:
             z = (z - self.space.shift_factor) * self.space.scaling_factor
-        outputs = [torch.from_numpy(o).float() for o in self._run(self.decoder, z)]
+        outputs = [torch.as_tensor(o).float() for o in self._run(self.decoder, z)]
         if self.sum_decoder_outputs:  # scales of one image: upsample each to the largest and sum
             size = max((o.shape[-2:] for o in outputs), key=lambda s: s[0] * s[1])
             x = sum(F.interpolate(o, size=tuple(size), mode="bilinear", align_corners=False) for o in outputs)
