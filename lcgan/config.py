@@ -41,6 +41,8 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "train.lambda_id": (lambda v: _num(v) and v >= 0, "a number >= 0"),
     "train.d_loss_scale": (lambda v: _num(v) and v > 0, "a number > 0"),
     "train.ema_decay": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1) (0: no EMA)"),
+    "train.lambda_swd": (lambda v: _num(v) and v >= 0, "a number >= 0 (0: no sliced Wasserstein loss)"),
+    "train.swd_kernel": (lambda v: _int(v) and v >= 1 and v % 2 == 1, "an odd integer >= 1"),
     "train.r1_gamma": (lambda v: _num(v) and v >= 0, "a number >= 0 (0: no R1 penalty)"),
     "train.r1_every": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "train.fake_buffer_size": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 disables the replay buffer)"),

@@ -1,0 +1,102 @@
+"""Closed-form baselines (lcgan.baselines), the general generator anchor, the sliced Wasserstein loss
+and the torch runner of ONNX conv graphs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lcgan.baselines import BASELINES, LinearMap, fit
+from lcgan.cyclegan import sliced_wasserstein
+from lcgan.models import ResnetGenerator
+from tests.shared import shared_path
+
+
+def correlated(n: int = 64, seed: int = 0) -> torch.Tensor:
+    """Latents (n, 4, 8, 8) with correlated channels and non-zero means."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(4, 4, generator=g)
+    z = torch.randn(n, 4, 8, 8, generator=g)
+    return torch.einsum("oc,nchw->nohw", mix, z) + torch.tensor([1.0, -2.0, 0.5, 0.0]).view(1, 4, 1, 1)
+
+
+def test_gaussian_ot_recovers_a_channel_mixing_map():
+    # the Monge map between Gaussians is the symmetric positive-definite linear map itself, exactly
+    # (sample covariances transform exactly); per-channel maps cannot express the mixing
+    src = correlated()
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(4, 4, generator=g)
+    m = q @ q.T / 4 + torch.eye(4)  # SPD
+    bias = torch.tensor([0.3, -0.1, 0.2, 1.0])
+    tgt = torch.einsum("oc,nchw->nohw", m, src) + bias.view(1, 4, 1, 1)
+    ot = fit("gaussian_ot", src, tgt)
+    assert torch.allclose(ot.weight[:, :, 0, 0], m, atol=1e-4) and torch.allclose(ot.bias, bias, atol=1e-4)
+    err = lambda kind: (fit(kind, src, tgt)(src) - tgt).pow(2).mean().item()  # noqa: E731
+    assert err("gaussian_ot") < 1e-8 < err("moment_match")
+
+
+def test_patch_ot_is_a_3x3_filter_and_the_identity_between_equal_domains():
+    z = correlated()
+    ot = fit("patch_ot", z, z)
+    ident = torch.zeros(4, 4, 3, 3)
+    ident[:, :, 1, 1] = torch.eye(4)
+    assert ot.kernel == 3 and torch.allclose(ot.weight, ident, atol=1e-4) and ot.bias.abs().max() < 1e-4
+    assert ot(z).shape == z.shape
+
+
+@pytest.mark.parametrize("kind", BASELINES)
+def test_every_baseline_round_trips_as_data(kind):
+    src, tgt = correlated(seed=0), correlated(seed=3) * 1.5
+    m = fit(kind, src, tgt)
+    back = LinearMap.from_dict(m.as_dict(), channels=4, where="ck.pt: domain_stats.maps")
+    assert torch.equal(back(src), m(src))
+
+
+def test_a_malformed_baseline_map_is_refused_naming_where():
+    with pytest.raises(ValueError, match="ck.pt: domain_stats.maps.A2B.gaussian_ot"):
+        LinearMap.from_dict({"weight": [[1.0]], "bias": [0.0]}, channels=4, where="ck.pt: domain_stats.maps.A2B.gaussian_ot")
+    with pytest.raises(ValueError, match="not a baseline map"):
+        LinearMap.from_dict({"weight": "rm -rf"}, channels=4, where="x")
+
+
+def test_generator_anchor_starts_at_the_fitted_map_and_loads_legacy_checkpoints():
+    src, tgt = correlated(seed=0), correlated(seed=5)
+    g = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual", anchor="patch_ot")
+    g.set_anchor(fit("patch_ot", src, tgt))
+    assert torch.allclose(g(src), fit("patch_ot", src, tgt)(src), atol=1e-5), "the residual branch starts at zero"
+    with pytest.raises(ValueError, match="takes a map of shape"):
+        g.set_anchor(fit("gaussian_ot", src, tgt))
+    # before the general anchor, checkpoints held a per-channel z * anchor_scale + anchor_shift
+    old = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual", anchor="moment_match")
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("anchor_")}
+    scale, shift = torch.tensor([2.0, 0.5, 1.0, 3.0]), torch.tensor([0.1, 0.2, -0.3, 0.0])
+    state.update(anchor_scale=scale.view(1, 4, 1, 1), anchor_shift=shift.view(1, 4, 1, 1))
+    old.load_state_dict(state)
+    assert torch.allclose(old(src), src * scale.view(1, 4, 1, 1) + shift.view(1, 4, 1, 1), atol=1e-5)
+
+
+def test_sliced_wasserstein_loss_sees_distributions_not_pairs():
+    torch.manual_seed(0)
+    a = torch.randn(8, 4, 8, 8)
+    shuffled = a.flatten(2)[:, :, torch.randperm(64)].view_as(a)  # same bag of latent vectors, other layout
+    assert sliced_wasserstein(shuffled, a, kernel=1).item() < 1e-6
+    shifted = (a + 0.5).requires_grad_(True)
+    loss = sliced_wasserstein(shifted, a, kernel=3)
+    loss.backward()
+    assert loss.item() > 0.1 and shifted.grad.abs().sum() > 0
+
+
+def test_onnx_conv_graph_runs_as_torch_ops_like_onnxruntime():
+    from lcgan.vae import OnnxVAE
+
+    enc, dec = shared_path("weights/vaelight/VAEencoder.onnx"), shared_path("weights/vaelight/VAEpreview.onnx")
+    pytest.importorskip("onnx", reason="vae.backend=torch needs the onnx package (the [onnx] and [test] extras)")
+    kw = dict(encoder_path=str(enc), decoder_path=str(dec), channels=4, sum_decoder_outputs=True)
+    ort, tch = OnnxVAE(**kw), OnnxVAE(backend="torch", **kw)
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    z = ort.encode(x)
+    # same float32 arithmetic, another order of summation: ~1e-6 relative
+    assert (tch.encode(x) - z).norm() / z.norm() < 1e-4
+    ref = ort.decode(z)
+    assert (tch.decode(z) - ref).norm() / ref.norm() < 1e-4
+    with pytest.raises(ValueError, match="vae.backend"):
+        OnnxVAE(backend="tensorrt", **kw)
