@@ -33,23 +33,46 @@ def test_grade_is_a_fixed_warm_tone_curve():
     assert torch.equal(grade(x), y), "deterministic"
 
 
+def test_suite_transforms_are_deterministic_in_range_and_distinct():
+    import torch
+
+    run = load_script()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    outs = {}
+    for name, t in run.TRANSFORMS.items():
+        y = t(x)
+        assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1, name
+        assert torch.equal(t(x), y), f"{name} is deterministic"
+        outs[name] = y
+    assert torch.equal(outs["null"], x), "null: B untransformed"
+    gray = x.mean(1, keepdim=True).expand_as(x)
+    assert (run.sepia(gray)[:, 0] > run.sepia(gray)[:, 2]).all(), "sepia mixes channels: grey turns warm"
+    assert run.soft_focus(x).std() < x.std() < run.sharpen(x).std(), "blur smooths, sharpening amplifies"
+    flat = torch.zeros(1, 3, 16, 16)
+    assert torch.equal(run.dark_edges(flat), flat), "no edges, nothing darkened"
+    assert len({round(v.sum().item(), 3) for v in outs.values()}) == len(outs)
+
+
 def test_benchmark_tiny(tmp_path):
     shared_path("weights/vaelight/VAEencoder.onnx")
     for folder in ("kodak24", "cbsd68", "mcmaster"):
         shared_path(f"data/{folder}")
     result = load_script().main(["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64",
                                  "--crops", "2", "--eval-steps", "1", "--name", "tiny", "--lpips", "random", *TINY])
-    base = result["baselines"]
-    for row in ("identity", "mean_shift", "moment_match", "oracle"):
+    base = result["baselines"]["test"]
+    for row in ("identity", "mean_shift", "moment_match", "gaussian_ot", "patch_ot", "paired_affine", "oracle"):
         assert all(math.isfinite(v) for v in base[row]), row
     assert base["oracle"][0] > base["identity"][0], "encoding the graded truth beats not translating"
     assert base["mean_shift"][0] > base["identity"][0], "the grade shifts the domains' channel means"
     (rows,) = result["runs"].values()
-    assert [r["epoch"] for r in rows] == [1] and math.isfinite(rows[0]["psnr"])
+    assert [r["epoch"] for r in rows] == [1] and math.isfinite(rows[0]["psnr"]) and math.isfinite(rows[0]["val"])
     assert base["oracle"][2] >= 0 and math.isfinite(rows[0]["lpips"]), "LPIPS (a random backbone here) beside PSNR"
-    md = (tmp_path / "results_tiny.md").read_text()
-    assert "| mean_shift |" in md and "| oracle |" in md and "| model | " in md
-    assert sorted(p.name for p in (tmp_path / "runs" / "tiny" / "seed0" / "model").glob("epoch_*.pt")) == ["epoch_0001.pt"]
+    if "afhq" in result["baselines"]:  # photos of another collection, never trained on
+        assert math.isfinite(rows[0]["psnr_afhq"])
+    md = (tmp_path / "results_grade_tiny.md").read_text()
+    assert "| mean_shift |" in md and "| gaussian_ot |" in md and "| oracle |" in md and "| model | " in md
+    assert sorted(p.name for p in (tmp_path / "runs" / "grade" / "tiny" / "seed0" / "model").glob("epoch_*.pt")) == ["epoch_0001.pt"]
 
 
 def test_summarize_groups_seeds_and_takes_medians(tmp_path):
@@ -73,3 +96,25 @@ def test_summarize_groups_seeds_and_takes_medians(tmp_path):
     (tmp_path / "results_other_s0.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match="baselines differ"):
         summarize.main([str(p) for p in sorted(tmp_path.glob("*.json"))])
+
+
+def test_suite_summary_medians_verdicts_and_rank_agreement(tmp_path):
+    spec = importlib.util.spec_from_file_location("known_transform_summarize", SCRIPT.parent / "summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    assert summarize.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1) and summarize.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1)
+    rows = lambda ident: {k: [ident + i * 0.5, 30.0, math.nan, 1.0 - i * 0.1] for i, k in  # noqa: E731
+                          enumerate(("identity", "mean_shift", "moment_match", "gaussian_ot", "patch_ot", "paired_affine", "oracle"))}
+    results = []
+    for t, ident in (("sepia", 18.0), ("null", 23.0)):
+        results.append({"name": "baselines", "transform": t, "overrides": [], "baselines": {"test": rows(ident)}, "runs": {}})
+        for seed, gain in ((0, 0.3), (1, 0.5), (2, 0.1)):
+            best = ident + 2.0 if t == "sepia" else ident
+            results.append({"name": f"rec_s{seed}", "transform": t, "overrides": ["device=cuda", "train.lambda_swd=1"],
+                            "baselines": {"test": rows(ident)}, "runs": {str(seed): [{"epoch": 2, "step": 10, "psnr": best + gain, "val": -gain}]}})
+    md = summarize.suite_table(results)
+    [row] = [line for line in md.splitlines() if line.startswith("| rec @ 10 steps |")]
+    assert "**20.30** (20.30, 20.50, 20.10)" in row, "median of the seeds, each seed listed"
+    assert "sepia yes (+0.30)" in md and "null yes (+0.50)" in md, "null is judged against identity's - 0.2 dB"
+    assert "`train.lambda_swd=1`" in md and "device=cuda" not in md
+    assert "sepia +1.00" in md, "val (lower is better) ranks the checkpoints as PSNR does"

@@ -1,27 +1,36 @@
 """Known-transform benchmark: unpaired translation on real photographs where the answer is known.
 
-    python experiments/known_transform/run.py                                   # CPU: 128px crops, model=small, 3 eval points
-    python experiments/known_transform/run.py --seeds 0,1,2 model.generator.output=tanh   # a recipe, 3 seeds
-    python experiments/known_transform/run.py --image-size 256 --eval-steps 1000,5000,20000 model=resnet6 train.epochs=400  # GPU
+    python experiments/known_transform/run.py                                   # CPU: 128px crops, model=small, the grade
+    python experiments/known_transform/run.py --transform sepia --seeds 0,1,2 model.generator.anchor=patch_ot   # a recipe, 3 seeds
+    python experiments/known_transform/run.py --image-size 256 --transform soft_focus device=cuda   # GPU (see suite.sh)
 
 Photographs of ``<shared>/data/{kodak24,cbsd68,mcmaster}`` (110) are split, by photo, into three
-disjoint sets: A-train (natural crops), B-train (crops of *other* photos with the fixed colour grade
-:func:`grade` applied: unpaired) and test (held-out photos; the truth is the graded crop). Crops are
-encoded with the real ``vaelight`` ONNX VAE. Each trained model's G is scored by the PSNR of
-``decode(G(encode(x)))`` against ``grade(x)`` on the test crops, beside four rows that need no
-training: identity ``decode(encode(x))``, the mean-shift and moment-matching latent baselines (fitted
-on the training latents only) and the oracle ``decode(encode(grade(x)))``, the VAE's ceiling.
+disjoint sets: A-train (natural crops), B-train (crops of *other* photos with a fixed transform
+(:data:`TRANSFORMS`, ``--transform``) applied: unpaired) and test (held-out photos; the truth is the
+transformed crop). A second test set, ``afhq``, holds crops of AFHQ animal photos (another
+collection, never trained on). Crops are encoded with the real ``vaelight`` VAE. Each trained model's G
+is scored by the PSNR of ``decode(G(encode(x)))`` against ``transform(x)``, beside rows that need no
+training: identity ``decode(encode(x))``; the closed-form maps of :mod:`lcgan.baselines` (mean-shift,
+moment-matching, Gaussian optimal transport of latent vectors and of 3x3 latent patches), fitted on the
+training latents only; a paired upper bound (a 1x1 affine latent map fitted by least squares on the
+test pairs themselves); and the oracle ``decode(encode(transform(x)))``, the VAE's ceiling.
 
 Training is ``lcgan.train.train(cfg)`` on the real config: ``conf/train.yaml`` + ``+experiment=known_transform``
 (``experiments/known_transform.yaml``) + the positional Hydra overrides (the recipe) + ``seed``.
 Outputs (under ``--out``): ``data_<size>px/`` (latent folders a/, b/, test.pt; reused when present),
-``runs/<name>/seed<k>/`` (training runs), ``results_<name>.json`` and ``.md`` (the table).
+``runs/<transform>/<name>/seed<k>/`` (training runs), ``results_<transform>_<name>.json`` and ``.md`` (the table).
+
+Every row also gets ``val``: a score needs no truth, the sliced Wasserstein distance between the
+translated latents of one half of the test photos and the true target latents of the *other* half
+(unpaired, as a user's held-out folders would be); ``summarize.py`` reports how its ranking agrees
+with PSNR's.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import re
 import statistics
 import time
@@ -32,14 +41,17 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import torch.nn.functional as F
+
 from lcgan import checkpoint
-from lcgan.baselines import mean_shift, moment_match
+from lcgan.baselines import BASELINES, fit, sliced_wasserstein
 from lcgan.images import list_images, read_rgb
 from lcgan.latents import Convention
 from lcgan.vae import OnnxVAE
 
 REPO = Path(__file__).resolve().parents[2]
 PHOTO_SETS = ("kodak24", "cbsd68", "mcmaster")  # 24 + 68 + 18 natural photographs
+OUTSIDE_SETS = ("afhq_stargan_v2/cat", "afhq_stargan_v2/dog", "afhq_stargan_v2/wild")  # 41 animal photos: the "afhq" test
 # The transform of domain B: a warm "film" grade, per-channel tone curves on [0, 1] pixels,
 #   out_c = lift_c + (1 - lift_c) * gain_c * x_c ** gamma_c   (then clipped to [0, 1]).
 # Red lifted and brightened, blue crushed and darkened: a warm cast that depends on intensity,
@@ -55,6 +67,74 @@ def grade(x: torch.Tensor) -> torch.Tensor:
     p = x.add(1).div(2).clamp(0, 1)
     p = v(GRADE_LIFT) + (1 - v(GRADE_LIFT)) * v(GRADE_GAIN) * p.pow(v(GRADE_GAMMA))
     return p.clamp(0, 1).mul(2).sub(1)
+
+
+def _to01(x: torch.Tensor) -> torch.Tensor:
+    return x.add(1).div(2).clamp(0, 1)
+
+
+def _from01(p: torch.Tensor) -> torch.Tensor:
+    return p.clamp(0, 1).mul(2).sub(1)
+
+
+def _luma(p: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of [0, 1] pixels, ``(N, 1, H, W)``."""
+    return (p * torch.tensor([0.299, 0.587, 0.114], dtype=p.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def _blur(p: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur, reflect-padded."""
+    r = int(3 * sigma + 0.5)
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=p.dtype) ** 2 / (2 * sigma**2))
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(p.shape[1], 1, 1, 1)
+    p = F.conv2d(F.pad(p, (r, r, 0, 0), mode="reflect"), k, groups=p.shape[1])
+    return F.conv2d(F.pad(p, (0, 0, r, r), mode="reflect"), k.transpose(2, 3), groups=p.shape[1])
+
+
+def sepia(x: torch.Tensor) -> torch.Tensor:
+    """Cross-channel: the classic sepia matrix (every output channel a mix of all three), at 80% strength."""
+    p = _to01(x)
+    m = torch.tensor([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], dtype=x.dtype)
+    return _from01(0.2 * p + 0.8 * torch.einsum("oc,nchw->nohw", m, p))
+
+
+def split_tone(x: torch.Tensor) -> torch.Tensor:
+    """Cross-channel and intensity-dependent: shadows pushed to teal, highlights to orange, by luma."""
+    p = _to01(x)
+    y = _luma(p)
+    teal, orange = torch.tensor([-0.10, 0.03, 0.10], dtype=x.dtype), torch.tensor([0.12, 0.03, -0.10], dtype=x.dtype)
+    return _from01(p + (1 - y) ** 2 * teal.view(1, 3, 1, 1) + y**2 * orange.view(1, 3, 1, 1))
+
+
+def soft_focus(x: torch.Tensor) -> torch.Tensor:
+    """Spatial: a Gaussian blur (sigma 2 px)."""
+    return _from01(_blur(_to01(x), 2.0))
+
+
+def sharpen(x: torch.Tensor) -> torch.Tensor:
+    """Spatial: unsharp mask, ``p + 1.5 (p - blur(p, 1.5 px))``."""
+    p = _to01(x)
+    return _from01(p + 1.5 * (p - _blur(p, 1.5)))
+
+
+def dark_edges(x: torch.Tensor) -> torch.Tensor:
+    """Local content: pixels near strong luma edges (Sobel magnitude, blurred) darkened by up to 60%."""
+    y = _luma(_to01(x))
+    sx = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=x.dtype).view(1, 1, 3, 3)
+    yp = F.pad(y, (1, 1, 1, 1), mode="reflect")
+    edge = (F.conv2d(yp, sx).pow(2) + F.conv2d(yp, sx.transpose(2, 3)).pow(2)).sqrt()
+    strength = _blur(edge, 1.0).mul(2).clamp(0, 1)
+    return _from01(_to01(x) * (1 - 0.6 * strength))
+
+
+def null(x: torch.Tensor) -> torch.Tensor:
+    """The "do no harm" case: B holds untransformed photographs."""
+    return x.clone()
+
+
+# name -> the transform of domain B, on images (N, 3, H, W) in [-1, 1]; deterministic
+TRANSFORMS = {"grade": grade, "sepia": sepia, "split_tone": split_tone, "soft_focus": soft_focus, "sharpen": sharpen,
+              "dark_edges": dark_edges, "null": null}
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -111,74 +191,118 @@ def decode(vae: OnnxVAE, z: torch.Tensor, batch: int = 32) -> torch.Tensor:
     return torch.cat([vae.decode(c).cpu() for c in z.split(batch)])
 
 
-def load_vae(shared: Path) -> OnnxVAE:
+def load_vae(shared: Path, device: str = "cpu") -> OnnxVAE:
+    """The real vaelight pair; on CUDA its graphs run as torch ops (no onnxruntime-gpu needed)."""
     w = shared / "weights" / "vaelight"
-    return OnnxVAE(encoder_path=str(w / "VAEencoder.onnx"), decoder_path=str(w / "VAEpreview.onnx"), channels=4, sum_decoder_outputs=True)
+    return OnnxVAE(encoder_path=str(w / "VAEencoder.onnx"), decoder_path=str(w / "VAEpreview.onnx"), channels=4, sum_decoder_outputs=True,
+                   device=device, backend="torch" if device.startswith("cuda") else "onnxruntime")
 
 
-def prepare(shared: Path, folder: Path, size: int, crops: int, n_photos: int | None, seed: int, vae: OnnxVAE) -> dict:
-    """Latent folders ``a/``, ``b/`` (each crop and its pixel flip, raw latents) and ``test.pt``; reused if present."""
-    test_pt = folder / "test.pt"
-    if test_pt.is_file():
-        return torch.load(test_pt, weights_only=True)
+def _write_domain(folder: Path, x: torch.Tensor, names: list[str], vae: OnnxVAE, photos: list[str], transform: str) -> None:
+    """Latents of each crop and of its pixel flip (flip the pixels, not the latents, as lcgan.encode does), with a manifest."""
+    z = encode(vae, torch.cat([x, x.flip(-1)]))
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        torch.save(z[i].clone(), folder / f"{name}.pt")
+        torch.save(z[i + len(names)].clone(), folder / f"{name}_flip.pt")
+    manifest = {"lcgan_manifest": 1, "vae": vae.describe(), "latent_space": vae.space.as_dict(), "latents_scaled": False,
+                "image_size": x.shape[-1], "latent_shape": list(z.shape[1:]), "flip_copies": True, "count": len(names),
+                "files": 2 * len(names), "photos": photos, "transform": transform}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def prepare(shared: Path, folder: Path, transform: str, size: int, crops: int, n_photos: int | None, seed: int, vae: OnnxVAE) -> dict:
+    """Latent folders ``a/`` and ``<transform>/b/``, test crops ``test.pt`` and ``afhq.pt``; each reused when present.
+    Returns the test sets: ``{"test": {"x", "names", "photos"}, "afhq": {...}}`` (pixels in [-1, 1])."""
     split = split_photos(shared, n_photos, seed)
-    for domain, transform in (("a", lambda x: x), ("b", grade)):
-        x, names = photo_crops(split[domain], crops, size, seed + (1 if domain == "a" else 2))
-        x = transform(x)
-        z = encode(vae, torch.cat([x, x.flip(-1)]))  # flip the pixels, not the latents (as lcgan.encode does)
-        (folder / domain).mkdir(parents=True, exist_ok=True)
-        for i, name in enumerate(names):
-            torch.save(z[i].clone(), folder / domain / f"{name}.pt")
-            torch.save(z[i + len(names)].clone(), folder / domain / f"{name}_flip.pt")
-        manifest = {"lcgan_manifest": 1, "vae": vae.describe(), "latent_space": vae.space.as_dict(), "latents_scaled": False,
-                    "image_size": size, "latent_shape": list(z.shape[1:]), "flip_copies": True, "count": len(names),
-                    "files": 2 * len(names), "photos": [str(p.relative_to(shared)) for p in split[domain]],
-                    "transform": "grade" if domain == "b" else "none"}
-        (folder / domain / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    x, names = photo_crops(split["test"], crops, size, seed + 3)
-    y = grade(x)
-    test = {"x": x, "y": y, "z_x": encode(vae, x), "z_y": encode(vae, y), "names": names,
-            "photos": {k: [str(p.relative_to(shared)) for p in v] for k, v in split.items()}}
-    torch.save(test, test_pt)
-    return test
+    rel = lambda paths: [str(p.relative_to(shared)) for p in paths]  # noqa: E731
+    if not (folder / "a" / "manifest.json").is_file():
+        x, names = photo_crops(split["a"], crops, size, seed + 1)
+        _write_domain(folder / "a", x, names, vae, rel(split["a"]), "none")
+    if not (folder / transform / "b" / "manifest.json").is_file():
+        x, names = photo_crops(split["b"], crops, size, seed + 2)  # the same crops for every transform
+        _write_domain(folder / transform / "b", TRANSFORMS[transform](x), names, vae, rel(split["b"]), transform)
+    sets = {}
+    for key, photos, offset in (("test", split["test"], 3), ("afhq", [p for s in OUTSIDE_SETS for p in list_images(shared / "data" / s)], 4)):
+        path = folder / f"{key}.pt"
+        if not path.is_file():
+            if not photos:
+                continue
+            x, names = photo_crops(photos, crops, size, seed + offset)
+            torch.save({"x": x, "names": names, "photos": rel(photos)}, path)
+        sets[key] = torch.load(path, weights_only=True)
+    return sets
+
+
+def with_truth(vae: OnnxVAE, test: dict, transform: str) -> dict:
+    """A test set with this transform's truth: ``y``, its latents ``z_y``, the oracle's reconstruction ``y_rec``, and ``z_x``."""
+    y = TRANSFORMS[transform](test["x"])
+    z_y = encode(vae, y)
+    return {**test, "y": y, "z_x": encode(vae, test["x"]), "z_y": z_y, "y_rec": decode(vae, z_y)}
 
 
 def load_folder(folder: Path) -> torch.Tensor:
     return torch.stack([torch.load(f, weights_only=True) for f in sorted(folder.glob("*.pt"))])
 
 
-def score_latents(vae: OnnxVAE, test: dict, z: torch.Tensor, lpips=None) -> tuple[float, float, float]:
-    """Mean PSNR (dB) of decode(z) against the graded truth, against the oracle's reconstruction
-    decode(encode(truth)) (the VAE's own error removed: differences show better), and mean LPIPS
-    against the truth (NaN without an LPIPS network)."""
+def unpaired_val(z: torch.Tensor, test: dict) -> float:
+    """No truth needed: SWD (3x3 latent patches) between the translations of the first half of the
+    test crops and the target latents of the second half (other photos: unpaired). Lower is better."""
+    h = len(z) // 2
+    return sliced_wasserstein(z[:h], test["z_y"][h:])
+
+
+def score_latents(vae: OnnxVAE, test: dict, z: torch.Tensor, lpips=None) -> tuple[float, float, float, float]:
+    """Mean PSNR (dB) of decode(z) against the truth, against the oracle's reconstruction
+    decode(encode(truth)) (the VAE's own error removed: differences show better), mean LPIPS
+    against the truth (NaN without an LPIPS network), and the unpaired validation score."""
     x = decode(vae, z)
     dist = torch.cat([lpips(a, b) for a, b in zip(x.split(32), test["y"].split(32))]).mean().item() if lpips else math.nan
-    return psnr(x, test["y"]).mean().item(), psnr(x, test["y_rec"]).mean().item(), dist
+    return psnr(x, test["y"]).mean().item(), psnr(x, test["y_rec"]).mean().item(), dist, unpaired_val(z, test)
 
 
-def baseline_rows(vae: OnnxVAE, test: dict, z_a: torch.Tensor, z_b: torch.Tensor, lpips=None) -> dict[str, tuple[float, float, float]]:
-    """(PSNR vs truth, PSNR vs oracle reconstruction) of the rows that need no training."""
-    return {"identity": score_latents(vae, test, test["z_x"], lpips),
-            "mean_shift": score_latents(vae, test, mean_shift(z_a, z_b)(test["z_x"]), lpips),
-            "moment_match": score_latents(vae, test, moment_match(z_a, z_b)(test["z_x"]), lpips),
-            "oracle": score_latents(vae, test, test["z_y"], lpips),
-            "pixels_identity": (psnr(test["x"], test["y"]).mean().item(), math.nan)}
+def paired_affine(z_x: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
+    """The paired upper bound: a 1x1 affine latent map fitted by least squares on the pairs themselves, applied to them."""
+    c = z_x.shape[1]
+    xs = torch.cat([z_x.transpose(0, 1).reshape(c, -1), torch.ones(1, z_x.numel() // c)]).T.double()  # (cells, C+1)
+    ys = z_y.transpose(0, 1).reshape(c, -1).T.double()
+    coef = torch.linalg.lstsq(xs, ys).solution  # (C+1, C)
+    return (xs @ coef).T.reshape(c, len(z_x), *z_x.shape[2:]).transpose(0, 1).float()
+
+
+def baseline_rows(vae: OnnxVAE, test: dict, z_a: torch.Tensor, z_b: torch.Tensor, lpips=None) -> dict[str, tuple]:
+    """The rows that need no training: (PSNR vs truth, PSNR vs oracle reconstruction, LPIPS, val)."""
+    rows = {"identity": score_latents(vae, test, test["z_x"], lpips)}
+    for kind in BASELINES:
+        rows[kind] = score_latents(vae, test, fit(kind, z_a, z_b)(test["z_x"]), lpips)
+    rows["paired_affine"] = score_latents(vae, test, paired_affine(test["z_x"], test["z_y"]), lpips)
+    rows["oracle"] = score_latents(vae, test, test["z_y"], lpips)
+    rows["pixels_identity"] = (psnr(test["x"], test["y"]).mean().item(), math.nan, math.nan, math.nan)
+    return rows
 
 
 @torch.no_grad()
-def score_checkpoint(path: Path, vae: OnnxVAE, test: dict, lpips=None) -> dict[str, float]:
-    """PSNR of decode(G(z)) vs the graded truth, with G (and G_ema when the run kept one)."""
+def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=None) -> dict[str, float]:
+    """PSNR of decode(G(z)) vs the truth on every test set, with G (and G_ema when the run kept one)."""
+    from lcgan.models import ResnetGenerator
+
     ck = checkpoint.load(path)
-    cfg = OmegaConf.create(ck["cfg"])
     conv = Convention(**ck["convention"])  # with data.latent_norm=channel, the training domains' statistics
-    g = instantiate(cfg.model.generator, in_channels=test["z_x"].shape[1]).eval()
+    # rebuilt from our own class and the run's plain keyword values (never instantiate what a file holds)
+    kwargs = {k: v for k, v in ck["cfg"]["model"]["generator"].items() if k != "_target_"}
+    g = ResnetGenerator(in_channels=tests["test"]["z_x"].shape[1], **kwargs).eval()
     out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"]}
     for key in ("G", "G_ema"):
-        if key in ck:
-            g.load_state_dict(ck[key])
-            z = conv.model_to_raw(g(conv.raw_to_model(test["z_x"], vae.space)), vae.space)
-            suffix = "" if key == "G" else "_ema"
-            out["psnr" + suffix], out["psnr_vae" + suffix], out["lpips" + suffix] = score_latents(vae, test, z, lpips)
+        if key not in ck:
+            continue
+        g.load_state_dict(ck[key])
+        g.to(vae.device)
+        suffix = "" if key == "G" else "_ema"
+        for name, test in tests.items():
+            z = conv.model_to_raw(g(conv.raw_to_model(test["z_x"].to(vae.device), vae.space)), vae.space).cpu()
+            tag = suffix if name == "test" else f"{suffix}_{name}"
+            out["psnr" + tag], out["psnr_vae" + tag], out["lpips" + tag], out["val" + tag] = score_latents(vae, test, z, lpips)
+        g.cpu()
     return out
 
 
@@ -202,12 +326,12 @@ def compose_train(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
-def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path, vae: OnnxVAE, test: dict, lpips=None) -> list[dict]:
+def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path, vae: OnnxVAE, tests: dict, lpips=None) -> list[dict]:
     """Train one seed, score the checkpoints nearest to ``--eval-steps`` and best.pt; delete the other epoch files."""
     from lcgan.train import train
 
     enc = args.shared / "weights" / "vaelight"
-    cfg = compose_train(["+experiment=known_transform", f"data.a_dir={data / 'a'}", f"data.b_dir={data / 'b'}",
+    cfg = compose_train(["+experiment=known_transform", f"data.a_dir={data / 'a'}", f"data.b_dir={data / args.transform / 'b'}",
                          f"vae.encoder_path={enc / 'VAEencoder.onnx'}", f"vae.decoder_path={enc / 'VAEpreview.onnx'}",
                          *overrides, f"seed={seed}", f"out_dir={run}"])
     if not (run / "model" / f"epoch_{cfg.train.epochs:04d}.pt").is_file():  # a finished run is scored, not retrained
@@ -215,9 +339,9 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
     steps = json.loads((run / "logs" / "train_log.jsonl").read_text().splitlines()[0])["steps"]
     saved = sorted(int(f.stem.split("_")[1]) for f in (run / "model").glob("epoch_*.pt"))  # every train.ckpt_every epochs, and the last
     epochs = sorted({min(saved, key=lambda e: abs(e * steps - s)) for s in args.eval_steps} | {saved[-1]})
-    rows = [score_checkpoint(run / "model" / f"epoch_{e:04d}.pt", vae, test, lpips) for e in epochs]
+    rows = [score_checkpoint(run / "model" / f"epoch_{e:04d}.pt", vae, tests, lpips) for e in epochs]
     if (run / "model" / "best.pt").is_file() and cfg.data.val_fraction > 0:
-        rows.append({**score_checkpoint(run / "model" / "best.pt", vae, test, lpips), "best": True})
+        rows.append({**score_checkpoint(run / "model" / "best.pt", vae, tests, lpips), "best": True})
     if not args.keep_checkpoints:
         for f in (run / "model").glob("epoch_*.pt"):
             if int(f.stem.split("_")[1]) not in epochs:
@@ -235,26 +359,30 @@ def synthetic_err(overrides: list[str], seed: int, run: Path) -> dict[str, float
     return {"err": log[-1]["err"], "err_min": min(r["err"] for r in log), "base_mean_shift": (log[-1]["base_mean_shift_G"] + log[-1]["base_mean_shift_F"]) / 2}
 
 
-def table(name: str, base: dict, runs: dict[int, list[dict]], synth: dict[int, dict], sizes: dict) -> str:
-    """Markdown: baselines, then the model's PSNR per eval point (median over seeds, and each seed)."""
-    lines = [f"# known_transform: {name}", "", f"{sizes}", "",
-             "| row | step | epoch | PSNR vs truth, dB (median) | PSNR vs oracle recon. (median) | LPIPS vs truth (median) | seeds (vs truth) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+def table(name: str, base: dict[str, dict], runs: dict[int, list[dict]], synth: dict[int, dict], sizes: str) -> str:
+    """Markdown: the rows without training, then the model's PSNR per eval point (median over seeds, and each seed), per test set."""
     num = lambda v: "" if v is None or math.isnan(v) else f"{v:.4f}"  # noqa: E731
-    for k in ("identity", "mean_shift", "moment_match", "oracle"):
-        lines.append(f"| {k} | | | {base[k][0]:.2f} | {base[k][1]:.2f} | {num(base[k][2])} | |")
-    points = sorted({(r["epoch"], bool(r.get("best"))) for rows in runs.values() for r in rows})
-    for epoch, best in points:
-        for key in ("psnr", "psnr_ema"):
-            pick = [r for rows in runs.values() for r in rows if r["epoch"] == epoch and bool(r.get("best")) == best and key in r]
-            vals, vae_vals = [r[key] for r in pick], [r[key.replace("psnr", "psnr_vae")] for r in pick]
-            lp_vals = [r.get(key.replace("psnr", "lpips"), math.nan) for r in pick]
-            if not vals:
-                continue
-            step = next(r["step"] for rows in runs.values() for r in rows if r["epoch"] == epoch)
-            label = ("model" if key == "psnr" else "model EMA") + (" best.pt" if best else "")
-            lines.append(f"| {label} | {step if not best else ''} | {epoch} | {statistics.median(vals):.2f} | {statistics.median(vae_vals):.2f} | "
-                         f"{num(statistics.median(lp_vals))} | {', '.join(f'{v:.2f}' for v in vals)} |")
+    lines = [f"# known_transform: {name}", "", sizes, ""]
+    for test_name, rows in base.items():
+        tag = "" if test_name == "test" else f"_{test_name}"
+        lines += ["", f"## test set: {test_name}", "",
+                  "| row | step | epoch | PSNR vs truth, dB (median) | PSNR vs oracle recon. (median) | LPIPS vs truth (median) | val (unpaired SWD) | seeds (vs truth) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for k, v in rows.items():
+            if k != "pixels_identity":
+                lines.append(f"| {k} | | | {v[0]:.2f} | {v[1]:.2f} | {num(v[2])} | {num(v[3])} | |")
+        points = sorted({(r["epoch"], bool(r.get("best"))) for rs in runs.values() for r in rs})
+        for epoch, best in points:
+            for key in ("psnr", "psnr_ema"):
+                pick = [r for rs in runs.values() for r in rs if r["epoch"] == epoch and bool(r.get("best")) == best and key + tag in r]
+                if not pick:
+                    continue
+                vals = [r[key + tag] for r in pick]
+                col = lambda f: statistics.median(r.get(key.replace("psnr", f) + tag, math.nan) for r in pick)  # noqa: E731
+                step = pick[0]["step"]
+                label = ("model" if key == "psnr" else "model EMA") + (" best.pt" if best else "")
+                lines.append(f"| {label} | {step if not best else ''} | {epoch} | {statistics.median(vals):.2f} | {col('psnr_vae'):.2f} | "
+                             f"{num(col('lpips'))} | {num(col('val'))} | {', '.join(f'{v:.2f}' for v in vals)} |")
     if synth:
         errs = [s["err"] for s in synth.values()]
         lines += ["", f"synthetic task err (1 = identity, lower is better): median {statistics.median(errs):.3f} "
@@ -265,6 +393,7 @@ def table(name: str, base: dict, runs: dict[int, list[dict]], synth: dict[int, d
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of the training recipe, e.g. model.generator.output=tanh train.lambda_id=0")
+    ap.add_argument("--transform", choices=sorted(TRANSFORMS), default="grade", help="the transform that makes domain B (and the truth)")
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the project's shared folder (data/ and weights/)")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform", help="where data, runs and tables go")
     ap.add_argument("--name", default=None, help="label of this recipe (default: the overrides joined)")
@@ -274,7 +403,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split-seed", type=int, default=0, help="seed of the photo split and the crops")
     ap.add_argument("--seeds", default="0", help="training seeds, comma separated; tables report the median")
     ap.add_argument("--eval-steps", default="300,900,1800", help="score the checkpoints nearest these optimisation steps (and the last)")
-    ap.add_argument("--no-train", action="store_true", help="only the baselines")
+    ap.add_argument("--vae-device", default="cpu", help="where the VAE encodes and decodes for scoring (cuda: as torch ops on the GPU)")
+    ap.add_argument("--no-train", action="store_true", help="only the rows without training")
     ap.add_argument("--synthetic", action="store_true", help="also train the recipe on the synthetic default and report its err")
     ap.add_argument("--lpips", choices=("auto", "on", "off", "random"), default="auto",
                     help="LPIPS (alex) against the truth: auto = when its backbone can be had, else skipped with the reason; "
@@ -287,31 +417,34 @@ def main(argv: list[str] | None = None) -> dict:
     name = re.sub(r"[^\w.,+-]+", "-", args.name or "_".join(args.overrides) or "default")  # a folder name
     t0 = time.time()
 
-    vae = load_vae(args.shared)
+    vae = load_vae(args.shared, args.vae_device)
     data = args.out / (f"data_{args.image_size}px_{args.crops}crops" + (f"_{args.photos}photos" if args.photos else ""))
-    test = prepare(args.shared, data, args.image_size, args.crops, args.photos, args.split_seed, vae)
-    test["y_rec"] = decode(vae, test["z_y"])
-    z_a, z_b = load_folder(data / "a"), load_folder(data / "b")
+    sets = prepare(args.shared, data, args.transform, args.image_size, args.crops, args.photos, args.split_seed, vae)
+    tests = {k: with_truth(vae, v, args.transform) for k, v in sets.items()}
+    z_a, z_b = load_folder(data / "a"), load_folder(data / args.transform / "b")
     lpips = load_lpips(args.lpips, args.lpips_backbone)
-    base = baseline_rows(vae, test, z_a, z_b, lpips)
-    sizes = (f"A-train {len(z_a)} latents ({len(test['photos']['a'])} photos), B-train {len(z_b)} ({len(test['photos']['b'])} photos), "
-             f"test {len(test['x'])} crops ({len(test['photos']['test'])} photos), {args.image_size}px -> latents {list(z_a.shape[1:])}; "
-             f"recipe: {' '.join(args.overrides) or '(preset defaults)'}")
-    print(f"known_transform | {sizes}\n  " + " | ".join(f"{k} {v[0]:.2f} dB" for k, v in base.items()))
+    base = {k: baseline_rows(vae, t, z_a, z_b, lpips) for k, t in tests.items()}
+    sizes = (f"transform {args.transform}; A-train {len(z_a)} latents, B-train {len(z_b)}, "
+             + ", ".join(f"{k} {len(t['x'])} crops ({len(t['photos'])} photos)" for k, t in tests.items())
+             + f"; {args.image_size}px -> latents {list(z_a.shape[1:])}; recipe: {' '.join(args.overrides) or '(preset defaults)'}")
+    print(f"known_transform | {sizes}\n  " + " | ".join(f"{k} {v[0]:.2f} dB" for k, v in base["test"].items()))
     runs, synth = {}, {}
     if not args.no_train:
         for seed in (int(s) for s in args.seeds.split(",")):
-            runs[seed] = train_and_score(args, data.resolve(), args.overrides, seed, args.out / "runs" / name / f"seed{seed}", vae, test, lpips)
+            run = args.out / "runs" / args.transform / name / f"seed{seed}"
+            runs[seed] = train_and_score(args, data.resolve(), args.overrides, seed, run, vae, tests, lpips)
             print(f"  seed {seed}: " + " | ".join(f"epoch {r['epoch']}{' best' if r.get('best') else ''} {r['psnr']:.2f} dB" for r in runs[seed]))
             if args.synthetic:
-                synth[seed] = synthetic_err(args.overrides, seed, args.out / "runs" / name / f"synthetic_seed{seed}")
+                synth[seed] = synthetic_err(args.overrides, seed, args.out / "runs" / args.transform / name / f"synthetic_seed{seed}")
                 print(f"  seed {seed}: synthetic err {synth[seed]['err']:.3f}")
-    result = {"name": name, "overrides": args.overrides, "sizes": sizes, "baselines": base, "runs": runs, "synthetic": synth,
-              "seconds": round(time.time() - t0, 1)}
+    result = {"name": name, "transform": args.transform, "overrides": args.overrides, "sizes": sizes, "baselines": base,
+              "runs": runs, "synthetic": synth, "seconds": round(time.time() - t0, 1),
+              "device": torch.cuda.get_device_name() if torch.cuda.is_available() and any(o.startswith("device=cuda") for o in args.overrides)
+              else f"CPU ({os.cpu_count()} cores)"}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"results_{name}.json").write_text(json.dumps(result, indent=2))
-    md = table(name, base, runs, synth, sizes)
-    (args.out / f"results_{name}.md").write_text(md)
+    (args.out / f"results_{args.transform}_{name}.json").write_text(json.dumps(result, indent=2))
+    md = table(f"{args.transform}: {name}", base, runs, synth, sizes)
+    (args.out / f"results_{args.transform}_{name}.md").write_text(md)
     print(md)
     return result
 

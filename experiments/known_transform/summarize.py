@@ -2,6 +2,9 @@
 
     python experiments/known_transform/summarize.py outputs/known_transform/results_*.json > table.md
 
+Files written with ``--transform`` (the suite) make one table per test set, a column per transform,
+and the rank agreement of the unpaired validation score with PSNR (:func:`suite_table`).
+
 Files of one recipe are grouped by name, a trailing ``_s<seed>`` removed (``run.py --name d0mm_s2``
 runs seed 2 of ``d0mm``, so seeds can run in parallel processes); a file holding several seeds
 counts each of them.
@@ -64,11 +67,94 @@ def table(base: dict, recipes: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TIE_DB = 0.05  # differences this small are within seed-to-seed spread (0.01-0.05 dB): a tie, not a win
+UNPAIRED = ("identity", "mean_shift", "moment_match", "gaussian_ot", "patch_ot")  # rows a user without pairs can have
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+    rx, ry = ranks(x), ranks(y)
+    mx, my = statistics.mean(rx), statistics.mean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return cov / den if den else math.nan
+
+
+def suite_table(results: list[dict]) -> str:
+    """Per test set: rows without training and each recipe at each scored step (median over seeds, seeds
+    in brackets), a column per transform; whether each recipe beats identity and every unpaired
+    closed-form map; and how well the unpaired validation score ranks checkpoints and baselines like PSNR."""
+    transforms = [t for t in ("grade", "sepia", "split_tone", "soft_focus", "sharpen", "dark_edges", "null")
+                  if any(r["transform"] == t for r in results)]
+    transforms += sorted({r["transform"] for r in results} - set(transforms))
+    base = {r["transform"]: r["baselines"] for r in results}
+    recipes: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))  # name -> transform -> step -> seed -> row
+    overrides = {}
+    for r in results:
+        name = re.sub(r"_s\d+$", "", r["name"])
+        if name == "baselines":
+            continue
+        overrides[name] = [o for o in r["overrides"] if not o.startswith(("device=", "train.compile", "train.cuda_graphs", "train.vis_every"))]
+        for seed, rows in r["runs"].items():
+            for row in rows:
+                if not row.get("best"):
+                    recipes[name][r["transform"]][row["step"]][int(seed)] = row
+    out = []
+    for test_set in next(iter(base.values())):
+        tag = "" if test_set == "test" else f"_{test_set}"
+        out += [f"### test set `{test_set}`: PSNR vs truth, dB", "",
+                "| row | " + " | ".join(transforms) + " |", "| --- |" + " --- |" * len(transforms)]
+        for k in (*UNPAIRED, "paired_affine", "oracle"):
+            out.append(f"| {k} | " + " | ".join(f"{base[t][test_set][k][0]:.2f}" if t in base else "" for t in transforms) + " |")
+        verdicts = []
+        for name in recipes:
+            steps = sorted({s for t in recipes[name].values() for s in t})
+            for step in steps:
+                cells = []
+                for t in transforms:
+                    vals = [row["psnr" + tag] for _, row in sorted(recipes[name].get(t, {}).get(step, {}).items())]
+                    cells.append(median_cell(vals) if vals else "")
+                out.append(f"| {name} @ {step} steps | " + " | ".join(cells) + " |")
+            last = steps[-1]
+            wins = []
+            for t in transforms:
+                vals = [row["psnr" + tag] for row in recipes[name].get(t, {}).get(last, {}).values()]
+                if not vals:
+                    continue
+                best = max(base[t][test_set][k][0] for k in UNPAIRED) if t != "null" else base[t][test_set]["identity"][0] - 0.2
+                margin = statistics.median(vals) - best
+                wins.append(f"{t} {'yes' if margin > TIE_DB else 'tie' if margin > -TIE_DB else 'no'} ({margin:+.2f})")
+            verdicts.append(f"- `{name}` (`{' '.join(overrides[name]) or '(defaults)'}`), median at {last} steps minus the best of identity and "
+                            f"every unpaired closed-form map (null: minus identity's - 0.2 dB): " + ", ".join(wins))
+        out += ["", *verdicts, ""]
+        agree = []
+        for t in transforms:
+            pts = [(base[t][test_set][k][3], base[t][test_set][k][0]) for k in UNPAIRED]
+            pts += [(row["val" + tag], row["psnr" + tag]) for name in recipes for rows in recipes[name].get(t, {}).values() for row in rows.values()]
+            agree.append(f"{t} {spearman([-v for v, _ in pts], [p for _, p in pts]):+.2f} (n={len(pts)})")
+        out += [f"Rank agreement of the unpaired validation score (lower is better) with PSNR over the unpaired baselines and every "
+                f"scored checkpoint (Spearman): " + ", ".join(agree), ""]
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> str:
     paths = [Path(a) for a in (argv if argv is not None else sys.argv[1:])]
     if not paths:
         raise SystemExit("usage: summarize.py RESULTS.json [...]  (the results_<name>.json files of run.py)")
-    md = table(*load(paths))
+    results = [json.loads(p.read_text()) for p in paths]
+    md = suite_table(results) if all("transform" in r for r in results) else table(*load(paths))
     print(md)
     return md
 
