@@ -68,6 +68,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "model.discriminator.augment": (lambda v: isinstance(v, str) and all(p.strip() in POLICIES for p in v.split(",") if p.strip()),
                                     f"'' or a comma-separated subset of {','.join(POLICIES)}"),
     "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")), "auto, cpu, cuda or cuda:N"),
+    "train.overwrite": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

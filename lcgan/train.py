@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from lcgan import checkpoint, config, distributed
+from lcgan import checkpoint, config, distributed, rundir
 from lcgan.baselines import affine, channel_stats, score_heldout, score_synthetic
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
@@ -103,11 +103,12 @@ def train(cfg: DictConfig) -> float:
     config.check(cfg)
     d = distributed.setup(resolve_device(cfg.device))
     out = Path(distributed.broadcast(str(cfg.out_dir), d))  # ranks may disagree on ${now:...}
-    # a partial: the run's config must reach the logger as a plain dict, not be instantiated
-    logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(out)) \
-        if d.main else NullLogger()
-    exit_code = 1
+    # one training per folder (a lock, held to the end), and a fresh run never replaces an earlier one's checkpoints
+    run_lock = rundir.claim(out, cfg.train.resume, cfg.train.overwrite) if d.main else None
+    logger, exit_code = NullLogger(), 1
     try:
+        if d.main:  # a partial: the run's config must reach the logger as a plain dict, not be instantiated
+            logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(out))
         value = _train(cfg, logger, d, out)
         distributed.barrier(d)  # no rank tears the group down while rank 0 still writes
         exit_code = 0
@@ -118,6 +119,8 @@ def train(cfg: DictConfig) -> float:
     finally:
         logger.finish(exit_code)
         distributed.teardown()
+        if run_lock:
+            run_lock.release()
 
 
 def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
@@ -174,6 +177,8 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
             raise FileNotFoundError(f"train.resume=true but {path} does not exist; set train.resume_path=... "
                                     "or hydra.run.dir=<the run's folder> to resume that run")
         ck = checkpoint.load(path, map_location=device)
+        rundir.check_resume(ck, path, OmegaConf.to_container(cfg, resolve=True), {"G": nets.g_ab, "F": nets.g_ba, "D_A": nets.d_a, "D_B": nets.d_b},
+                            domains.convention.as_dict(), domain_stats, (len(sampler.a), len(sampler.b)))
         for module, key in ((nets.g_ab, "G"), (nets.g_ba, "F"), (nets.d_a, "D_A"), (nets.d_b, "D_B")):
             module.load_state_dict(ck[key])
         for obj, key in ((opt_g, "opt_G"), (opt_d, "opt_D"), (sched_g, "sched_G"), (sched_d, "sched_D"),

@@ -599,3 +599,86 @@ def test_config_errors_fail_before_any_output(tmp_path, overrides, error, match)
         run_inprocess(out, [*([*SYN, "data.n_a=32", "data.n_b=32"] if synthetic else SMALL), *overrides])
     assert not out.exists() or not any(out.iterdir())
 
+
+
+# ---------------------------------------------------------------------------- run folders (issue 13)
+
+ONE_EPOCH = [*SYN, "train.epochs=1", "data.n_a=8", "data.n_b=8"]
+
+
+def test_fresh_run_refuses_a_folder_holding_an_earlier_run(tmp_path):
+    out = tmp_path / "run"
+    run_inprocess(out, [*SYN, "train.epochs=2", "data.n_a=8", "data.n_b=8"])
+    before = {p: p.read_bytes() for p in [*(out / "model").iterdir(), out / "logs" / "train_log.jsonl"]}
+    with pytest.raises(FileExistsError, match=rf"{re.escape(str(out))} already holds a training \(model/best.pt, model/epoch_0001.pt"
+                                              r".*train.resume=true.*hydra.run.dir=\.\.\."):
+        run_inprocess(out, ONE_EPOCH)  # silently replaced last.pt, best.pt and epoch_*.pt, and dropped its log lines
+    assert {p: p.read_bytes() for p in before} == before
+    for p in (out / "model").iterdir():  # a log alone is an earlier run too
+        p.unlink()
+    with pytest.raises(FileExistsError, match=r"already holds a training \(logs/train_log.jsonl\)"):
+        run_inprocess(out, ONE_EPOCH)
+    with pytest.raises(ValueError, match="train.resume=true and train.overwrite=true contradict"):
+        run_inprocess(out, [*ONE_EPOCH, "train.resume=true", "train.overwrite=true"])
+    (out / "logs" / "train_log.jsonl").unlink()
+    run_inprocess(out, [*SYN, "train.epochs=2", "data.n_a=8", "data.n_b=8"])  # an emptied folder takes a fresh run
+    run_inprocess(out, [*ONE_EPOCH, "train.overwrite=true"])  # explicit: the earlier run's files go, nothing mixes
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["best.pt", "epoch_0001.pt", "last.pt"]
+    assert [r["epoch"] for r in read_log(out)] == [1]
+    with pytest.raises(ConfigError, match="train.overwrite='yes': must be true or false"):
+        run_inprocess(tmp_path / "other", [*ONE_EPOCH, "train.overwrite=yes"])
+
+
+def test_second_training_in_one_folder_fails_at_once_and_a_killed_runs_lock_does_not_block(tmp_path):
+    out = tmp_path / "run"
+    with training(out, PREEMPT) as run:
+        run.wait_for(MID_EPOCH.format(epoch=1))
+        for extra in ([], ["train.resume=true"]):  # fresh or resuming: both would interleave with the running one
+            t0 = time.monotonic()
+            with pytest.raises(RuntimeError, match=rf"{re.escape(str(out))} is in use by another training "
+                                                   rf"\(pid {run.proc.pid} on .*choose another folder: hydra.run.dir"):
+                run_inprocess(out, [*PREEMPT, *extra])
+            assert time.monotonic() - t0 < 30  # at once, not after its own epoch
+        run.proc.send_signal(signal.SIGKILL)  # the OS drops the lock with the process
+        assert run.wait() == -signal.SIGKILL
+    assert (out / ".lock").exists()
+    if not (out / "model" / "last.pt").exists():  # killed before its first save: nothing to resume, a fresh run may start
+        run_inprocess(out, PREEMPT)
+    else:
+        run_inprocess(out, [*PREEMPT, "train.resume=true"])
+    assert [r["epoch"] for r in read_log(out)] == [1, 2]
+
+
+def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
+    a, b = write_latents(tmp_path / "A", 16, seed=1), write_latents(tmp_path / "B", 16, seed=2)
+    base = [*SMALL, "data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.epochs=2", "data.flip=false"]
+    out = tmp_path / "run"
+    run_inprocess(out, [*base, "train.epochs=1"])
+    resume = [*base, "train.resume=true"]
+    cases = [
+        (["data.latent_divisor=5"], r"data.latent_divisor: 10.0 in the checkpoint, 5 now\n"),
+        (["data.latents_scaled=true"], r"data.latents_scaled: False in the checkpoint, True now"),
+        (["data.latent_norm=channel"], r"data.latent_norm: divisor in the checkpoint, channel now"),
+        (["model.generator.ngf=16"], r"a different model \(model.generator.ngf=8 in the checkpoint, 16 now\)"),
+        ([f"data.b_dir={a}"], rf"different data: the domains' channel statistics differ .*data.b_dir='{re.escape(str(b))}' in the checkpoint"),
+    ]
+    for extra, match in cases:
+        with pytest.raises(ValueError, match=rf"(?s)cannot resume from {re.escape(str(out / 'model' / 'last.pt'))}.*{match}"):
+            run_inprocess(out, [*resume, *extra])
+    # a checkpoint saved mid-epoch (step 1 of 2 at batch 8): only the same batch size and data can continue it
+    ck = checkpoint.load(out / "model" / "last.pt")
+    ck.update(epoch=0, step=1, metrics=None, order={"perm_a": torch.randperm(16), "perm_b": torch.randperm(16)},
+              sums=torch.zeros(len(LOSS_KEYS)))
+    mid = tmp_path / "mid.pt"
+    checkpoint.save(ck, mid)
+    with pytest.raises(ValueError, match=r"train.batch_size: 8 in the checkpoint, 4 now; it stopped mid-epoch \(step 1\)"):
+        run_inprocess(out, [*resume, f"train.resume_path={mid}", "train.batch_size=4"])
+    fewer = tmp_path / "A_fewer"
+    fewer.mkdir()
+    for p in sorted(a.iterdir())[:10]:
+        (fewer / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(ValueError, match=r"data: domain A has 10 latents now, fewer than the checkpoint's mid-epoch order"):
+        run_inprocess(out, [*resume, f"train.resume_path={mid}", f"data.a_dir={fewer}"])
+    assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 1 and [r["epoch"] for r in read_log(out)] == [1]
+    run_inprocess(out, resume)  # the same settings resume
+    assert [r["epoch"] for r in read_log(out)] == [1, 2]
