@@ -56,15 +56,24 @@ def check_sizes(nets: CycleGAN, size: tuple[int, int]) -> None:
         raise ValueError(f"latents of {h}x{w} are too small for the discriminator (min {nets.d_a.min_size}); lower model.discriminator.n_layers")
 
 
+# a loss averaging more than this per step has diverged, finite or not (optim.lr=1e6 gave 1e15):
+# healthy losses are O(1), loss_G at most a few times lambda_cyc
+DIVERGED = 1e6
+
+
 def check_finite(window: torch.Tensor, first: int, last: int, epoch: int, last_pt: Path) -> list[float]:
-    """Loss sums of a log window -> host (the loop's one sync every log_every steps); a NaN or Inf
-    stops the run before anything else is saved, so ``last_pt`` stays the last good checkpoint."""
+    """Loss sums of a log window -> host (the loop's one sync every log_every steps); a NaN or Inf, or
+    a mean loss beyond DIVERGED, stops the run before anything else is saved, so ``last_pt`` stays
+    the last good checkpoint."""
     w = window.tolist()
-    bad = [k for k, v in zip(LOSS_KEYS, w) if not math.isfinite(v)]
+    n = max(last - first + 1, 1)
+    bad = [k for k, v in zip(LOSS_KEYS, w) if not math.isfinite(v) or abs(v) / n > DIVERGED]
     if bad:
+        v = w[LOSS_KEYS.index(bad[0])]
+        what = f"non-finite {bad[0]} ({v})" if not math.isfinite(v) else f"diverging {bad[0]} ({v / n:.3g} per step, > {DIVERGED:g})"
         kept = f"{last_pt} is the last good checkpoint" if last_pt.exists() else "no checkpoint was written yet"
         raise FloatingPointError(
-            f"non-finite {bad[0]} ({w[LOSS_KEYS.index(bad[0])]}) between steps {first} and {last} (epoch {epoch}); "
+            f"{what} between steps {first} and {last} (epoch {epoch}); "
             f"stopped without saving: {kept}. Lower optim.lr, try train.amp=bf16 or check the data")
     return w
 

@@ -318,6 +318,32 @@ def test_nan_loss_stops_at_the_next_check_and_keeps_the_last_good_checkpoint(tmp
     assert_last_good_is_epoch_1(out)
 
 
+def test_diverging_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """Finite but exploding losses (issue 13: optim.lr=1e6 gave 1e15 and the run exited 0, ruined weights in last.pt)."""
+    with pytest.raises(FloatingPointError, match=r"diverging loss_\w+ \([\d.]+e\+\d+ per step, > 1e\+06\) between steps 1 and 2 "
+                                                 r"\(epoch 1\); stopped without saving: no checkpoint was written yet"):
+        run_inprocess(tmp_path / "lr", [*NAN_RUN, "optim.lr=1e6"])
+    assert not (tmp_path / "lr" / "model").exists() or not list((tmp_path / "lr" / "model").glob("*.pt"))
+    import lcgan.train
+
+    class Exploding(lcgan.train.CycleGANStep):
+        calls = 0
+
+        def __call__(self, real_a, real_b):
+            Exploding.calls += 1
+            if Exploding.calls == 6:  # epoch 2, its second step: G's weights blow up, every value stays finite
+                with torch.no_grad():
+                    for p in self.nets.g_ab.parameters():
+                        p.mul_(1e8)
+            return super().__call__(real_a, real_b)
+
+    monkeypatch.setattr(lcgan.train, "CycleGANStep", Exploding)
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"diverging loss_\w+ .* between steps 5 and 6 \(epoch 2\).*last.pt is the last good"):
+        run_inprocess(out, NAN_RUN)
+    assert_last_good_is_epoch_1(out)
+
+
 def test_preemption_after_a_nan_does_not_overwrite_the_last_good_checkpoint(tmp_path, monkeypatch):
     poison_at(monkeypatch, call=5, then_signal=True)  # epoch 2, step 1; the window closes at step 2
     out = tmp_path / "run"
