@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from lcgan import checkpoint
 from lcgan.latents import Convention
 
 MAX_LATENT_ELEMENTS = 64 * 512 * 512  # far beyond any real latent (a 4096px SD image is 4x512x512)
@@ -81,6 +82,10 @@ def load_latent_file(path: str | Path) -> torch.Tensor:
         raise ValueError(f"latent file {path} is empty (0 bytes); re-encode it or delete it")
     if size > MAX_LATENT_BYTES:  # refuse before torch.load reads it all into memory
         raise ValueError(f"latent file {path} is {size / 2**30:.1f} GiB, far larger than any VAE latent; is it a latent?")
+    stored = checkpoint.stored_bytes(path)
+    if stored > MAX_LATENT_BYTES:  # a compressed file can unpack to ~1000x its size
+        raise ValueError(f"latent file {path} unpacks to {stored / 2**20:.0f} MiB of tensors, far larger than any VAE latent; "
+                         "refused before loading")  # fmt: skip
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, or a pickle that is not plain tensors
@@ -88,6 +93,7 @@ def load_latent_file(path: str | Path) -> torch.Tensor:
             f"latent file {path} could not be loaded as plain tensors ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
             "it may be truncated, not a torch file, or hold arbitrary Python objects, which lcgan never unpickles"
         ) from None
+    checkpoint.check_storage(obj, f"latent file {path}")
     if isinstance(obj, dict):
         if "latent" not in obj:
             raise ValueError(f"latent file {path} holds a dict without the key 'latent' (keys: {sorted(map(str, obj))[:10]})")

@@ -8,6 +8,7 @@ thrashes, and the in-process reference runs use one thread too, so results compa
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import random
@@ -18,6 +19,7 @@ import struct
 import subprocess
 import sys
 import time
+import zipfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -529,6 +531,35 @@ def test_enormous_latents_are_refused_without_allocating(tmp_path):
         f.truncate(8 * 2**30)
     with pytest.raises(ValueError, match=r"sparse.pt is 8.0 GiB, far larger than any VAE latent"):
         load_latent_file(tmp_path / "sparse.pt")
+
+
+def deflated(obj, path: Path) -> Path:
+    """``torch.save`` with every zip entry deflate-compressed: zeros shrink ~1000x, torch.load still reads it."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    return path
+
+
+def test_storage_larger_than_its_tensors_is_refused(tmp_path):
+    """Issue 13: a 256 KB deflated .pt held a 256 MiB storage behind a 1 K-element latent and was accepted."""
+    storage = torch.zeros(64 * 2**20)  # 256 MiB
+    bomb = deflated(storage[:1024].view(4, 16, 16), tmp_path / "bomb.pt")
+    assert bomb.stat().st_size < 300_000
+    with pytest.raises(ValueError, match=r"bomb.pt unpacks to 256 MiB of tensors, far larger than any VAE latent; refused before loading"):
+        load_latent_file(bomb)
+    small = deflated(torch.zeros(8 * 2**20)[:1024].view(4, 16, 16), tmp_path / "view.pt")  # 32 MiB: loaded, then refused
+    with pytest.raises(ValueError, match=r"latent file .*view.pt holds 32.0 MiB of tensor storage behind tensors of 0.004 MiB"):
+        load_latent_file(small)
+    ck = {"G": {"w": storage[:10]}, "cfg": {}}  # a checkpoint's tensor as a view of a large storage
+    deflated(ck, tmp_path / "ck.pt")
+    with pytest.raises(ValueError, match=r"checkpoint .*ck.pt holds 256.0 MiB of tensor storage behind tensors of 0.000 MiB"):
+        checkpoint.load(tmp_path / "ck.pt")
+    shared = torch.randn(4, 16, 16)  # tensors sharing one storage (tied weights) are fine
+    checkpoint.save({"G": {"a": shared, "b": shared[0]}}, tmp_path / "tied.pt")
+    assert torch.equal(checkpoint.load(tmp_path / "tied.pt")["G"]["b"], shared[0])
 
 
 def test_links_fifos_and_folders_named_pt(tmp_path):
