@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from lcgan.images import list_images, read_batch
+from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 from lcgan.data import load_latent_file
 from lcgan.latent_stats import LatentStats
 from lcgan.latents import Convention
@@ -107,6 +107,11 @@ def encode(cfg: DictConfig) -> dict:
     input_dir, output_dir = Path(cfg.input_dir), Path(cfg.output_dir)
     if cfg.on_error not in ("skip", "stop"):
         raise ValueError(f"on_error={cfg.on_error!r} must be skip or stop")
+    for key, low in (("image_size", 1), ("batch_size", 1), ("num_workers", 0)):  # 0 and -2 wrote nothing and exited 0
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < low:
+            raise ValueError(f"{key}={cfg[key]!r} must be an integer >= {low}")
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"input_dir={str(input_dir)!r} is not a folder of images")
     device = resolve_device(cfg.device)
     vae_kwargs = {"device": str(device)}
     if "sample_posterior" in cfg.vae:  # one switch for encoding: encode.sample_posterior
@@ -135,6 +140,8 @@ def encode(cfg: DictConfig) -> dict:
         check_manifests(previous, {**manifest_base, "dir": str(output_dir)}, latents_scaled=bool(cfg.latents_scaled))
 
     plan = plan_outputs(list_images(input_dir), input_dir, output_dir, cfg.flip_copies)
+    if not plan:
+        raise ValueError(f"input_dir={str(input_dir)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}, searched recursively); nothing to encode")
     todo = [(img, outs) for img, outs in plan if cfg.overwrite or not all(o.exists() for o in outs)]
     log.info(f"encode: {len(plan)} images in {input_dir}, {len(todo)} to encode -> {output_dir} | vae {vae.describe()} | "
              f"image_size {cfg.image_size} -> latents {manifest_base['latent_shape']} | latents_scaled "
@@ -188,6 +195,9 @@ def encode(cfg: DictConfig) -> dict:
         log.warning(f"{len(failed)} unreadable images skipped (listed in {output_dir / MANIFEST}):\n"
                     + "\n".join(f"  {f['error']}" for f in failed))  # fmt: skip
     log.info(f"wrote {written} latent files; {manifest['count']} images encoded in {output_dir}; {len(failed)} failed")
+    if manifest["count"] == 0:
+        raise ValueError(f"none of the {len(plan)} images in input_dir={str(input_dir)!r} could be encoded (reasons in "
+                         f"{output_dir / MANIFEST}, e.g. {failed[0]['error'] if failed else '?'})")  # fmt: skip
     return {"written": written, "skipped_existing": manifest["skipped_existing"], "failed": failed,
             "manifest": str(output_dir / MANIFEST)}  # fmt: skip
 

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lcgan.checkpoint import atomic_write_bytes
-from lcgan.images import list_images, read_batch
+from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 
 STATS_FILE = "fid_stats.npz"
 VECTORS = "vectors"
@@ -88,13 +88,16 @@ def folder_features(folder: str | Path, inception, image_size: int, stats_root: 
     folder = Path(folder)
     paths = list_images(folder)
     if not paths:
-        raise ValueError(f"{str(folder)!r} holds no images (jpg, jpeg, png, webp, tif, tiff, bmp)")
+        raise ValueError(f"{str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     cache = None if inception.random else stats_dir(folder, stats_root, fallback_root)
     extractor = inception.identity()
+    # hashing reads every file: a FIFO named x.jpg would block here forever
+    skipped: list[tuple[Path, str]] = [(p, f"{p}: not a regular file (a FIFO, device or dangling link?); skipped")
+                                       for p in paths if not p.is_file()]  # fmt: skip
+    paths = [p for p in paths if p.is_file()]
     keys = {p: _key(p, image_size, extractor) for p in paths}
     vec = {p: cache / VECTORS / f"{_name(p, folder)}.{image_size}.{keys[p]}.npy" for p in paths} if cache else {}
     todo = [p for p in paths if not cache or not vec[p].is_file()]
-    skipped: list[tuple[Path, str]] = []
     new: dict[Path, np.ndarray] = {}
     for i in range(0, len(todo), batch_size * 4):  # read a few batches at a time: bounded memory
         x, ok, errors = read_batch(todo[i : i + batch_size * 4], image_size, workers)

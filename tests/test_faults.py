@@ -18,12 +18,14 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.errors import InstantiationException
@@ -34,6 +36,8 @@ from lcgan.checkpoint import JsonlLog
 from lcgan.config import ConfigError
 from lcgan.data import latent_folders, load_latent_file
 from lcgan.encode import encode, read_manifest
+from lcgan.fid_stats import folder_features
+from lcgan.images import list_images, read_batch, read_rgb
 from lcgan.train import LOSS_KEYS, train
 from tests.conftest import compose_cfg
 from tests.test_encode import encode_cfg
@@ -620,6 +624,105 @@ def test_encode_skips_and_counts_bombs_and_empty_files(tmp_path):
     assert "decompression bomb" in failed["bomb.png"] and "10000x10000 pixels" in failed["warn_bomb.png"]
     assert "not a readable image" in failed["empty.png"]
     assert read_manifest(out)["count"] == 1
+
+
+class _FakeInception:
+    """Enough of lcgan.metrics.Inception for folder_features: random (no cache), 8 zero features per image."""
+
+    random, dim = True, 8
+
+    def identity(self) -> str:
+        return "fake"
+
+    def __call__(self, x):
+        return np.zeros((len(x), 8), np.float32)
+
+
+@contextmanager
+def fifo_watchdog(fifo: Path, after: float = 60):
+    """Fails the test instead of hanging it: a reader blocked on ``fifo`` is released after ``after`` s and reported."""
+    hung, done = [], threading.Event()
+
+    def release() -> None:
+        if done.wait(after):
+            return
+        while not done.is_set():  # a blocked open() for reading returns once a writer opens and closes
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                hung.append(True)
+            except OSError:  # ENXIO: nobody reads it
+                pass
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    try:
+        yield hung
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_encode_and_evaluate_readers_skip_fifos_and_count_them(tmp_path):
+    """Issue 13: a FIFO named x.jpg hung encode and evaluate forever."""
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(src / "ok.jpg")
+    os.mkfifo(src / "x.jpg")
+    with fifo_watchdog(src / "x.jpg") as hung:
+        result = encode(encode_cfg("vae=approx", f"input_dir={src}", f"output_dir={tmp_path / 'latents'}", "image_size=32"))
+        ff = folder_features(src, _FakeInception(), 32)  # evaluate's FID reference reader (it hashes every file)
+        x, ok, errors = read_batch(list_images(src), 32, 2)  # evaluate's image reader
+    assert not hung, "a reader blocked on the FIFO"
+    assert result["written"] == 1 and [f["path"] for f in result["failed"]] == ["x.jpg"]
+    assert "not a regular file" in result["failed"][0]["error"]
+    assert [p.name for p in ff["paths"]] == ["ok.jpg"] and "not a regular file" in ff["skipped"][0][1]
+    assert [p.name for p in ok] == ["ok.jpg"] and "x.jpg: not a regular file" in errors[0][1]
+
+
+def test_elongated_float_and_gif_images(tmp_path):
+    """Issue 13: a 1x12000 PNG (129 bytes) took 3.8 GB and 29 s to resize; a float TIFF read all black; GIFs were ignored."""
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.new("RGB", (1, 12000), (10, 200, 10)).save(src / "thin.png")
+    assert (src / "thin.png").stat().st_size < 1000
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"thin.png: 1x12000 pixels would be resized to 256x3072000 before the centre crop"):
+        read_rgb(src / "thin.png", 256)
+    assert time.monotonic() - t0 < 5  # refused before the resize, not after it
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))  # 32-bit float TIFF, values in [0, 1]
+    Image.fromarray(ramp, "F").save(src / "float.tif")
+    x = read_rgb(src / "float.tif", None)  # [-1, 1]
+    assert x.shape == (3, 64, 64) and x[:, :, -1].min() > 0.99 and x[:, :, 0].max() < -0.99  # the ramp, not black
+    Image.fromarray(np.full((8, 8), np.nan, np.float32), "F").save(src / "nan.tif")
+    with pytest.raises(ValueError, match="nan.tif: not a readable image .*NaN or Inf"):
+        read_rgb(src / "nan.tif", 32)
+    Image.new("P", (40, 40), 3).save(src / "anim.gif")
+    assert (src / "anim.gif") in list_images(src) and read_rgb(src / "anim.gif", 32).shape == (3, 32, 32)
+    out = tmp_path / "latents"
+    result = encode(encode_cfg("vae=approx", f"input_dir={src}", f"output_dir={out}", "image_size=32"))
+    assert sorted(p.name for p in out.glob("*.pt")) == ["anim.pt", "float.pt"]
+    assert sorted(f["path"] for f in result["failed"]) == ["nan.tif", "thin.png"]
+
+
+@pytest.mark.parametrize("case, error", [
+    ("empty", r"input_dir='.*empty' holds no images \(.jpg.*\); nothing to encode"),
+    ("image_size=0", r"image_size=0 must be an integer >= 1"),
+    ("batch_size=-2", r"batch_size=-2 must be an integer >= 1"),
+    ("unreadable", r"none of the 1 images in input_dir=.* could be encoded \(reasons in .*manifest.json, e.g. .*not a readable image"),
+])
+def test_encode_that_would_write_nothing_is_an_error(tmp_path, case, error):
+    """Issue 13: these exited 0 having written nothing."""
+    src = tmp_path / ("empty" if case == "empty" else "images")
+    src.mkdir()
+    if case == "unreadable":
+        (src / "text.jpg").write_text("not an image")
+    elif case != "empty":
+        Image.new("RGB", (32, 32)).save(src / "ok.png")
+    extra = [case] if "=" in case else []
+    with pytest.raises(ValueError, match=error):
+        encode(encode_cfg("vae=approx", f"input_dir={src}", f"output_dir={tmp_path / 'latents'}", "image_size=32", *extra))
+    assert not list((tmp_path / "latents").glob("*.pt")) if (tmp_path / "latents").exists() else True
 
 
 # ---------------------------------------------------------------------------- bad configs
