@@ -115,11 +115,20 @@ def folder_features(folder: str | Path, inception, image_size: int, stats_root: 
     rows = [new[p] if p in new else np.load(vec[p]) for p in good]
     if cache:  # vectors of images that changed or left: same size, a key no longer in use
         live = {vec[p].name for p in paths}
-        for f in (cache / VECTORS).glob(f"*.{image_size}.*.npy"):
-            if f.name not in live:
-                f.unlink(missing_ok=True)
+        for f in _stale_vectors(cache / VECTORS, image_size, live):
+            f.unlink(missing_ok=True)
     return {"features": np.stack(rows) if rows else np.zeros((0, inception.dim), np.float32), "paths": good,
             "skipped": skipped, "keys": [keys[p] for p in good], "computed": len(new), "stats_dir": cache}  # fmt: skip
+
+
+def _stale_vectors(folder: Path, image_size: int, live: set[str]) -> list[Path]:
+    """Our vectors of this size that no image uses any more. Never a file we did not write: only names
+    of our exact form, and nothing at all when the folder holds anything else (then it is not ours alone)."""
+    ours = re.compile(rf"[\w.-]+\.{image_size}\.[0-9a-f]{{16}}\.npy")
+    files = [f for f in folder.iterdir() if f.name != ".write_test"]
+    if not all(re.fullmatch(r"[\w.-]+\.\d+\.[0-9a-f]{16}\.npy", f.name) and f.is_file() for f in files):
+        return []
+    return [f for f in files if ours.fullmatch(f.name) and f.name not in live]
 
 
 def reference_stats(folder: str | Path, inception, image_size: int, stats_root: str | None = None,
@@ -150,6 +159,15 @@ def load_stats(directory: str | Path) -> dict | None:
     path = Path(directory) / STATS_FILE
     if not path.is_file():
         return None
+    keys = ("mu", "sigma", "count", "dim", "image_size", "fingerprint", "extractor")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+    except Exception as e:
+        missing = [f"({type(e).__name__}: {e})"]
+    if missing:  # someone else's file of that name: never overwritten
+        raise ValueError(f"{path} is not lcgan's reference statistics (lacks {', '.join(missing)}); lcgan will not overwrite it: "
+                         "move it away, or keep lcgan's cache elsewhere with --stats-root DIR / eval.fid.stats_root=DIR")
     with np.load(path, allow_pickle=False) as z:
         return {"mu": z["mu"], "sigma": z["sigma"], "count": int(z["count"]), "dim": int(z["dim"]),
                 "image_size": int(z["image_size"]), "fingerprint": str(z["fingerprint"]), "extractor": str(z["extractor"])}  # fmt: skip

@@ -34,9 +34,13 @@ class RunLock:
     """An exclusive ``flock`` on ``out/.lock``; released by :meth:`release` or by the process's death."""
 
     def __init__(self, out: Path) -> None:
-        out.mkdir(parents=True, exist_ok=True)
         self.path = out / LOCK
-        self.file = open(self.path, "a+")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a+")
+        except OSError as e:  # a file in the way, a read-only folder: said here, before any work
+            raise OSError(e.errno, f"cannot write {out}: {e.strerror or e}; check that the folder exists, is writable "
+                          "and has free space, or choose another output folder (hydra.run.dir=...)") from e
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

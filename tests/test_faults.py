@@ -474,7 +474,7 @@ def test_unwritable_output_fails_before_the_first_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(lcgan.train.CycleGANStep, "__call__", no_step)
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file")
-    with pytest.raises(OSError, match=f"cannot write {re.escape(str(blocker))}/run/model"):
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(blocker))}/run"):  # the run folder's lock, first
         run_inprocess(blocker / "run", [*SYN, "data.n_a=16", "data.n_b=16"])
     monkeypatch.undo()
     out = tmp_path / "run"
@@ -703,6 +703,33 @@ def test_elongated_float_and_gif_images(tmp_path):
     result = encode(encode_cfg("vae=approx", f"input_dir={src}", f"output_dir={out}", "image_size=32"))
     assert sorted(p.name for p in out.glob("*.pt")) == ["anim.pt", "float.pt"]
     assert sorted(f["path"] for f in result["failed"]) == ["nan.tif", "thin.png"]
+
+
+def test_fid_stats_never_deletes_or_overwrites_a_file_it_did_not_write(tmp_path):
+    """Issue 13: lcgan.fid_stats deleted a user's .npy in the dataset folder's vectors/."""
+    from lcgan import fid_stats
+
+    src = tmp_path / "photos"
+    (src / "vectors").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (40, 40), (i * 100, 50, 50)).save(src / f"{i}.png")
+    users = [src / "vectors" / "embeddings.256.npy", src / "vectors" / "old.256.0123456789abcdef.npy"]
+    for f in users:
+        np.save(f, np.ones(3))
+    inception = _FakeInception()
+    inception.random = False  # a real cache
+    ff = folder_features(src, inception, 256)
+    assert ff["stats_dir"] == src and all(f.is_file() for f in users)  # a folder not ours alone: nothing deleted
+    ours = sorted((src / "vectors").glob("*.256.*.npy"))
+    assert len(ours) == 3  # two of ours beside the user's two
+    users[0].unlink()  # now only files of our form: a stale one of ours goes, live ones stay
+    folder_features(src, inception, 256)
+    assert not users[1].exists() and len(list((src / "vectors").glob("*.npy"))) == 2
+    np.savez(src / "fid_stats.npz", mine=np.zeros(2))  # the user's own file of that name
+    before = (src / "fid_stats.npz").read_bytes()
+    with pytest.raises(ValueError, match=r"fid_stats.npz is not lcgan's reference statistics \(lacks mu.*will not overwrite it"):
+        fid_stats.reference_stats(src, inception, 256)
+    assert (src / "fid_stats.npz").read_bytes() == before
 
 
 @pytest.mark.parametrize("case, error", [
