@@ -55,12 +55,15 @@ def find_latent_files(folder: str | Path, key: str) -> list[Path]:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{key}={str(folder)!r} is not a folder; point it at a folder of .pt latents")
-    files, seen = [], set()
+    files, seen, top = [], set(), os.path.realpath(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:  # a symlink loop, or the same folder reached twice
             dirnames[:] = []
             continue
+        if top.startswith(real + os.sep):  # a link to an enclosing folder would pull in the sibling domain
+            raise ValueError(f"{key}={str(folder)!r}: {dirpath} links to {real}, a folder that contains {key} itself "
+                             "(and so any other domain beside it); remove the link")  # fmt: skip
         seen.add(real)
         dirnames.sort()
         files += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".pt")]

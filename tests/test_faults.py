@@ -584,6 +584,18 @@ def test_links_fifos_and_folders_named_pt(tmp_path):
             latent_folders(str(a), str(a), max_files=bad)
 
 
+def test_a_link_to_an_enclosing_folder_is_refused(tmp_path):
+    """Issue 13: A/up -> .. pulled domain B's latents into domain A silently."""
+    a, b = write_latents(tmp_path / "A", 3), write_latents(tmp_path / "B", 3, seed=1)
+    (a / "up").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(ValueError, match=rf"data.a_dir='{re.escape(str(a))}': {re.escape(str(a / 'up'))} links to "
+                                         rf"{re.escape(str(tmp_path.resolve()))}, a folder that contains data.a_dir itself"):
+        latent_folders(str(a), str(b))
+    (a / "up").unlink()
+    (a / "more").symlink_to(write_latents(tmp_path / "elsewhere", 2, seed=2), target_is_directory=True)  # elsewhere: followed
+    assert len(latent_folders(str(a), str(b)).a) == 5
+
+
 def test_latents_of_another_vae_are_refused_before_training(tmp_path):
     a = write_latents(tmp_path / "A", 8, shape=(8, 16, 16))
     b = write_latents(tmp_path / "B", 8, shape=(8, 16, 16), seed=1)
