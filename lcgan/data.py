@@ -38,6 +38,16 @@ class Domains:
     val_a: torch.Tensor | None = None
     val_b: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        # a constant channel has no statistics to match: the anchors and baselines would divide by 0
+        # and the run stop with a NaN blamed on optim.lr
+        for name, z in (("A", self.a), ("B", self.b)):
+            flat = z.float().transpose(0, 1).flatten(1)  # (C, everything)
+            dead = [c for c, s in enumerate(flat.std(1).tolist()) if not s > 0] if flat.shape[1] > 1 else list(range(len(flat)))
+            if dead:
+                raise ValueError(f"domain {name}'s latents do not vary in channel(s) {dead} (every latent the same there: "
+                                 f"{len(z)} copies of one image, or blank images?); check the data")  # fmt: skip
+
     @property
     def channels(self) -> int:
         return self.a.shape[1]

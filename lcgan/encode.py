@@ -11,6 +11,7 @@ so that domains A and B, and the training config, agree on what their latents me
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from lcgan.checkpoint import atomic_write_bytes
 from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 from lcgan.data import load_latent_file
 from lcgan.latent_stats import LatentStats
@@ -39,16 +41,15 @@ COMPATIBILITY_KEYS = ("latent_space", "latents_scaled", "image_size")
 
 
 def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: no half-written outputs."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`lcgan.checkpoint.atomic_write_bytes`: no half-written outputs, no
+    stray temporary file, and a full or read-only disk named with the path (not torch's zip error)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_json_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:
@@ -56,7 +57,12 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, OSError) as e:  # cut short by a crash or a full disk (was a JSON error naming no file)
+        raise ValueError(f"{path} is not readable JSON ({e}); re-encode the folder with overwrite=true, or delete the file") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} holds a {type(manifest).__name__}, not an lcgan manifest; delete it or re-encode the folder")
     manifest["dir"] = str(folder)
     return manifest
 

@@ -131,6 +131,15 @@ def read_job(job: Path, root: Path) -> dict:
     return out
 
 
+def _read_job_or_say_why(job: Path, root: Path) -> dict:
+    """One broken job folder (a cut config.yaml, a log of the wrong type) is a failed row, never the whole report's end."""
+    try:
+        return read_job(job, root)
+    except Exception as e:
+        return {"job": str(job.relative_to(root)) or ".", "status": "failed", "epochs": "?", "overrides": {},
+                "error": f"unreadable job folder: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}  # fmt: skip
+
+
 def swept_keys(jobs: list[dict]) -> list[str]:
     """Override keys whose value is not the same in every job, in command-line order."""
     keys = list(dict.fromkeys(k for j in jobs for k in j["overrides"]))
@@ -153,7 +162,7 @@ def _sort_key(value) -> tuple:
 
 def table(root: Path, metric: str | None = None) -> tuple[list[dict], list[str], str]:
     """(rows best first, swept keys, metric name) for the jobs under ``root``."""
-    jobs = [read_job(j, root) for j in find_jobs(root)]
+    jobs = [_read_job_or_say_why(j, root) for j in find_jobs(root)]
     keys = swept_keys(jobs)
     metric = metric or ("err" if any("err" in j for j in jobs) else "loss_cyc")
     rows = []

@@ -112,6 +112,12 @@ def check_resume(ck: dict, path: Path, cfg: dict, nets: dict[str, torch.nn.Modul
     ``cfg``: this run's resolved config; ``nets``: G, F, D_A, D_B as built; ``convention`` and
     ``domain_stats``: this run's, as a checkpoint records them; ``sizes``: latents in A and B.
     """
+    need = ("G", "F", "D_A", "D_B", "opt_G", "opt_D", "sched_G", "sched_D", "scaler", "buffer_A", "buffer_B", "epoch", "step", "rng")
+    missing = [k for k in need if k not in ck] if isinstance(ck, dict) else need
+    if missing:  # a tensor, or another program's dict (was a TypeError or KeyError)
+        got = f"a dict with keys {sorted(map(str, ck))[:8]}" if isinstance(ck, dict) else f"a {type(ck).__name__}"
+        raise ValueError(f"cannot resume from {path}: it holds {got}, not an lcgan training checkpoint (lacks {', '.join(missing[:6])}); "
+                         "point train.resume_path at a model/last.pt or model/epoch_*.pt of lcgan.train")  # fmt: skip
     was, now = _flat(ck.get("cfg") or {}), _flat(cfg)
     problems = []
 

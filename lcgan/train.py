@@ -52,6 +52,9 @@ def check_sizes(nets: CycleGAN, size: tuple[int, int]) -> None:
     h, w = size
     if h % nets.g_ab.factor or w % nets.g_ab.factor:
         raise ValueError(f"latents of {h}x{w} are not divisible by {nets.g_ab.factor}; lower model.generator.n_downsampling")
+    smallest = max(4, 2 * nets.g_ab.factor)  # reflection pads: 3 at full size, 1 at the bottleneck
+    if min(h, w) < smallest:  # was torch's padding error
+        raise ValueError(f"latents of {h}x{w} are too small for the generator (min {smallest}); encode larger images")
     if min(h, w) < nets.d_a.min_size:
         raise ValueError(f"latents of {h}x{w} are too small for the discriminator (min {nets.d_a.min_size}); lower model.discriminator.n_layers")
 

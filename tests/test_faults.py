@@ -881,3 +881,85 @@ def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
     assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 1 and [r["epoch"] for r in read_log(out)] == [1]
     run_inprocess(out, resume)  # the same settings resume
     assert [r["epoch"] for r in read_log(out)] == [1, 2]
+
+
+# ---------------------------------------------------------------------------- tracebacks that became clear errors (issue 13)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["seed=1180591620717411303424"], r"seed=1180591620717411303424: must be a 64-bit integer"),  # 2**70: torch's overflow
+    (["model.discriminator.ndf=0"], r"model.discriminator.ndf=0: must be an integer >= 1"),  # torch's error
+])
+def test_more_config_errors_name_the_key(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        run_inprocess(tmp_path / "run", [*ONE_EPOCH, *overrides])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("payload, match", [
+    ("tensor", r"it holds a Tensor, not an lcgan training checkpoint \(lacks G, F"),  # was a TypeError
+    ("no_g", r"it holds a dict with keys \['cfg', 'epoch'\], not an lcgan training checkpoint \(lacks G, F"),  # was a KeyError
+    ("folder", r"train.resume=true but .*elsewhere does not exist"),
+])
+def test_resume_path_that_is_not_a_training_checkpoint(tmp_path, payload, match):
+    target = tmp_path / ("elsewhere" if payload == "folder" else "ck.pt")
+    if payload == "folder":
+        target.mkdir()
+    else:
+        checkpoint.save(torch.zeros(3) if payload == "tensor" else {"cfg": {}, "epoch": 1}, target)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        run_inprocess(tmp_path / "run", [*ONE_EPOCH, "train.resume=true", f"train.resume_path={target}"])
+    with pytest.raises(IsADirectoryError, match="is a folder; give the .pt file"):
+        checkpoint.load(tmp_path)
+
+
+def test_bad_data_is_named_not_a_torch_error(tmp_path):
+    same = tmp_path / "same"
+    same.mkdir()
+    for i in range(8):  # one latent copied 8 times: no variance to match (was "non-finite ... Lower optim.lr")
+        torch.save(torch.ones(4, 16, 16), same / f"{i}.pt")
+    b = write_latents(tmp_path / "B", 8, seed=1)
+    with pytest.raises(ValueError, match=r"domain A's latents do not vary in channel\(s\) \[0, 1, 2, 3\]"):
+        latent_folders(str(same), str(b))
+    tiny_a, tiny_b = write_latents(tmp_path / "tA", 8, shape=(4, 2, 2)), write_latents(tmp_path / "tB", 8, shape=(4, 2, 2), seed=1)
+    with pytest.raises(ValueError, match=r"latents of 2x2 are too small for the generator \(min 4\)"):  # was torch's padding error
+        run_inprocess(tmp_path / "run", [*SMALL, "data=latents", f"data.a_dir={tiny_a}", f"data.b_dir={tiny_b}"])
+    (b / "manifest.json").write_text('{"lcgan_manifest": 1, "latent_sp')  # cut short by a crash
+    with pytest.raises(ValueError, match=rf"{re.escape(str(b / 'manifest.json'))} is not readable JSON"):  # was a JSON error naming no file
+        read_manifest(b)
+    empty = tmp_path / "empty_test"
+    empty.mkdir()
+    from lcgan.evaluate import read_source
+
+    with pytest.raises(ValueError, match=rf"'{re.escape(str(empty))}' holds no images"):  # was an IndexError in evaluate
+        read_source(list_images(empty), empty, 32, 1)
+
+
+def test_encode_on_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(src / "ok.png")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    out = tmp_path / "latents"
+    with pytest.raises(OSError, match=rf"cannot write {re.escape(str(out / 'ok.pt'))}: No space left on device"):
+        encode(encode_cfg("vae=approx", f"input_dir={src}", f"output_dir={out}", "image_size=32"))
+    assert not list(out.glob(".*")) and not list(out.glob("*.pt"))  # was torch's inline_container error and a stray .tmp
+
+
+def test_report_survives_one_broken_job_folder(tmp_path):
+    from lcgan.report import write_report
+
+    root = tmp_path / "multirun"
+    for num in (0, 1):
+        run_inprocess(root / str(num), [*ONE_EPOCH, f"seed={num}"])
+        (root / str(num) / ".hydra").mkdir()
+        (root / str(num) / ".hydra" / "config.yaml").write_text("train:\n  epochs: 1\n")
+        (root / str(num) / ".hydra" / "overrides.yaml").write_text(f"- seed={num}\n")
+    (root / "1" / ".hydra" / "config.yaml").write_text("train: {epochs: [1,\n")  # cut short
+    rows = write_report(root, quiet=True)
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "completed"), ("1", "failed")]
+    assert rows[1]["error"].startswith("unreadable job folder:") and (root / "report.md").is_file()
