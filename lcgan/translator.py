@@ -30,6 +30,8 @@ _SCALARS = (bool, int, float, str, type(None))
 def _fits(value, hint) -> bool:
     """``value`` is plain data of type ``hint`` (bool, int, float, str, None, and lists/tuples of those)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return isinstance(value, _SCALARS) and value in args
     if origin in (typing.Union, types.UnionType):
         return any(_fits(value, a) for a in args)
     if origin in (list, tuple) or hint in (list, tuple):
@@ -50,7 +52,10 @@ def plain_kwargs(cls: type, values, where: str, runtime: tuple[str, ...], fix: s
     ValueError naming ``where`` and the key."""
     if not isinstance(values, dict):
         raise ValueError(f"{where} is a {type(values).__name__}, not a mapping of settings; {fix}")
-    hints = typing.get_type_hints(cls.__init__)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve here: plain scalars only
+        hints = {}
     names = [n for n, p in inspect.signature(cls.__init__).parameters.items()
              if n not in ("self", *runtime) and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
     kwargs = {}
