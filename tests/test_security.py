@@ -173,3 +173,19 @@ def test_command_line_vae_overrides_a_crafted_checkpoint_vae(tmp_path, sentinel)
     vae, source = build_vae(compose_cfg("eval", ["vae=approx"]).vae, t, CPU)
     assert isinstance(vae, ApproxVAE) and source == "command line (vae=...)" and sentinel.read_text() == "keep"
     assert copy.deepcopy(t.vae_cfg) == evil(sentinel)  # kept as data, for the summary
+
+
+@pytest.mark.parametrize("kernel, anchor", [(1, "gaussian_ot"), (3, "patch_ot")])
+def test_inferred_config_reads_either_anchor_layout(kernel, anchor):
+    """Without a generator config the anchor is read off the buffers: the per-channel ``anchor_scale``
+    of older checkpoints, or the (C, C, k, k) ``anchor_weight`` of the OT anchors (k > 1: a patch map)."""
+    from lcgan.translator import _lcgan_resnet_config
+
+    state = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual").state_dict()
+    legacy = {**state, "anchor_scale": torch.ones(1, 4, 1, 1), "anchor_shift": torch.zeros(1, 4, 1, 1)}
+    assert _lcgan_resnet_config(legacy, "tanh") == {"ngf": 8, "n_blocks": 1, "n_downsampling": 1, "output": "residual",
+                                                    "anchor": "moment_match"}  # fmt: skip
+    ot = {**state, "anchor_weight": torch.zeros(4, 4, kernel, kernel), "anchor_bias": torch.zeros(4)}
+    rc = _lcgan_resnet_config(ot, "tanh")
+    assert rc["anchor"] == anchor and rc["output"] == "residual"
+    assert rc.get("anchor_kernel", kernel) == kernel  # passed when ResnetGenerator takes it
