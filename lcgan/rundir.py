@@ -43,6 +43,8 @@ class RunLock:
                           "and has free space, or choose another output folder (hydra.run.dir=...)") from e
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(self.file.fileno()).st_ino != os.stat(self.path).st_ino:  # released and removed meanwhile
+                raise BlockingIOError
         except OSError:
             self.file.seek(0)
             holder = self.file.read().strip() or "another process"
@@ -55,9 +57,13 @@ class RunLock:
         self.file.flush()
 
     def release(self) -> None:
-        if not self.file.closed:
-            fcntl.flock(self.file, fcntl.LOCK_UN)
-            self.file.close()
+        """Unlock; a run that failed before any output leaves its folder as it found it (no ``.lock``)."""
+        if self.file.closed:
+            return
+        if [p.name for p in self.path.parent.iterdir()] == [LOCK]:  # removed while held: a waiting opener sees another inode
+            self.path.unlink(missing_ok=True)
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
 
 
 def claim(out: Path, resume: bool, overwrite: bool) -> RunLock:
