@@ -92,9 +92,12 @@ def read_eval(job: Path) -> dict[str, float]:
 
 def read_job(job: Path, root: Path) -> dict:
     """Everything the report needs from one job folder, as a flat dict."""
-    cfg = OmegaConf.load(job / ".hydra" / "config.yaml")  # not resolved: out_dir is a ${hydra:} interpolation
+    # data only, never resolved: out_dir is a ${hydra:} interpolation, and a resolver (oc.env, ...) would read
+    # what the folder's author chose rather than what the job ran with
+    cfg = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"), resolve=False)
     overrides_path = job / ".hydra" / "overrides.yaml"
-    overrides = parse_overrides(list(OmegaConf.load(overrides_path))) if overrides_path.is_file() else {}
+    overrides = parse_overrides([str(o) for o in OmegaConf.to_container(OmegaConf.load(overrides_path), resolve=False)]) \
+        if overrides_path.is_file() else {}
     log_path = job / "logs" / "train_log.jsonl"
     rows = []
     if log_path.is_file():
@@ -103,7 +106,8 @@ def read_job(job: Path, root: Path) -> dict:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 pass  # a line cut by a crash
-    epochs = OmegaConf.select(cfg, "train.epochs", default=None)
+    epochs = (cfg.get("train") or {}).get("epochs") if isinstance(cfg, dict) else None
+    epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
     done = rows[-1]["epoch"] if rows else 0
     err_path = job / "error.txt"
     stale = err_path.is_file() and log_path.is_file() and err_path.stat().st_mtime < log_path.stat().st_mtime

@@ -950,9 +950,10 @@ def test_encode_on_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_p
     assert not list(out.glob(".*")) and not list(out.glob("*.pt"))  # was torch's inline_container error and a stray .tmp
 
 
-def test_report_survives_one_broken_job_folder(tmp_path):
+def test_report_survives_one_broken_job_folder(tmp_path, monkeypatch):
     from lcgan.report import write_report
 
+    monkeypatch.setenv("LCGAN_TEST_SECRET", "s3cret")
     root = tmp_path / "multirun"
     for num in (0, 1):
         run_inprocess(root / str(num), [*ONE_EPOCH, f"seed={num}"])
@@ -960,6 +961,8 @@ def test_report_survives_one_broken_job_folder(tmp_path):
         (root / str(num) / ".hydra" / "config.yaml").write_text("train:\n  epochs: 1\n")
         (root / str(num) / ".hydra" / "overrides.yaml").write_text(f"- seed={num}\n")
     (root / "1" / ".hydra" / "config.yaml").write_text("train: {epochs: [1,\n")  # cut short
+    (root / "0" / ".hydra" / "overrides.yaml").write_text("- seed=0\n- note=${oc.env:LCGAN_TEST_SECRET}\n")  # read as data
     rows = write_report(root, quiet=True)
     assert [(r["job"], r["status"]) for r in rows] == [("0", "completed"), ("1", "failed")]
     assert rows[1]["error"].startswith("unreadable job folder:") and (root / "report.md").is_file()
+    assert "s3cret" not in (root / "report.csv").read_text() and "${oc.env:LCGAN_TEST_SECRET}" in (root / "report.csv").read_text()
