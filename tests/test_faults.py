@@ -717,31 +717,40 @@ def test_elongated_float_and_gif_images(tmp_path):
     assert sorted(f["path"] for f in result["failed"]) == ["nan.tif", "thin.png"]
 
 
-def test_fid_stats_never_deletes_or_overwrites_a_file_it_did_not_write(tmp_path):
-    """Issue 13: lcgan.fid_stats deleted a user's .npy in the dataset folder's vectors/."""
+def test_fid_stats_writes_only_to_its_cache_and_never_deletes_a_file_it_did_not_write(tmp_path):
+    """Issue 13: lcgan.fid_stats wrote a 33 MB file into the user's dataset folder and deleted a .npy of theirs there."""
     from lcgan import fid_stats
 
     src = tmp_path / "photos"
     (src / "vectors").mkdir(parents=True)
     for i in range(2):
         Image.new("RGB", (40, 40), (i * 100, 50, 50)).save(src / f"{i}.png")
-    users = [src / "vectors" / "embeddings.256.npy", src / "vectors" / "old.256.0123456789abcdef.npy"]
-    for f in users:
-        np.save(f, np.ones(3))
+    np.save(src / "vectors" / "old.256.0123456789abcdef.npy", np.ones(3))  # the user's, named like ours
+    snapshot = lambda: {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}  # noqa: E731
+    before = snapshot()
     inception = _FakeInception()
     inception.random = False  # a real cache
-    ff = folder_features(src, inception, 256)
-    assert ff["stats_dir"] == src and all(f.is_file() for f in users)  # a folder not ours alone: nothing deleted
-    ours = sorted((src / "vectors").glob("*.256.*.npy"))
-    assert len(ours) == 3  # two of ours beside the user's two
-    users[0].unlink()  # now only files of our form: a stale one of ours goes, live ones stay
-    folder_features(src, inception, 256)
-    assert not users[1].exists() and len(list((src / "vectors").glob("*.npy"))) == 2
-    np.savez(src / "fid_stats.npz", mine=np.zeros(2))  # the user's own file of that name
-    before = (src / "fid_stats.npz").read_bytes()
+    ff = fid_stats.reference_stats(src, inception, 256)
+    assert ff["stats_dir"].is_relative_to(os.environ["LCGAN_CACHE"]) and snapshot() == before  # nothing written or deleted
+    # a stats root shared with the user's own files: vectors/ not ours alone, so nothing in it is deleted
+    root = tmp_path / "shared_root"
+    vectors = fid_stats._locations(src, str(root), fid_stats.FALLBACK_ROOT)[0] / "vectors"
+    vectors.mkdir(parents=True)
+    users = [vectors / "embeddings.256.npy", vectors / "stale.256.0123456789abcdef.npy"]
+    for f in users:
+        np.save(f, np.ones(3))
+    fid_stats.folder_features(src, inception, 256, stats_root=str(root))
+    assert all(f.is_file() for f in users) and len(list(vectors.glob("*.npy"))) == 4
+    users[0].unlink()  # now only files of our form: a stale one goes, the live ones stay
+    fid_stats.folder_features(src, inception, 256, stats_root=str(root))
+    assert not users[1].exists() and len(list(vectors.glob("*.npy"))) == 2
+    np.savez(vectors.parent / "fid_stats.npz", mine=np.zeros(2))  # a file of that name that is not ours
+    foreign = (vectors.parent / "fid_stats.npz").read_bytes()
     with pytest.raises(ValueError, match=r"fid_stats.npz is not lcgan's reference statistics \(lacks mu.*will not overwrite it"):
-        fid_stats.reference_stats(src, inception, 256)
-    assert (src / "fid_stats.npz").read_bytes() == before
+        fid_stats.reference_stats(src, inception, 256, stats_root=str(root))
+    assert (vectors.parent / "fid_stats.npz").read_bytes() == foreign
+    np.savez(src / "fid_stats.npz", mine=np.zeros(2))  # where an older lcgan wrote: read if ours, passed over if not
+    assert fid_stats.find_stats(src, 256, inception, str(tmp_path / "empty_root")) is None
 
 
 @pytest.mark.parametrize("case, error", [
