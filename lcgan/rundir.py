@@ -10,6 +10,7 @@ only into the run it was.
 """
 from __future__ import annotations
 
+import copy
 import fcntl
 import math
 import os
@@ -154,8 +155,11 @@ def check_resume(ck: dict, path: Path, cfg: dict, nets: dict[str, torch.nn.Modul
         for name in sorted(set(saved) | set(mine)):
             s, m = saved.get(name), mine.get(name)
             if s is None or m is None or tuple(getattr(s, "shape", ())) != tuple(m.shape):
-                shape_problems.append(f"{key}.{name}: {tuple(s.shape) if s is not None else 'absent'} in the checkpoint, "
-                                      f"{tuple(m.shape) if m is not None else 'absent'} now")  # fmt: skip
+                try:  # another layout the module converts when loading (e.g. older anchor buffers)
+                    copy.deepcopy(net).load_state_dict(saved)
+                except Exception:
+                    shape_problems.append(f"{key}.{name}: {tuple(s.shape) if s is not None else 'absent'} in the checkpoint, "
+                                          f"{tuple(m.shape) if m is not None else 'absent'} now")  # fmt: skip
                 break
     if shape_problems:
         diff = setting_diff(("model.",))

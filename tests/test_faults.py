@@ -888,7 +888,24 @@ def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
     with pytest.raises(ValueError, match=r"data: domain A has 10 latents now, fewer than the checkpoint's mid-epoch order"):
         run_inprocess(out, [*resume, f"train.resume_path={mid}", f"data.a_dir={fewer}"])
     assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 1 and [r["epoch"] for r in read_log(out)] == [1]
-    run_inprocess(out, resume)  # the same settings resume
+    import lcgan.models
+
+    class Renamed(lcgan.models.ResnetGenerator):  # a module that loads an older key layout through its own hook
+        def _load_from_state_dict(self, state, prefix, *args):
+            if prefix + "old_name" in state:
+                state[prefix + "net.1.weight"] = state.pop(prefix + "old_name")
+            super()._load_from_state_dict(state, prefix, *args)
+
+    ck = checkpoint.load(out / "model" / "last.pt")
+    for net in ("G", "F"):
+        ck[net]["old_name"] = ck[net].pop("net.1.weight")
+    old = tmp_path / "old_layout.pt"
+    checkpoint.save(ck, old)
+    with pytest.raises(ValueError, match=r"a different model \(G.net.1.weight: absent in the checkpoint, \(8, 4, 7, 7\) now"):
+        run_inprocess(out, [*resume, f"train.resume_path={old}"])
+    with pytest.MonkeyPatch.context() as mp:  # a generator that converts that layout when loading resumes from it
+        mp.setattr(lcgan.models, "ResnetGenerator", Renamed)
+        run_inprocess(out, [*resume, f"train.resume_path={old}"])
     assert [r["epoch"] for r in read_log(out)] == [1, 2]
 
 
