@@ -147,7 +147,8 @@ def encode(cfg: DictConfig) -> dict:
 
     plan = plan_outputs(list_images(input_dir), input_dir, output_dir, cfg.flip_copies)
     if not plan:
-        raise ValueError(f"input_dir={str(input_dir)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}, searched recursively); nothing to encode")
+        raise ValueError(f"input_dir={str(input_dir)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}, searched recursively); "
+                         "nothing to encode")
     todo = [(img, outs) for img, outs in plan if cfg.overwrite or not all(o.exists() for o in outs)]
     log.info(f"encode: {len(plan)} images in {input_dir}, {len(todo)} to encode -> {output_dir} | vae {vae.describe()} | "
              f"image_size {cfg.image_size} -> latents {manifest_base['latent_shape']} | latents_scaled "

@@ -61,7 +61,8 @@ class Source:
 
 def read_source(paths: list[Path], root: Path | None, size: int, workers: int) -> Source:
     if not paths:  # was an IndexError
-        raise ValueError(f"{str(root) if root else 'the input'!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); point it at a folder of test images")
+        raise ValueError(f"{str(root) if root else 'the input'!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                         "point it at a folder of test images")
     x, ok, skipped = read_batch(paths, size, workers)
     if x is None:
         raise ValueError(f"none of the {len(paths)} images could be read (e.g. {skipped[0][1]})")

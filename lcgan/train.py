@@ -189,7 +189,8 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
             raise FileNotFoundError(f"train.resume=true but {path} does not exist; set train.resume_path=... "
                                     "or hydra.run.dir=<the run's folder> to resume that run")
         ck = checkpoint.load(path, map_location=device)
-        rundir.check_resume(ck, path, OmegaConf.to_container(cfg, resolve=True), {"G": nets.g_ab, "F": nets.g_ba, "D_A": nets.d_a, "D_B": nets.d_b},
+        rundir.check_resume(ck, path, OmegaConf.to_container(cfg, resolve=True),  # what it resumes must be this run
+                            {"G": nets.g_ab, "F": nets.g_ba, "D_A": nets.d_a, "D_B": nets.d_b},
                             domains.convention.as_dict(), domain_stats, (len(sampler.a), len(sampler.b)))
         for module, key in ((nets.g_ab, "G"), (nets.g_ba, "F"), (nets.d_a, "D_A"), (nets.d_b, "D_B")):
             module.load_state_dict(ck[key])
