@@ -248,18 +248,26 @@ def _setting(section: dict, key: str, kind: type, default, path: Path):
     return value
 
 
+def _numbers(v) -> bool:
+    """A number, or (nested) lists of numbers: plain data."""
+    if isinstance(v, (list, tuple)):
+        return all(_numbers(x) for x in v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _domain_stats(stats, channels: int, path: Path) -> dict | None:
-    """The training domains' channel statistics: four lists of ``channels`` numbers, or None."""
+    """The training domains' channel statistics: ``a_mean``, ``a_std``, ``b_mean``, ``b_std`` of
+    ``channels`` numbers each (other entries, e.g. covariances, kept when they are numbers), or None."""
     if stats is None:
         return None
     keys = ("a_mean", "a_std", "b_mean", "b_std")
-    ok = isinstance(stats, dict) and all(
-        isinstance(stats.get(k), (list, tuple)) and len(stats[k]) == channels
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats[k]) for k in keys)  # fmt: skip
+    ok = isinstance(stats, dict) and all(isinstance(k, str) and _numbers(v) for k, v in stats.items()) and all(
+        isinstance(stats.get(k), (list, tuple)) and len(stats[k]) == channels and not any(isinstance(v, list) for v in stats[k])
+        for k in keys)  # fmt: skip
     if not ok:
-        raise ValueError(f"checkpoint {path}: domain_stats must hold {', '.join(keys)}, each {channels} numbers; "
-                         f"got {str(stats)[:120]}")  # fmt: skip
-    return {k: [float(v) for v in stats[k]] for k in keys}
+        raise ValueError(f"checkpoint {path}: domain_stats must hold {', '.join(keys)}, each {channels} numbers, and only "
+                         f"numbers elsewhere; got {str(stats)[:120]}")  # fmt: skip
+    return dict(stats)
 
 
 def build_vae(vae_override: DictConfig | None, translator: Translator, device: torch.device):

@@ -133,6 +133,13 @@ def test_well_formed_checkpoints_still_load(tmp_path):
     assert t.info["format"].startswith("lcgan layout") and t.factor == 2
 
 
+def test_domain_stats_keep_extra_numeric_entries(tmp_path):
+    ck = lcgan_checkpoint()
+    ck["domain_stats"]["a_cov"] = [[1.0, 0.0, 0.0, 0.0]] * 4  # e.g. what an OT anchor records
+    checkpoint.save(ck, tmp_path / "cov.pt")
+    assert load_translator(tmp_path / "cov.pt", CPU).domain_stats["a_cov"] == [[1.0, 0.0, 0.0, 0.0]] * 4
+
+
 def test_generator_settings_follow_the_constructor_signature(tmp_path):
     """Keys are ResnetGenerator's own parameters (so a new one needs no change here); a wrong type is refused."""
     ck = lcgan_checkpoint()
