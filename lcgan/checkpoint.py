@@ -14,6 +14,7 @@ import os
 import random
 import secrets
 import shutil
+import zipfile
 from pathlib import Path
 
 import torch
@@ -74,17 +75,60 @@ def save(obj: dict, *paths: str | Path) -> None:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; anything that would run code is refused."""
+    """Load a checkpoint with ``weights_only=True``; anything that would run code is refused, and so
+    is storage that its tensors do not show (:func:`check_storage`)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a folder; give the .pt file, e.g. {path / 'model' / 'last.pt'}")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a regular file)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise ValueError(
             f"checkpoint {path} could not be loaded as plain tensors ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
             "it is truncated, not an lcgan checkpoint, or holds Python objects that lcgan refuses to unpickle"
         ) from None
+    check_storage(obj, f"checkpoint {path}")
+    return obj
+
+
+def stored_bytes(path: str | Path) -> int:
+    """What ``torch.load`` would allocate for the tensors of a zip-format file, read from its
+    directory without loading: the file size says nothing when entries are deflate-compressed.
+    0 for other formats (``torch.load`` then reads them as they are)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return sum(i.file_size for i in z.infolist() if "/data/" in i.filename)
+    except (zipfile.BadZipFile, OSError):
+        return 0
+
+
+def check_storage(obj, what: str) -> None:
+    """Refuse a loaded file whose tensors sit on far more storage than they show: a small tensor
+    saved as a view of a 256 MiB storage (which deflate squeezes into a 256 KB file) takes the
+    whole storage into memory. Saved views share storages, so distinct storages are counted once."""
+    storages: dict[int, int] = {}
+    shown = 0
+
+    def walk(o) -> None:
+        nonlocal shown
+        if isinstance(o, torch.Tensor):
+            st = o.untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
+            shown += o.numel() * o.element_size()
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    held = sum(storages.values())
+    if held > 2 * shown + 2**20:
+        raise ValueError(f"{what} holds {held / 2**20:.1f} MiB of tensor storage behind tensors of {shown / 2**20:.3f} MiB "
+                         "(views of a larger storage, or a crafted file); refused. Save clones of the tensors instead")  # fmt: skip
 
 
 def rng_state() -> dict:

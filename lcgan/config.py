@@ -34,7 +34,7 @@ def _betas(v) -> bool:
 
 # key -> (is valid, what it must be)
 RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "seed": (_int, "an integer"),
+    "seed": (lambda v: _int(v) and -(2**63) <= v < 2**64, "a 64-bit integer"),  # torch.manual_seed overflows beyond
     "train.epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "train.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "train.lambda_cyc": (lambda v: _num(v) and v >= 0, "a number >= 0"),
@@ -70,6 +70,8 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "model.discriminator.augment": (lambda v: isinstance(v, str) and all(p.strip() in POLICIES for p in v.split(",") if p.strip()),
                                     f"'' or a comma-separated subset of {','.join(POLICIES)}"),
     "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")), "auto, cpu, cuda or cuda:N"),
+    "train.overwrite": (lambda v: isinstance(v, bool), "true or false"),
+    "model.discriminator.ndf": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from lcgan import checkpoint
 from lcgan.latents import Convention
 
 MAX_LATENT_ELEMENTS = 64 * 512 * 512  # far beyond any real latent (a 4096px SD image is 4x512x512)
@@ -37,6 +38,16 @@ class Domains:
     val_a: torch.Tensor | None = None
     val_b: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        # a constant channel has no statistics to match: the anchors and baselines would divide by 0
+        # and the run stop with a NaN blamed on optim.lr
+        for name, z in (("A", self.a), ("B", self.b)):
+            flat = z.float().transpose(0, 1).flatten(1)  # (C, everything)
+            dead = [c for c, s in enumerate(flat.std(1).tolist()) if not s > 0] if flat.shape[1] > 1 else list(range(len(flat)))
+            if dead:
+                raise ValueError(f"domain {name}'s latents do not vary in channel(s) {dead} (every latent the same there: "
+                                 f"{len(z)} copies of one image, or blank images?); check the data")  # fmt: skip
+
     @property
     def channels(self) -> int:
         return self.a.shape[1]
@@ -54,12 +65,15 @@ def find_latent_files(folder: str | Path, key: str) -> list[Path]:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{key}={str(folder)!r} is not a folder; point it at a folder of .pt latents")
-    files, seen = [], set()
+    files, seen, top = [], set(), os.path.realpath(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:  # a symlink loop, or the same folder reached twice
             dirnames[:] = []
             continue
+        if top.startswith(real + os.sep):  # a link to an enclosing folder would pull in the sibling domain
+            raise ValueError(f"{key}={str(folder)!r}: {dirpath} links to {real}, a folder that contains {key} itself "
+                             "(and so any other domain beside it); remove the link")  # fmt: skip
         seen.add(real)
         dirnames.sort()
         files += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".pt")]
@@ -81,6 +95,10 @@ def load_latent_file(path: str | Path) -> torch.Tensor:
         raise ValueError(f"latent file {path} is empty (0 bytes); re-encode it or delete it")
     if size > MAX_LATENT_BYTES:  # refuse before torch.load reads it all into memory
         raise ValueError(f"latent file {path} is {size / 2**30:.1f} GiB, far larger than any VAE latent; is it a latent?")
+    stored = checkpoint.stored_bytes(path)
+    if stored > MAX_LATENT_BYTES:  # a compressed file can unpack to ~1000x its size
+        raise ValueError(f"latent file {path} unpacks to {stored / 2**20:.0f} MiB of tensors, far larger than any VAE latent; "
+                         "refused before loading")  # fmt: skip
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, or a pickle that is not plain tensors
@@ -88,6 +106,7 @@ def load_latent_file(path: str | Path) -> torch.Tensor:
             f"latent file {path} could not be loaded as plain tensors ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
             "it may be truncated, not a torch file, or hold arbitrary Python objects, which lcgan never unpickles"
         ) from None
+    checkpoint.check_storage(obj, f"latent file {path}")
     if isinstance(obj, dict):
         if "latent" not in obj:
             raise ValueError(f"latent file {path} holds a dict without the key 'latent' (keys: {sorted(map(str, obj))[:10]})")

@@ -11,6 +11,7 @@ so that domains A and B, and the training config, agree on what their latents me
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -24,7 +25,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from lcgan.images import list_images, read_batch
+from lcgan.checkpoint import atomic_write_bytes
+from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 from lcgan.data import load_latent_file
 from lcgan.latent_stats import LatentStats
 from lcgan.latents import Convention
@@ -39,16 +41,15 @@ COMPATIBILITY_KEYS = ("latent_space", "latents_scaled", "image_size")
 
 
 def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: no half-written outputs."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`lcgan.checkpoint.atomic_write_bytes`: no half-written outputs, no
+    stray temporary file, and a full or read-only disk named with the path (not torch's zip error)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_json_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:
@@ -56,7 +57,12 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, OSError) as e:  # cut short by a crash or a full disk (was a JSON error naming no file)
+        raise ValueError(f"{path} is not readable JSON ({e}); re-encode the folder with overwrite=true, or delete the file") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} holds a {type(manifest).__name__}, not an lcgan manifest; delete it or re-encode the folder")
     manifest["dir"] = str(folder)
     return manifest
 
@@ -107,6 +113,11 @@ def encode(cfg: DictConfig) -> dict:
     input_dir, output_dir = Path(cfg.input_dir), Path(cfg.output_dir)
     if cfg.on_error not in ("skip", "stop"):
         raise ValueError(f"on_error={cfg.on_error!r} must be skip or stop")
+    for key, low in (("image_size", 1), ("batch_size", 1), ("num_workers", 0)):  # 0 and -2 wrote nothing and exited 0
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < low:
+            raise ValueError(f"{key}={cfg[key]!r} must be an integer >= {low}")
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"input_dir={str(input_dir)!r} is not a folder of images")
     device = resolve_device(cfg.device)
     vae_kwargs = {"device": str(device)}
     if "sample_posterior" in cfg.vae:  # one switch for encoding: encode.sample_posterior
@@ -135,6 +146,9 @@ def encode(cfg: DictConfig) -> dict:
         check_manifests(previous, {**manifest_base, "dir": str(output_dir)}, latents_scaled=bool(cfg.latents_scaled))
 
     plan = plan_outputs(list_images(input_dir), input_dir, output_dir, cfg.flip_copies)
+    if not plan:
+        raise ValueError(f"input_dir={str(input_dir)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}, searched recursively); "
+                         "nothing to encode")
     todo = [(img, outs) for img, outs in plan if cfg.overwrite or not all(o.exists() for o in outs)]
     log.info(f"encode: {len(plan)} images in {input_dir}, {len(todo)} to encode -> {output_dir} | vae {vae.describe()} | "
              f"image_size {cfg.image_size} -> latents {manifest_base['latent_shape']} | latents_scaled "
@@ -188,6 +202,9 @@ def encode(cfg: DictConfig) -> dict:
         log.warning(f"{len(failed)} unreadable images skipped (listed in {output_dir / MANIFEST}):\n"
                     + "\n".join(f"  {f['error']}" for f in failed))  # fmt: skip
     log.info(f"wrote {written} latent files; {manifest['count']} images encoded in {output_dir}; {len(failed)} failed")
+    if manifest["count"] == 0:
+        raise ValueError(f"none of the {len(plan)} images in input_dir={str(input_dir)!r} could be encoded (reasons in "
+                         f"{output_dir / MANIFEST}, e.g. {failed[0]['error'] if failed else '?'})")  # fmt: skip
     return {"written": written, "skipped_existing": manifest["skipped_existing"], "failed": failed,
             "manifest": str(output_dir / MANIFEST)}  # fmt: skip
 

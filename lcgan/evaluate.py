@@ -38,7 +38,7 @@ from lcgan import checkpoint as ckpt_io
 from lcgan.baselines import BASELINES as LATENT_BASELINES
 from lcgan.baselines import LinearMap, fit_all
 from lcgan.fid_stats import reference_stats, to_uint8
-from lcgan.images import list_images, read_batch
+from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 from lcgan.latents import Convention, LatentSpace, check_channels
 from lcgan.metrics import Clip, build_metrics, fid_from_features, gaussian, kid
 from lcgan.translator import Translator, build_vae, load_translator, resolve_checkpoint
@@ -64,6 +64,9 @@ class Source:
 
 
 def read_source(paths: list[Path], root: Path | None, size: int, workers: int) -> Source:
+    if not paths:  # was an IndexError
+        raise ValueError(f"{str(root) if root else 'the input'!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                         "point it at a folder of test images")
     x, ok, skipped = read_batch(paths, size, workers)
     if x is None:
         raise ValueError(f"none of the {len(paths)} images could be read (e.g. {skipped[0][1]})")

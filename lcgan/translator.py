@@ -4,17 +4,80 @@ and those of the original single-script tool.
 """
 from __future__ import annotations
 
+import inspect
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lcgan import checkpoint as ckpt_io
 from lcgan.latents import Convention
+from lcgan.models import ResnetGenerator
+from lcgan.vae import ApproxVAE, DiffusersVAE, OnnxVAE, TinyVAE
 
+# A checkpoint's config is data: the only classes it may name, built with plain keyword values
+# that are checked here, never handed to Hydra's instantiate (a nested _target_ would run code).
+GENERATORS = {"lcgan.models.ResnetGenerator": ResnetGenerator}
+VAES = {f"lcgan.vae.{c.__name__}": c for c in (ApproxVAE, DiffusersVAE, TinyVAE, OnnxVAE)}
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _fits(value, hint) -> bool:
+    """``value`` is plain data of type ``hint`` (bool, int, float, str, None, and lists/tuples of those)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return isinstance(value, _SCALARS) and value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin in (list, tuple) or hint in (list, tuple):
+        elem = args[0] if args else typing.Any
+        return isinstance(value, (list, tuple)) and all(isinstance(v, _SCALARS) and _fits(v, elem) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str, type(None)):
+        return isinstance(value, hint)
+    return hint is typing.Any and isinstance(value, _SCALARS)
+
+
+def plain_kwargs(cls: type, values, where: str, runtime: tuple[str, ...], fix: str) -> dict:
+    """``values`` (read from a file) as keyword arguments of ``cls``: each key one of its constructor's
+    parameters (so new ones are picked up), each value plain data of the annotated type; else a
+    ValueError naming ``where`` and the key."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} is a {type(values).__name__}, not a mapping of settings; {fix}")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve here: plain scalars only
+        hints = {}
+    names = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+             if n not in ("self", *runtime) and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ValueError(f"{where}.{key} is not a setting of {cls.__name__} (it takes {', '.join(names)}); {fix}")
+        if not _fits(value, hints.get(key, typing.Any)):
+            shown = repr(value) if len(repr(value)) < 120 else repr(value)[:117] + "..."
+            raise ValueError(f"{where}.{key}={shown} is not a plain value of type {hints.get(key, 'scalar')}; {fix}")
+        kwargs[key] = value
+    return kwargs
+
+
+def rebuild(values, allowed: dict[str, type], where: str, runtime: tuple[str, ...], fix: str) -> tuple[type, dict]:
+    """The class a file's config names (``_target_``, one of ``allowed``) and its checked keyword arguments."""
+    target = values.get("_target_") if isinstance(values, dict) else None
+    if not isinstance(target, str) or target not in allowed:
+        shown = repr(target) if len(repr(target)) < 120 else repr(target)[:117] + "..."
+        raise ValueError(f"{where}._target_={shown} is not one of lcgan's own classes ({', '.join(allowed)}); "
+                         f"lcgan rebuilds only those, never what a file names; {fix}")  # fmt: skip
+    cls = allowed[target]
+    return cls, plain_kwargs(cls, {k: v for k, v in values.items() if k != "_target_"}, where, runtime, fix)
 
 
 @dataclass
@@ -48,8 +111,13 @@ def _lcgan_resnet_config(state: dict, output: str) -> dict:
     downs = [i for i, s in convs if 1 < i < first_block and len(s) == 4 and s[-1] == 3]
     # anchor buffers hold the per-channel start map itself; mean_shift and moment_match differ only in their values
     anchor = {"anchor": "moment_match", "output": "residual"} if "anchor_scale" in state else {}
-    return {"_target_": "lcgan.models.ResnetGenerator", "ngf": int(state["net.1.weight"].shape[0]),
-            "n_blocks": len(blocks), "n_downsampling": len(downs), "output": output, **anchor}  # fmt: skip
+    if "anchor_weight" in state:  # (C, C, k, k): a channel-mixing (k = 1) or patch (k > 1) map, as fitted
+        k = int(state["anchor_weight"].shape[-1])
+        anchor = {"anchor": "patch_ot" if k > 1 else "gaussian_ot", "output": "residual"}
+        if "anchor_kernel" in inspect.signature(ResnetGenerator.__init__).parameters:
+            anchor["anchor_kernel"] = k
+    return {"ngf": int(state["net.1.weight"].shape[0]), "n_blocks": len(blocks), "n_downsampling": len(downs),
+            "output": output, **anchor}  # fmt: skip
 
 
 class LegacyResnetGenerator(torch.nn.Module):
@@ -104,22 +172,25 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
     if missing:
         raise ValueError(f"checkpoint {path} lacks {missing}: not a latent CycleGAN checkpoint (keys: {sorted(ck)[:12]})")
     cfg, g_state = ck["cfg"], ck["G"]
-    data = cfg.get("data") or {}
-    gen_cfg = (cfg.get("model") or {}).get("generator")
-    if gen_cfg is not None:  # an lcgan checkpoint: its own generator config
-        fmt, make = "lcgan", lambda c: instantiate(OmegaConf.create(gen_cfg), in_channels=c)  # noqa: E731
+    if not isinstance(cfg, dict) or not isinstance(g_state, dict) or not all(isinstance(v, torch.Tensor) for v in g_state.values()):
+        raise ValueError(f"checkpoint {path}: cfg must be a mapping and G a state dict of tensors; not a latent CycleGAN checkpoint")
+    data, model = _section(cfg, "data", path), _section(cfg, "model", path)
+    gen_cfg = model.get("generator")
+    if gen_cfg is not None:  # an lcgan checkpoint: its own generator config, rebuilt from the allow-list
+        gen_cls, gen_kwargs = rebuild(gen_cfg, GENERATORS, f"checkpoint {path}: cfg.model.generator", ("in_channels",),
+                                      "re-save the checkpoint from a trusted lcgan run")  # fmt: skip
+        fmt, make = "lcgan", lambda c: gen_cls(in_channels=c, **gen_kwargs)  # noqa: E731
         divisor_default = 10.0
     else:
-        model = cfg.get("model") or {}
         divisor_default = 1.0  # the original tool's default
         if any(".block." in k for k in g_state):
             fmt = "original tool"
-            make = lambda c: LegacyResnetGenerator(  # noqa: E731
-                g_state, str(model.get("out_activation", "none")), bool(model.get("use_global_residual", False)))
+            act, residual = _setting(model, "out_activation", str, "none", path), _setting(model, "use_global_residual", bool, False, path)
+            make = lambda c: LegacyResnetGenerator(g_state, act, residual)  # noqa: E731
         elif any(".body." in k for k in g_state):
             fmt = "lcgan layout, config inferred from the weights"
-            rc = _lcgan_resnet_config(g_state, str(model.get("output", "tanh")))
-            make = lambda c: instantiate(OmegaConf.create(rc), in_channels=c)  # noqa: E731
+            rc = _lcgan_resnet_config(g_state, _setting(model, "output", str, "tanh", path))
+            make = lambda c: ResnetGenerator(in_channels=c, **rc)  # noqa: E731
         else:
             raise ValueError(f"checkpoint {path} has no cfg.model.generator and its G state dict (keys e.g. "
                              f"{sorted(g_state)[:6]}) matches no known generator layout; cannot rebuild G and F")  # fmt: skip
@@ -127,17 +198,22 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
     channels = int(g_state[stem_key].shape[1])
     nets = []
     for key in ("G", "F"):
-        net = make(channels)
+        try:
+            net = make(channels)
+        except (TypeError, ValueError) as e:  # the class's own checks (e.g. output='foo')
+            raise ValueError(f"checkpoint {path}: its generator ({fmt}) cannot be rebuilt: {e}") from None
         try:
             net.load_state_dict(ck[f"{key}_ema"] if use_ema and f"{key}_ema" in ck else ck[key])
         except RuntimeError as e:
             raise ValueError(f"checkpoint {path}: {key} does not fit the generator rebuilt as {fmt}: {str(e)[:400]}") from None
         nets.append(net.to(device).eval().requires_grad_(False))
-    conv_d = ck.get("convention") or {"latents_scaled": bool(data.get("latents_scaled", False)),
-                                      "latent_divisor": float(data.get("latent_divisor", divisor_default))}  # fmt: skip
+    conv_d = ck.get("convention") or {"latents_scaled": _setting(data, "latents_scaled", bool, False, path),
+                                      "latent_divisor": _setting(data, "latent_divisor", float, divisor_default, path)}  # fmt: skip
+    conv = plain_kwargs(Convention, conv_d, f"checkpoint {path}: convention", (), "not an lcgan checkpoint")
+    conv = {k: tuple(v) if isinstance(v, list) else v for k, v in conv.items()}
     vae_cfg = cfg.get("vae")
     if vae_cfg is None:  # the original tool: a diffusers VAE named under visualization (or shared)
-        vis = {**(cfg.get("shared") or {}), **(cfg.get("visualization") or {})}
+        vis = {**_section(cfg, "shared", path), **_section(cfg, "visualization", path)}
         if vis.get("vae_model_name_or_path"):
             vae_cfg = {"_target_": "lcgan.vae.DiffusersVAE", "model_name_or_path": vis["vae_model_name_or_path"],
                        "subfolder": vis.get("vae_subfolder")}  # fmt: skip
@@ -146,17 +222,63 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
     info = {"path": str(path), "format": fmt, "epoch": ck.get("epoch"), "channels": channels,
             "generator": gen_cfg or type(nets[0]).__name__, "latent_space": ck.get("latent_space"),
             "weights": "EMA" if use_ema and "G_ema" in ck else "raw"}  # fmt: skip
-    return Translator(nets[0], nets[1], Convention(**conv_d), channels, getattr(nets[0], "factor", 1), vae_cfg, info,
-                      ck.get("domain_stats"))  # fmt: skip
+    try:
+        convention = Convention(**conv)
+    except ValueError as e:
+        raise ValueError(f"checkpoint {path}: convention {conv}: {e}") from None
+    return Translator(nets[0], nets[1], convention, channels, getattr(nets[0], "factor", 1), vae_cfg, info,
+                      _domain_stats(ck.get("domain_stats"), channels, path))  # fmt: skip
+
+
+def _section(cfg: dict, key: str, path: Path) -> dict:
+    """``cfg[key]``: a mapping or absent."""
+    value = cfg.get(key) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"checkpoint {path}: cfg.{key} is a {type(value).__name__}, not a mapping; not a latent CycleGAN checkpoint")
+    return value
+
+
+def _setting(section: dict, key: str, kind: type, default, path: Path):
+    """A plain setting of a checkpoint's config (the original tool's and inferred layouts)."""
+    value = section.get(key, default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ValueError(f"checkpoint {path}: {key}={str(value)[:100]} must be a plain {kind.__name__}; not a usable checkpoint")
+    return value
+
+
+def _numbers(v) -> bool:
+    """A number, or (nested) lists of numbers: plain data."""
+    if isinstance(v, (list, tuple)):
+        return all(_numbers(x) for x in v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _domain_stats(stats, channels: int, path: Path) -> dict | None:
+    """The training domains' channel statistics: ``a_mean``, ``a_std``, ``b_mean``, ``b_std`` of
+    ``channels`` numbers each (other entries, e.g. covariances, kept when they are numbers), or None."""
+    if stats is None:
+        return None
+    keys = ("a_mean", "a_std", "b_mean", "b_std")
+    ok = isinstance(stats, dict) and all(isinstance(k, str) and _numbers(v) for k, v in stats.items()) and all(
+        isinstance(stats.get(k), (list, tuple)) and len(stats[k]) == channels and not any(isinstance(v, list) for v in stats[k])
+        for k in keys)  # fmt: skip
+    if not ok:
+        raise ValueError(f"checkpoint {path}: domain_stats must hold {', '.join(keys)}, each {channels} numbers, and only "
+                         f"numbers elsewhere; got {str(stats)[:120]}")  # fmt: skip
+    return dict(stats)
 
 
 def build_vae(vae_override: DictConfig | None, translator: Translator, device: torch.device):
     """The VAE named on the command line (``vae=...``), else the checkpoint's training-time one."""
-    if vae_override is not None:
+    if vae_override is not None:  # the user's own command line: Hydra's config, instantiated as everywhere
         return instantiate(vae_override, device=str(device)), "command line (vae=...)"
+    hint = "pass one on the command line: vae=sd15 | vae=vaelight vae.encoder_path=E vae.decoder_path=D | ..."
     if translator.vae_cfg is None:
-        raise ValueError(f"checkpoint {translator.info['path']} names no VAE (no cfg.vae, no visualization.vae_model_name_or_path); "
-                         "pass one: vae=sd15 | vae=vaelight vae.encoder_path=E vae.decoder_path=D | ...")  # fmt: skip
-    return instantiate(OmegaConf.create(translator.vae_cfg), device=str(device)), "checkpoint cfg.vae"
+        raise ValueError(f"checkpoint {translator.info['path']} names no VAE (no cfg.vae, no visualization.vae_model_name_or_path); {hint}")
+    cls, kwargs = rebuild(translator.vae_cfg, VAES, f"checkpoint {translator.info['path']}: cfg.vae", ("device",),
+                          f"or {hint}")  # fmt: skip
+    return cls(**kwargs, device=str(device)), "checkpoint cfg.vae"
 
 

@@ -1,6 +1,8 @@
 """Compose the real conf/ with overrides that make runs tiny (CPU, a few steps, small latents)."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,8 +10,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-# 2 cores: one torch thread per test process (oversubscription made in-process training 2-10x slower)
-torch.set_num_threads(1)
+torch.set_num_threads(1)  # CI has 2 cores: torch's default pool thrashes there
+# lcgan's caches (FID reference statistics) go to a folder of this session, never the developer's ~/.cache
+os.environ["LCGAN_CACHE"] = tempfile.mkdtemp(prefix="lcgan-test-cache-")
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from PIL import Image
 from shared import shared_images, shared_path
 from test_metrics import real_inception
 
-from lcgan import checkpoint
+from lcgan import checkpoint, fid_stats
 from lcgan.evaluate import BASELINES, evaluate
 from lcgan.translator import load_translator
 from lcgan.train import train
@@ -86,12 +87,14 @@ def test_evaluate_end_to_end(setup):
         assert len(pics) == 3 and all(Image.open(p).size[0] == 2 * SIZE and Image.open(p).size[1] > SIZE for p in pics)
         with np.load(out / "fid" / f"{direction}_gen_stats.npz") as z:
             assert int(z["count"]) == 3 and z["mu"].shape == (2048,) and np.isfinite(z["sigma"]).all()
-    assert (root / "B" / "fid_stats.npz").is_file() and len(list((root / "A" / "vectors").glob("*.npy"))) == 3
+    cache = {d: Path(summary["directions"][f"{s}2{d}"]["reference"]["stats_dir"]) for s, d in (("A", "B"), ("B", "A"))}
+    assert (cache["B"] / "fid_stats.npz").is_file() and len(list((cache["A"] / "vectors").glob("*.npy"))) == 3
+    assert not (root / "B" / "fid_stats.npz").exists() and not (root / "A" / "vectors").exists()  # never beside the images
 
 
 def test_translate_one_image_with_fid_from_existing_stats(setup):
     root, ckpt, vae = setup
-    if not (root / "B" / "fid_stats.npz").is_file():
+    if not (fid_stats._locations(root / "B", None, fid_stats.FALLBACK_ROOT)[0] / "fid_stats.npz").is_file():
         pytest.skip("runs after test_evaluate_end_to_end, which writes B's reference statistics")
     image = sorted((root / "A").glob("*.jpg"))[0]
     out = root / "single"

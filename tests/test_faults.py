@@ -8,6 +8,7 @@ thrashes, and the in-process reference runs use one thread too, so results compa
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import random
@@ -17,11 +18,14 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
+import zipfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.errors import InstantiationException
@@ -32,6 +36,8 @@ from lcgan.checkpoint import JsonlLog
 from lcgan.config import ConfigError
 from lcgan.data import latent_folders, load_latent_file
 from lcgan.encode import encode, read_manifest
+from lcgan.fid_stats import folder_features
+from lcgan.images import list_images, read_batch, read_rgb
 from lcgan.train import LOSS_KEYS, train
 from tests.conftest import compose_cfg
 from tests.test_encode import encode_cfg
@@ -318,6 +324,32 @@ def test_nan_loss_stops_at_the_next_check_and_keeps_the_last_good_checkpoint(tmp
     assert_last_good_is_epoch_1(out)
 
 
+def test_diverging_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """Finite but exploding losses (issue 13: optim.lr=1e6 gave 1e15 and the run exited 0, ruined weights in last.pt)."""
+    with pytest.raises(FloatingPointError, match=r"diverging loss_\w+ \([\d.]+e\+\d+ per step, > 1e\+06\) between steps 1 and 2 "
+                                                 r"\(epoch 1\); stopped without saving: no checkpoint was written yet"):
+        run_inprocess(tmp_path / "lr", [*NAN_RUN, "optim.lr=1e6"])
+    assert not (tmp_path / "lr" / "model").exists() or not list((tmp_path / "lr" / "model").glob("*.pt"))
+    import lcgan.train
+
+    class Exploding(lcgan.train.CycleGANStep):
+        calls = 0
+
+        def __call__(self, real_a, real_b):
+            Exploding.calls += 1
+            if Exploding.calls == 6:  # epoch 2, its second step: G's weights blow up, every value stays finite
+                with torch.no_grad():
+                    for p in self.nets.g_ab.parameters():
+                        p.mul_(1e8)
+            return super().__call__(real_a, real_b)
+
+    monkeypatch.setattr(lcgan.train, "CycleGANStep", Exploding)
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"diverging loss_\w+ .* between steps 5 and 6 \(epoch 2\).*last.pt is the last good"):
+        run_inprocess(out, NAN_RUN)
+    assert_last_good_is_epoch_1(out)
+
+
 def test_preemption_after_a_nan_does_not_overwrite_the_last_good_checkpoint(tmp_path, monkeypatch):
     poison_at(monkeypatch, call=5, then_signal=True)  # epoch 2, step 1; the window closes at step 2
     out = tmp_path / "run"
@@ -442,7 +474,7 @@ def test_unwritable_output_fails_before_the_first_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(lcgan.train.CycleGANStep, "__call__", no_step)
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file")
-    with pytest.raises(OSError, match=f"cannot write {re.escape(str(blocker))}/run/model"):
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(blocker))}/run"):  # the run folder's lock, first
         run_inprocess(blocker / "run", [*SYN, "data.n_a=16", "data.n_b=16"])
     monkeypatch.undo()
     out = tmp_path / "run"
@@ -505,6 +537,35 @@ def test_enormous_latents_are_refused_without_allocating(tmp_path):
         load_latent_file(tmp_path / "sparse.pt")
 
 
+def deflated(obj, path: Path) -> Path:
+    """``torch.save`` with every zip entry deflate-compressed: zeros shrink ~1000x, torch.load still reads it."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    return path
+
+
+def test_storage_larger_than_its_tensors_is_refused(tmp_path):
+    """Issue 13: a 256 KB deflated .pt held a 256 MiB storage behind a 1 K-element latent and was accepted."""
+    storage = torch.zeros(64 * 2**20)  # 256 MiB
+    bomb = deflated(storage[:1024].view(4, 16, 16), tmp_path / "bomb.pt")
+    assert bomb.stat().st_size < 300_000
+    with pytest.raises(ValueError, match=r"bomb.pt unpacks to 256 MiB of tensors, far larger than any VAE latent; refused before loading"):
+        load_latent_file(bomb)
+    small = deflated(torch.zeros(8 * 2**20)[:1024].view(4, 16, 16), tmp_path / "view.pt")  # 32 MiB: loaded, then refused
+    with pytest.raises(ValueError, match=r"latent file .*view.pt holds 32.0 MiB of tensor storage behind tensors of 0.004 MiB"):
+        load_latent_file(small)
+    ck = {"G": {"w": storage[:10]}, "cfg": {}}  # a checkpoint's tensor as a view of a large storage
+    deflated(ck, tmp_path / "ck.pt")
+    with pytest.raises(ValueError, match=r"checkpoint .*ck.pt holds 256.0 MiB of tensor storage behind tensors of 0.000 MiB"):
+        checkpoint.load(tmp_path / "ck.pt")
+    shared = torch.randn(4, 16, 16)  # tensors sharing one storage (tied weights) are fine
+    checkpoint.save({"G": {"a": shared, "b": shared[0]}}, tmp_path / "tied.pt")
+    assert torch.equal(checkpoint.load(tmp_path / "tied.pt")["G"]["b"], shared[0])
+
+
 def test_links_fifos_and_folders_named_pt(tmp_path):
     a = write_latents(tmp_path / "A", 3)
     (a / "dangling.pt").symlink_to(tmp_path / "nowhere.pt")
@@ -521,6 +582,18 @@ def test_links_fifos_and_folders_named_pt(tmp_path):
     for bad in (0, -1):  # 0 crashed in torch.stack, -1 silently dropped the last file
         with pytest.raises(ValueError, match=f"data.max_files={bad} must be null"):
             latent_folders(str(a), str(a), max_files=bad)
+
+
+def test_a_link_to_an_enclosing_folder_is_refused(tmp_path):
+    """Issue 13: A/up -> .. pulled domain B's latents into domain A silently."""
+    a, b = write_latents(tmp_path / "A", 3), write_latents(tmp_path / "B", 3, seed=1)
+    (a / "up").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(ValueError, match=rf"data.a_dir='{re.escape(str(a))}': {re.escape(str(a / 'up'))} links to "
+                                         rf"{re.escape(str(tmp_path.resolve()))}, a folder that contains data.a_dir itself"):
+        latent_folders(str(a), str(b))
+    (a / "up").unlink()
+    (a / "more").symlink_to(write_latents(tmp_path / "elsewhere", 2, seed=2), target_is_directory=True)  # elsewhere: followed
+    assert len(latent_folders(str(a), str(b)).a) == 5
 
 
 def test_latents_of_another_vae_are_refused_before_training(tmp_path):
@@ -565,6 +638,141 @@ def test_encode_skips_and_counts_bombs_and_empty_files(tmp_path):
     assert read_manifest(out)["count"] == 1
 
 
+class _FakeInception:
+    """Enough of lcgan.metrics.Inception for folder_features: random (no cache), 8 zero features per image."""
+
+    random, dim = True, 8
+
+    def identity(self) -> str:
+        return "fake"
+
+    def __call__(self, x):
+        return np.zeros((len(x), 8), np.float32)
+
+
+@contextmanager
+def fifo_watchdog(fifo: Path, after: float = 60):
+    """Fails the test instead of hanging it: a reader blocked on ``fifo`` is released after ``after`` s and reported."""
+    hung, done = [], threading.Event()
+
+    def release() -> None:
+        if done.wait(after):
+            return
+        while not done.is_set():  # a blocked open() for reading returns once a writer opens and closes
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                hung.append(True)
+            except OSError:  # ENXIO: nobody reads it
+                pass
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    try:
+        yield hung
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_encode_and_evaluate_readers_skip_fifos_and_count_them(tmp_path):
+    """Issue 13: a FIFO named x.jpg hung encode and evaluate forever."""
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(src / "ok.jpg")
+    os.mkfifo(src / "x.jpg")
+    with fifo_watchdog(src / "x.jpg") as hung:
+        result = encode(encode_cfg("vae=approx", f"input_dir={src}", f"output_dir={tmp_path / 'latents'}", "image_size=32"))
+        ff = folder_features(src, _FakeInception(), 32)  # evaluate's FID reference reader (it hashes every file)
+        x, ok, errors = read_batch(list_images(src), 32, 2)  # evaluate's image reader
+    assert not hung, "a reader blocked on the FIFO"
+    assert result["written"] == 1 and [f["path"] for f in result["failed"]] == ["x.jpg"]
+    assert "not a regular file" in result["failed"][0]["error"]
+    assert [p.name for p in ff["paths"]] == ["ok.jpg"] and "not a regular file" in ff["skipped"][0][1]
+    assert [p.name for p in ok] == ["ok.jpg"] and "x.jpg: not a regular file" in errors[0][1]
+
+
+def test_elongated_float_and_gif_images(tmp_path):
+    """Issue 13: a 1x12000 PNG (129 bytes) took 3.8 GB and 29 s to resize; a float TIFF read all black; GIFs were ignored."""
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.new("RGB", (1, 12000), (10, 200, 10)).save(src / "thin.png")
+    assert (src / "thin.png").stat().st_size < 1000
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"thin.png: 1x12000 pixels would be resized to 256x3072000 before the centre crop"):
+        read_rgb(src / "thin.png", 256)
+    assert time.monotonic() - t0 < 5  # refused before the resize, not after it
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))  # 32-bit float TIFF, values in [0, 1]
+    Image.fromarray(ramp, "F").save(src / "float.tif")
+    x = read_rgb(src / "float.tif", None)  # [-1, 1]
+    assert x.shape == (3, 64, 64) and x[:, :, -1].min() > 0.99 and x[:, :, 0].max() < -0.99  # the ramp, not black
+    Image.fromarray(np.full((8, 8), np.nan, np.float32), "F").save(src / "nan.tif")
+    with pytest.raises(ValueError, match="nan.tif: not a readable image .*NaN or Inf"):
+        read_rgb(src / "nan.tif", 32)
+    Image.new("P", (40, 40), 3).save(src / "anim.gif")
+    assert (src / "anim.gif") in list_images(src) and read_rgb(src / "anim.gif", 32).shape == (3, 32, 32)
+    out = tmp_path / "latents"
+    result = encode(encode_cfg("vae=approx", f"input_dir={src}", f"output_dir={out}", "image_size=32"))
+    assert sorted(p.name for p in out.glob("*.pt")) == ["anim.pt", "float.pt"]
+    assert sorted(f["path"] for f in result["failed"]) == ["nan.tif", "thin.png"]
+
+
+def test_fid_stats_writes_only_to_its_cache_and_never_deletes_a_file_it_did_not_write(tmp_path):
+    """Issue 13: lcgan.fid_stats wrote a 33 MB file into the user's dataset folder and deleted a .npy of theirs there."""
+    from lcgan import fid_stats
+
+    src = tmp_path / "photos"
+    (src / "vectors").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (40, 40), (i * 100, 50, 50)).save(src / f"{i}.png")
+    np.save(src / "vectors" / "old.256.0123456789abcdef.npy", np.ones(3))  # the user's, named like ours
+    snapshot = lambda: {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}  # noqa: E731
+    before = snapshot()
+    inception = _FakeInception()
+    inception.random = False  # a real cache
+    ff = fid_stats.reference_stats(src, inception, 256)
+    assert ff["stats_dir"].is_relative_to(os.environ["LCGAN_CACHE"]) and snapshot() == before  # nothing written or deleted
+    # a stats root shared with the user's own files: vectors/ not ours alone, so nothing in it is deleted
+    root = tmp_path / "shared_root"
+    vectors = fid_stats._locations(src, str(root), fid_stats.FALLBACK_ROOT)[0] / "vectors"
+    vectors.mkdir(parents=True)
+    users = [vectors / "embeddings.256.npy", vectors / "stale.256.0123456789abcdef.npy"]
+    for f in users:
+        np.save(f, np.ones(3))
+    fid_stats.folder_features(src, inception, 256, stats_root=str(root))
+    assert all(f.is_file() for f in users) and len(list(vectors.glob("*.npy"))) == 4
+    users[0].unlink()  # now only files of our form: a stale one goes, the live ones stay
+    fid_stats.folder_features(src, inception, 256, stats_root=str(root))
+    assert not users[1].exists() and len(list(vectors.glob("*.npy"))) == 2
+    np.savez(vectors.parent / "fid_stats.npz", mine=np.zeros(2))  # a file of that name that is not ours
+    foreign = (vectors.parent / "fid_stats.npz").read_bytes()
+    with pytest.raises(ValueError, match=r"fid_stats.npz is not lcgan's reference statistics \(lacks mu.*will not overwrite it"):
+        fid_stats.reference_stats(src, inception, 256, stats_root=str(root))
+    assert (vectors.parent / "fid_stats.npz").read_bytes() == foreign
+    np.savez(src / "fid_stats.npz", mine=np.zeros(2))  # where an older lcgan wrote: read if ours, passed over if not
+    assert fid_stats.find_stats(src, 256, inception, str(tmp_path / "empty_root")) is None
+
+
+@pytest.mark.parametrize("case, error", [
+    ("empty", r"input_dir='.*empty' holds no images \(.jpg.*\); nothing to encode"),
+    ("image_size=0", r"image_size=0 must be an integer >= 1"),
+    ("batch_size=-2", r"batch_size=-2 must be an integer >= 1"),
+    ("unreadable", r"none of the 1 images in input_dir=.* could be encoded \(reasons in .*manifest.json, e.g. .*not a readable image"),
+])
+def test_encode_that_would_write_nothing_is_an_error(tmp_path, case, error):
+    """Issue 13: these exited 0 having written nothing."""
+    src = tmp_path / ("empty" if case == "empty" else "images")
+    src.mkdir()
+    if case == "unreadable":
+        (src / "text.jpg").write_text("not an image")
+    elif case != "empty":
+        Image.new("RGB", (32, 32)).save(src / "ok.png")
+    extra = [case] if "=" in case else []
+    with pytest.raises(ValueError, match=error):
+        encode(encode_cfg("vae=approx", f"input_dir={src}", f"output_dir={tmp_path / 'latents'}", "image_size=32", *extra))
+    assert not list((tmp_path / "latents").glob("*.pt")) if (tmp_path / "latents").exists() else True
+
+
 # ---------------------------------------------------------------------------- bad configs
 
 
@@ -599,3 +807,188 @@ def test_config_errors_fail_before_any_output(tmp_path, overrides, error, match)
         run_inprocess(out, [*([*SYN, "data.n_a=32", "data.n_b=32"] if synthetic else SMALL), *overrides])
     assert not out.exists() or not any(out.iterdir())
 
+
+
+# ---------------------------------------------------------------------------- run folders (issue 13)
+
+ONE_EPOCH = [*SYN, "train.epochs=1", "data.n_a=8", "data.n_b=8"]
+
+
+def test_fresh_run_refuses_a_folder_holding_an_earlier_run(tmp_path):
+    out = tmp_path / "run"
+    run_inprocess(out, [*SYN, "train.epochs=2", "data.n_a=8", "data.n_b=8"])
+    before = {p: p.read_bytes() for p in [*(out / "model").iterdir(), out / "logs" / "train_log.jsonl"]}
+    with pytest.raises(FileExistsError, match=rf"{re.escape(str(out))} already holds a training \(model/best.pt, model/epoch_0001.pt"
+                                              r".*train.resume=true.*hydra.run.dir=\.\.\."):
+        run_inprocess(out, ONE_EPOCH)  # silently replaced last.pt, best.pt and epoch_*.pt, and dropped its log lines
+    assert {p: p.read_bytes() for p in before} == before
+    for p in (out / "model").iterdir():  # a log alone is an earlier run too
+        p.unlink()
+    with pytest.raises(FileExistsError, match=r"already holds a training \(logs/train_log.jsonl\)"):
+        run_inprocess(out, ONE_EPOCH)
+    with pytest.raises(ValueError, match="train.resume=true and train.overwrite=true contradict"):
+        run_inprocess(out, [*ONE_EPOCH, "train.resume=true", "train.overwrite=true"])
+    (out / "logs" / "train_log.jsonl").unlink()
+    run_inprocess(out, [*SYN, "train.epochs=2", "data.n_a=8", "data.n_b=8"])  # an emptied folder takes a fresh run
+    run_inprocess(out, [*ONE_EPOCH, "train.overwrite=true"])  # explicit: the earlier run's files go, nothing mixes
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["best.pt", "epoch_0001.pt", "last.pt"]
+    assert [r["epoch"] for r in read_log(out)] == [1]
+    with pytest.raises(ConfigError, match="train.overwrite='yes': must be true or false"):
+        run_inprocess(tmp_path / "other", [*ONE_EPOCH, "train.overwrite=yes"])
+
+
+def test_second_training_in_one_folder_fails_at_once_and_a_killed_runs_lock_does_not_block(tmp_path):
+    out = tmp_path / "run"
+    with training(out, PREEMPT) as run:
+        run.wait_for(MID_EPOCH.format(epoch=1))
+        for extra in ([], ["train.resume=true"]):  # fresh or resuming: both would interleave with the running one
+            t0 = time.monotonic()
+            with pytest.raises(RuntimeError, match=rf"{re.escape(str(out))} is in use by another training "
+                                                   rf"\(pid {run.proc.pid} on .*choose another folder: hydra.run.dir"):
+                run_inprocess(out, [*PREEMPT, *extra])
+            assert time.monotonic() - t0 < 30  # at once, not after its own epoch
+        run.proc.send_signal(signal.SIGKILL)  # the OS drops the lock with the process
+        assert run.wait() == -signal.SIGKILL
+    assert (out / ".lock").exists()
+    if not (out / "model" / "last.pt").exists():  # killed before its first save: nothing to resume, a fresh run may start
+        run_inprocess(out, PREEMPT)
+    else:
+        run_inprocess(out, [*PREEMPT, "train.resume=true"])
+    assert [r["epoch"] for r in read_log(out)] == [1, 2]
+
+
+def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
+    a, b = write_latents(tmp_path / "A", 16, seed=1), write_latents(tmp_path / "B", 16, seed=2)
+    base = [*SMALL, "data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.epochs=2", "data.flip=false"]
+    out = tmp_path / "run"
+    run_inprocess(out, [*base, "train.epochs=1"])
+    resume = [*base, "train.resume=true"]
+    cases = [
+        (["data.latent_divisor=5"], r"data.latent_divisor: 10.0 in the checkpoint, 5 now\n"),
+        (["data.latents_scaled=true"], r"data.latents_scaled: False in the checkpoint, True now"),
+        (["data.latent_norm=channel"], r"data.latent_norm: divisor in the checkpoint, channel now"),
+        (["model.generator.ngf=16"], r"a different model \(model.generator.ngf=8 in the checkpoint, 16 now\)"),
+        ([f"data.b_dir={a}"], rf"different data: the domains' channel statistics differ .*data.b_dir='{re.escape(str(b))}' in the checkpoint"),
+    ]
+    for extra, match in cases:
+        with pytest.raises(ValueError, match=rf"(?s)cannot resume from {re.escape(str(out / 'model' / 'last.pt'))}.*{match}"):
+            run_inprocess(out, [*resume, *extra])
+    # a checkpoint saved mid-epoch (step 1 of 2 at batch 8): only the same batch size and data can continue it
+    ck = checkpoint.load(out / "model" / "last.pt")
+    ck.update(epoch=0, step=1, metrics=None, order={"perm_a": torch.randperm(16), "perm_b": torch.randperm(16)},
+              sums=torch.zeros(len(LOSS_KEYS)))
+    mid = tmp_path / "mid.pt"
+    checkpoint.save(ck, mid)
+    with pytest.raises(ValueError, match=r"train.batch_size: 8 in the checkpoint, 4 now; it stopped mid-epoch \(step 1\)"):
+        run_inprocess(out, [*resume, f"train.resume_path={mid}", "train.batch_size=4"])
+    fewer = tmp_path / "A_fewer"
+    fewer.mkdir()
+    for p in sorted(a.iterdir())[:10]:
+        (fewer / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(ValueError, match=r"data: domain A has 10 latents now, fewer than the checkpoint's mid-epoch order"):
+        run_inprocess(out, [*resume, f"train.resume_path={mid}", f"data.a_dir={fewer}"])
+    assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 1 and [r["epoch"] for r in read_log(out)] == [1]
+    import lcgan.models
+
+    class Renamed(lcgan.models.ResnetGenerator):  # a module that loads an older key layout through its own hook
+        def _load_from_state_dict(self, state, prefix, *args):
+            if prefix + "old_name" in state:
+                state[prefix + "net.1.weight"] = state.pop(prefix + "old_name")
+            super()._load_from_state_dict(state, prefix, *args)
+
+    ck = checkpoint.load(out / "model" / "last.pt")
+    for net in ("G", "F"):
+        ck[net]["old_name"] = ck[net].pop("net.1.weight")
+    old = tmp_path / "old_layout.pt"
+    checkpoint.save(ck, old)
+    with pytest.raises(ValueError, match=r"a different model \(G.net.1.weight: absent in the checkpoint, \(8, 4, 7, 7\) now"):
+        run_inprocess(out, [*resume, f"train.resume_path={old}"])
+    with pytest.MonkeyPatch.context() as mp:  # a generator that converts that layout when loading resumes from it
+        mp.setattr(lcgan.models, "ResnetGenerator", Renamed)
+        run_inprocess(out, [*resume, f"train.resume_path={old}"])
+    assert [r["epoch"] for r in read_log(out)] == [1, 2]
+
+
+# ---------------------------------------------------------------------------- tracebacks that became clear errors (issue 13)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["seed=1180591620717411303424"], r"seed=1180591620717411303424: must be a 64-bit integer"),  # 2**70: torch's overflow
+    (["model.discriminator.ndf=0"], r"model.discriminator.ndf=0: must be an integer >= 1"),  # torch's error
+])
+def test_more_config_errors_name_the_key(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        run_inprocess(tmp_path / "run", [*ONE_EPOCH, *overrides])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("payload, match", [
+    ("tensor", r"it holds a Tensor, not an lcgan training checkpoint \(lacks G, F"),  # was a TypeError
+    ("no_g", r"it holds a dict with keys \['cfg', 'epoch'\], not an lcgan training checkpoint \(lacks G, F"),  # was a KeyError
+    ("folder", r"train.resume=true but .*elsewhere does not exist"),
+])
+def test_resume_path_that_is_not_a_training_checkpoint(tmp_path, payload, match):
+    target = tmp_path / ("elsewhere" if payload == "folder" else "ck.pt")
+    if payload == "folder":
+        target.mkdir()
+    else:
+        checkpoint.save(torch.zeros(3) if payload == "tensor" else {"cfg": {}, "epoch": 1}, target)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        run_inprocess(tmp_path / "run", [*ONE_EPOCH, "train.resume=true", f"train.resume_path={target}"])
+    with pytest.raises(IsADirectoryError, match="is a folder; give the .pt file"):
+        checkpoint.load(tmp_path)
+
+
+def test_bad_data_is_named_not_a_torch_error(tmp_path):
+    same = tmp_path / "same"
+    same.mkdir()
+    for i in range(8):  # one latent copied 8 times: no variance to match (was "non-finite ... Lower optim.lr")
+        torch.save(torch.ones(4, 16, 16), same / f"{i}.pt")
+    b = write_latents(tmp_path / "B", 8, seed=1)
+    with pytest.raises(ValueError, match=r"domain A's latents do not vary in channel\(s\) \[0, 1, 2, 3\]"):
+        latent_folders(str(same), str(b))
+    tiny_a, tiny_b = write_latents(tmp_path / "tA", 8, shape=(4, 2, 2)), write_latents(tmp_path / "tB", 8, shape=(4, 2, 2), seed=1)
+    with pytest.raises(ValueError, match=r"latents of 2x2 are too small for the generator \(min 4\)"):  # was torch's padding error
+        run_inprocess(tmp_path / "run", [*SMALL, "data=latents", f"data.a_dir={tiny_a}", f"data.b_dir={tiny_b}"])
+    (b / "manifest.json").write_text('{"lcgan_manifest": 1, "latent_sp')  # cut short by a crash
+    with pytest.raises(ValueError, match=rf"{re.escape(str(b / 'manifest.json'))} is not readable JSON"):  # was a JSON error naming no file
+        read_manifest(b)
+    empty = tmp_path / "empty_test"
+    empty.mkdir()
+    from lcgan.evaluate import read_source
+
+    with pytest.raises(ValueError, match=rf"'{re.escape(str(empty))}' holds no images"):  # was an IndexError in evaluate
+        read_source(list_images(empty), empty, 32, 1)
+
+
+def test_encode_on_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(src / "ok.png")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    out = tmp_path / "latents"
+    with pytest.raises(OSError, match=rf"cannot write {re.escape(str(out / 'ok.pt'))}: No space left on device"):
+        encode(encode_cfg("vae=approx", f"input_dir={src}", f"output_dir={out}", "image_size=32"))
+    assert not list(out.glob(".*")) and not list(out.glob("*.pt"))  # was torch's inline_container error and a stray .tmp
+
+
+def test_report_survives_one_broken_job_folder(tmp_path, monkeypatch):
+    from lcgan.report import write_report
+
+    monkeypatch.setenv("LCGAN_TEST_SECRET", "s3cret")
+    root = tmp_path / "multirun"
+    for num in (0, 1):
+        run_inprocess(root / str(num), [*ONE_EPOCH, f"seed={num}"])
+        (root / str(num) / ".hydra").mkdir()
+        (root / str(num) / ".hydra" / "config.yaml").write_text("train:\n  epochs: 1\n")
+        (root / str(num) / ".hydra" / "overrides.yaml").write_text(f"- seed={num}\n")
+    (root / "1" / ".hydra" / "config.yaml").write_text("train: {epochs: [1,\n")  # cut short
+    (root / "0" / ".hydra" / "overrides.yaml").write_text("- seed=0\n- note=${oc.env:LCGAN_TEST_SECRET}\n")  # read as data
+    rows = write_report(root, quiet=True)
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "completed"), ("1", "failed")]
+    assert rows[1]["error"].startswith("unreadable job folder:") and (root / "report.md").is_file()
+    assert "s3cret" not in (root / "report.csv").read_text() and "${oc.env:LCGAN_TEST_SECRET}" in (root / "report.csv").read_text()

@@ -82,20 +82,23 @@ def test_fid_stats_recompute_only_changed_images(tmp_path, capsys):
     for p in shared_images("data/kodak24", limit=3):
         shutil.copy(p, folder / p.name)
     (folder / "notes.jpg").write_text("not an image")  # skipped and reported, never fatal
+    before = sorted(p.name for p in folder.iterdir())
     first = reference_stats(folder, inception, 64, batch_size=4, workers=2)
     assert (first["count"], first["computed"], first["rewritten"], len(first["skipped"])) == (3, 3, True, 1)
-    assert len(list((folder / "vectors").glob("*.npy"))) == 3
-    stored = load_stats(folder)
+    cache = first["stats_dir"]  # lcgan's cache folder: nothing is written beside the images
+    assert cache.is_relative_to(os.environ["LCGAN_CACHE"]) and sorted(p.name for p in folder.iterdir()) == before
+    assert len(list((cache / "vectors").glob("*.npy"))) == 3
+    stored = load_stats(cache)
     assert stored["count"] == 3 and stored["dim"] == 2048 and stored["mu"].shape == (2048,) and stored["sigma"].shape == (2048, 2048)
-    mtime = (folder / "fid_stats.npz").stat().st_mtime_ns
+    mtime = (cache / "fid_stats.npz").stat().st_mtime_ns
     again = reference_stats(folder, inception, 64, batch_size=4, workers=2)
-    assert (again["computed"], again["rewritten"]) == (0, False) and (folder / "fid_stats.npz").stat().st_mtime_ns == mtime
+    assert (again["computed"], again["rewritten"]) == (0, False) and (cache / "fid_stats.npz").stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(again["mu"], first["mu"])
     changed = sorted(folder.glob("*.png"))[0]
     Image.open(changed).transpose(Image.FLIP_LEFT_RIGHT).save(changed)  # same name and size, new content
     third = reference_stats(folder, inception, 64, batch_size=4, workers=2)
     assert (third["computed"], third["rewritten"]) == (1, True)
-    assert len(list((folder / "vectors").glob("*.npy"))) == 3  # the stale vector is gone
+    assert len(list((cache / "vectors").glob("*.npy"))) == 3  # the stale vector is gone
     main([str(folder), "--image-size", "64", "--device", "cpu", "--workers", "2"])  # the CLI: nothing to do
     assert "3 images, dim 2048, 0 new feature vectors" in capsys.readouterr().out
 
