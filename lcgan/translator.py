@@ -109,13 +109,11 @@ def _lcgan_resnet_config(state: dict, output: str) -> dict:
     blocks = {int(k.split(".")[1]) for k in state if ".body." in k}
     first_block = min(blocks) if blocks else math.inf
     downs = [i for i, s in convs if 1 < i < first_block and len(s) == 4 and s[-1] == 3]
-    # anchor buffers hold the per-channel start map itself; mean_shift and moment_match differ only in their values
+    # anchor buffers hold the start map itself, so any anchor of the same shape rebuilds it: 1x1 maps
+    # (per-channel legacy anchor_scale, or anchor_weight (C, C, 1, 1)) as gaussian_ot, 3x3 as patch_ot
     anchor = {"anchor": "moment_match", "output": "residual"} if "anchor_scale" in state else {}
-    if "anchor_weight" in state:  # (C, C, k, k): a channel-mixing (k = 1) or patch (k > 1) map, as fitted
-        k = int(state["anchor_weight"].shape[-1])
-        anchor = {"anchor": "patch_ot" if k > 1 else "gaussian_ot", "output": "residual"}
-        if "anchor_kernel" in inspect.signature(ResnetGenerator.__init__).parameters:
-            anchor["anchor_kernel"] = k
+    if "anchor_weight" in state:
+        anchor = {"anchor": "patch_ot" if state["anchor_weight"].shape[-1] > 1 else "gaussian_ot", "output": "residual"}
     return {"ngf": int(state["net.1.weight"].shape[0]), "n_blocks": len(blocks), "n_downsampling": len(downs),
             "output": output, **anchor}  # fmt: skip
 
@@ -249,15 +247,18 @@ def _setting(section: dict, key: str, kind: type, default, path: Path):
 
 
 def _numbers(v) -> bool:
-    """A number, or (nested) lists of numbers: plain data."""
+    """A number, or (nested) lists or string-keyed dicts of numbers: plain data (``maps`` holds the fitted
+    baselines as {direction: {name: {"weight": ..., "bias": ...}}}; evaluate checks their shapes)."""
     if isinstance(v, (list, tuple)):
         return all(_numbers(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _numbers(x) for k, x in v.items())
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _domain_stats(stats, channels: int, path: Path) -> dict | None:
     """The training domains' channel statistics: ``a_mean``, ``a_std``, ``b_mean``, ``b_std`` of
-    ``channels`` numbers each (other entries, e.g. covariances, kept when they are numbers), or None."""
+    ``channels`` numbers each (other entries, e.g. the fitted baseline ``maps``, kept when they are numbers), or None."""
     if stats is None:
         return None
     keys = ("a_mean", "a_std", "b_mean", "b_std")
