@@ -94,12 +94,17 @@ def _gaussian_ot(src: torch.Tensor, tgt: torch.Tensor, k: int) -> LinearMap:
     return LinearMap(rows.reshape(c, c, k, k).float(), bias.float())
 
 
+def channel_map(kind: str, src_stats: tuple[torch.Tensor, torch.Tensor], tgt_stats: tuple[torch.Tensor, torch.Tensor]) -> LinearMap:
+    """``mean_shift`` or ``moment_match`` from per-channel (mean, std) of both domains."""
+    (m_s, s_s), (m_t, s_t) = src_stats, tgt_stats
+    scale = s_t / s_s.clamp_min(1e-12) if kind == "moment_match" else torch.ones_like(m_s)
+    return _diagonal(scale, m_t - m_s * scale)
+
+
 def fit(kind: str, src: torch.Tensor, tgt: torch.Tensor) -> LinearMap:
     """The baseline map ``kind`` from latents ``src (N, C, h, w)`` to ``tgt``, both training domains."""
     if kind in ("mean_shift", "moment_match"):
-        (m_s, s_s), (m_t, s_t) = channel_stats(src), channel_stats(tgt)
-        scale = s_t / s_s.clamp_min(1e-12) if kind == "moment_match" else torch.ones_like(m_s)
-        return _diagonal(scale, m_t - m_s * scale)
+        return channel_map(kind, channel_stats(src), channel_stats(tgt))
     if kind == "gaussian_ot":
         return _gaussian_ot(src, tgt, 1)
     if kind == "patch_ot":

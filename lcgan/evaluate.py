@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from lcgan import checkpoint as ckpt_io
 from lcgan.baselines import BASELINES as LATENT_BASELINES
-from lcgan.baselines import LinearMap, fit_all
+from lcgan.baselines import LinearMap, channel_map, fit_all
 from lcgan.fid_stats import reference_stats, to_uint8
 from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 from lcgan.latents import Convention, LatentSpace, check_channels
@@ -117,12 +117,9 @@ def latent_baselines(stats: dict, channels: int, where: str) -> dict[str, dict]:
     if "maps" in stats:
         return {d: {k: LinearMap.from_dict(m, channels, f"{where}: domain_stats.maps.{d}.{k}") for k, m in stats["maps"].get(d, {}).items()
                     if k in LATENT_BASELINES} for d in DIRECTIONS}  # fmt: skip
-    v = lambda t: t.view(1, -1, 1, 1)  # noqa: E731
-    a_m, a_s, b_m, b_s = (v(torch.as_tensor(stats[k], dtype=torch.float32)) for k in ("a_mean", "a_std", "b_mean", "b_std"))
-    shift = lambda m_s, m_t: lambda z: z - m_s.to(z) + m_t.to(z)  # noqa: E731
-    match = lambda m_s, s_s, m_t, s_t: lambda z: (z - m_s.to(z)) / s_s.to(z) * s_t.to(z) + m_t.to(z)  # noqa: E731
-    return {"A2B": {"mean_shift": shift(a_m, b_m), "moment_match": match(a_m, a_s, b_m, b_s)},
-            "B2A": {"mean_shift": shift(b_m, a_m), "moment_match": match(b_m, b_s, a_m, a_s)}}  # fmt: skip
+    a, b = ((torch.as_tensor(stats[f"{x}_mean"], dtype=torch.float32), torch.as_tensor(stats[f"{x}_std"], dtype=torch.float32)) for x in "ab")
+    return {"A2B": {k: channel_map(k, a, b) for k in ("mean_shift", "moment_match")},
+            "B2A": {k: channel_map(k, b, a) for k in ("mean_shift", "moment_match")}}
 
 
 @torch.no_grad()

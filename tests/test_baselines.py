@@ -100,3 +100,18 @@ def test_onnx_conv_graph_runs_as_torch_ops_like_onnxruntime():
     assert (tch.decode(z) - ref).norm() / ref.norm() < 1e-4
     with pytest.raises(ValueError, match="vae.backend"):
         OnnxVAE(backend="tensorrt", **kw)
+
+
+def test_evaluate_reads_saved_maps_and_falls_back_to_channel_stats_for_older_checkpoints():
+    from lcgan.baselines import channel_stats, fit_all
+    from lcgan.evaluate import latent_baselines
+
+    a, b = correlated(seed=0), correlated(seed=7) * 2
+    (am, as_), (bm, bs) = channel_stats(a), channel_stats(b)
+    stats = {"a_mean": am.tolist(), "a_std": as_.tolist(), "b_mean": bm.tolist(), "b_std": bs.tolist()}
+    old = latent_baselines(stats, 4, "old.pt")  # a checkpoint from before the transport maps
+    assert set(old["A2B"]) == {"mean_shift", "moment_match"}
+    assert torch.allclose(old["A2B"]["moment_match"](a), fit("moment_match", a, b)(a), atol=1e-5)
+    maps = fit_all(a, b)
+    new = latent_baselines({**stats, "maps": {d: {k: m.as_dict() for k, m in ms.items()} for d, ms in maps.items()}}, 4, "new.pt")
+    assert set(new["B2A"]) == set(BASELINES) and torch.allclose(new["B2A"]["patch_ot"](b), maps["B2A"]["patch_ot"](b), atol=1e-5)
