@@ -38,15 +38,12 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 import torch.nn.functional as F
 
 from lcgan import checkpoint
 from lcgan.baselines import BASELINES, fit, sliced_wasserstein
 from lcgan.images import list_images, read_rgb
-from lcgan.latents import Convention
 from lcgan.vae import OnnxVAE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -283,26 +280,20 @@ def baseline_rows(vae: OnnxVAE, test: dict, z_a: torch.Tensor, z_b: torch.Tensor
 
 @torch.no_grad()
 def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=None) -> dict[str, float]:
-    """PSNR of decode(G(z)) vs the truth on every test set, with G (and G_ema when the run kept one)."""
-    from lcgan.models import ResnetGenerator
+    """PSNR of decode(G(z)) vs the truth on every test set, with G (and G_ema when the run kept one),
+    rebuilt as lcgan.evaluate does (an allow-list of our own classes, never the file's config)."""
+    from lcgan.translator import load_translator
 
     ck = checkpoint.load(path)
-    conv = Convention(**ck["convention"])  # with data.latent_norm=channel, the training domains' statistics
-    # rebuilt from our own class and the run's plain keyword values (never instantiate what a file holds)
-    kwargs = {k: v for k, v in ck["cfg"]["model"]["generator"].items() if k != "_target_"}
-    g = ResnetGenerator(in_channels=tests["test"]["z_x"].shape[1], **kwargs).eval()
     out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"]}
-    for key in ("G", "G_ema"):
-        if key not in ck:
-            continue
-        g.load_state_dict(ck[key])
-        g.to(vae.device)
-        suffix = "" if key == "G" else "_ema"
+    for use_ema in (False, True) if "G_ema" in ck else (False,):
+        t = load_translator(path, vae.device, use_ema=use_ema)
+        conv = t.convention  # with data.latent_norm=channel, the training domains' statistics
+        suffix = "_ema" if use_ema else ""
         for name, test in tests.items():
-            z = conv.model_to_raw(g(conv.raw_to_model(test["z_x"].to(vae.device), vae.space)), vae.space).cpu()
+            z = conv.model_to_raw(t.g_ab(conv.raw_to_model(test["z_x"].to(vae.device), vae.space)), vae.space).cpu()
             tag = suffix if name == "test" else f"{suffix}_{name}"
             out["psnr" + tag], out["psnr_vae" + tag], out["lpips" + tag], out["val" + tag] = score_latents(vae, test, z, lpips)
-        g.cpu()
     return out
 
 

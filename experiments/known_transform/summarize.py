@@ -145,7 +145,7 @@ def suite_table(results: list[dict]) -> str:
             pts += [(row["val" + tag], row["psnr" + tag]) for name in recipes for rows in recipes[name].get(t, {}).values() for row in rows.values()]
             agree.append(f"{t} {spearman([-v for v, _ in pts], [p for _, p in pts]):+.2f} (n={len(pts)})")
         out += [f"Rank agreement of the unpaired validation score (lower is better) with PSNR over the unpaired baselines and every "
-                f"scored checkpoint (Spearman): " + ", ".join(agree), ""]
+                "scored checkpoint (Spearman): " + ", ".join(agree), ""]
     return "\n".join(out) + "\n"
 
 
