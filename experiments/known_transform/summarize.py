@@ -144,7 +144,7 @@ def suite_table(results: list[dict]) -> str:
             pts = [(base[t][test_set][k][3], base[t][test_set][k][0]) for k in UNPAIRED]
             pts += [(row["val" + tag], row["psnr" + tag]) for name in recipes for rows in recipes[name].get(t, {}).values() for row in rows.values()]
             agree.append(f"{t} {spearman([-v for v, _ in pts], [p for _, p in pts]):+.2f} (n={len(pts)})")
-        out += [f"Rank agreement of the unpaired validation score (lower is better) with PSNR over the unpaired baselines and every "
+        out += ["Rank agreement of the unpaired validation score (lower is better) with PSNR over the unpaired baselines and every "
                 "scored checkpoint (Spearman): " + ", ".join(agree), ""]
     return "\n".join(out) + "\n"
 
