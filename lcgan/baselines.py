@@ -74,24 +74,35 @@ def _sqrtm(m: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     return vecs @ torch.diag(vals.rsqrt() if inverse else vals.sqrt()) @ vecs.T
 
 
-def _patches(z: torch.Tensor, k: int) -> torch.Tensor:
-    """Every k x k patch of ``z (N, C, h, w)`` as a row ``(C * k * k,)``, channel-major."""
-    return F.unfold(z.double(), k).transpose(1, 2).reshape(-1, z.shape[1] * k * k)
+MAX_PATCHES = 1 << 20  # enough for a 36-dim covariance; larger folders are subsampled (evenly) to bound the time
 
 
-def _gaussian_ot(src: torch.Tensor, tgt: torch.Tensor, k: int) -> LinearMap:
-    """Monge map between Gaussians of k x k patches: ``T(x) = m_t + A (x - m_s)``,
+def _patch_moments(z: torch.Tensor, k: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(d,)`` and covariance ``(d, d)`` of the k x k patches of ``z (N, C, h, w)`` as vectors of
+    ``d = C k k`` (channel-major), in float64, accumulated over chunks: bounded memory and time."""
+    d = z.shape[1] * k * k
+    per_latent = (z.shape[2] - k + 1) * (z.shape[3] - k + 1)
+    z = z[:: max(1, -(-len(z) * per_latent // MAX_PATCHES))]
+    total, outer, n = torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), 0
+    for part in z.split(chunk):
+        p = F.unfold(part.detach().double().cpu(), k).transpose(1, 2).reshape(-1, d)
+        total += p.sum(0)
+        outer += p.T @ p
+        n += len(p)
+    mean = total / n
+    return mean, (outer - n * torch.outer(mean, mean)) / max(n - 1, 1)
+
+
+def _gaussian_ot(src: tuple[torch.Tensor, torch.Tensor], tgt: tuple[torch.Tensor, torch.Tensor], channels: int, k: int) -> LinearMap:
+    """Monge map between Gaussians of k x k patches, from their moments: ``T(x) = m_t + A (x - m_s)``,
     ``A = S^-1/2 (S^1/2 T S^1/2)^1/2 S^-1/2``; the centre cell's rows become a conv kernel."""
-    ps, pt = _patches(src, k), _patches(tgt, k)
-    m_s, m_t = ps.mean(0), pt.mean(0)
-    cov_s, cov_t = torch.cov(ps.T), torch.cov(pt.T)
+    (m_s, cov_s), (m_t, cov_t) = src, tgt
     root, inv_root = _sqrtm(cov_s), _sqrtm(cov_s, inverse=True)
     a = inv_root @ _sqrtm(root @ cov_t @ root) @ inv_root  # (d, d), d = C k k
-    c = src.shape[1]
-    centre = torch.arange(c) * k * k + (k * k) // 2  # rows of the centre cell, one per channel
+    centre = torch.arange(channels) * k * k + (k * k) // 2  # rows of the centre cell, one per channel
     rows = a[centre]  # (C, C k k)
     bias = m_t[centre] - rows @ m_s
-    return LinearMap(rows.reshape(c, c, k, k).float(), bias.float())
+    return LinearMap(rows.reshape(channels, channels, k, k).float(), bias.float())
 
 
 def channel_map(kind: str, src_stats: tuple[torch.Tensor, torch.Tensor], tgt_stats: tuple[torch.Tensor, torch.Tensor]) -> LinearMap:
@@ -101,20 +112,30 @@ def channel_map(kind: str, src_stats: tuple[torch.Tensor, torch.Tensor], tgt_sta
     return _diagonal(scale, m_t - m_s * scale)
 
 
+def _kernel(kind: str) -> int:
+    return PATCH_OT_KERNEL if kind == "patch_ot" else 1
+
+
 def fit(kind: str, src: torch.Tensor, tgt: torch.Tensor) -> LinearMap:
     """The baseline map ``kind`` from latents ``src (N, C, h, w)`` to ``tgt``, both training domains."""
     if kind in ("mean_shift", "moment_match"):
         return channel_map(kind, channel_stats(src), channel_stats(tgt))
-    if kind == "gaussian_ot":
-        return _gaussian_ot(src, tgt, 1)
-    if kind == "patch_ot":
-        return _gaussian_ot(src, tgt, PATCH_OT_KERNEL)
+    if kind in ("gaussian_ot", "patch_ot"):
+        k = _kernel(kind)
+        return _gaussian_ot(_patch_moments(src, k), _patch_moments(tgt, k), src.shape[1], k)
     raise ValueError(f"unknown baseline {kind!r}: choose one of {', '.join(BASELINES)}")
 
 
 def fit_all(a: torch.Tensor, b: torch.Tensor) -> dict[str, dict[str, LinearMap]]:
-    """Every baseline in both directions: ``{"A2B": {name: map}, "B2A": {...}}``."""
-    return {"A2B": {k: fit(k, a, b) for k in BASELINES}, "B2A": {k: fit(k, b, a) for k in BASELINES}}
+    """Every baseline in both directions: ``{"A2B": {name: map}, "B2A": {...}}``; each domain's moments computed once."""
+    stats = {"a": channel_stats(a), "b": channel_stats(b)}
+    moments = {(x, k): _patch_moments(z, k) for x, z in (("a", a), ("b", b)) for k in {1, PATCH_OT_KERNEL}}
+    out = {}
+    for direction, src, tgt in (("A2B", "a", "b"), ("B2A", "b", "a")):
+        out[direction] = {kind: channel_map(kind, stats[src], stats[tgt]) if kind in ("mean_shift", "moment_match")
+                          else _gaussian_ot(moments[src, _kernel(kind)], moments[tgt, _kernel(kind)], a.shape[1], _kernel(kind))
+                          for kind in BASELINES}
+    return out
 
 
 def mean_shift(src: torch.Tensor, tgt: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
