@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,11 @@ class ApproxVAE(VAE):
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+# conf/vae/sd15.yaml's default; the original runwayml/stable-diffusion-v1-5 was withdrawn from the hub
+SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# withdrawn hub ids (still named by old checkpoints and configs) -> the maintained mirror of the same weights
+WITHDRAWN_HUB_IDS = {"runwayml/stable-diffusion-v1-5": SD15_HUB_ID}
+
 def weights_hint(model_name_or_path: str, subfolder: str | None) -> str:
     """The ways to provide hub weights without network access at run time."""
     include = f" --include '{subfolder}/*'" if subfolder else ""
@@ -152,7 +158,7 @@ class DiffusersVAE(VAE):
 
     def __init__(
         self,
-        model_name_or_path: str = "runwayml/stable-diffusion-v1-5",
+        model_name_or_path: str = SD15_HUB_ID,
         subfolder: str | None = "vae",
         revision: str | None = None,
         cache_dir: str | None = None,
@@ -167,6 +173,11 @@ class DiffusersVAE(VAE):
         self.device = resolve_device(device)
         self.dtype = _torch_dtype(dtype)
         self.sample_posterior = sample_posterior
+        if model_name_or_path in WITHDRAWN_HUB_IDS and not os.path.isdir(model_name_or_path):
+            mirror = WITHDRAWN_HUB_IDS[model_name_or_path]
+            warnings.warn(f"vae.model_name_or_path={model_name_or_path!r} was withdrawn from the hub; loading its mirror {mirror!r} "
+                          f"(set vae.model_name_or_path={mirror} to silence this)")
+            model_name_or_path = mirror
         self.source = {"model_name_or_path": model_name_or_path, "subfolder": subfolder, "revision": revision}
         vae = _from_pretrained(
             diffusers.AutoencoderKL, model_name_or_path, subfolder,

@@ -17,6 +17,7 @@ from shared import shared_images, shared_path
 from lcgan import taesd
 from lcgan.images import read_rgb
 from lcgan.latents import Convention, LatentSpace, check_channels
+from lcgan.vae import SD15_HUB_ID
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 VAELIGHT = "weights/vaelight"
@@ -262,6 +263,21 @@ def test_sd15_missing_weights_error_says_what_to_set(tmp_path):
     assert isinstance(error, FileNotFoundError)
     assert re.search(r"vae\.model_name_or_path=.*vae\.subfolder=.*save_pretrained.*HF_HOME", str(error)), str(error)
     assert error.__cause__ is not None  # diffusers' own error is chained for debugging
+
+
+def test_sd15_default_is_the_maintained_hub_mirror(tmp_path):
+    """The runwayml repo was withdrawn: the default and the error's download command name its mirror."""
+    pytest.importorskip("diffusers")
+    cfg = vae_cfg()  # encode's default vae group is sd15
+    assert (cfg.model_name_or_path, cfg.subfolder) == (SD15_HUB_ID, "vae") == ("stable-diffusion-v1-5/stable-diffusion-v1-5", "vae")
+    # an empty cache and no network: the error names the setting and the download command for the mirror
+    with raises(FileNotFoundError, match=r"vae\.model_name_or_path='stable-diffusion-v1-5/stable-diffusion-v1-5'.*"
+                r"hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include 'vae/\*'"):
+        instantiate(vae_cfg(f"vae.cache_dir={tmp_path}", "vae.local_files_only=true"), device="cpu")
+    # old checkpoints name the withdrawn id: loaded from the mirror, with a warning saying so
+    with pytest.warns(UserWarning, match="withdrawn"), raises(FileNotFoundError, match="stable-diffusion-v1-5/stable-diffusion-v1-5"):
+        instantiate(vae_cfg("vae.model_name_or_path=runwayml/stable-diffusion-v1-5", f"vae.cache_dir={tmp_path}",
+                            "vae.local_files_only=true"), device="cpu")  # fmt: skip
 
 
 def test_every_vae_config_composes():
