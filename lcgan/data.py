@@ -191,13 +191,27 @@ def _normalise(conv: Convention, latent_norm: str, a: torch.Tensor, b: torch.Ten
     return conv.fitted(a, b) if latent_norm == "channel" else conv
 
 
+def source_key(file: str) -> str:
+    """The source image a latent file came from: ``x.pt`` and its mirrored copy ``x_flip.pt`` (encode.flip_copies) share one."""
+    return Path(file).with_suffix("").as_posix().removesuffix("_flip")
+
+
+def spread_picks(n_items: int, files: list[str], n: int) -> torch.Tensor:
+    """Indices of ``n`` items spread evenly over a domain, at most one per source image (flip copies skipped)."""
+    first: dict[str, int] = {}
+    for i, f in enumerate(files):
+        first.setdefault(source_key(f), i)
+    firsts = sorted(first.values()) if files else list(range(n_items))
+    return torch.tensor(firsts)[torch.linspace(0, len(firsts) - 1, min(n, len(firsts))).long()]
+
+
 def _hold_out(z: torch.Tensor, files: list[str], fraction: float) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
     """Split off a fixed ``fraction`` of source images (an image and its ``_flip`` copy stay together)."""
     if fraction == 0:
         return z, files, None
     groups: dict[str, list[int]] = {}
     for i, f in enumerate(files):
-        groups.setdefault(Path(f).with_suffix("").as_posix().removesuffix("_flip"), []).append(i)
+        groups.setdefault(source_key(f), []).append(i)
     keys = sorted(groups)
     order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(0)).tolist()
     n_val = max(1, round(fraction * len(keys)))

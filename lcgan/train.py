@@ -23,7 +23,7 @@ from lcgan import checkpoint, config, distributed, rundir
 from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
-from lcgan.data import UnpairedSampler, place
+from lcgan.data import UnpairedSampler, place, spread_picks
 from lcgan.latents import check_channels
 from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
@@ -165,9 +165,9 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     layout = torch.channels_last if auto_switch(tc.channels_last, device) else torch.contiguous_format
     sampler = UnpairedSampler(place(distributed.shard(domains.a, d).contiguous(memory_format=layout), device),
                               place(distributed.shard(domains.b, d).contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
-    # a fixed picture batch spread over each domain (neighbouring files are often flip copies)
-    pick = lambda z: z[torch.linspace(0, len(z) - 1, min(tc.n_vis, len(z))).long()].to(device)  # noqa: E731
-    vis_a, vis_b = pick(domains.a), pick(domains.b)
+    # a fixed picture batch spread over each domain, one latent per source image (no mirrored flip copies)
+    vis_a = domains.a[spread_picks(len(domains.a), domains.files_a, tc.n_vis)].to(device)
+    vis_b = domains.b[spread_picks(len(domains.b), domains.files_b, tc.n_vis)].to(device)
 
     # EMA of the generators' weights: what pictures, validation and evaluation use when on
     ema = [Ema(net, tc.ema_decay) for net in (nets.g_ab, nets.g_ba)] if tc.ema_decay > 0 else None
@@ -339,9 +339,9 @@ def step_stats(device: torch.device) -> dict[str, float]:
 
 @torch.no_grad()
 def visualize(g_ab, g_ba, vae, conv, real_a: torch.Tensor, real_b: torch.Tensor):
-    """Columns A, G(A), B, F(B), decoded through the configured VAE."""
+    """Columns A, G(A), B, F(B), labelled, decoded through the configured VAE."""
     decode = lambda z: vae.decode(conv.model_to_raw(z.float(), vae.space))  # noqa: E731
-    return grid([decode(real_a), decode(g_ab(real_a)), decode(real_b), decode(g_ba(real_b))])
+    return grid([decode(real_a), decode(g_ab(real_a)), decode(real_b), decode(g_ba(real_b))], labels=["A", "G(A)", "B", "F(B)"])
 
 
 def summary_line(m: dict, epochs: int) -> str:

@@ -9,10 +9,12 @@ import pytest
 from lcgan.baselines import BASELINES
 import torch
 from hydra.utils import instantiate
+import numpy as np
 from PIL import Image
 
 from lcgan import checkpoint
 from lcgan.train import LOSS_KEYS, train
+from lcgan.vis import LINE
 
 
 def read_log(out):
@@ -43,8 +45,12 @@ def test_train_synthetic_two_epochs(tiny_cfg, tmp_path):
         assert {"G", "F", "D_A", "D_B", "opt_G", "opt_D", "sched_G", "sched_D", "scaler", "cfg", "epoch", "rng"} <= ck.keys()
     assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 2
     img = Image.open(out / "vis" / "epoch_0002.png")
-    # 2 rows of 128px pictures (16x16 latents x8), 4 columns A, G(A), B, F(B), 2px gaps
-    assert img.size == (4 * 130 + 2, 2 * 130 + 2)
+    # 2 rows of 128px pictures (16x16 latents x8), 4 columns A, G(A), B, F(B), 2px gaps, a label band on top
+    assert img.size == (4 * 130 + 2, LINE + 2 + 2 * 130 + 2)
+    band = np.asarray(img)[: LINE + 2]
+    assert band.min() < 128 and band.max() == 255, "the column labels are drawn in the band"
+    for j in range(4):  # one label above each column
+        assert band[:, 2 + j * 130 : 130 + j * 130].min() < 128, j
 
 
 @pytest.mark.parametrize("form", ["tensor", "batched", "dict"])
@@ -56,6 +62,23 @@ def test_train_latent_folders(tiny_cfg, tmp_path, form):
     rows = read_log(tmp_path / "run")
     assert len(rows) == 2 and all(math.isfinite(r["loss_G"]) for r in rows)
     assert rows[0]["steps"] == 12 // 8
+
+
+def test_vis_rows_are_never_flip_copies(tiny_cfg, tmp_path):
+    """encode.flip_copies writes x.pt and x_flip.pt side by side: the picture batch takes one of each pair."""
+    for domain, seed in (("A", 1), ("B", 2)):
+        folder = write_latents(tmp_path / domain, 4, seed=seed)
+        for f in sorted(folder.glob("*.pt")):
+            torch.save(torch.load(f).flip(-1), f.with_name(f.stem + "_flip.pt"))
+    # 8 files, 5 rows asked: spreading over the files would pick 000 and 000_flip
+    train(tiny_cfg("data=latents", f"data.a_dir={tmp_path / 'A'}", f"data.b_dir={tmp_path / 'B'}", "train.n_vis=5", "train.epochs=1"))
+    img = np.asarray(Image.open(tmp_path / "run" / "vis" / "epoch_0001.png")).astype(int)
+    rows = [img[LINE + 2 + 2 + i * 130 : LINE + 2 + 2 + i * 130 + 128, 2:130] for i in range((img.shape[0] - LINE - 4) // 130)]
+    assert len(rows) == 4, "one row per source image"
+    for i in range(len(rows)):
+        for j in range(len(rows)):
+            if i != j:  # the approx VAE decodes a mirrored latent to the mirrored picture, so a copy would match
+                assert np.abs(rows[i] - rows[j][:, ::-1]).mean() > 5, (i, j)
 
 
 def test_resume_is_exact(tiny_cfg, tmp_path):
