@@ -14,8 +14,10 @@ checkpoint from before the transport maps has the first two).
 The model "beats" a baseline when its FID against the target folder is lower.
 
 Outputs in ``eval.out_dir`` (default ``outputs/eval/{checkpoint stem}``): ``metrics.csv``,
-``summary.json`` (written last; ``complete: true``), ``gen/{A2B,B2A}/*.png``,
-``fid/{A2B,B2A}_gen_stats.npz`` and, with ``eval.save_images=true``, ``images/{A2B,B2A}/*.png``.
+``summary.json`` (written last; ``complete: true``), ``gen/{A2B,B2A}/*.png`` (translations),
+``round_trip/{A2B,B2A}/*.png`` (decode(encode(source))), ``fid/{A2B,B2A}_gen_stats.npz``,
+``images/{A2B,B2A}_overview.png`` (source | translation | round trip of up to 16 test images, labelled)
+and, with ``eval.save_images=true``, one such labelled panel per image with its scores: ``images/{A2B,B2A}/*.png``.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from lcgan import checkpoint as ckpt_io
@@ -43,11 +45,13 @@ from lcgan.latents import Convention, LatentSpace, check_channels
 from lcgan.metrics import Clip, build_metrics, fid_from_features, gaussian, kid
 from lcgan.translator import Translator, build_vae, load_translator, resolve_checkpoint
 from lcgan.vae import ApproxVAE, resolve_device
+from lcgan.vis import LINE, grid, save_png, with_notes
 
 # direction -> (source domain, target domain, generator): G = g_ab (A->B), F = g_ba (B->A)
 DIRECTIONS = {"A2B": ("A", "B", "g_ab"), "B2A": ("B", "A", "g_ba")}
 BASELINES = ("round_trip", *LATENT_BASELINES)
 FID_MIN_IMAGES = 300  # below this FID is strongly biased upwards (clean-fid/Chong & Forsyth 2020)
+OVERVIEW_ROWS = 16  # test images in images/{direction}_overview.png, spread over the set
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -132,11 +136,16 @@ def encode(vae, images: torch.Tensor, batch: int, desc: str) -> torch.Tensor:
 
 @torch.no_grad()
 def translate_direction(direction: str, src: Source, z_raw: torch.Tensor, src_emb: torch.Tensor, maps: dict, vae,
-                        space: LatentSpace, conv: Convention, nets, gen_dir: Path, batch: int, device) -> dict:  # fmt: skip
-    """Every output kind (model and baselines) of one direction: per-image LPIPS/CLIP and Inception features."""
+                        space: LatentSpace, conv: Convention, nets, gen_dir: Path, rt_dir: Path, batch: int, device) -> dict:  # fmt: skip
+    """Every output kind (model and baselines) of one direction: per-image LPIPS/CLIP and Inception features.
+
+    Writes the translations to ``gen_dir`` and the round trips (decode(encode(source))) to ``rt_dir``.
+    """
     lp, clip, inception = nets
     per = {k: {"lpips": [], "clip": [], "feats": []} for k in maps}
-    gen_dir.mkdir(parents=True, exist_ok=True)
+    folders = {"model": gen_dir, "round_trip": rt_dir}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
     for i in tqdm(range(0, len(z_raw), batch), desc=f"{direction}", leave=False):
         z = conv.raw_to_model(z_raw[i : i + batch].to(device), space)
         x_src = src.images[i : i + batch].float().div(127.5).sub(1)
@@ -146,9 +155,9 @@ def translate_direction(direction: str, src: Source, z_raw: torch.Tensor, src_em
             per[kind]["lpips"].append(lp(xf, x_src))
             per[kind]["clip"].append((clip.embed(xf) * src_emb[i : i + batch]).sum(-1))
             per[kind]["feats"].append(inception(x))
-            if kind == "model":
+            if kind in folders:
                 for name, img in zip(src.names[i : i + batch], x):
-                    Image.fromarray(img.permute(1, 2, 0).numpy()).save(gen_dir / f"{name}.png")
+                    Image.fromarray(img.permute(1, 2, 0).numpy()).save(folders[kind] / f"{name}.png")
     return {k: {"lpips": torch.cat(v["lpips"]).numpy(), "clip": torch.cat(v["clip"]).numpy(),
                 "feats": np.concatenate(v["feats"])} for k, v in per.items()}  # fmt: skip
 
@@ -175,7 +184,7 @@ def run(translator: Translator, vae, nets, sources: dict[str, Source], refs: dic
     if ecfg["image_size"] % space.downsample or side % translator.factor:
         raise ValueError(f"eval.image_size={ecfg['image_size']} gives {side}x{side} latents; it must be a multiple of "
                          f"{space.downsample * translator.factor} for this VAE and generator")  # fmt: skip
-    for folder in (out_dir / "gen", out_dir / "images", out_dir / "fid"):  # an earlier run's outputs never mix with these
+    for folder in (out_dir / "gen", out_dir / "round_trip", out_dir / "images", out_dir / "fid"):  # an earlier run's outputs never mix with these
         for f in [*folder.rglob("*.png"), *folder.glob("*.npz")] if folder.exists() else []:
             f.unlink()
     for f in ("summary.json", "metrics.csv"):
@@ -196,6 +205,10 @@ def run(translator: Translator, vae, nets, sources: dict[str, Source], refs: dic
         fit_on = "the encoded test folders eval.testA_dir / eval.testB_dir (the checkpoint carries no training-domain stats)"
     else:
         maps_by_dir = latent_baselines(stats, translator.channels, f"checkpoint {translator.info['path']}")
+    random_nets = [n for n, net in (("lpips", lp), ("clip", clip), ("inception", inception)) if net.random]
+    approx = isinstance(vae, ApproxVAE)
+    not_meaningful = ([f"randomly initialised {', '.join(random_nets)} (eval.random_weights)"] * bool(random_nets)
+                      + ["the VAE is the approx linear preview, not a real decoder"] * approx)  # fmt: skip
     rows, directions = [], {}
     for direction, (src_d, tgt_d, gen_name) in DIRECTIONS.items():
         if src_d not in sources:
@@ -203,7 +216,7 @@ def run(translator: Translator, vae, nets, sources: dict[str, Source], refs: dic
         g = getattr(translator, gen_name)
         maps = {"model": g, "round_trip": lambda z: z, **maps_by_dir[direction]}
         res = translate_direction(direction, sources[src_d], z_raw[src_d], src_emb[src_d], maps, vae, space, conv, nets,
-                                  out_dir / "gen" / direction, batch, device)  # fmt: skip
+                                  out_dir / "gen" / direction, out_dir / "round_trip" / direction, batch, device)  # fmt: skip
         ref = refs.get(tgt_d)
         kid_cfg = (ecfg["fid"]["kid_subsets"], ecfg["fid"]["kid_subset_size"])
         scores = {k: {"content_lpips": float(r["lpips"].mean()), "content_clip": float(r["clip"].mean()),
@@ -226,16 +239,15 @@ def run(translator: Translator, vae, nets, sources: dict[str, Source], refs: dic
                 if k != "model":
                     row[f"{k}_lpips"], row[f"{k}_clip"] = res[k]["lpips"][i], res[k]["clip"][i]
             rows.append({k: (f"{v:.6f}" if isinstance(v, (float, np.floating)) else v) for k, v in row.items()})
+        notes = [f"NOT MEANINGFUL: {why}" for why in not_meaningful]
+        save_overview(sources[src_d], out_dir, direction, notes)
         if ecfg["save_images"]:
-            save_pictures(sources[src_d], out_dir, direction, res, scores)
+            save_pictures(sources[src_d], out_dir, direction, res, scores, random_nets, notes)
     write_csv(rows, out_dir / "metrics.csv")
-    random_nets = [n for n, net in (("lpips", lp), ("clip", clip), ("inception", inception)) if net.random]
-    approx = isinstance(vae, ApproxVAE)
     summary = {
         "complete": True,
-        "meaningful": not random_nets and not approx,
-        "not_meaningful_because": [f"randomly initialised {', '.join(random_nets)} (eval.random_weights)"] * bool(random_nets)
-        + ["the VAE is the approx linear preview, not a real decoder"] * approx,
+        "meaningful": not not_meaningful,
+        "not_meaningful_because": not_meaningful,
         "checkpoint": translator.info,
         "vae": vae.describe(),
         "convention": conv.as_dict(),
@@ -271,26 +283,50 @@ def write_csv(rows: list[dict], path: Path) -> None:
     ckpt_io.atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def save_pictures(src: Source, out_dir: Path, direction: str, res: dict, scores: dict) -> None:
-    """``source | generated`` with a table: content_lpips, content_clip, fid for the model and the round trip."""
+def panel_columns(src: Source, out_dir: Path, direction: str, idx: list[int]) -> tuple[list[torch.Tensor], list[str]]:
+    """Columns source | translation | round trip (uint8) of the images ``idx``, and their labels."""
+    src_d, _, gen_name = DIRECTIONS[direction]
+    read = lambda folder: torch.stack([torch.from_numpy(np.array(Image.open(folder / f"{src.names[i]}.png").convert("RGB"))).permute(2, 0, 1)
+                                       for i in idx])  # noqa: E731
+    gen, rt = read(out_dir / "gen" / direction), read(out_dir / "round_trip" / direction)
+    g = {"g_ab": "G", "g_ba": "F"}[gen_name]
+    return [src.images[idx], gen, rt], [f"source {src_d}", f"translation {g}({src_d})", "round trip"]
+
+
+ROUND_TRIP_NOTE = "round trip = VAE decode(encode(source)), no generator: the best the VAE allows"
+
+
+def save_overview(src: Source, out_dir: Path, direction: str, notes: list[str]) -> None:
+    """``images/{direction}_overview.png``: up to OVERVIEW_ROWS test images, one per row, labelled columns."""
+    n = len(src.names)
+    idx = torch.linspace(0, n - 1, min(n, OVERVIEW_ROWS)).long().tolist()
+    columns, labels = panel_columns(src, out_dir, direction, idx)
+    lines = [f"{direction}: {len(idx)} of {n} test images", ROUND_TRIP_NOTE, *notes]
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    save_png(with_notes(grid(columns, labels), lines), out_dir / "images" / f"{direction}_overview.png")
+
+
+def save_pictures(src: Source, out_dir: Path, direction: str, res: dict, scores: dict, random_nets: list[str], notes: list[str]) -> None:
+    """One panel per image: source | translation | round trip, labelled, over a table of their scores."""
     folder = out_dir / "images" / direction
     folder.mkdir(parents=True, exist_ok=True)
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    rnd = lambda net: " (random net)" if net in random_nets else ""  # noqa: E731
     for i, name in enumerate(src.names):
-        gen = Image.open(out_dir / "gen" / direction / f"{name}.png").convert("RGB")
-        s = gen.width
-        canvas = Image.new("RGB", (2 * s, s + 4 * 14 + 6), "white")
-        canvas.paste(Image.fromarray(src.images[i].permute(1, 2, 0).numpy()), (0, 0))
-        canvas.paste(gen, (s, 0))
-        draw = ImageDraw.Draw(canvas)
-        table = [("", "model", "round-trip"),
-                 ("content_lpips", fmt(float(res["model"]["lpips"][i])), fmt(float(res["round_trip"]["lpips"][i]))),
-                 ("content_clip", fmt(float(res["model"]["clip"][i])), fmt(float(res["round_trip"]["clip"][i]))),
-                 ("fid (set)", fmt(scores["model"]["fid"]), fmt(scores["round_trip"]["fid"]))]  # fmt: skip
+        columns, labels = panel_columns(src, out_dir, direction, [i])
+        image = grid(columns, labels)
+        table = [("scores of", "translation", "round trip"),
+                 (f"LPIPS to source{rnd('lpips')}", fmt(float(res["model"]["lpips"][i])), fmt(float(res["round_trip"]["lpips"][i]))),
+                 (f"CLIP cos to source{rnd('clip')}", fmt(float(res["model"]["clip"][i])), fmt(float(res["round_trip"]["clip"][i]))),
+                 (f"FID of the set{rnd('inception')}", fmt(scores["model"]["fid"]), fmt(scores["round_trip"]["fid"]))]  # fmt: skip
+        canvas = Image.new("RGB", (image.width, image.height + len(table) * LINE + 6), "white")
+        canvas.paste(image, (0, 0))
+        draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+        col_x = (4, image.width // 2, image.width * 3 // 4)  # the name gets half the width: it may say "(random net)"
         for r, cells in enumerate(table):
-            for c, text in enumerate(cells):
-                draw.text((4 + c * (2 * s) // 3, s + 4 + r * 14), text, fill="black")
-        canvas.save(folder / f"{name}.png")
+            for x, text in zip(col_x, cells):
+                draw.text((x, image.height + 4 + r * LINE), text, fill="black", font=font)
+        save_png(with_notes(canvas, [ROUND_TRIP_NOTE, *notes], color="black"), folder / f"{name}.png")
 
 
 def print_report(summary: dict) -> None:

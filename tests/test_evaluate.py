@@ -23,8 +23,10 @@ from lcgan.evaluate import BASELINES, evaluate
 from lcgan.translator import load_translator
 from lcgan.train import train
 from lcgan.translate import translate
+from lcgan.vis import LINE
 
 SIZE = 128  # 16x16 latents: the size the tiny synthetic run trained on
+PANEL_WIDTH = 3 * (SIZE + 2) + 2  # source | translation | round trip, 2px gaps
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,19 @@ def test_evaluate_end_to_end(setup):
     # pictures, generated-set statistics, reference statistics written beside the test images
     for direction in ("A2B", "B2A"):
         pics = sorted((out / "images" / direction).glob("*.png"))
-        assert len(pics) == 3 and all(Image.open(p).size[0] == 2 * SIZE and Image.open(p).size[1] > SIZE for p in pics)
+        # source | translation | round trip, 2px gaps, a label band on top, the score table and notes below
+        assert len(pics) == 3 and all(Image.open(p).size[0] == PANEL_WIDTH and Image.open(p).size[1] > LINE + SIZE + 4 * LINE for p in pics)
+        panel = np.asarray(Image.open(pics[0]))
+        assert panel[: LINE + 2].min() < 128 and panel[: LINE + 2].max() == 255, "column labels drawn above the images"
+        # the round trip column shows decode(encode(source)), the picture written to round_trip/
+        rt = np.asarray(Image.open(out / "round_trip" / direction / f"{pics[0].stem}.png"))
+        np.testing.assert_array_equal(panel[LINE + 4 : LINE + 4 + SIZE, 2 + 2 * (SIZE + 2) : 2 + 2 * (SIZE + 2) + SIZE], rt)
+        # one overview grid per direction: a row per test image, and a note line per reason the scores are not meaningful
+        overview = Image.open(out / "images" / f"{direction}_overview.png")
+        notes = 2 + len(on_disk["not_meaningful_because"])
+        assert overview.size == (PANEL_WIDTH, LINE + 2 + 3 * (SIZE + 2) + 2 + notes * LINE + 4)
+        band = np.asarray(overview)[-notes * LINE - 4 :]
+        assert band.min() < 128 and band.max() == 255, "the notes are written under the grid"
         with np.load(out / "fid" / f"{direction}_gen_stats.npz") as z:
             assert int(z["count"]) == 3 and z["mu"].shape == (2048,) and np.isfinite(z["sigma"]).all()
     cache = {d: Path(summary["directions"][f"{s}2{d}"]["reference"]["stats_dir"]) for s, d in (("A", "B"), ("B", "A"))}
@@ -107,7 +121,7 @@ def test_translate_one_image_with_fid_from_existing_stats(setup):
     assert "mean_shift" in a2b  # fit on the checkpoint's training-domain statistics, not on the one image
     assert summary["cache"]["clip_source_embeddings_computed"] == 0  # both sources were embedded by the evaluation
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
-    assert Image.open(out / "images" / "A2B" / f"{image.stem}.png").size[0] == 2 * SIZE
+    assert Image.open(out / "images" / "A2B" / f"{image.stem}.png").size[0] == PANEL_WIDTH
     assert (out / "fid" / "A2B_gen_stats.npz").is_file()
 
 
