@@ -1,29 +1,142 @@
-"""Translate one image (or one of each domain) with the evaluation's metrics: ``python -m lcgan.translate``.
+"""Translate images with a checkpoint: ``python -m lcgan.translate``.
 
-    python -m lcgan.translate checkpoint=PATH image=PHOTO.jpg              # the same image through G and F
-    python -m lcgan.translate checkpoint=PATH imageA=CAT.jpg imageB=DOG.jpg
+    python -m lcgan.translate checkpoint=PATH input=photos/ direction=A2B    # a folder (or one image) through G
+    python -m lcgan.translate checkpoint=PATH input=dog.jpg direction=B2A size=512
+    python -m lcgan.translate metrics=true checkpoint=PATH image=PHOTO.jpg   # one image with the evaluation's metrics
 
-Everything :mod:`lcgan.evaluate` computes, on one image per direction: content LPIPS/CLIP for the
-model and the round trip (and mean-shift/moment-matching when the checkpoint carries training
-domain statistics), and FID when reference statistics of the target folder already exist
-(``eval.testB_dir`` / ``eval.testA_dir``, written by ``python -m lcgan.fid_stats DIR``). FID of one
-image is the Frechet distance of a point mass at its features to the reference Gaussian: only
-comparable with other single images (e.g. the round-trip row beside it).
+Plain mode (the default) builds no metric network: read each image at its own size (or its shorter
+side scaled to ``size``, aspect ratio kept), pad it by reflection to a multiple of the VAE's and
+generator's downsampling, encode, translate, decode, crop back to the input's size and write a PNG.
+Images of one size share a batch. Outputs: ``outputs/translate/{checkpoint stem}/{input name}_{direction}/``
+(the input folder's layout, ``.png``), or ``output_dir``.
+
+``metrics=true``: everything :mod:`lcgan.evaluate` computes, on one image per direction (``image=`` through
+both generators, or ``imageA=`` / ``imageB=``): content LPIPS/CLIP for the model and the round trip (and the
+latent baselines when the checkpoint carries training domain statistics), and FID when reference statistics
+of the target folder already exist (``eval.testB_dir`` / ``eval.testA_dir``, written by ``python -m
+lcgan.fid_stats DIR``). FID of one image is the Frechet distance of a point mass at its features to the
+reference Gaussian: only comparable with other single images (e.g. the round-trip row beside it).
 Outputs: ``outputs/eval_single/{checkpoint stem}/{image tag}/`` (``metrics.csv``, ``summary.json``,
-``gen/``, ``fid/``, ``images/``).
+``gen/``, ``round_trip/``, ``fid/``, ``images/``).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import hydra
+import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
+from PIL import Image
 
-from lcgan.evaluate import print_report, read_source, run, setup
+from lcgan.evaluate import DIRECTIONS, print_report, read_source, run, setup
 from lcgan.fid_stats import FALLBACK_ROOT, find_stats
+from lcgan.images import list_images, read_rgb
+from lcgan.latents import Convention, check_channels
+from lcgan.translator import build_vae, load_translator, resolve_checkpoint
+from lcgan.vae import resolve_device
+from lcgan.vis import save_png, to_uint8
 
 
 def translate(cfg: DictConfig) -> dict:
+    """Plain translation of ``cfg.input`` (``metrics=false``), or one image with every metric (``metrics=true``)."""
+    return translate_with_metrics(cfg) if cfg.metrics else translate_files(cfg)
+
+
+# ---------------------------------------------------------------------------------- plain mode
+
+
+def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) with its shorter side scaled to ``size``, aspect ratio kept (bicubic, antialiased)."""
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    out = F.interpolate(x[None], size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bicubic", antialias=True, align_corners=False)
+    return out[0].clamp(-1, 1)
+
+
+@torch.no_grad()
+def translate_batch(g, vae, conv: Convention, x: torch.Tensor, multiple: int, device: torch.device) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> translated (B, 3, H, W): padded to a multiple of ``multiple``, cropped back."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    mode = "reflect" if ph < h and pw < w else "replicate"  # reflection needs the image to be larger than the pad
+    z = conv.raw_to_model(vae.encode(F.pad(x, pad, mode=mode)).to(device), vae.space)
+    y = vae.decode(conv.model_to_raw(g(z).float(), vae.space)).cpu()
+    return y[..., pad[2] : pad[2] + h, pad[0] : pad[0] + w]
+
+
+def output_names(files: list[Path], root: Path | None) -> list[Path]:
+    """The input folder's layout with ``.png`` names; ``x.jpg`` beside ``x.png`` becomes ``x.jpg.png``."""
+    rel = [f.relative_to(root) if root else Path(f.name) for f in files]
+    stems = [r.with_suffix("") for r in rel]
+    return [r.with_suffix(".png") if stems.count(s) == 1 else r.with_name(r.name + ".png") for r, s in zip(rel, stems)]
+
+
+def translate_files(cfg: DictConfig) -> dict:
+    """``cfg.input`` (a folder or one image) through one generator; no metric network is built."""
+    for key in ("image", "imageA", "imageB"):
+        if cfg[key]:
+            raise ValueError(f"{key}={cfg[key]!r} is the metric mode's: add metrics=true, "
+                             f"or translate files with input={cfg[key]} direction=A2B|B2A")  # fmt: skip
+    if not cfg.input:
+        raise ValueError("nothing to translate: pass input=FOLDER or input=IMAGE, and direction=A2B (G) or B2A (F)")
+    if cfg.direction not in DIRECTIONS:
+        raise ValueError(f"direction={cfg.direction!r}: choose A2B (G, A->B) or B2A (F, B->A)")
+    if cfg.size is not None and not (isinstance(cfg.size, int) and cfg.size >= 1):
+        raise ValueError(f"size={cfg.size!r}: null keeps each image's size, an integer scales its shorter side to it")
+    src = Path(cfg.input)
+    if not src.exists():
+        raise FileNotFoundError(f"input={str(src)!r} does not exist; pass a folder of images or one image")
+    root = src if src.is_dir() else None
+    files = list_images(src) if root else [src]
+    if not files:
+        raise ValueError(f"input={str(src)!r} holds no images")
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    ckpt = resolve_checkpoint(cfg.checkpoint)
+    translator = load_translator(ckpt, device, use_ema=cfg.eval.use_ema)
+    vae, _ = build_vae(cfg.get("vae"), translator, device)
+    check_channels(translator.channels, vae.space, f"checkpoint {ckpt}")
+    g = getattr(translator, DIRECTIONS[cfg.direction][2])
+    multiple = vae.space.downsample * translator.factor
+    out_dir = Path(cfg.output_dir or Path("outputs/translate") / ckpt.stem / f"{src.stem}_{cfg.direction}")
+    print(f"lcgan.translate | {ckpt} | {cfg.direction} | {len(files)} image(s) from {src} | device {device} | out {out_dir} "
+          f"| no metric networks built (metrics=false)")  # fmt: skip
+
+    images, skipped = {}, []
+    for f, name in zip(files, output_names(files, root)):
+        try:
+            x = read_rgb(f, None)
+        except ValueError as e:
+            skipped.append((f, str(e)))
+            print(f"skipped {e}")
+            continue
+        images[name] = resize_shorter(x, cfg.size) if cfg.size else x
+    by_size: dict[tuple, list[Path]] = {}
+    for name, x in images.items():
+        by_size.setdefault(tuple(x.shape[-2:]), []).append(name)
+    written = []
+    for names in by_size.values():
+        for i in range(0, len(names), cfg.batch_size):
+            chunk = names[i : i + cfg.batch_size]
+            y = translate_batch(g, vae, translator.convention, torch.stack([images[n] for n in chunk]), multiple, device)
+            for name, pixels in zip(chunk, to_uint8(y)):
+                (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                save_png(Image.fromarray(pixels.numpy()), out_dir / name)
+                written.append(str(out_dir / name))
+    seconds = time.perf_counter() - t0
+    print(f"wrote {len(written)} image(s) to {out_dir} in {seconds:.1f} s" + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
+    return {"out_dir": str(out_dir), "written": written, "skipped": [str(f) for f, _ in skipped], "time_sec": round(seconds, 2)}
+
+
+# ---------------------------------------------------------------------------------- metrics=true
+
+
+def translate_with_metrics(cfg: DictConfig) -> dict:
+    if cfg.input:
+        raise ValueError(f"input={cfg.input!r} is the plain mode's: drop metrics=true, or pass image= / imageA= / imageB=")
     if cfg.image and (cfg.imageA or cfg.imageB):
         raise ValueError("give image=PATH (both directions) or imageA=/imageB=, not both")
     paths = {"A": cfg.image or cfg.imageA, "B": cfg.image or cfg.imageB}
@@ -46,7 +159,7 @@ def translate(cfg: DictConfig) -> dict:
     print(f"lcgan.translate | {ckpt} | {', '.join(f'{d}: {p}' for d, p in paths.items())} | device {device} | out {out_dir}")
     summary = run(translator, vae, nets, sources, refs, out_dir, ecfg, cfg.seed, fit_baselines_on_inputs=False)
     print_report(summary)
-    print(f"wrote {out_dir}/summary.json, metrics.csv, gen/, fid/" + (", images/" if ecfg["save_images"] else ""))
+    print(f"wrote {out_dir}/summary.json, metrics.csv, gen/, round_trip/, fid/, images/")
     return summary
 
 

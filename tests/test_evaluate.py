@@ -7,7 +7,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,8 @@ from PIL import Image
 from shared import shared_images, shared_path
 from test_metrics import real_inception
 
+import lcgan.evaluate
+import lcgan.metrics
 from lcgan import checkpoint, fid_stats
 from lcgan.evaluate import BASELINES, evaluate
 from lcgan.translator import load_translator
@@ -25,6 +30,7 @@ from lcgan.train import train
 from lcgan.translate import translate
 from lcgan.vis import LINE
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZE = 128  # 16x16 latents: the size the tiny synthetic run trained on
 PANEL_WIDTH = 3 * (SIZE + 2) + 2  # source | translation | round trip, 2px gaps
 
@@ -112,7 +118,7 @@ def test_translate_one_image_with_fid_from_existing_stats(setup):
         pytest.skip("runs after test_evaluate_end_to_end, which writes B's reference statistics")
     image = sorted((root / "A").glob("*.jpg"))[0]
     out = root / "single"
-    cfg = compose_cfg("translate", [f"checkpoint={ckpt}", f"image={image}", f"eval.testB_dir={root / 'B'}",
+    cfg = compose_cfg("translate", ["metrics=true", f"checkpoint={ckpt}", f"image={image}", f"eval.testB_dir={root / 'B'}",
                                     f"eval.out_dir={out}", *common(root, vae)])  # fmt: skip
     summary = translate(cfg)
     a2b, b2a = summary["directions"]["A2B"], summary["directions"]["B2A"]
@@ -123,6 +129,46 @@ def test_translate_one_image_with_fid_from_existing_stats(setup):
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
     assert Image.open(out / "images" / "A2B" / f"{image.stem}.png").size[0] == PANEL_WIDTH
     assert (out / "fid" / "A2B_gen_stats.npz").is_file()
+
+
+def test_translate_a_folder_keeps_each_images_size(setup, tmp_path):
+    """Plain mode through the CLI: a folder of non-square photos in, one PNG each out, at the input's size."""
+    root, ckpt, vae = setup
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    sizes = {"wide.png": (150, 100), "tall.jpg": (90, 130), "sub/square.png": (64, 64)}  # none a multiple of 8
+    for (name, size), src in zip(sizes.items(), sorted((root / "A").glob("*.jpg"))):
+        Image.open(src).convert("RGB").resize(size).save(photos / name)
+    (photos / "broken.png").write_text("not an image")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "lcgan.translate", f"checkpoint={ckpt}", f"input={photos}", "direction=B2A",
+                           f"output_dir={out}", "device=cpu", "batch_size=2", *vae, f"hydra.run.dir={tmp_path / 'hydra'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no metric networks built" in proc.stdout and "wrote 3 image(s)" in proc.stdout and "skipped 1" in proc.stdout, proc.stdout
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["sub/square.png", "tall.png", "wide.png"]
+    for name, size in sizes.items():
+        assert Image.open(out / Path(name).with_suffix(".png")).size == size, name
+
+
+def test_translate_one_image_builds_no_metric_network(setup, tmp_path, monkeypatch):
+    """Plain mode on one image, shorter side scaled: the aspect ratio is kept and no metric network is built."""
+    root, ckpt, vae = setup
+    def refuse(*args, **kwargs):
+        raise AssertionError("plain translation built a metric network")
+    monkeypatch.setattr(lcgan.evaluate, "build_metrics", refuse)
+    monkeypatch.setattr(lcgan.metrics, "build_metrics", refuse)
+    image = tmp_path / "cat.png"
+    Image.open(sorted((root / "A").glob("*.jpg"))[0]).convert("RGB").resize((120, 80)).save(image)
+    cfg = compose_cfg("translate", [f"checkpoint={ckpt}", f"input={image}", "size=40", f"output_dir={tmp_path / 'out'}",
+                                    "device=cpu", *vae])  # fmt: skip
+    result = translate(cfg)
+    assert result["written"] == [str(tmp_path / "out" / "cat.png")]
+    assert Image.open(tmp_path / "out" / "cat.png").size == (60, 40)
+    with pytest.raises(ValueError, match=r"image=.* is the metric mode's: add metrics=true"):
+        translate(compose_cfg("translate", [f"checkpoint={ckpt}", f"image={image}", "device=cpu", *vae]))
 
 
 def _original_tool_generator(ngf: int, blocks: int) -> torch.nn.Sequential:

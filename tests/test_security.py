@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from lcgan import checkpoint
 from lcgan.models import ResnetGenerator
@@ -161,8 +162,9 @@ def test_entry_points_refuse_a_crafted_checkpoint(tmp_path, sentinel, entry):
     path = tmp_path / "last.pt"
     checkpoint.save(ck, path)
     (tmp_path / "A").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "A" / "x.png")
     args = {"evaluate": [f"eval.testA_dir={tmp_path / 'A'}", f"eval.testB_dir={tmp_path / 'A'}"],
-            "translate": [f"image={tmp_path / 'A' / 'x.png'}"]}[entry]  # fmt: skip
+            "translate": [f"input={tmp_path / 'A' / 'x.png'}"]}[entry]  # fmt: skip
     proc = subprocess.run([sys.executable, "-m", f"lcgan.{entry}", f"checkpoint={path}", "device=cpu", "eval=smoke",
                            f"eval.out_dir={tmp_path / 'out'}", *args, f"hydra.run.dir={tmp_path / 'hydra'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
