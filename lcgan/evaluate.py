@@ -13,7 +13,7 @@ nothing) and the closed-form latent maps of :mod:`lcgan.baselines` fitted on the
 checkpoint from before the transport maps has the first two).
 The model "beats" a baseline when its FID against the target folder is lower.
 
-Outputs in ``eval.out_dir`` (default ``outputs/eval/{checkpoint stem}``): ``metrics.csv``,
+Outputs in ``eval.out_dir`` (default ``outputs/eval/{run}_{checkpoint stem}``, :func:`lcgan.rundir.checkpoint_tag`): ``metrics.csv``,
 ``summary.json`` (written last; ``complete: true``), ``gen/{A2B,B2A}/*.png`` (translations),
 ``round_trip/{A2B,B2A}/*.png`` (decode(encode(source))), ``fid/{A2B,B2A}_gen_stats.npz``,
 ``images/{A2B,B2A}_overview.png`` (source | translation | round trip of up to 16 test images, labelled)
@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from lcgan import checkpoint as ckpt_io
+from lcgan.rundir import checkpoint_tag
 from lcgan.baselines import BASELINES as LATENT_BASELINES
 from lcgan.baselines import LinearMap, channel_map, fit_all
 from lcgan.fid_stats import reference_stats, to_uint8
@@ -370,7 +371,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.checkpoint`` on ``cfg.eval.testA_dir`` / ``testB_dir``; returns the summary."""
     translator, vae, nets, ecfg, device = setup(cfg)
     ckpt = Path(translator.info["path"])
-    out_dir = Path(ecfg["out_dir"] or Path("outputs/eval") / ckpt.stem)
+    out_dir = Path(ecfg["out_dir"] or Path("outputs/eval") / checkpoint_tag(ckpt))
     folders = {"A": Path(ecfg["testA_dir"]), "B": Path(ecfg["testB_dir"])}
     sources, refs = {}, {}
     for d, folder in folders.items():

@@ -22,6 +22,15 @@ import torch
 LOCK = ".lock"
 
 
+def checkpoint_tag(checkpoint: str | Path) -> str:
+    """A folder name for outputs about ``checkpoint`` that differs between runs: the last two parts of its
+    run folder and its stem (``outputs/train/2026-11-29/11-45-00/model/last.pt`` -> ``2026-11-29_11-45-00_last``),
+    so evaluating ``last.pt`` of two runs never writes to one folder."""
+    path = Path(checkpoint).resolve()
+    run = path.parent.parent if path.parent.name == "model" else path.parent
+    return "_".join([*(p for p in run.parts[-2:] if p != run.anchor), path.stem])
+
+
 def previous_outputs(out: Path) -> list[Path]:
     """What a training leaves in ``out`` that a fresh run would replace or mix with."""
     model = out / "model"

@@ -27,6 +27,7 @@ from lcgan.data import UnpairedSampler, place, spread_picks
 from lcgan.latents import check_channels
 from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
+from lcgan.vae import absolute_paths
 from lcgan.vis import grid, save_png
 
 LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd")
@@ -173,12 +174,15 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     ema = [Ema(net, tc.ema_decay) for net in (nets.g_ab, nets.g_ba)] if tc.ema_decay > 0 else None
     eval_g_ab, eval_g_ba = (ema[0].module, ema[1].module) if ema else (nets.g_ab, nets.g_ba)
 
+    saved_cfg = OmegaConf.to_container(cfg, resolve=True)  # the VAE's paths absolute: the checkpoint is evaluated from anywhere
+    saved_cfg["vae"] = absolute_paths(saved_cfg["vae"]) if saved_cfg.get("vae") else saved_cfg.get("vae")
+
     def state(epoch: int, step: int, order, sums, metrics) -> dict:
         return {
             "G": nets.g_ab.state_dict(), "F": nets.g_ba.state_dict(), "D_A": nets.d_a.state_dict(), "D_B": nets.d_b.state_dict(),
             "opt_G": opt_g.state_dict(), "opt_D": opt_d.state_dict(), "sched_G": sched_g.state_dict(), "sched_D": sched_d.state_dict(),
             "scaler": scaler.state_dict(), "buffer_A": buffer_a.state_dict(), "buffer_B": buffer_b.state_dict(),
-            "cfg": OmegaConf.to_container(cfg, resolve=True), "epoch": epoch, "step": step, "order": order, "sums": sums,
+            "cfg": saved_cfg, "epoch": epoch, "step": step, "order": order, "sums": sums,
             "rng": checkpoint.rng_state(), "metrics": metrics, "best_val": best_val,
             **({"G_ema": ema[0].module.state_dict(), "F_ema": ema[1].module.state_dict()} if ema else {}),
             "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats,

@@ -7,7 +7,7 @@
 Plain mode (the default) builds no metric network: read each image at its own size (or its shorter
 side scaled to ``size``, aspect ratio kept), pad it by reflection to a multiple of the VAE's and
 generator's downsampling, encode, translate, decode, crop back to the input's size and write a PNG.
-Images of one size share a batch. Outputs: ``outputs/translate/{checkpoint stem}/{input name}_{direction}/``
+Images of one size share a batch. Outputs: ``outputs/translate/{run}_{checkpoint stem}/{input name}_{direction}/``
 (the input folder's layout, ``.png``), or ``output_dir``.
 
 ``metrics=true``: everything :mod:`lcgan.evaluate` computes, on one image per direction (``image=`` through
@@ -16,7 +16,7 @@ latent baselines when the checkpoint carries training domain statistics), and FI
 of the target folder already exist (``eval.testB_dir`` / ``eval.testA_dir``, written by ``python -m
 lcgan.fid_stats DIR``). FID of one image is the Frechet distance of a point mass at its features to the
 reference Gaussian: only comparable with other single images (e.g. the round-trip row beside it).
-Outputs: ``outputs/eval_single/{checkpoint stem}/{image tag}/`` (``metrics.csv``, ``summary.json``,
+Outputs: ``outputs/eval_single/{run}_{checkpoint stem}/{image tag}/`` (``metrics.csv``, ``summary.json``,
 ``gen/``, ``round_trip/``, ``fid/``, ``images/``).
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ from lcgan.evaluate import DIRECTIONS, print_report, read_source, run, setup
 from lcgan.fid_stats import FALLBACK_ROOT, find_stats
 from lcgan.images import list_images, read_rgb
 from lcgan.latents import Convention, check_channels
+from lcgan.rundir import checkpoint_tag
 from lcgan.translator import build_vae, load_translator, resolve_checkpoint
 from lcgan.vae import resolve_device
 from lcgan.vis import save_png, to_uint8
@@ -101,7 +102,7 @@ def translate_files(cfg: DictConfig) -> dict:
     check_channels(translator.channels, vae.space, f"checkpoint {ckpt}")
     g = getattr(translator, DIRECTIONS[cfg.direction][2])
     multiple = vae.space.downsample * translator.factor
-    out_dir = Path(cfg.output_dir or Path("outputs/translate") / ckpt.stem / f"{src.stem}_{cfg.direction}")
+    out_dir = Path(cfg.output_dir or Path("outputs/translate") / checkpoint_tag(ckpt) / f"{src.stem}_{cfg.direction}")
     print(f"lcgan.translate | {ckpt} | {cfg.direction} | {len(files)} image(s) from {src} | device {device} | out {out_dir} "
           f"| no metric networks built (metrics=false)")  # fmt: skip
 
@@ -146,7 +147,7 @@ def translate_with_metrics(cfg: DictConfig) -> dict:
     translator, vae, nets, ecfg, device = setup(cfg)
     ckpt = Path(translator.info["path"])
     tag = "__".join(dict.fromkeys(p.stem for p in paths.values()))
-    out_dir = Path(ecfg["out_dir"] or Path("outputs/eval_single") / ckpt.stem / tag)
+    out_dir = Path(ecfg["out_dir"] or Path("outputs/eval_single") / checkpoint_tag(ckpt) / tag)
     sources = {d: read_source([p], None, ecfg["image_size"], 1) for d, p in paths.items()}
     refs = {}
     for d, key in (("A", "testA_dir"), ("B", "testB_dir")):

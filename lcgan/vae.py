@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import os
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,19 @@ def weights_hint(model_name_or_path: str, subfolder: str | None) -> str:
         f"machine with internet: hf download {model_name_or_path}{include} --local-dir DIR "
         "(huggingface-cli download ... with huggingface_hub < 1.0), then vae.model_name_or_path=DIR"
     )
+
+
+LOCAL_PATH_KEYS = ("encoder_path", "decoder_path", "cache_dir")  # always on this machine's disk
+
+
+def absolute_paths(vae_cfg: dict) -> dict:
+    """``vae_cfg`` (plain) with its file and folder settings absolute and resolved, so a checkpoint that
+    records it loads the VAE from any working folder; ``model_name_or_path`` only when it exists here
+    (else it is a hub id)."""
+    def local(key: str, value) -> bool:
+        return isinstance(value, str) and (key in LOCAL_PATH_KEYS or (key == "model_name_or_path" and os.path.exists(value)))
+
+    return {k: str(Path(v).resolve()) if local(k, v) else v for k, v in vae_cfg.items()}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

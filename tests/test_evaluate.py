@@ -25,6 +25,7 @@ import lcgan.evaluate
 import lcgan.metrics
 from lcgan import checkpoint, fid_stats
 from lcgan.evaluate import BASELINES, evaluate
+from lcgan.rundir import checkpoint_tag
 from lcgan.translator import load_translator
 from lcgan.train import train
 from lcgan.translate import translate
@@ -169,6 +170,13 @@ def test_translate_one_image_builds_no_metric_network(setup, tmp_path, monkeypat
     assert Image.open(tmp_path / "out" / "cat.png").size == (60, 40)
     with pytest.raises(ValueError, match=r"image=.* is the metric mode's: add metrics=true"):
         translate(compose_cfg("translate", [f"checkpoint={ckpt}", f"image={image}", "device=cpu", *vae]))
+
+
+def test_default_output_folders_name_the_run():
+    """last.pt of two runs must not share outputs/eval/last."""
+    one, two = (checkpoint_tag(Path(f"outputs/train/2026-11-29/{t}/model/last.pt")) for t in ("11-00-00", "12-00-00"))
+    assert one == "2026-11-29_11-00-00_last" and two == "2026-11-29_12-00-00_last"
+    assert checkpoint_tag(Path("/ckpt.pt")) == "ckpt" and checkpoint_tag(Path("/no-such-root/x/ckpt.pt")) == "no-such-root_x_ckpt"
 
 
 def _original_tool_generator(ngf: int, blocks: int) -> torch.nn.Sequential:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,10 @@ from PIL import Image
 
 from lcgan import checkpoint
 from lcgan.train import LOSS_KEYS, train
+from lcgan.translator import build_vae, load_translator
+from lcgan.vae import absolute_paths
 from lcgan.vis import LINE
+from shared import shared_path
 
 
 def read_log(out):
@@ -79,6 +84,24 @@ def test_vis_rows_are_never_flip_copies(tiny_cfg, tmp_path):
         for j in range(len(rows)):
             if i != j:  # the approx VAE decodes a mirrored latent to the mirrored picture, so a copy would match
                 assert np.abs(rows[i] - rows[j][:, ::-1]).mean() > 5, (i, j)
+
+
+def test_checkpoint_records_absolute_vae_paths(tiny_cfg, tmp_path, monkeypatch):
+    """A run given relative VAE paths records them absolute: its checkpoint's VAE loads from another folder."""
+    enc, dec = shared_path("weights/vaelight/VAEencoder.onnx"), shared_path("weights/vaelight/VAEpreview.onnx")
+    monkeypatch.chdir(tmp_path)
+    rel = {k: os.path.relpath(p, tmp_path) for k, p in (("encoder_path", enc), ("decoder_path", dec))}
+    train(tiny_cfg("vae=vaelight", *(f"vae.{k}={v}" for k, v in rel.items()), "train.epochs=1", "train.vis_every=0"))
+    vae_cfg = checkpoint.load(tmp_path / "run" / "model" / "last.pt")["cfg"]["vae"]
+    assert vae_cfg["encoder_path"] == str(Path(enc).resolve()) and vae_cfg["decoder_path"] == str(Path(dec).resolve())
+    monkeypatch.chdir(tmp_path / "run")  # evaluation from another folder finds the VAE
+    translator = load_translator(Path("model/last.pt"), torch.device("cpu"))
+    assert build_vae(None, translator, torch.device("cpu"))[0].space.channels == 4
+    # a hub id stays a hub id; an existing folder named by model_name_or_path is resolved
+    (tmp_path / "vae").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert absolute_paths({"model_name_or_path": "org/model", "subfolder": "vae"}) == {"model_name_or_path": "org/model", "subfolder": "vae"}
+    assert absolute_paths({"model_name_or_path": "vae", "cache_dir": "hf"})["model_name_or_path"] == str(tmp_path / "vae")
 
 
 def test_resume_is_exact(tiny_cfg, tmp_path):
