@@ -95,7 +95,7 @@ def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, world:
     torch.backends.cudnn.benchmark = auto_switch(tc.cudnn_benchmark, device)
     if auto_switch(tc.channels_last, device):
         nets.to(memory_format=torch.channels_last)  # cuDNN's fast convolution layout
-    make_opt = instantiate(cfg.optim)
+    make_opt = instantiate(cfg.optim, epochs=tc.epochs)  # the schedule follows the run's length
     opt_g, sched_g = make_opt(list(nets.g_ab.parameters()) + list(nets.g_ba.parameters()))
     opt_d, sched_d = make_opt(list(nets.d_a.parameters()) + list(nets.d_b.parameters()))
     amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
