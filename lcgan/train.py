@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lcgan import checkpoint, config, distributed, rundir
-from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic
+from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.data import UnpairedSampler, place
@@ -303,15 +303,6 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     value = float(metrics.get("val_metric", math.nan))
     logger.summary({**metrics, "best_val_metric": best_val})
     return value
-
-
-def validation_metric(metrics: dict) -> float:
-    """What sweeps optimise and best.pt keeps, lower is better: the error against the true mapping on
-    synthetic data; the held-out SWD score with data.val_fraction > 0; else the cycle loss."""
-    for key in ("err", "val_swd", "loss_cyc"):
-        if key in metrics:
-            return float(metrics[key])
-    return math.nan
 
 
 class Ema:
