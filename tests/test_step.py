@@ -21,7 +21,7 @@ def _nets(seed=0):
 def _run(nets, fuse, steps=3):
     opt_g = torch.optim.Adam(list(nets.g_ab.parameters()) + list(nets.g_ba.parameters()), lr=1e-3)
     opt_d = torch.optim.Adam(list(nets.d_a.parameters()) + list(nets.d_b.parameters()), lr=1e-3)
-    step = CycleGANStep(nets, opt_g, opt_d, LossWeights(), FakeBuffer(4), FakeBuffer(4), None,
+    step = CycleGANStep(nets, opt_g, opt_d, LossWeights(lambda_id=0.5), FakeBuffer(4), FakeBuffer(4), None,
                         torch.amp.GradScaler("cpu", enabled=False), fuse_passes=fuse)
     torch.manual_seed(1)
     out = []
