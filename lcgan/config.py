@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from lcgan.augment import POLICIES
+from lcgan.latents import Convention
 
 _ABSENT = object()
 
@@ -84,5 +85,10 @@ def check(cfg: DictConfig) -> None:
             continue
         if not ok(value):
             problems.append(f"{key}={value!r}: must be {want}")
+    # a setting that cannot apply is an error: per-channel statistics replace the divisor (a sweep over it was a no-op)
+    divisor = OmegaConf.select(cfg, "data.latent_divisor", default=Convention.latent_divisor)
+    if OmegaConf.select(cfg, "data.latent_norm", default=None) == "channel" and divisor != Convention.latent_divisor:
+        problems.append(f"data.latent_divisor={divisor!r} has no effect under data.latent_norm=channel (per-channel statistics "
+                        f"replace it): leave data.latent_divisor at {Convention.latent_divisor}, or use data.latent_norm=divisor")
     if problems:
         raise ConfigError("invalid config (fix on the command line, e.g. key=value):\n  " + "\n  ".join(problems))
