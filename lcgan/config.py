@@ -5,6 +5,7 @@ wrong types and out-of-range values, all at once, with the key and the fix.
 """
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Callable, Sequence
 
@@ -27,6 +28,10 @@ def _int(v) -> bool:
 def _num(v) -> bool:
     """A finite number: ``optim.lr=inf`` parses as a float and would pass ``> 0``."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _path_or_null(v) -> bool:
+    return v is None or (isinstance(v, str) and v != "")
 
 
 def _betas(v) -> bool:
@@ -73,7 +78,68 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")), "auto, cpu, cuda or cuda:N"),
     "train.overwrite": (lambda v: isinstance(v, bool), "true or false"),
     "model.discriminator.ndf": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    # lcgan.encode (conf/encode.yaml): 0 and -2 wrote nothing and exited 0
+    "image_size": (lambda v: _int(v) and v >= 8, "an integer >= 8 (a multiple of the VAE's downsampling, 8)"),
+    "batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "num_workers": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "on_error": (lambda v: v in ("skip", "stop"), "skip or stop"),
+    "latents_scaled": (lambda v: isinstance(v, bool), "true or false"),
+    "sample_posterior": (lambda v: isinstance(v, bool), "true or false"),
+    "flip_copies": (lambda v: isinstance(v, bool), "true or false"),
+    "overwrite": (lambda v: isinstance(v, bool), "true or false"),
+    # lcgan.evaluate and lcgan.translate (conf/eval.yaml, conf/translate.yaml, the eval group)
+    "checkpoint": (lambda v: isinstance(v, str) and v != "", "a .pt file or latest"),
+    "image": (_path_or_null, "null or an image file"),
+    "imageA": (_path_or_null, "null or an image file"),
+    "imageB": (_path_or_null, "null or an image file"),
+    "eval.image_size": (lambda v: _int(v) and v >= 8, "an integer >= 8 (a multiple of 8 * the generator's factor)"),
+    "eval.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "eval.num_workers": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "eval.save_images": (lambda v: isinstance(v, bool), "true or false"),
+    "eval.use_ema": (lambda v: isinstance(v, bool), "true or false"),
+    "eval.latent_baselines": (lambda v: isinstance(v, bool), "true or false"),
+    "eval.random_weights": (lambda v: isinstance(v, bool), "true or false"),
+    "eval.lpips.net": (lambda v: v in ("alex", "vgg", "squeeze"), "alex, vgg or squeeze"),
+    "eval.fid.kid_subsets": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "eval.fid.kid_subset_size": (lambda v: _int(v) and v >= 2, "an integer >= 2"),
+    # lcgan.bench (conf/bench.yaml; its train/optim/model keys are the rules above)
+    "bench.latent_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "bench.channels": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "bench.warmup": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "bench.eager_warmup": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "bench.steps": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "bench.n_batches": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "bench.compare_steps": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "bench.eager_amp": (lambda v: v in ("bf16", "fp16", "none"), "one of bf16, fp16, none"),
+    "bench.eval.images": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "bench.eval.loop_images": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "bench.eval.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "bench.eval.image_size": (lambda v: _int(v) and v >= 8, "an integer >= 8"),
 }
+
+
+def at_least(low: float, kind: type = int, strict: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` for the plain-argparse commands (fid_stats, latent_stats): a number >= ``low``
+    (> with ``strict``); argparse names the option in the error (``argument --batch-size: must be an integer >= 1, got '-2'``)."""
+    want = f"{'an integer' if kind is int else 'a number'} {'>' if strict else '>='} {low}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return value
+
+    return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type``: the devices ``device=`` takes."""
+    if not RULES["device"][0](text):
+        raise argparse.ArgumentTypeError(f"must be {RULES['device'][1]}, got {text!r}")
+    return text
 
 
 def check(cfg: DictConfig) -> None:

@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from lcgan import checkpoint as ckpt_io
+from lcgan import config
 from lcgan.baselines import BASELINES as LATENT_BASELINES
 from lcgan.baselines import LinearMap, fit_all
 from lcgan.fid_stats import reference_stats, to_uint8
@@ -335,6 +336,7 @@ def setup(cfg: DictConfig) -> tuple[Translator, object, tuple, dict, torch.devic
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.checkpoint`` on ``cfg.eval.testA_dir`` / ``testB_dir``; returns the summary."""
+    config.check(cfg)
     translator, vae, nets, ecfg, device = setup(cfg)
     ckpt = Path(translator.info["path"])
     out_dir = Path(ecfg["out_dir"] or Path("outputs/eval") / ckpt.stem)

@@ -19,11 +19,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from lcgan import config
 from lcgan.evaluate import print_report, read_source, run, setup
 from lcgan.fid_stats import FALLBACK_ROOT, find_stats
 
 
 def translate(cfg: DictConfig) -> dict:
+    config.check(cfg)
     if cfg.image and (cfg.imageA or cfg.imageB):
         raise ValueError("give image=PATH (both directions) or imageA=/imageB=, not both")
     paths = {"A": cfg.image or cfg.imageA, "B": cfg.image or cfg.imageB}
