@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from lcgan import config
+from lcgan import CONF_DIR, config
 from lcgan.checkpoint import atomic_write_bytes
 from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 from lcgan.data import load_latent_file
@@ -206,7 +206,7 @@ def encode(cfg: DictConfig) -> dict:
             "manifest": str(output_dir / MANIFEST)}  # fmt: skip
 
 
-@hydra.main(config_path="../conf", config_name="encode", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="encode", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     encode(cfg)
 

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from lcgan import CONF_DIR
 from lcgan import checkpoint as ckpt_io
 from lcgan import config
 from lcgan.baselines import BASELINES as LATENT_BASELINES
@@ -379,7 +380,7 @@ def log_to_tracker(cfg: DictConfig, summary: dict, out_dir: Path, max_images: in
         raise
 
 
-@hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

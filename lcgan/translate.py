@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lcgan import config
+from lcgan import CONF_DIR, config
 from lcgan.evaluate import print_report, read_source, run, setup
 from lcgan.fid_stats import FALLBACK_ROOT, find_stats
 
@@ -52,7 +52,7 @@ def translate(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(config_path="../conf", config_name="translate", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="translate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     translate(cfg)
 
