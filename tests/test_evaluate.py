@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, TINY_SYNTHETIC, compose_cfg
+from tests.conftest import TINY, TINY_SYNTHETIC, compose_cfg
 from PIL import Image
-from shared import shared_images, shared_path
-from test_metrics import real_inception
+from tests.shared import shared_images, shared_path
+from tests.test_metrics import real_inception
 
 from lcgan import checkpoint, fid_stats
 from lcgan.evaluate import BASELINES, evaluate

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from shared import shared_images
+from tests.shared import shared_images
 
 from lcgan.evaluate import EmbeddingCache
 from lcgan.fid_stats import load_stats, reference_stats
