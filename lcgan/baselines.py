@@ -13,7 +13,8 @@ All are linear maps of latents, fitted on the training domains only (no pairs), 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,22 @@ import torch.nn.functional as F
 
 BASELINES = ("mean_shift", "moment_match", "gaussian_ot", "patch_ot")
 PATCH_OT_KERNEL = 3  # 3x3 latent cells = 24x24 pixels of an SD-family VAE
+# the validation metric, lower is better, first found of: the error against the true mapping on
+# synthetic data (score_synthetic); the held-out SWD score with data.val_fraction > 0 (score_heldout);
+# else the cycle loss. What sweeps optimise, best.pt keeps and lcgan.report ranks by.
+VALIDATION_KEYS = ("err", "val_swd", "loss_cyc")
+
+
+def validation_key(keys: Iterable[str]) -> str | None:
+    """Which of a log line's (or a sweep's) keys is the validation metric; None if none is."""
+    keys = set(keys)
+    return next((k for k in VALIDATION_KEYS if k in keys), None)
+
+
+def validation_metric(metrics: dict) -> float:
+    """The validation metric of one epoch's metrics (see ``VALIDATION_KEYS``); NaN if it has none."""
+    key = validation_key(metrics)
+    return float(metrics[key]) if key else math.nan
 
 
 def channel_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

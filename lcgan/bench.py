@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from lcgan import checkpoint, config
+from lcgan import CONF_DIR, checkpoint, config
 from lcgan.train import LOSS_KEYS, auto_switch, build_nets, build_training, check_sizes, resolve_device
 
 
@@ -194,7 +194,7 @@ def bench(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     Path(cfg.bench.output).parent.mkdir(parents=True, exist_ok=True)
     bench(cfg)

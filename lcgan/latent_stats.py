@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from lcgan.config import at_least
 from lcgan.data import find_latent_files, load_latent_file
 
 DIVISORS = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0)
@@ -102,7 +103,7 @@ def format_table(s: dict) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("dirs", nargs="+", help="folders of .pt latents (searched recursively)")
-    parser.add_argument("--divisors", type=float, nargs="+", default=list(DIVISORS), help="candidate latent_divisor values")
+    parser.add_argument("--divisors", type=at_least(0, float, strict=True), nargs="+", default=list(DIVISORS), help="candidate latent_divisor values")
     parser.add_argument("--json", help="also write the statistics of all folders to this JSON file")
     args = parser.parse_args(argv)
     results = [folder_stats(d, tuple(args.divisors)) for d in args.dirs]

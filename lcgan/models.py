@@ -47,8 +47,8 @@ class ResnetGenerator(nn.Module):
         ngf: int = 64,
         n_blocks: int = 6,
         n_downsampling: int = 2,
-        output: str = "tanh",
-        anchor: str = "identity",
+        output: str = "residual",  # the defaults of conf/model/*.yaml: one default per setting
+        anchor: str = "gaussian_ot",
     ) -> None:
         super().__init__()
         if output not in ("tanh", "residual"):

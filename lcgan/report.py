@@ -6,8 +6,8 @@ Reads every job folder under PATH (a folder holding ``.hydra/config.yaml``): its
 into PATH, atomically:
 
 - ``report.csv`` / ``report.md``: one row per job, best first: the swept values, status
-  (completed | failed | incomplete), final losses, the validation metric (synthetic data: ``err``,
-  the same value ``train()`` returns; else ``loss_cyc``), the zero-parameter baselines and whether the
+  (completed | failed | incomplete), final losses, the validation metric (``lcgan.baselines.validation_metric``,
+  what ``train()`` returns: ``err`` on synthetic data, ``val_swd`` with a validation split, else ``loss_cyc``), the zero-parameter baselines and whether the
   job beats them, ``eval/*`` metrics, and the first line of the error of a failed job;
 - ``report.png``: the metric against each swept parameter, one line per setting of the others,
   seeds averaged (mean ± std as error bars), the best baseline dashed.
@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
-from lcgan.baselines import BASELINES
+from lcgan.baselines import BASELINES, validation_key
 from lcgan.checkpoint import atomic_write_bytes
 
 LOSSES = ("loss_G", "loss_D", "loss_cyc", "loss_id")
@@ -121,7 +121,7 @@ def read_job(job: Path, root: Path) -> dict:
     last = rows[-1] if rows else {}
     out = {"job": str(job.relative_to(root)) or ".", "status": status, "epochs": f"{done}/{epochs}", "overrides": overrides}
     out.update({k: last[k] for k in LOSSES if k in last})
-    for k in ("err", "err_G", "err_F"):
+    for k in ("err", "err_G", "err_F", "val_swd"):
         if k in last:
             out[k] = last[k]
     for name in BASELINES:
@@ -174,7 +174,7 @@ def table(root: Path, metric: str | None = None) -> tuple[list[dict], list[str],
     """(rows best first, swept keys, metric name) for the jobs under ``root``."""
     jobs = [_read_job_or_say_why(j, root) for j in find_jobs(root)]
     keys = swept_keys(jobs)
-    metric = metric or ("err" if any("err" in j for j in jobs) else "loss_cyc")
+    metric = metric or validation_key(k for j in jobs for k in j) or "loss_cyc"  # what train() returned
     rows = []
     for j in jobs:
         row = {"job": j["job"], "status": j["status"], **{k: j["overrides"].get(k, "") for k in keys}}
@@ -204,7 +204,7 @@ def columns(rows: list[dict], keys: list[str], metric: str, max_eval: int | None
     """Table columns in reading order; ``max_eval`` caps the ``eval/*`` ones (the Markdown table)."""
     present = list(dict.fromkeys(k for r in rows for k in r))
     fixed = ["job", "status", *keys, "epochs", metric]
-    rest = [*LOSSES, "err", "err_G", "err_F", *(f"base_{n}" for n in BASELINES), "beats_baselines"]
+    rest = [*LOSSES, "err", "err_G", "err_F", "val_swd", *(f"base_{n}" for n in BASELINES), "beats_baselines"]
     evals = sorted(k for k in present if k.startswith("eval/"))[:max_eval]
     return [c for c in dict.fromkeys([*fixed, *rest, *evals, "error"]) if c in present or c in fixed]
 
@@ -370,7 +370,7 @@ def write_report(root: str | Path, metric: str | None = None, top: int = 5, quie
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m lcgan.report", description=__doc__.splitlines()[0])
     ap.add_argument("path", help="a Hydra multirun folder, e.g. multirun/2025-01-31/12-00-00")
-    ap.add_argument("--metric", default=None, help="column to rank by, lower is better (default: err, else loss_cyc)")
+    ap.add_argument("--metric", default=None, help="column to rank by, lower is better (default: the validation metric train() returns: err, else val_swd, else loss_cyc)")
     ap.add_argument("--top", type=int, default=5, help="rows shown on the console")
     args = ap.parse_args(argv)
     write_report(args.path, args.metric, args.top)

@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from lcgan import checkpoint, config, distributed, rundir
-from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic
+from lcgan import CONF_DIR, checkpoint, config, distributed, rundir
+from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.data import UnpairedSampler, place, spread_picks
@@ -96,7 +96,7 @@ def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, world:
     torch.backends.cudnn.benchmark = auto_switch(tc.cudnn_benchmark, device)
     if auto_switch(tc.channels_last, device):
         nets.to(memory_format=torch.channels_last)  # cuDNN's fast convolution layout
-    make_opt = instantiate(cfg.optim)
+    make_opt = instantiate(cfg.optim, epochs=tc.epochs)  # the schedule follows the run's length
     opt_g, sched_g = make_opt(list(nets.g_ab.parameters()) + list(nets.g_ba.parameters()))
     opt_d, sched_d = make_opt(list(nets.d_a.parameters()) + list(nets.d_b.parameters()))
     amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
@@ -309,15 +309,6 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     return value
 
 
-def validation_metric(metrics: dict) -> float:
-    """What sweeps optimise and best.pt keeps, lower is better: the error against the true mapping on
-    synthetic data; the held-out SWD score with data.val_fraction > 0; else the cycle loss."""
-    for key in ("err", "val_swd", "loss_cyc"):
-        if key in metrics:
-            return float(metrics[key])
-    return math.nan
-
-
 class Ema:
     """Exponential moving average of a generator's weights: ``ema = decay * ema + (1 - decay) * w``
     after every step, one fused foreach kernel and no host sync (torch's AveragedModel reads its
@@ -359,7 +350,7 @@ def summary_line(m: dict, epochs: int) -> str:
     return line
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     try:
         return train(cfg)

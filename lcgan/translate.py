@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
 
+from lcgan import CONF_DIR, config
 from lcgan.evaluate import DIRECTIONS, print_report, read_source, run, setup
 from lcgan.fid_stats import FALLBACK_ROOT, find_stats
 from lcgan.images import list_images, read_rgb
@@ -42,6 +43,7 @@ from lcgan.vis import save_png, to_uint8
 
 def translate(cfg: DictConfig) -> dict:
     """Plain translation of ``cfg.input`` (``metrics=false``), or one image with every metric (``metrics=true``)."""
+    config.check(cfg)
     return translate_with_metrics(cfg) if cfg.metrics else translate_files(cfg)
 
 
@@ -164,7 +166,7 @@ def translate_with_metrics(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(config_path="../conf", config_name="translate", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="translate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     translate(cfg)
 

@@ -111,7 +111,7 @@ def _lcgan_resnet_config(state: dict, output: str) -> dict:
     downs = [i for i, s in convs if 1 < i < first_block and len(s) == 4 and s[-1] == 3]
     # anchor buffers hold the start map itself, so any anchor of the same shape rebuilds it: 1x1 maps
     # (per-channel legacy anchor_scale, or anchor_weight (C, C, 1, 1)) as gaussian_ot, 3x3 as patch_ot
-    anchor = {"anchor": "moment_match", "output": "residual"} if "anchor_scale" in state else {}
+    anchor = {"anchor": "moment_match", "output": "residual"} if "anchor_scale" in state else {"anchor": "identity"}
     if "anchor_weight" in state:
         anchor = {"anchor": "patch_ot" if state["anchor_weight"].shape[-1] > 1 else "gaussian_ot", "output": "residual"}
     return {"ngf": int(state["net.1.weight"].shape[0]), "n_blocks": len(blocks), "n_downsampling": len(downs),
@@ -175,6 +175,8 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
     data, model = _section(cfg, "data", path), _section(cfg, "model", path)
     gen_cfg = model.get("generator")
     if gen_cfg is not None:  # an lcgan checkpoint: its own generator config, rebuilt from the allow-list
+        if isinstance(gen_cfg, dict) and "anchor" not in gen_cfg:  # saved before model.generator.anchor existed: no anchor
+            gen_cfg = {**gen_cfg, "anchor": "identity"}
         gen_cls, gen_kwargs = rebuild(gen_cfg, GENERATORS, f"checkpoint {path}: cfg.model.generator", ("in_channels",),
                                       "re-save the checkpoint from a trusted lcgan run")  # fmt: skip
         fmt, make = "lcgan", lambda c: gen_cls(in_channels=c, **gen_kwargs)  # noqa: E731

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
-from shared import shared_path
+from tests.shared import shared_path
 
 from lcgan import latent_stats
 from lcgan.encode import check_manifests, encode, read_manifest

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, TINY_SYNTHETIC, compose_cfg
+from tests.conftest import TINY, TINY_SYNTHETIC, compose_cfg
 from PIL import Image
-from shared import shared_images, shared_path
-from test_metrics import real_inception
+from tests.shared import shared_images, shared_path
+from tests.test_metrics import real_inception
 
 import lcgan.evaluate
 import lcgan.metrics
@@ -57,12 +57,20 @@ def common(root, vae) -> list[str]:
             f"eval.clip.embedding_cache={root / 'clip_cache'}"]  # fmt: skip
 
 
-def test_evaluate_end_to_end(setup):
+@pytest.fixture(scope="module")
+def evaluated(setup):
+    """The evaluation of the setup's checkpoint, run once: (summary, output folder). It also writes B's FID
+    reference statistics and the CLIP source embeddings that the single-image test reuses."""
     root, ckpt, vae = setup
     out = root / "out"
     cfg = compose_cfg("eval", [f"checkpoint={ckpt}", f"eval.testA_dir={root / 'A'}", f"eval.testB_dir={root / 'B'}",
                                f"eval.out_dir={out}", "eval.save_images=true", *common(root, vae)])  # fmt: skip
-    summary = evaluate(cfg)
+    return evaluate(cfg), out
+
+
+def test_evaluate_end_to_end(setup, evaluated):
+    root, ckpt, vae = setup
+    summary, out = evaluated
 
     # summary.json: what was run, on what, and every number finite
     on_disk = json.loads((out / "summary.json").read_text())
@@ -113,10 +121,9 @@ def test_evaluate_end_to_end(setup):
     assert not (root / "B" / "fid_stats.npz").exists() and not (root / "A" / "vectors").exists()  # never beside the images
 
 
-def test_translate_one_image_with_fid_from_existing_stats(setup):
-    root, ckpt, vae = setup
-    if not (fid_stats._locations(root / "B", None, fid_stats.FALLBACK_ROOT)[0] / "fid_stats.npz").is_file():
-        pytest.skip("runs after test_evaluate_end_to_end, which writes B's reference statistics")
+def test_translate_one_image_with_fid_from_existing_stats(setup, evaluated):
+    root, ckpt, vae = setup  # `evaluated`: B's reference statistics and the sources' CLIP embeddings exist
+    assert (fid_stats._locations(root / "B", None, fid_stats.FALLBACK_ROOT)[0] / "fid_stats.npz").is_file()
     image = sorted((root / "A").glob("*.jpg"))[0]
     out = root / "single"
     cfg = compose_cfg("translate", ["metrics=true", f"checkpoint={ckpt}", f"image={image}", f"eval.testB_dir={root / 'B'}",

@@ -755,8 +755,8 @@ def test_fid_stats_writes_only_to_its_cache_and_never_deletes_a_file_it_did_not_
 
 @pytest.mark.parametrize("case, error", [
     ("empty", r"input_dir='.*empty' holds no images \(.jpg.*\); nothing to encode"),
-    ("image_size=0", r"image_size=0 must be an integer >= 1"),
-    ("batch_size=-2", r"batch_size=-2 must be an integer >= 1"),
+    ("image_size=0", r"image_size=0: must be an integer >= 8"),
+    ("batch_size=-2", r"batch_size=-2: must be an integer >= 1"),
     ("unreadable", r"none of the 1 images in input_dir=.* could be encoded \(reasons in .*manifest.json, e.g. .*not a readable image"),
 ])
 def test_encode_that_would_write_nothing_is_an_error(tmp_path, case, error):

@@ -106,3 +106,20 @@ def test_report_cli_errors_name_the_problem(tmp_path):
 
 def test_error_line_plain_message():
     assert error_line("RuntimeError: CUDA out of memory\n") == "RuntimeError: CUDA out of memory"
+
+
+def test_report_ranks_a_validation_split_sweep_by_val_swd(tmp_path):
+    # jobs on real latents with data.val_fraction > 0 log val_swd, no err: train() returned val_swd, and so the
+    # report ranks by it (it ranked by loss_cyc, the opposite order here)
+    root = tmp_path / "multirun"
+    for i, (swd, cyc) in enumerate([(0.9, 0.1), (0.5, 0.3), (0.7, 0.2)]):
+        job = root / str(i)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text("seed: 0\ntrain:\n  epochs: 1\n")
+        (job / ".hydra" / "overrides.yaml").write_text(f"- train.lambda_cyc={i + 1}\n")
+        (job / "logs").mkdir()
+        row = {"epoch": 1, "loss_G": 2.0, "loss_D": 0.5, "loss_cyc": cyc, "loss_id": 0.0, "val_swd": swd, "val_metric": swd}
+        (job / "logs" / "train_log.jsonl").write_text(json.dumps(row) + "\n")
+    rows = write_report(root, quiet=True)
+    assert [r["job"] for r in rows] == ["1", "2", "0"] and rows[0]["val_swd"] == 0.5
+    assert "val_swd" in (root / "report.md").read_text()

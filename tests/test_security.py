@@ -25,7 +25,7 @@ from tests.conftest import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-GEN = {"_target_": "lcgan.models.ResnetGenerator", "ngf": 8, "n_blocks": 1, "n_downsampling": 1, "output": "residual"}
+GEN = {"_target_": "lcgan.models.ResnetGenerator", "ngf": 8, "n_blocks": 1, "n_downsampling": 1, "output": "residual", "anchor": "identity"}
 
 
 @pytest.fixture(autouse=True)
@@ -190,7 +190,7 @@ def test_inferred_config_reads_either_anchor_layout(kernel, anchor):
     of older checkpoints, or the (C, C, k, k) ``anchor_weight`` of the OT anchors (k > 1: a patch map)."""
     from lcgan.translator import _lcgan_resnet_config
 
-    state = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual").state_dict()
+    state = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual", anchor="identity").state_dict()
     legacy = {**state, "anchor_scale": torch.ones(1, 4, 1, 1), "anchor_shift": torch.zeros(1, 4, 1, 1)}
     assert _lcgan_resnet_config(legacy, "tanh") == {"ngf": 8, "n_blocks": 1, "n_downsampling": 1, "output": "residual",
                                                     "anchor": "moment_match"}  # fmt: skip

@@ -106,7 +106,8 @@ def test_checkpoint_records_absolute_vae_paths(tiny_cfg, tmp_path, monkeypatch):
 
 def test_resume_is_exact(tiny_cfg, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    common = ("train.fake_buffer_size=4", "data.flip=true", "train.ema_decay=0.9")
+    # the schedule fixed (by default it follows train.epochs, so a 2-epoch run is another run): the cut falls where decay starts
+    common = ("train.fake_buffer_size=4", "data.flip=true", "train.ema_decay=0.9", "optim.lr_constant_epochs=2", "optim.lr_decay_epochs=2")
     train(tiny_cfg("train.epochs=4", *common, out=straight))
     train(tiny_cfg("train.epochs=2", *common, out=split))
     train(tiny_cfg("train.epochs=4", *common, "train.resume=true", out=split))
@@ -136,14 +137,14 @@ def test_every_config_instantiates(tiny_cfg, tmp_path):
         z = torch.randn(1, 4, 32, 32)
         assert g(z).shape == z.shape and d(z).dim() == 4
     for option in sorted(p.stem for p in (CONF / "optim").glob("*.yaml")):
-        opt, sched = instantiate(tiny_cfg(f"optim={option}").optim)([torch.nn.Parameter(torch.zeros(2))])
+        opt, sched = instantiate(tiny_cfg(f"optim={option}").optim, epochs=2)([torch.nn.Parameter(torch.zeros(2))])
         assert opt.param_groups[0]["lr"] > 0
     vae = instantiate(tiny_cfg("vae=approx").vae, device="cpu")
     assert vae.decode(torch.zeros(1, 4, 4, 4)).shape == (1, 3, 32, 32)
 
 
 def test_lr_schedule_constant_then_linear(tiny_cfg):
-    make = instantiate(tiny_cfg("optim.lr_constant_epochs=2", "optim.lr_decay_epochs=4").optim)
+    make = instantiate(tiny_cfg("optim.lr_constant_epochs=2", "optim.lr_decay_epochs=4").optim, epochs=7)
     opt, sched = make([torch.nn.Parameter(torch.zeros(1))])
     lrs = []
     for _ in range(7):
@@ -151,6 +152,23 @@ def test_lr_schedule_constant_then_linear(tiny_cfg):
         opt.step()
         sched.step()
     assert lrs == pytest.approx([2e-4, 2e-4, 1.6e-4, 1.2e-4, 0.8e-4, 0.4e-4, 0.0])
+
+
+def test_lr_decays_over_the_run_by_default(tiny_cfg, tmp_path):
+    # the default schedule follows train.epochs: constant for the first half, then linear to zero (CycleGAN)
+    train(tiny_cfg("train.epochs=4"))
+    lrs = [r["lr"] for r in read_log(tmp_path / "run")]
+    assert lrs == pytest.approx([2e-4, 2e-4, 2e-4 * 2 / 3, 2e-4 / 3])
+    ck = checkpoint.load(tmp_path / "run" / "model" / "last.pt")
+    assert ck["opt_G"]["param_groups"][0]["lr"] == 0 and ck["opt_D"]["param_groups"][0]["lr"] == 0  # what a next epoch would get
+
+
+def test_resume_of_a_longer_run_follows_its_schedule(tiny_cfg, tmp_path):
+    # extending a finished run: the schedule is this run's (4 epochs: decay over 3 and 4), not the checkpoint's (lr 0 after 2)
+    train(tiny_cfg("train.epochs=2"))
+    train(tiny_cfg("train.epochs=4", "train.resume=true"))
+    lrs = [r["lr"] for r in read_log(tmp_path / "run")]
+    assert lrs == pytest.approx([2e-4, 1e-4, 2e-4 * 2 / 3, 2e-4 / 3])
 
 
 def test_validation_split_ema_and_best_checkpoint(tiny_cfg, tmp_path):

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from shared import shared_images, shared_path
+from tests.shared import shared_images, shared_path
 
 from lcgan import taesd
 from lcgan.images import read_rgb

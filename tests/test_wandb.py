@@ -174,9 +174,15 @@ def test_logger_group_instantiates_as_train_does(tiny_cfg, tmp_path, offline):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    for option in ("none", "wandb"):
+    from lcgan.loggers import NullLogger
+
+    for option, cls in (("none", NullLogger), ("wandb", WandbLogger)):
         cfg = tiny_cfg(f"logger={option}", *(["logger.mode=disabled"] if option == "wandb" else []))
         logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(tmp_path))
+        assert type(logger) is cls  # the partial kept run_config a plain dict, not a config to instantiate
         logger.log_scalars({"step/loss_G": 1.0}, step=1)
         logger.summary({"val_metric": 1.0})
+        if option == "wandb":  # the group's keys reached wandb.init, and the run took the run's config and summary
+            assert logger.mode == "disabled" and logger.log_every == cfg.logger.log_every
+            assert logger.run.config["train"]["epochs"] == cfg.train.epochs and logger.run.summary["val_metric"] == 1.0
         logger.finish(0)
