@@ -41,7 +41,9 @@ def test_generator_defaults_are_the_yaml_defaults(model):
     ("lcgan.bench:bench", "bench", ["bench.steps=0"], "bench.steps=0"),
     ("lcgan.encode:encode", "encode", ["input_dir=in", "output_dir=out", "batch_size=-2"], "batch_size=-2"),
     ("lcgan.evaluate:evaluate", "eval", ["eval.testA_dir=a", "eval.testB_dir=b", "eval.batch_size=0"], "eval.batch_size=0"),
-    ("lcgan.translate:translate", "translate", ["image=x.jpg", "eval.num_workers=-1"], "eval.num_workers=-1"),
+    ("lcgan.translate:translate", "translate", ["metrics=true", "image=x.jpg", "eval.num_workers=-1"], "eval.num_workers=-1"),
+    ("lcgan.translate:translate", "translate", ["input=photos", "direction=C2D"], "direction='C2D'"),
+    ("lcgan.translate:translate", "translate", ["input=photos", "size=0"], "size=0"),
 ])
 def test_every_hydra_entry_point_checks_its_config_first(tmp_path, monkeypatch, entry, config_name, overrides, key):
     # before any work: the error comes from the config check, here run in an empty folder where any work would fail otherwise

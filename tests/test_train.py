@@ -6,20 +6,19 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
-
-from lcgan.baselines import BASELINES
 import torch
 from hydra.utils import instantiate
-import numpy as np
 from PIL import Image
 
 from lcgan import checkpoint
+from lcgan.baselines import BASELINES
 from lcgan.train import LOSS_KEYS, train
 from lcgan.translator import build_vae, load_translator
 from lcgan.vae import absolute_paths
 from lcgan.vis import LINE
-from shared import shared_path
+from tests.shared import shared_path
 
 
 def read_log(out):
