@@ -23,12 +23,12 @@ import statistics
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from lcgan.baselines import BASELINES, validation_key
 from lcgan.checkpoint import atomic_write_bytes
+from lcgan.curves import LOSSES, PALETTE, load_font
 
-LOSSES = ("loss_G", "loss_D", "loss_cyc", "loss_id")
 STATUS_ORDER = {"completed": 0, "incomplete": 1, "failed": 2}
 SEED_KEYS = ("seed",)  # averaged over in the aggregate table and the plot
 
@@ -249,22 +249,11 @@ def to_markdown(root: Path, rows: list[dict], keys: list[str], metric: str, agg:
 
 
 # --- the plot, drawn with PIL so it needs nothing beyond the package's dependencies ---
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one bitmap size
-        return ImageFont.load_default()
-
-
 def plot(rows: list[dict], keys: list[str], metric: str, panel: tuple[int, int] = (380, 300)) -> Image.Image:
     """One panel per swept parameter: x its values, y the metric (seed mean ± std), a line per setting of the others."""
     done = [r for r in rows if r["status"] == "completed" and isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
     params = [k for k in keys if k not in SEED_KEYS] or ["job"]
-    font, small = _font(13), _font(11)
+    font, small = load_font(13), load_font(11)
     pw, ph = panel
     legend_rows = []
     canvas_h = ph + 22
