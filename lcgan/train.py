@@ -19,9 +19,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from lcgan import CONF_DIR, checkpoint, config, distributed, rundir
+from lcgan import CONF_DIR, checkpoint, config, distributed, progress, rundir
 from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
 from lcgan.buffer import FakeBuffer
+from lcgan.curves import read_log, write_curves
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.data import UnpairedSampler, place, spread_picks
 from lcgan.latents import check_channels
@@ -228,6 +229,8 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
           f"amp {parts['amp_dtype']} | compile {step_fn.compiled} "
           f"cuda graphs {step_fn.cuda_graphs} | processes {d.world} | out {out}")
     metrics: dict = {}
+    clock = progress.RunClock(tc.epochs)  # the whole run's ETA, from the epochs this process times
+    curves_png = out / "logs" / "curves.png"
     with StopRequest() as stop:
         for epoch in range(start_epoch, tc.epochs):
             if order is None:
@@ -255,8 +258,9 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
                     n = i + 1 - window_start
                     bar.set_postfix_str(f"G {w[0] / n:7.3f} D {w[1] / n:6.3f} cyc {w[4] / n:6.3f}")
                     now = time.perf_counter()  # after the sync above, so the window's time is real
+                    pairs_per_sec = progress.rate(n * tc.batch_size, now - t_window)  # None: too short a window to time
                     logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, w)}, "step/lr": opt_g.param_groups[0]["lr"],
-                                        "step/pairs_per_sec": n * tc.batch_size / max(now - t_window, 1e-9), **step_stats(device)},
+                                        **({"step/pairs_per_sec": pairs_per_sec} if pairs_per_sec is not None else {}), **step_stats(device)},
                                        step=epoch * steps + i + 1)
                     t_window = now
                     window.zero_()
@@ -282,9 +286,10 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
             if not d.main:
                 order, sums, start_step = None, None, 0
                 continue
+            pairs_per_sec = progress.rate(n_steps * tc.batch_size * d.world, elapsed)
             metrics = {"epoch": epoch + 1, "time_sec": round(elapsed, 3), **means,
-                       "lr": lr, "steps": steps,
-                       "pairs_per_sec": round(n_steps * tc.batch_size * d.world / max(elapsed, 1e-9), 1),
+                       "lr": lr, "steps": steps,  # 3 significant digits: a slow run's rate never rounds to 0
+                       **({"pairs_per_sec": float(f"{pairs_per_sec:.3g}")} if pairs_per_sec is not None else {}),
                        **({"world_size": d.world, "ddp_in_sync": in_sync} if d.world > 1 else {})}
             if domains.truth is not None:
                 metrics.update(score_synthetic(eval_g_ab, eval_g_ba, domains.a, domains.b, domains.truth, maps=maps))
@@ -303,8 +308,13 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
                 picture = visualize(eval_g_ab, eval_g_ba, vae, domains.convention, vis_a, vis_b)
                 save_png(picture, out / "vis" / f"epoch_{epoch + 1:04d}.png")
                 logger.log_image("vis", picture, step=(epoch + 1) * steps)
-            say(summary_line(metrics, tc.epochs))
+                write_curves(log.path, curves_png)
+            clock.epoch_done(time.perf_counter() - t0, n_steps / steps)  # the whole epoch: steps, validation, saving
+            say(summary_line(metrics, tc.epochs, clock.eta(epoch + 1)))
     value = float(metrics.get("val_metric", math.nan))
+    if d.main and log.path.is_file():
+        write_curves(log.path, curves_png)
+        say(progress.closing_note(read_log(log.path), out, tc.epochs))
     logger.summary({**metrics, "best_val_metric": best_val})
     return value
 
@@ -339,9 +349,10 @@ def visualize(g_ab, g_ba, vae, conv, real_a: torch.Tensor, real_b: torch.Tensor)
     return grid([decode(real_a), decode(g_ab(real_a)), decode(real_b), decode(g_ba(real_b))], labels=["A", "G(A)", "B", "F(B)"])
 
 
-def summary_line(m: dict, epochs: int) -> str:
+def summary_line(m: dict, epochs: int, eta_sec: float | None = None) -> str:
     line = (f"Epoch {m['epoch']}/{epochs} | G {m['loss_G']:.3f} D {m['loss_D']:.3f} cyc {m['loss_cyc']:.3f} "
-            f"id {m['loss_id']:.3f} | lr {m['lr']:.2e} | {m['pairs_per_sec']:.0f} pairs/s")
+            f"id {m['loss_id']:.3f} | lr {m['lr']:.2e} | {progress.fmt_rate(m.get('pairs_per_sec'))} pairs/s | "
+            f"run ETA {progress.fmt_duration(eta_sec)}")
     base = lambda suffix: ", ".join(f"{k.replace('_', '-')} {m[f'base_{k}{suffix}']:.3f}" for k in BASELINES)  # noqa: E731
     if "val_swd" in m:
         line += f" | val_swd {m['val_swd']:.3f} (identity 1, {base('_val_swd')})"

@@ -1,0 +1,100 @@
+"""What a training run tells its user on the console: throughput, the ETA of the whole run, and the
+closing paragraph (best epoch, where the files are, the next commands)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from lcgan.baselines import BASELINES, validation_key
+
+# a timing window shorter than this is noise (or a clock tick): no rate is computed from it
+MIN_WINDOW_SEC = 1e-3
+
+
+def rate(count: float, seconds: float) -> float | None:
+    """``count / seconds``, or None when the window is too short to time."""
+    return count / seconds if seconds >= MIN_WINDOW_SEC else None
+
+
+def fmt_rate(value: float | None) -> str:
+    """Three significant digits, never "0" for a slow run: 1234 -> "1234", 12.34 -> "12.3", 0.00123 -> "0.00123"."""
+    if value is None or not math.isfinite(value):
+        return "?"
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``3725`` -> "1:02:05"; ``None`` -> "?"."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class RunClock:
+    """The ETA of the whole run from measured epoch times. The first epoch this process trains is
+    left out once a later one is measured: it pays for warm-up (compilation, cuDNN autotuning, caches)."""
+
+    def __init__(self, total_epochs: int) -> None:
+        self.total_epochs = total_epochs
+        self.per_epoch: list[float] = []  # seconds of one whole epoch (steps, validation, saving)
+
+    def epoch_done(self, seconds: float, fraction: float = 1.0) -> None:
+        """``fraction``: the share of the epoch this process trained (less after a mid-epoch resume)."""
+        self.per_epoch.append(seconds / max(fraction, 1e-6))
+
+    def eta(self, epochs_done: int) -> float | None:
+        """Seconds left for the epochs after ``epochs_done``; None before any epoch was timed."""
+        if not self.per_epoch:
+            return None
+        timed = self.per_epoch[1:] or self.per_epoch
+        return (self.total_epochs - epochs_done) * sum(timed) / len(timed)
+
+
+def _resume_overrides(out: Path) -> str:
+    """The overrides the run was started with (Hydra keeps them in ``.hydra/overrides.yaml``)."""
+    path = out / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return "<the same overrides>"  # train(cfg) called from Python: no Hydra folder
+    from omegaconf import OmegaConf
+    kept = [o for o in OmegaConf.load(path) if not str(o).lstrip("+~").startswith(("hydra.run.dir=", "train.resume=", "train.epochs=", "out_dir="))]
+    return " ".join(str(o) for o in kept)
+
+
+def closing_note(rows: list[dict], out: Path, epochs: int) -> str:
+    """One paragraph at the end of a run: best epoch and metric, the final metric against the
+    closed-form baselines, the run's files, and how to evaluate or continue it."""
+    if not rows:
+        return f"No epoch finished; nothing was written under {out}."
+    key = validation_key(rows[-1]) or "val_metric"
+    scored = [r for r in rows if math.isfinite(float(r.get(key, math.nan)))]
+    last = rows[-1]
+    model = out / "model"
+    best_pt = model / "best.pt"
+    parts = []
+    if scored:
+        best = min(scored, key=lambda r: r[key])
+        parts.append(f"Best epoch {best['epoch']}/{epochs}: {key} {best[key]:.4g} (lower is better), saved as {best_pt}.")
+        suffix = {"err": "_G", "val_swd": "_val_swd"}.get(key)
+        bases = [(n, last.get(f"base_{n}{suffix}")) for n in BASELINES] if suffix else []
+        bases = [(n.replace("_", "-"), v) for n, v in bases if isinstance(v, (int, float))]
+        text = f"Final epoch {last['epoch']}: {key} {last[key]:.4g}"
+        if bases:
+            text += " against the closed-form baselines " + ", ".join(f"{n} {v:.4g}" for n, v in bases)
+            text += " (beats them all)." if last[key] < min(v for _, v in bases) else " (does not beat them all)."
+        else:
+            text += "."
+        parts.append(text)
+    else:
+        parts.append(f"No epoch has a finite {key}; model/best.pt was not written.")
+    parts.append(f"Checkpoints are in {model}/ (best.pt, last.pt, epoch_*.pt), the log and curves in {out / 'logs'}/ "
+                 f"(train_log.jsonl, curves.png), the pictures in {out / 'vis'}/.")
+    ckpt = best_pt if best_pt.exists() else model / "last.pt"
+    parts.append(f"Evaluate: python -m lcgan.evaluate checkpoint={ckpt} eval.testA_dir=<images A> eval.testB_dir=<images B>.")
+    what = "Train longer" if last["epoch"] >= epochs else "Continue it"
+    extra = f" train.epochs=<more than {epochs}>" if last["epoch"] >= epochs else f" train.epochs={epochs}"
+    command = " ".join(filter(None, ["python -m lcgan.train", _resume_overrides(out), extra.strip(), "train.resume=true", f"hydra.run.dir={out}"]))
+    parts.append(f"{what}: {command}")
+    return " ".join(parts)
