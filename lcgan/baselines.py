@@ -26,6 +26,8 @@ PATCH_OT_KERNEL = 3  # 3x3 latent cells = 24x24 pixels of an SD-family VAE
 # synthetic data (score_synthetic); the held-out SWD score with data.val_fraction > 0 (score_heldout);
 # else the cycle loss. What sweeps optimise, best.pt keeps and lcgan.report ranks by.
 VALIDATION_KEYS = ("err", "val_swd", "loss_cyc")
+# where each validation metric's baselines are logged: base_<name><suffix> (loss_cyc has none)
+BASELINE_SUFFIX = {"err": "_G", "val_swd": "_val_swd"}
 
 
 def validation_key(keys: Iterable[str]) -> str | None:

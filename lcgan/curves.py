@@ -13,14 +13,12 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from lcgan.baselines import BASELINES, validation_key
+from lcgan.baselines import BASELINE_SUFFIX, BASELINES, validation_key
 from lcgan.checkpoint import atomic_write_bytes
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 LOSSES = ("loss_G", "loss_D", "loss_cyc", "loss_id")
-# the baselines' keys per validation metric: base_<name><suffix>; loss_cyc has none
-BASELINE_SUFFIX = {"err": "_G", "val_swd": "_val_swd"}
 
 
 def load_font(size: int) -> ImageFont.ImageFont:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lcgan.baselines import BASELINES, validation_key
+from lcgan.baselines import BASELINE_SUFFIX, BASELINES, validation_key
 
 # a timing window shorter than this is noise (or a clock tick): no rate is computed from it
 MIN_WINDOW_SEC = 1e-3
@@ -77,7 +77,7 @@ def closing_note(rows: list[dict], out: Path, epochs: int) -> str:
     if scored:
         best = min(scored, key=lambda r: r[key])
         parts.append(f"Best epoch {best['epoch']}/{epochs}: {key} {best[key]:.4g} (lower is better), saved as {best_pt}.")
-        suffix = {"err": "_G", "val_swd": "_val_swd"}.get(key)
+        suffix = BASELINE_SUFFIX.get(key)
         bases = [(n, last.get(f"base_{n}{suffix}")) for n in BASELINES] if suffix else []
         bases = [(n.replace("_", "-"), v) for n, v in bases if isinstance(v, (int, float))]
         text = f"Final epoch {last['epoch']}: {key} {last[key]:.4g}"
