@@ -300,14 +300,15 @@ def kid(feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100, max_subs
     return float(np.mean(values)), float(np.std(values))
 
 
-def _real_or_random(name: str, real, random) -> object:
-    """``real()``, or when its weights cannot be had, one printed line and ``random()`` marked not meaningful."""
+def _real_or_random(name: str, setting: str, real, random) -> object:
+    """``real()``, or when its weights cannot be had, one printed line and ``random()`` marked not meaningful
+    (a short reason naming ``setting``: it is also written under the evaluation's pictures)."""
     try:
         return real()
     except MissingWeightsError as e:
         print(f"WARNING: {name} is NOT meaningful in this run (a random network stands in): {e}", flush=True)
         net = random()
-        net.not_meaningful = f"{name}: no weights ({e})"
+        net.not_meaningful = f"{name}: random network, its weights could not be had (set {setting})"
         return net
 
 
@@ -319,17 +320,17 @@ def build_metrics(lpips_cfg: dict, clip_cfg: dict, fid_cfg: dict, device: str | 
     random one (one line naming the setting that supplies the weights), so the other metrics stay real.
     """
     lp = _real_or_random(
-        "content_lpips",
+        "content_lpips", "eval.lpips.backbone_path",
         lambda: Lpips(net=lpips_cfg["net"], backbone_path=lpips_cfg.get("backbone_path"), random=lpips_cfg["random"],
                       device=device, seed=seed),
         lambda: Lpips(net=lpips_cfg["net"], random=True, device=device, seed=seed))  # fmt: skip
     cl = _real_or_random(
-        "content_clip",
+        "content_clip", "eval.clip.pretrained / eval.clip.cache_dir",
         lambda: Clip(model=clip_cfg["model"], pretrained=clip_cfg.get("pretrained"), cache_dir=clip_cfg.get("cache_dir"),
                      random=clip_cfg["random"], device=device, seed=seed + 1),
         lambda: Clip(model=clip_cfg["model"], random=True, device=device, seed=seed + 1))  # fmt: skip
     inc = _real_or_random(
-        "FID/KID",
+        "FID/KID", "eval.fid.inception_path",
         lambda: Inception(path=fid_cfg.get("inception_path"), random=fid_cfg["random"], device=device, seed=seed + 2, workers=workers),
         lambda: Inception(random=True, device=device, seed=seed + 2, workers=workers))  # fmt: skip
     return lp, cl, inc
