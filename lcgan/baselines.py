@@ -14,7 +14,7 @@ All are linear maps of latents, fitted on the training domains only (no pairs), 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -155,14 +155,6 @@ def fit_all(a: torch.Tensor, b: torch.Tensor) -> dict[str, dict[str, LinearMap]]
                           else _gaussian_ot(moments[src, _kernel(kind)], moments[tgt, _kernel(kind)], a.shape[1], _kernel(kind))
                           for kind in BASELINES}
     return out
-
-
-def mean_shift(src: torch.Tensor, tgt: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    return fit("mean_shift", src, tgt)
-
-
-def moment_match(src: torch.Tensor, tgt: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    return fit("moment_match", src, tgt)
 
 
 def rmse(x: torch.Tensor, y: torch.Tensor) -> float:

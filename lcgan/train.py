@@ -154,7 +154,7 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)
     maps = fit_all(domains.a, domains.b)
     domain_stats = {"a_mean": stats_a[0].tolist(), "a_std": stats_a[1].tolist(), "b_mean": stats_b[0].tolist(), "b_std": stats_b[1].tolist(),
-                    "maps": {d: {k: m.as_dict() for k, m in by_kind.items()} for d, by_kind in maps.items()}}
+                    "maps": {direction: {k: m.as_dict() for k, m in by_kind.items()} for direction, by_kind in maps.items()}}
     if nets.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains
         nets.g_ab.set_anchor(maps["A2B"][nets.g_ab.anchor])
         nets.g_ba.set_anchor(maps["B2A"][nets.g_ba.anchor])
@@ -176,7 +176,8 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     eval_g_ab, eval_g_ba = (ema[0].module, ema[1].module) if ema else (nets.g_ab, nets.g_ba)
 
     saved_cfg = OmegaConf.to_container(cfg, resolve=True)  # the VAE's paths absolute: the checkpoint is evaluated from anywhere
-    saved_cfg["vae"] = absolute_paths(saved_cfg["vae"]) if saved_cfg.get("vae") else saved_cfg.get("vae")
+    if saved_cfg.get("vae"):
+        saved_cfg["vae"] = absolute_paths(saved_cfg["vae"])
 
     def state(epoch: int, step: int, order, sums, metrics) -> dict:
         return {

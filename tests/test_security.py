@@ -93,6 +93,7 @@ CASES = [
     ("lcgan", "cfg.vae.model_name_or_path", "diffusers", r"cfg.vae.model_name_or_path=\{'_target_'.*is not a plain value"),
     ("lcgan", "convention.latent_divisor", "nest", r"convention.latent_divisor=\{'_target_'"),
     ("lcgan", "domain_stats.a_mean", "nest", r"domain_stats must hold a_mean"),
+    ("lcgan", "domain_stats.maps", "nest", r"domain_stats must hold a_mean"),
     ("legacy", "cfg.visualization.vae_model_name_or_path", "nest", r"cfg.vae.model_name_or_path=\{'_target_'.*vae=sd15"),
     ("legacy", "cfg.model.out_activation", "nest", r"out_activation=\{'_target_'.*must be a plain str"),
     ("inferred", "cfg.model.output", "nest", r"output=\{'_target_'.*must be a plain str"),
