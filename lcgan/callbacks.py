@@ -1,4 +1,5 @@
-"""Hydra callbacks. ``SweepReport`` keeps ``<sweep dir>/report.{md,csv,png}`` current during a multirun.
+"""Hydra callbacks. ``RunFolderGuard`` refuses another run's folder before Hydra writes into it;
+``SweepReport`` keeps ``<sweep dir>/report.{md,csv,png}`` current during a multirun.
 
 Hydra's basic sweeper raises the first failed job's error after the batch, so ``on_multirun_end``
 never runs for a sweep with a failure; the report is therefore rebuilt after every job
@@ -36,3 +37,25 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._write(config, quiet=False)
+
+
+class RunFolderGuard(Callback):
+    """Hydra saves ``.hydra/config.yaml`` in the run folder *before* ``train()`` can take the folder's
+    lock, so a run that ``train()`` then refuses would still overwrite the earlier run's recorded config.
+    ``on_run_start`` comes first; Hydra swallows a callback's exceptions, so on the refusals of
+    :func:`lcgan.rundir.claim` it only switches off that save, and ``train()`` raises the error itself."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        from omegaconf import read_write
+
+        from lcgan import rundir
+
+        out = Path(config.hydra.run.dir)
+        try:
+            rundir.refuse_busy(out)
+            rundir.refuse_earlier_run(out, bool(config.train.resume), bool(config.train.overwrite))
+        except rundir.REFUSALS:
+            with read_write(config.hydra):
+                config.hydra.output_subdir = None

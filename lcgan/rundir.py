@@ -22,6 +22,18 @@ import torch
 LOCK = ".lock"
 
 
+class FolderInUse(RuntimeError):
+    """Another training holds the folder's lock."""
+
+
+class FolderHoldsRun(FileExistsError):
+    """The folder holds an earlier training that a fresh run would replace."""
+
+
+# refusals of a folder that is not this run's: nothing (not even error.txt) is written into it
+REFUSALS = (FolderInUse, FolderHoldsRun)
+
+
 def checkpoint_tag(checkpoint: str | Path) -> str:
     """A folder name for outputs about ``checkpoint`` that differs between runs: the last two parts of its
     run folder and its stem (``outputs/train/2026-11-29/11-45-00/model/last.pt`` -> ``2026-11-29_11-45-00_last``),
@@ -59,7 +71,7 @@ class RunLock:
             self.file.seek(0)
             holder = self.file.read().strip() or "another process"
             self.file.close()
-            raise RuntimeError(f"{out} is in use by another training ({holder}); two runs in one folder would mix their "
+            raise FolderInUse(f"{out} is in use by another training ({holder}); two runs in one folder would mix their "
                                f"checkpoints and log. Wait for it to end, or choose another folder: hydra.run.dir=...") from None
         self.file.seek(0)
         self.file.truncate()
@@ -76,6 +88,31 @@ class RunLock:
         self.file.close()
 
 
+def refuse_earlier_run(out: Path, resume: bool, overwrite: bool) -> list[Path]:
+    """The earlier run's outputs that this run may replace (``overwrite``), or :class:`FolderHoldsRun`."""
+    found = [] if resume else previous_outputs(out)
+    if found and not overwrite:
+        names = ", ".join(str(p.relative_to(out)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise FolderHoldsRun(f"{out} already holds a training ({names}); a fresh run would replace its checkpoints and mix its log. "
+                             f"Continue it with train.resume=true, or start a new run in another folder: "
+                             f"hydra.run.dir=... (train.overwrite=true deletes them and starts anew here)")  # fmt: skip
+    return found
+
+
+def refuse_busy(out: Path) -> None:
+    """:class:`FolderInUse` when a live training holds ``out``'s lock; creates and changes nothing."""
+    if not (out / LOCK).is_file():
+        return
+    with open(out / LOCK) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise FolderInUse(f"{out} is in use by another training ({f.read().strip() or 'another process'}); two runs in one "
+                              "folder would mix their checkpoints and log. Wait for it to end, or choose another folder: "
+                              "hydra.run.dir=...") from None
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def claim(out: Path, resume: bool, overwrite: bool) -> RunLock:
     """Lock ``out`` for this training; a fresh run refuses earlier outputs unless ``overwrite``,
     which deletes them (the checkpoints and log of the earlier run in this folder, nothing else)."""
@@ -84,12 +121,7 @@ def claim(out: Path, resume: bool, overwrite: bool) -> RunLock:
                          "in this folder, overwrite starts it anew; set one")  # fmt: skip
     lock = RunLock(out)
     try:
-        found = [] if resume else previous_outputs(out)
-        if found and not overwrite:
-            names = ", ".join(str(p.relative_to(out)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
-            raise FileExistsError(f"{out} already holds a training ({names}); a fresh run would replace its checkpoints and mix its log. "
-                                  f"Continue it with train.resume=true, or start a new run in another folder: "
-                                  f"hydra.run.dir=... (train.overwrite=true deletes them and starts anew here)")  # fmt: skip
+        found = refuse_earlier_run(out, resume, overwrite)
         for p in found:
             p.unlink()
         if found:

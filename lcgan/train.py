@@ -366,6 +366,8 @@ def summary_line(m: dict, epochs: int, eta_sec: float | None = None) -> str:
 def main(cfg: DictConfig) -> float:
     try:
         return train(cfg)
+    except rundir.REFUSALS:
+        raise  # the folder is another run's: write nothing there
     except Exception:
         # recorded in the job's folder, so a failed job of a sweep is visible next to the others
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)

@@ -814,6 +814,20 @@ def test_config_errors_fail_before_any_output(tmp_path, overrides, error, match)
 ONE_EPOCH = [*SYN, "train.epochs=1", "data.n_a=8", "data.n_b=8"]
 
 
+def test_cli_refused_by_an_earlier_run_writes_nothing_into_its_folder(tmp_path):
+    # Hydra saves .hydra/ before train() can refuse: the refused run overwrote the earlier run's recorded
+    # config, and main() wrote an error.txt that made lcgan.report call the finished run failed
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lcgan.train", *SYN, "train.epochs=1", "data.n_a=8", "data.n_b=8", f"hydra.run.dir={out}"]
+    first = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    again = subprocess.run([*cmd, "train.lambda_cyc=3"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and "already holds a training" in again.stderr
+    assert not (out / "error.txt").exists()
+    assert {p: p.read_bytes() for p in before} == before, "the earlier run's files, .hydra/config.yaml included, are untouched"
+
+
 def test_fresh_run_refuses_a_folder_holding_an_earlier_run(tmp_path):
     out = tmp_path / "run"
     run_inprocess(out, [*SYN, "train.epochs=2", "data.n_a=8", "data.n_b=8"])
