@@ -332,7 +332,10 @@ def resume_config(out: Path, command: list[str], config_name: str = "train"):
     recorded = recorded_overrides(out)
     if recorded is None:
         return None
-    key = lambda text: parse_override(text, "this command", "").key_or_group  # noqa: E731
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    key = lambda text: parser.parse_overrides([text])[0].key_or_group  # noqa: E731  (the command was parsed by Hydra already)
     mine = {key(t) for t in command}
     kept = [t for t in recorded if key(t) not in INVOCATION]
     was = compose(config_name=config_name, overrides=kept)
