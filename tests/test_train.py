@@ -207,7 +207,9 @@ def test_discriminator_group_pixel_by_default_patch_on_request(model):
     z = torch.randn(2, 4, 32, 32)
     pixel = compose_cfg("train", [f"model={model}"]).model.discriminator
     d = instantiate(pixel, in_channels=4)
-    assert (pixel.n_layers, pixel.augment) == (0, "") and d(z).shape == (2, 1, 32, 32)  # a score per latent cell
+    assert (pixel.kernel, pixel.augment) == (1, "") and d(z).shape == (2, 1, 32, 32)  # a score per latent cell
+    local = compose_cfg("train", [f"model={model}", "model/discriminator=local"]).model.discriminator
+    assert local.kernel == 3 and instantiate(local, in_channels=4)(z).shape == (2, 1, 30, 30)  # 3x3 cells, no padding
     patch = compose_cfg("train", [f"model={model}", "model/discriminator=patch"]).model.discriminator
     assert (patch.n_layers, patch.augment) == (2, "translation,cutout") and patch.ndf == pixel.ndf  # the preset's width kept
     assert instantiate(patch, in_channels=4)(z).shape[-1] < 32  # strided: judges regions, not cells
