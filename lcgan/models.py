@@ -49,7 +49,7 @@ class ResnetGenerator(nn.Module):
         n_blocks: int = 6,
         n_downsampling: int = 2,
         output: str = "residual",  # the defaults of conf/model/*.yaml: one default per setting
-        anchor: str = "gaussian_ot",
+        anchor: str = "gaussian_ot_shrunk",
     ) -> None:
         super().__init__()
         if output not in ("tanh", "residual"):
@@ -140,7 +140,7 @@ class LocalDiscriminator(nn.Module):
     what they show. A ``kernel`` conv without padding (no border cells to memorise), then two 1x1 convs.
     """
 
-    def __init__(self, in_channels: int, ndf: int = 64, kernel: int = 1, augment: str = "") -> None:
+    def __init__(self, in_channels: int, ndf: int = 64, kernel: int = 3, augment: str = "") -> None:
         super().__init__()
         if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"kernel={kernel!r} must be an odd integer >= 1")

@@ -101,7 +101,10 @@ def suite_table(results: list[dict]) -> str:
     transforms = [t for t in ("grade", "sepia", "split_tone", "soft_focus", "sharpen", "dark_edges", "null")
                   if any(r["transform"] == t for r in results)]
     transforms += sorted({r["transform"] for r in results} - set(transforms))
-    base = {r["transform"]: r["baselines"] for r in results}
+    base: dict = defaultdict(lambda: defaultdict(dict))  # transform -> test set -> row; files of older runs may lack rows
+    for r in results:
+        for test_set, rows in r["baselines"].items():
+            base[r["transform"]][test_set].update(rows)
     recipes: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))  # name -> transform -> step -> seed -> row
     overrides = {}
     for r in results:
