@@ -10,6 +10,7 @@ import random
 import signal
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from lcgan import CONF_DIR, checkpoint, config, distributed, progress, rundir
 from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
 from lcgan.buffer import FakeBuffer
+from lcgan.compile_cache import BackgroundCompile
 from lcgan.curves import read_log, write_curves
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.data import Domains, UnpairedSampler, place, source_key, spread_picks
@@ -91,9 +93,18 @@ def auto_switch(value, device: torch.device) -> bool:
     return device.type == "cuda" if value == "auto" else bool(value)
 
 
-def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, group: ProcessGroup | None = None) -> dict:
+def background_compile(value, device: torch.device, world: int) -> bool:
+    """``train.compile=auto`` on one CUDA device: start eager and compile in the background (:mod:`lcgan.warmup`),
+    so the first step does not wait one to two minutes for the compiler. Several processes compile at once
+    (every rank must run the same graphs from the first step)."""
+    return value == "auto" and device.type == "cuda" and world == 1
+
+
+def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, group: ProcessGroup | None = None,
+                   compile: bool | None = None) -> dict:
     """Optimizers, schedulers, AMP scaler, replay buffers and the step function: what
-    ``lcgan.train`` and ``lcgan.bench`` share, so the benchmark times the real step."""
+    ``lcgan.train`` and ``lcgan.bench`` share, so the benchmark times the real step.
+    ``compile``: compile the step now (default: ``train.compile``, auto = on CUDA)."""
     tc = cfg.train
     # cuDNN tries its algorithms once per shape and keeps the fastest: shapes are fixed here.
     # (A process-wide flag: set from every built step, so the bench's plain step sets it off.)
@@ -108,7 +119,7 @@ def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, group:
     weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale,
                           lambda_swd=tc.lambda_swd, swd_kernel=tc.swd_kernel)
     step = CycleGANStep(nets, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
-                        amp_dtype, scaler, compile=auto_switch(tc.compile, device), cuda_graphs=auto_switch(tc.cuda_graphs, device),
+                        amp_dtype, scaler, compile=auto_switch(tc.compile, device) if compile is None else compile, cuda_graphs=auto_switch(tc.cuda_graphs, device),
                         fuse_passes=tc.fuse_passes, grad_sync=group.average_grads if group and group.world > 1 else None,
                         r1_gamma=tc.r1_gamma, r1_every=tc.r1_every)
     return {"step": step, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d, "scaler": scaler, "amp_dtype": amp_dtype}
@@ -131,6 +142,7 @@ class Run:
     vis_b: torch.Tensor
     log: checkpoint.JsonlLog
     logger: Any
+    compiler: BackgroundCompile | None = None  # train.compile=auto on one GPU: the step compiles meanwhile
 
 
 def train(cfg: DictConfig) -> float:
@@ -172,7 +184,7 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, out: Path) -> float:
     say(banner(run, tc.epochs))
     steps = sampler.steps_per_epoch
     clock = progress.RunClock(tc.epochs)  # the whole run's ETA, from the epochs this process times
-    with StopRequest() as stop:
+    with StopRequest() as stop, run.compiler or nullcontext():  # a compile still running ends with the run
         for epoch in range(state.epoch, tc.epochs):
             if state.order is None:  # a fresh epoch; a mid-epoch checkpoint brings its order and sums
                 state.order, state.sums = sampler.epoch(), torch.zeros(len(LOSS_KEYS), device=group.device)
@@ -189,6 +201,8 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, out: Path) -> float:
                 due = (i + 1) % tc.log_every == 0 or i + 1 == steps
                 if due:  # the loop's one read-back from the device
                     window.report(i, bar, logger, state.opt_g.param_groups[0]["lr"], tc.batch_size)
+                    if run.compiler and (note := run.compiler.poll()):
+                        bar.write(note)
                 # several processes stop together, at a log boundary, when a signal reached any of them
                 if bool(stop) if group.world == 1 else due and group.any(bool(stop)):
                     window.check_pending(i)  # never save NaN weights over the last good last.pt
@@ -234,7 +248,8 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     group.broadcast_params(nets)
     if group.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
         torch.manual_seed(cfg.seed + group.rank)
-    parts = build_training(cfg, nets, device, group)
+    background = background_compile(tc.compile, device, group.world)
+    parts = build_training(cfg, nets, device, group, compile=False if background else None)
     layout = torch.channels_last if auto_switch(tc.channels_last, device) else torch.contiguous_format
     sampler = UnpairedSampler(place(group.shard(domains.a).contiguous(memory_format=layout), device),
                               place(group.shard(domains.b).contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
@@ -248,8 +263,9 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     step = parts["step"]
     state = TrainState(nets, parts["opt_g"], parts["opt_d"], parts["sched_g"], parts["sched_d"], parts["scaler"],
                        step.buffer_a, step.buffer_b, tc.ema_decay, record)
+    compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, out / "logs" / "compile.log") if background else None
     return Run(tc, group, out, domains, vae, maps, state, step, sampler, vis_a, vis_b,
-               checkpoint.JsonlLog(out / "logs" / "train_log.jsonl"), logger)
+               checkpoint.JsonlLog(out / "logs" / "train_log.jsonl"), logger, compiler)
 
 
 def resume(run: Run, path: Path, cfg: DictConfig) -> None:
@@ -366,7 +382,7 @@ def banner(run: Run, epochs: int) -> str:
     n_params = sum(p.numel() for p in run.state.nets.g_ab.parameters())
     return (f"lcgan.train | device {run.group.device} | A {tuple(d.a.shape)} B {tuple(d.b.shape)} | "
             f"G/F {n_params / 1e6:.2f}M params each | batch {tc.batch_size} x {run.sampler.steps_per_epoch} steps/epoch x {epochs} epochs | "
-            f"amp {step.amp_dtype} | compile {step.compiled} cuda graphs {step.cuda_graphs} | processes {run.group.world} | out {run.out}")
+            f"amp {step.amp_dtype} | compile {'in the background (eager until ready)' if run.compiler else step.compiled} cuda graphs {step.cuda_graphs} | processes {run.group.world} | out {run.out}")
 
 
 def resume_hint(out: Path) -> str:

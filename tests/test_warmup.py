@@ -1,4 +1,4 @@
-"""Background compilation of the training step (lcgan.warmup): the run starts eager, switches when the child is done."""
+"""Background compilation of the training step (lcgan.compile_cache, lcgan.warmup): the run starts eager, switches when the child is done."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +7,8 @@ import time
 import pytest
 import torch
 
-from lcgan.warmup import BackgroundCompile, warm
+from lcgan.compile_cache import BackgroundCompile
+from lcgan.warmup import warm
 from tests.conftest import compose_cfg
 
 
@@ -63,3 +64,12 @@ def test_warm_compiles_the_real_step_on_random_latents():
                                 "train.batch_size=2", "train.amp=none"])
     torch.manual_seed(0)
     assert warm(cfg, (4, 8, 8), flip=True, steps=2) > 0
+
+
+def test_auto_compiles_in_the_background_only_on_one_cuda_device():
+    from lcgan.train import background_compile
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert background_compile("auto", cuda, 1)
+    assert not background_compile("auto", cuda, 2), "several ranks compile at once: the same graphs from the first step"
+    assert not background_compile("auto", cpu, 1) and not background_compile(True, cuda, 1) and not background_compile(False, cuda, 1)
