@@ -66,11 +66,6 @@ def test_pixel_discriminator_judges_each_cell_alone():
     assert changed[:, 2, 3].all() and changed.sum() == 2, "only the changed cell's score moves: blind to layout"
 
 
-def test_negative_depth_is_rejected():
-    with pytest.raises(ValueError, match="n_layers"):
-        PatchDiscriminator(4, n_layers=-1)
-
-
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
