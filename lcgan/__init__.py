@@ -6,4 +6,4 @@ from pathlib import Path
 # (a relative one becomes pkg://lcgan/conf there, which needs conf/ to be an importable package)
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
-from lcgan import schema  # noqa: E402,F401  stores the config schemas that conf/'s defaults lists name
+from lcgan import config  # noqa: E402,F401  stores the config schemas that conf/ names, and the --help resolver

@@ -11,9 +11,11 @@ import dataclasses
 import difflib
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lcgan import CONF_DIR
 from lcgan.latents import Convention
 from lcgan.schema import DEVICE
 
@@ -87,3 +89,63 @@ def check(cfg: DictConfig) -> None:
                        f"replace it): leave data.latent_divisor at {Convention.latent_divisor}, or use data.latent_norm=divisor")
     if invalid:
         raise ConfigError("invalid config (fix on the command line, e.g. key=value):\n  " + "\n  ".join(invalid))
+
+
+# ---------------------------------------------------------------------------- --help
+
+PRESETS = {"train": "experiment"}  # groups added with +group=option (@package _global_ presets), not in the defaults list
+
+
+def _without_block(text: str, key: str) -> str:
+    """``text`` without its top-level ``key:`` block (the defaults list, the hydra settings)."""
+    out, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith(f"{key}:"):
+            skipping = True
+        elif skipping and line.strip() and not line.startswith((" ", "#")):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "\n".join(out).strip("\n")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def help_text(*, _root_: DictConfig) -> str:
+    """``--help`` of an entry point (conf/hydra/help/lcgan.yaml): the opening comment of its YAML (what it does,
+    examples), the config groups it composes with their options, and every file it composed, comments included:
+    the YAML files stay the one place that documents and sets each default."""
+    conf, name = Path(CONF_DIR), _root_.hydra.job.config_name
+    choices = {g: o for g, o in sorted(_root_.hydra.runtime.choices.items()) if not g.startswith("hydra/")}
+    primary = (conf / f"{name}.yaml").read_text()
+    intro = [line.removeprefix("#").removeprefix(" ") for line in primary.splitlines() if line.startswith("#")]
+    groups = [f"  {g}: {' | '.join(o + ('*' if o == choices[g] else '') for o in _options(g))}"
+              + ("   (null*: none)" if choices[g] is None else "") for g in choices]  # fmt: skip
+    groups += [f"  +{g}=NAME presets: {', '.join(_options(g))} (conf/{g}/)" for n, g in PRESETS.items() if n == name]
+    # the primary file, the configs it includes (bench: train), then each chosen group option
+    included = [line.strip()[2:].split("#")[0].strip() for line in primary.split("defaults:", 1)[-1].split("\n\n")[0].splitlines()
+                if line.strip().startswith("- ") and ":" not in line.split("#")[0] and "/" not in line and "_self_" not in line]  # fmt: skip
+    files = []
+    for n in [name, *included]:
+        body = _without_block(_without_block((conf / f"{n}.yaml").read_text(), "defaults"), "hydra")
+        body = "\n".join(body.splitlines()[len(intro):] if n == name else body.splitlines())  # the intro is shown above
+        files.append(f"# conf/{n}.yaml\n{body.strip()}")
+    for group, option in choices.items():
+        if option is not None:
+            body = _without_block((conf / group / f"{option}.yaml").read_text(), "defaults")
+            files.append(f"{group.replace('/', '.')}:  # {group}={option}: conf/{group}/{option}.yaml\n"
+                         + "\n".join(f"  {line}" if line else "" for line in body.splitlines()))
+    text = "\n".join([
+        f"python -m lcgan.{_root_.hydra.job.name}", *intro, "",
+        "== Config groups (group=option; * = in use) ==", *groups, "",
+        "== Settings (key=value; each file as it sets the defaults, with what each key means) ==", "", "\n\n".join(files), "",
+        "== More ==",
+        "A key that is not a setting (a typo, or one added with +key=) is an error, as is a value outside its range.",
+        "See the composed config without running: --cfg job. Hydra's own options: --hydra-help.",
+    ])  # fmt: skip
+    return text.replace("$", "$$")  # the help template is a string.Template: $ is its escape
+
+
+OmegaConf.register_new_resolver("lcgan_help", help_text)
