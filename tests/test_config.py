@@ -140,3 +140,8 @@ def test_the_schema_holds_no_default():
             for f in fields(cls):
                 if f.name not in pending | optional_group:
                     assert f.default is MISSING and f.default_factory is MISSING, f"{cls.__name__}.{f.name} has a default"
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_preset_passes_the_schema(preset):
+    config.check(compose_cfg("train", [f"+experiment={preset}", "out_dir=run"]))
