@@ -20,6 +20,7 @@ from typing import Any, List, Optional  # OmegaConf reads List/Optional, not lis
 from hydra.core.config_store import ConfigStore
 
 from lcgan.augment import POLICIES
+from lcgan.loggers import MODES
 
 
 
@@ -186,6 +187,26 @@ class Synthetic:  # lcgan.data.synthetic
     seed: int = setting(SEED)
 
 
+@dataclass
+class NullLogger:  # lcgan.loggers.NullLogger
+    _target_: str = setting()
+
+
+@dataclass
+class WandbLogger:  # lcgan.loggers.WandbLogger
+    _target_: str = setting()
+    project: str = setting()
+    entity: Optional[str] = setting()
+    group: Optional[str] = setting()
+    name: Optional[str] = setting()
+    tags: List[str] = setting()
+    mode: str = setting(one_of(*MODES))
+    dir: Optional[str] = setting()
+    job_type: str = setting()
+    log_every: int = setting(POSITIVE)
+    log_images: bool = setting()
+
+
 # ---------------------------------------------------------------------------- lcgan.bench (conf/bench.yaml: train's keys and these)
 
 
@@ -292,5 +313,6 @@ class TranslateConfig:
 # where conf/'s defaults lists name them: /schema/<name>
 for _name, _node in [("train", TrainConfig), ("bench", BenchConfig), ("encode", EncodeConfig), ("eval", EvalConfig),
                      ("translate", TranslateConfig), ("generator", Generator), ("patch_discriminator", PatchDiscriminator),
-                     ("adam", Adam), ("latent_folders", LatentFolders), ("synthetic", Synthetic)]:  # fmt: skip
+                     ("adam", Adam), ("latent_folders", LatentFolders), ("synthetic", Synthetic),
+                     ("null_logger", NullLogger), ("wandb_logger", WandbLogger)]:  # fmt: skip
     ConfigStore.instance().store(group="schema", name=_name, node=_node)
