@@ -1,8 +1,8 @@
-"""The one check of a composed config, run by every entry point before any work, naming the keys.
+"""The one check of a composed config, run by every entry point before any work, naming the keys; and --help.
 
-Hydra and the schema (:mod:`lcgan.schema`) refuse unknown keys and wrong types while composing; this
-reports the required keys (``???``) left unset, all together, and then every value outside its rule,
-all at once, with the key and what it must be.
+Hydra and the schema (:mod:`lcgan.schema`) refuse unknown keys and wrong types while composing. This
+reports, in one error, the required keys (``???``) left unset and the keys added with ``+key=`` that
+are no setting; then, in one error, every value outside its rule, with the key and what it must be.
 """
 from __future__ import annotations
 

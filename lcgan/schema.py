@@ -20,6 +20,7 @@ from typing import Any, List, Optional  # OmegaConf reads List/Optional, not lis
 from hydra.core.config_store import ConfigStore
 
 from lcgan.augment import POLICIES
+from lcgan.baselines import BASELINES
 from lcgan.loggers import MODES
 
 
@@ -131,7 +132,7 @@ class Generator:  # lcgan.models.ResnetGenerator
     n_blocks: int = setting(NON_NEGATIVE)
     n_downsampling: int = setting(NON_NEGATIVE)
     output: str = setting(one_of("residual", "tanh"))
-    anchor: str = setting(one_of("identity", "mean_shift", "moment_match", "gaussian_ot", "patch_ot"))
+    anchor: str = setting(one_of("identity", *BASELINES))
 
 
 @dataclass

@@ -876,7 +876,7 @@ def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
     run_inprocess(out, [*base, "train.epochs=1"])
     resume = [*base, "train.resume=true"]
     cases = [
-        (["data.latent_divisor=5"], r"data.latent_divisor: 10.0 in the checkpoint, 5 now\n"),
+        (["data.latent_divisor=5"], r"data.latent_divisor: 10.0 in the checkpoint, 5.0 now\n"),
         (["data.latents_scaled=true"], r"data.latents_scaled: False in the checkpoint, True now"),
         (["data.latent_norm=channel"], r"data.latent_norm: divisor in the checkpoint, channel now"),
         (["model.generator.ngf=16"], r"a different model \(model.generator.ngf=8 in the checkpoint, 16 now\)"),
