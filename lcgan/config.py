@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 from collections.abc import Callable
+from itertools import takewhile
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -109,6 +110,18 @@ def _without_block(text: str, key: str) -> str:
     return "\n".join(out).strip("\n")
 
 
+def _included_configs(text: str) -> list[str]:
+    """The plain configs a defaults list includes (bench.yaml: ``- train``), not groups, schemas or ``_self_``."""
+    entries = [line.split("#")[0].strip() for line in _defaults_block(text)]
+    return [e[2:] for e in entries if e.startswith("- ") and ":" not in e and "/" not in e and e != "- _self_"]
+
+
+def _defaults_block(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("defaults:")), len(lines))
+    return list(takewhile(lambda s: s.startswith((" ", "#")), lines[start + 1 :]))
+
+
 def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
 
@@ -120,15 +133,13 @@ def help_text(*, _root_: DictConfig) -> str:
     conf, name = Path(CONF_DIR), _root_.hydra.job.config_name
     choices = {g: o for g, o in sorted(_root_.hydra.runtime.choices.items()) if not g.startswith("hydra/")}
     primary = (conf / f"{name}.yaml").read_text()
-    intro = [line.removeprefix("#").removeprefix(" ") for line in primary.splitlines() if line.startswith("#")]
+    intro = [line.removeprefix("#").removeprefix(" ") for line in takewhile(lambda s: s.startswith("#"), primary.splitlines())]
     groups = [f"  {g}: {' | '.join(o + ('*' if o == choices[g] else '') for o in _options(g))}"
               + ("   (null*: none)" if choices[g] is None else "") for g in choices]  # fmt: skip
     groups += [f"  +{g}=NAME presets: {', '.join(_options(g))} (conf/{g}/)" for n, g in PRESETS.items() if n == name]
     # the primary file, the configs it includes (bench: train), then each chosen group option
-    included = [line.strip()[2:].split("#")[0].strip() for line in primary.split("defaults:", 1)[-1].split("\n\n")[0].splitlines()
-                if line.strip().startswith("- ") and ":" not in line.split("#")[0] and "/" not in line and "_self_" not in line]  # fmt: skip
     files = []
-    for n in [name, *included]:
+    for n in [name, *_included_configs(primary)]:
         body = _without_block(_without_block((conf / f"{n}.yaml").read_text(), "defaults"), "hydra")
         body = "\n".join(body.splitlines()[len(intro):] if n == name else body.splitlines())  # the intro is shown above
         files.append(f"# conf/{n}.yaml\n{body.strip()}")

@@ -82,6 +82,8 @@ def test_argparse_entry_points_name_the_option(capsys, entry, argv, option):
     (["model.discriminator.n_layers=-1"], "model.discriminator.n_layers=-1: must be an integer >= 0"),
     (["train.compile=yes"], "train.compile='yes': must be auto, true or false"),
     (["device=gpu"], "device='gpu': must be auto, cpu, cuda or cuda:N"),
+    (["train.epoch_files=all", "train.keep_epochs=-1"],  # branch spine's keys
+     r"(?s)train.epoch_files='all': must be one of generators, full, none.*train.keep_epochs=-1: must be an integer >= 0"),
     (["logger=wandb", "logger.mode=dryrun", "logger.log_every=0"],  # were checked by lcgan.loggers
      r"(?s)logger.mode='dryrun': must be one of auto, online, offline, disabled.*logger.log_every=0: must be an integer >= 1"),
 ])
