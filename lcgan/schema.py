@@ -68,6 +68,7 @@ SWITCH = one_of("auto", True, False, want="auto, true or false")  # auto: on CUD
 AMP = one_of("bf16", "fp16", "none")
 DEVICE = Rule(_device, "auto, cpu, cuda or cuda:N")
 SEED = Rule(lambda v: -(2**63) <= v < 2**64, "a 64-bit integer")  # torch.manual_seed overflows beyond
+AUGMENT = Rule(_augment, f"'' or a comma-separated subset of {','.join(POLICIES)}")
 IMAGE_SIZE = at_least(8, " (a multiple of the VAE's downsampling, 8)")
 
 
@@ -139,8 +140,16 @@ class Generator:  # lcgan.models.ResnetGenerator
 class PatchDiscriminator:  # lcgan.models.PatchDiscriminator
     _target_: str = setting()
     ndf: int = setting(POSITIVE)
-    n_layers: int = setting(at_least(0, " (0: a 1x1 pixel discriminator)"))
-    augment: str = setting(Rule(_augment, f"'' or a comma-separated subset of {','.join(POLICIES)}"))
+    n_layers: int = setting(at_least(0, " (0: the 1x1 pixel discriminator of older runs)"))
+    augment: str = setting(AUGMENT)
+
+
+@dataclass
+class LocalDiscriminator:  # lcgan.models.LocalDiscriminator
+    _target_: str = setting()
+    ndf: int = setting(POSITIVE)
+    kernel: int = setting(Rule(lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1 (1: one latent vector)"))
+    augment: str = setting(AUGMENT)
 
 
 @dataclass
@@ -314,6 +323,7 @@ class TranslateConfig:
 # where conf/'s defaults lists name them: /schema/<name>
 for _name, _node in [("train", TrainConfig), ("bench", BenchConfig), ("encode", EncodeConfig), ("eval", EvalConfig),
                      ("translate", TranslateConfig), ("generator", Generator), ("patch_discriminator", PatchDiscriminator),
+                     ("local_discriminator", LocalDiscriminator),
                      ("adam", Adam), ("latent_folders", LatentFolders), ("synthetic", Synthetic),
                      ("null_logger", NullLogger), ("wandb_logger", WandbLogger)]:  # fmt: skip
     ConfigStore.instance().store(group="schema", name=_name, node=_node)

@@ -79,7 +79,8 @@ def test_argparse_entry_points_name_the_option(capsys, entry, argv, option):
     (["data=latents", "data.a_dir=a", "data.b_dir=b", "data.val_fraction=1"], r"data.val_fraction=1.0: must be a number in \[0, 1\)"),
     (["data.latent_norm=batch"], "data.latent_norm='batch': must be divisor"),
     (["data.n_eval=0", "data.size=2"], r"(?s)data.n_eval=0: must be an integer >= 1.*data.size=2: must be an integer >= 4"),
-    (["model.discriminator.n_layers=-1"], "model.discriminator.n_layers=-1: must be an integer >= 0"),
+    (["model/discriminator=patch", "model.discriminator.n_layers=-1"], "model.discriminator.n_layers=-1: must be an integer >= 0"),
+    (["model.discriminator.kernel=2"], r"model.discriminator.kernel=2: must be an odd integer >= 1"),  # was LocalDiscriminator's
     (["train.compile=yes"], "train.compile='yes': must be auto, true or false"),
     (["device=gpu"], "device='gpu': must be auto, cpu, cuda or cuda:N"),
     (["train.epoch_files=all", "train.keep_epochs=-1"],  # branch spine's keys

@@ -22,7 +22,7 @@ def cli(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("module, shown, not_shown", [
     ("train", ["python -m lcgan.train", "train.resume=true hydra.run.dir=RUN",  # its examples
                "epochs: 30                # epochs to train",  # each key with its default and what it means
-               "model: resnet6 | resnet9 | small*", "model/discriminator: patch | pixel*", "+experiment=NAME presets:",
+               "model: resnet6 | resnet9 | small*", "model/discriminator: local* | patch | pixel", "+experiment=NAME presets:",
                "n_a: 256                # latents in domain A",  # the chosen group's file, documented
                "out_dir: ${hydra:runtime.output_dir}"],  # a literal $ survives Hydra's help template
      ["eval:", "== Config ==", "Powered by Hydra"]),
