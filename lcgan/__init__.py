@@ -5,3 +5,5 @@ from pathlib import Path
 # reads it as a folder whether a command runs as `python -m lcgan.train` or as the `lcgan-train` script
 # (a relative one becomes pkg://lcgan/conf there, which needs conf/ to be an importable package)
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+
+from lcgan import config  # noqa: E402,F401  stores the config schemas that conf/ names, and the --help resolver

@@ -14,8 +14,6 @@ class FakeBuffer:
     """
 
     def __init__(self, size: int) -> None:
-        if size < 0:
-            raise ValueError(f"train.fake_buffer_size={size} must be >= 0 (0 disables the buffer)")
         self.size = size
         self.count = 0
         self.data: torch.Tensor | None = None

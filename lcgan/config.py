@@ -1,131 +1,53 @@
-"""Checks of a composed config that fail before any work starts, naming the key.
+"""The one check of a composed config, run by every entry point before any work, naming the keys; and --help.
 
-Hydra already refuses unknown keys (struct mode: ``optim.lrr=1`` is an error); this catches
-wrong types and out-of-range values, all at once, with the key and the fix.
+Hydra and the schema (:mod:`lcgan.schema`) refuse unknown keys and wrong types while composing. This
+reports, in one error, the required keys (``???``) left unset and the keys added with ``+key=`` that
+are no setting; then, in one error, every value outside its rule, with the key and what it must be.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from itertools import takewhile
+from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lcgan.augment import POLICIES
+from lcgan import CONF_DIR
 from lcgan.latents import Convention
-
-_ABSENT = object()
+from lcgan.schema import DEVICE
 
 
 class ConfigError(ValueError):
     pass
 
 
-def _int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _num(v) -> bool:
-    """A finite number: ``optim.lr=inf`` parses as a float and would pass ``> 0``."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _path_or_null(v) -> bool:
-    return v is None or (isinstance(v, str) and v != "")
-
-
-def _betas(v) -> bool:
-    return isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)
-
-
-# key -> (is valid, what it must be)
-RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "seed": (lambda v: _int(v) and -(2**63) <= v < 2**64, "a 64-bit integer"),  # torch.manual_seed overflows beyond
-    "train.epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "train.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "train.lambda_cyc": (lambda v: _num(v) and v >= 0, "a number >= 0"),
-    "train.lambda_id": (lambda v: _num(v) and v >= 0, "a number >= 0"),
-    "train.d_loss_scale": (lambda v: _num(v) and v > 0, "a number > 0"),
-    "train.ema_decay": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1) (0: no EMA)"),
-    "train.lambda_swd": (lambda v: _num(v) and v >= 0, "a number >= 0 (0: no sliced Wasserstein loss)"),
-    "train.swd_kernel": (lambda v: _int(v) and v >= 1 and v % 2 == 1, "an odd integer >= 1"),
-    "train.r1_gamma": (lambda v: _num(v) and v >= 0, "a number >= 0 (0: no R1 penalty)"),
-    "train.r1_every": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "train.fake_buffer_size": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 disables the replay buffer)"),
-    "train.amp": (lambda v: v in ("bf16", "fp16", "none"), "one of bf16, fp16, none"),
-    "train.compile": (lambda v: v in ("auto", True, False), "auto, true or false"),
-    "train.cuda_graphs": (lambda v: v in ("auto", True, False), "auto, true or false"),
-    "train.cudnn_benchmark": (lambda v: v in ("auto", True, False), "auto, true or false"),
-    "train.channels_last": (lambda v: v in ("auto", True, False), "auto, true or false"),
-    "train.fuse_passes": (lambda v: isinstance(v, bool), "true or false"),
-    "train.vis_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: no pictures)"),
-    "train.n_vis": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "train.ckpt_every": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "train.epoch_files": (lambda v: v in ("generators", "full", "none"), "generators (G and F only), full (resumable) or none"),
-    "train.keep_epochs": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: keep every epoch file)"),
-    "train.log_every": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "train.resume": (lambda v: isinstance(v, bool), "true or false"),
-    "train.resume_restore_rng": (lambda v: isinstance(v, bool), "true or false"),
-    "optim.lr": (lambda v: _num(v) and v > 0, "a number > 0"),
-    "optim.betas": (_betas, "two numbers in [0, 1), e.g. [0.5,0.999]"),
-    "optim.lr_constant_epochs": (lambda v: v is None or (_int(v) and v >= 0), "null (half of train.epochs) or an integer >= 0"),
-    "optim.lr_decay_epochs": (lambda v: v is None or (_int(v) and v >= 0), "null (the rest of train.epochs) or an integer >= 0"),
-    "data.latent_divisor": (lambda v: _num(v) and v > 0, "a number > 0"),
-    "data.max_files": (lambda v: v is None or (_int(v) and v >= 1), "null (all files) or an integer >= 1"),
-    "data.latents_scaled": (lambda v: isinstance(v, bool), "true or false"),
-    "data.latent_norm": (lambda v: v in ("divisor", "channel"), "divisor (file / data.latent_divisor) or channel (per-channel standardisation)"),
-    "model.discriminator.n_layers": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: a 1x1 pixel discriminator)"),
-    "model.discriminator.kernel": (lambda v: _int(v) and v >= 1 and v % 2 == 1, "an odd integer >= 1 (1: one latent vector)"),
-    "model.discriminator.augment": (lambda v: isinstance(v, str) and all(p.strip() in POLICIES for p in v.split(",") if p.strip()),
-                                    f"'' or a comma-separated subset of {','.join(POLICIES)}"),
-    "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")), "auto, cpu, cuda or cuda:N"),
-    "train.overwrite": (lambda v: isinstance(v, bool), "true or false"),
-    "model.discriminator.ndf": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    # lcgan.encode (conf/encode.yaml): 0 and -2 wrote nothing and exited 0
-    "image_size": (lambda v: _int(v) and v >= 8, "an integer >= 8 (a multiple of the VAE's downsampling, 8)"),
-    "batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "num_workers": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "on_error": (lambda v: v in ("skip", "stop"), "skip or stop"),
-    "latents_scaled": (lambda v: isinstance(v, bool), "true or false"),
-    "sample_posterior": (lambda v: isinstance(v, bool), "true or false"),
-    "flip_copies": (lambda v: isinstance(v, bool), "true or false"),
-    "overwrite": (lambda v: isinstance(v, bool), "true or false"),
-    # lcgan.evaluate and lcgan.translate (conf/eval.yaml, conf/translate.yaml, the eval group)
-    "checkpoint": (lambda v: isinstance(v, str) and v != "", "a .pt file or latest"),
-    "image": (_path_or_null, "null or an image file"),
-    "imageA": (_path_or_null, "null or an image file"),
-    "imageB": (_path_or_null, "null or an image file"),
-    "metrics": (lambda v: isinstance(v, bool), "true (the evaluation's metrics on image=) or false (plain translation of input=)"),
-    "input": (_path_or_null, "null or a folder of images or one image"),
-    "direction": (lambda v: v in ("A2B", "B2A"), "A2B (G) or B2A (F)"),
-    "size": (lambda v: v is None or (_int(v) and v >= 8), "null (each image's own size) or an integer >= 8"),
-    "eval.image_size": (lambda v: _int(v) and v >= 8, "an integer >= 8 (a multiple of 8 * the generator's factor)"),
-    "eval.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "eval.num_workers": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "eval.save_images": (lambda v: isinstance(v, bool), "true or false"),
-    "eval.use_ema": (lambda v: isinstance(v, bool), "true or false"),
-    "eval.latent_baselines": (lambda v: isinstance(v, bool), "true or false"),
-    "eval.random_weights": (lambda v: isinstance(v, bool), "true or false"),
-    "eval.lpips.random": (lambda v: isinstance(v, bool), "true or false"),
-    "eval.clip.random": (lambda v: isinstance(v, bool), "true or false"),
-    "eval.fid.random": (lambda v: isinstance(v, bool), "true or false"),
-    "eval.lpips.net": (lambda v: v in ("alex", "vgg", "squeeze"), "alex, vgg or squeeze"),
-    "eval.fid.kid_subsets": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "eval.fid.kid_subset_size": (lambda v: _int(v) and v >= 2, "an integer >= 2"),
-    # lcgan.bench (conf/bench.yaml; its train/optim/model keys are the rules above)
-    "bench.latent_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "bench.channels": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "bench.warmup": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "bench.eager_warmup": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "bench.steps": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "bench.n_batches": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "bench.compare_steps": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "bench.eager_amp": (lambda v: v in ("bf16", "fp16", "none"), "one of bf16, fp16, none"),
-    "bench.eval.images": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "bench.eval.loop_images": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "bench.eval.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "bench.eval.image_size": (lambda v: _int(v) and v >= 8, "an integer >= 8"),
-}
+def problems(cfg: DictConfig, prefix: str = "") -> dict[str, list[str]]:
+    """What is wrong with ``cfg``, walked without resolving what needs no rule (``${hydra:...}`` needs a running job):
+    ``missing`` keys still ``???``, ``unknown`` keys its schema lacks (Hydra's ``+key=`` adds even to a schema's
+    node), ``invalid`` values that break their field's rule (:func:`lcgan.schema.setting`)."""
+    found: dict[str, list[str]] = {"missing": [], "unknown": [], "invalid": []}
+    schema = OmegaConf.get_type(cfg)
+    rules = {f.name: f.metadata.get("rule") for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+    for key in cfg.keys():
+        node, path = cfg._get_node(key), f"{prefix}{key}"
+        if OmegaConf.is_missing(cfg, key):
+            found["missing"].append(path)
+        elif rules and key not in rules:
+            close = difflib.get_close_matches(str(key), list(rules), n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"it has {', '.join(rules)}"
+            found["unknown"].append(f"{path}: not a setting of {prefix.rstrip('.') or 'this command'} ({hint})")
+        elif isinstance(node, DictConfig) and not node._is_none() and not node._is_interpolation():
+            for kind, items in problems(node, f"{path}.").items():
+                found[kind] += items
+        elif rules.get(key) is not None and cfg[key] is not None:  # None: an Optional field's null
+            value = OmegaConf.to_container(cfg[key]) if isinstance(cfg[key], ListConfig) else cfg[key]
+            if not rules[key].ok(value):
+                found["invalid"].append(f"{path}={value!r}: must be {rules[key].want}")
+    return found
 
 
 def at_least(low: float, kind: type = int, strict: bool = False) -> Callable[[str], float]:
@@ -147,24 +69,94 @@ def at_least(low: float, kind: type = int, strict: bool = False) -> Callable[[st
 
 def device_name(text: str) -> str:
     """An argparse ``type``: the devices ``device=`` takes."""
-    if not RULES["device"][0](text):
-        raise argparse.ArgumentTypeError(f"must be {RULES['device'][1]}, got {text!r}")
+    if not DEVICE.ok(text):
+        raise argparse.ArgumentTypeError(f"must be {DEVICE.want}, got {text!r}")
     return text
 
 
 def check(cfg: DictConfig) -> None:
-    """Raise one :class:`ConfigError` listing every key whose value is invalid."""
-    problems = []
-    for key, (ok, want) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
-        if value is _ABSENT:
-            continue
-        if not ok(value):
-            problems.append(f"{key}={value!r}: must be {want}")
+    """Raise one :class:`ConfigError`: first the required keys left unset and the keys that are no setting, all
+    together; else every value that breaks its rule, all at once."""
+    found = problems(cfg)
+    missing, unknown = found["missing"], found["unknown"]
+    if missing or unknown:
+        lines = [f"required, not given: {key} (give it on the command line: {key}=...)" for key in missing] + unknown
+        raise ConfigError("incomplete config:\n  " + "\n  ".join(lines))
+    invalid = found["invalid"]
     # a setting that cannot apply is an error: per-channel statistics replace the divisor (a sweep over it was a no-op)
     divisor = OmegaConf.select(cfg, "data.latent_divisor", default=Convention.latent_divisor)
     if OmegaConf.select(cfg, "data.latent_norm", default=None) == "channel" and divisor != Convention.latent_divisor:
-        problems.append(f"data.latent_divisor={divisor!r} has no effect under data.latent_norm=channel (per-channel statistics "
-                        f"replace it): leave data.latent_divisor at {Convention.latent_divisor}, or use data.latent_norm=divisor")
-    if problems:
-        raise ConfigError("invalid config (fix on the command line, e.g. key=value):\n  " + "\n  ".join(problems))
+        invalid.append(f"data.latent_divisor={divisor!r} has no effect under data.latent_norm=channel (per-channel statistics "
+                       f"replace it): leave data.latent_divisor at {Convention.latent_divisor}, or use data.latent_norm=divisor")
+    if invalid:
+        raise ConfigError("invalid config (fix on the command line, e.g. key=value):\n  " + "\n  ".join(invalid))
+
+
+# ---------------------------------------------------------------------------- --help
+
+PRESETS = {"train": "experiment"}  # groups added with +group=option (@package _global_ presets), not in the defaults list
+
+
+def _without_block(text: str, key: str) -> str:
+    """``text`` without its top-level ``key:`` block (the defaults list, the hydra settings)."""
+    out, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith(f"{key}:"):
+            skipping = True
+        elif skipping and line.strip() and not line.startswith((" ", "#")):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "\n".join(out).strip("\n")
+
+
+def _included_configs(text: str) -> list[str]:
+    """The plain configs a defaults list includes (bench.yaml: ``- train``), not groups, schemas or ``_self_``."""
+    entries = [line.split("#")[0].strip() for line in _defaults_block(text)]
+    return [e[2:] for e in entries if e.startswith("- ") and ":" not in e and "/" not in e and e != "- _self_"]
+
+
+def _defaults_block(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("defaults:")), len(lines))
+    return list(takewhile(lambda s: s.startswith((" ", "#")), lines[start + 1 :]))
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def help_text(*, _root_: DictConfig) -> str:
+    """``--help`` of an entry point (conf/hydra/help/lcgan.yaml): the opening comment of its YAML (what it does,
+    examples), the config groups it composes with their options, and every file it composed, comments included:
+    the YAML files stay the one place that documents and sets each default."""
+    conf, name = Path(CONF_DIR), _root_.hydra.job.config_name
+    choices = {g: o for g, o in sorted(_root_.hydra.runtime.choices.items()) if not g.startswith("hydra/")}
+    primary = (conf / f"{name}.yaml").read_text()
+    intro = [line.removeprefix("#").removeprefix(" ") for line in takewhile(lambda s: s.startswith("#"), primary.splitlines())]
+    groups = [f"  {g}: {' | '.join(o + ('*' if o == choices[g] else '') for o in _options(g))}"
+              + ("   (null*: none)" if choices[g] is None else "") for g in choices]  # fmt: skip
+    groups += [f"  +{g}=NAME presets: {', '.join(_options(g))} (conf/{g}/)" for n, g in PRESETS.items() if n == name]
+    # the primary file, the configs it includes (bench: train), then each chosen group option
+    files = []
+    for n in [name, *_included_configs(primary)]:
+        body = _without_block(_without_block((conf / f"{n}.yaml").read_text(), "defaults"), "hydra")
+        body = "\n".join(body.splitlines()[len(intro):] if n == name else body.splitlines())  # the intro is shown above
+        files.append(f"# conf/{n}.yaml\n{body.strip()}")
+    for group, option in choices.items():
+        if option is not None:
+            body = _without_block((conf / group / f"{option}.yaml").read_text(), "defaults")
+            files.append(f"{group.replace('/', '.')}:  # {group}={option}: conf/{group}/{option}.yaml\n"
+                         + "\n".join(f"  {line}" if line else "" for line in body.splitlines()))
+    text = "\n".join([
+        f"python -m lcgan.{_root_.hydra.job.name}", *intro, "",
+        "== Config groups (group=option; * = in use) ==", *groups, "",
+        "== Settings (key=value; each file as it sets the defaults, with what each key means) ==", "", "\n\n".join(files), "",
+        "== More ==",
+        "A key that is not a setting (a typo, or one added with +key=) is an error, as is a value outside its range.",
+        "See the composed config without running: --cfg job. Hydra's own options: --hydra-help.",
+    ])  # fmt: skip
+    return text.replace("$", "$$")  # the help template is a string.Template: $ is its escape
+
+
+OmegaConf.register_new_resolver("lcgan_help", help_text)

@@ -130,8 +130,6 @@ def load_latent_file(path: str | Path) -> torch.Tensor:
 
 def load_latent_dir(folder: str | Path, key: str, num_workers: int = 8, max_files: int | None = None) -> tuple[torch.Tensor, list[str]]:
     """All latents of a folder stacked to ``(N, C, h, w)``, file space. Mixed sizes are an error."""
-    if max_files is not None and not (isinstance(max_files, int) and max_files >= 1):
-        raise ValueError(f"data.max_files={max_files!r} must be null (all files) or an integer >= 1")
     files = find_latent_files(folder, key)[:max_files]
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
         tensors = list(tqdm(pool.map(load_latent_file, files), total=len(files), desc=f"load {key}", ncols=100, leave=False))
@@ -175,8 +173,6 @@ def latent_folders(
             f"data.a_dir latents are {list(a.shape[1:])} but data.b_dir latents are {list(b.shape[1:])}; "
             "encode both domains with the same VAE and image_size"
         )
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"data.val_fraction={val_fraction!r} must be in [0, 1)")
     (a, files_a, val_a), (b, files_b, val_b) = (_hold_out(z, f, val_fraction) for z, f in ((a, files_a), (b, files_b)))
     conv = _normalise(conv, latent_norm, a, b)
     return Domains(a=conv.file_to_model(a), b=conv.file_to_model(b), convention=conv, flip=flip,
@@ -187,8 +183,6 @@ def latent_folders(
 
 def _normalise(conv: Convention, latent_norm: str, a: torch.Tensor, b: torch.Tensor) -> Convention:
     """``data.latent_norm``: the scalar divisor, or per-channel statistics of the training latents (file space)."""
-    if latent_norm not in ("divisor", "channel"):
-        raise ValueError(f"data.latent_norm={latent_norm!r}: choose divisor (file / data.latent_divisor) or channel (per-channel standardisation)")
     return conv.fitted(a, b) if latent_norm == "channel" else conv
 
 
@@ -283,8 +277,6 @@ def synthetic(
     for name, vals in (("mean", mean), ("std", std), ("shift", shift)):
         if len(vals) != channels:
             raise ValueError(f"data.{name} has {len(vals)} values but data.channels={channels}")
-    if min(n_a, n_b, n_eval) < 1 or size < 4:
-        raise ValueError("data.n_a, data.n_b and data.n_eval must be >= 1 and data.size >= 4")
     conv = Convention(latents_scaled=False, latent_divisor=latent_divisor)
     gen = torch.Generator().manual_seed(seed)
     mean_t, std_t, shift_t = (torch.tensor(v, dtype=torch.float32) for v in (mean, std, shift))

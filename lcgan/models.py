@@ -121,8 +121,6 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, augment: str = "") -> None:
         super().__init__()
-        if not isinstance(n_layers, int) or n_layers < 0:
-            raise ValueError(f"n_layers={n_layers!r} must be an integer >= 1 (a PatchGAN), or 0 (the 1x1 pixel discriminator)")
         self.augment = DiffAugment(augment or "")
         self.net = nn.Sequential(*(_local_layers(in_channels, ndf, 1) if n_layers == 0 else _patch_layers(in_channels, ndf, n_layers)))
         self.min_size = 3 * 2**n_layers if n_layers else 1  # smaller inputs leave no output cell
@@ -142,8 +140,6 @@ class LocalDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int, ndf: int = 64, kernel: int = 3, augment: str = "") -> None:
         super().__init__()
-        if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-            raise ValueError(f"kernel={kernel!r} must be an odd integer >= 1")
         self.augment = DiffAugment(augment or "")
         self.net = nn.Sequential(*_local_layers(in_channels, ndf, kernel))
         self.min_size = kernel

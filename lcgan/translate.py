@@ -85,10 +85,6 @@ def translate_files(cfg: DictConfig) -> dict:
                              f"or translate files with input={cfg[key]} direction=A2B|B2A")  # fmt: skip
     if not cfg.input:
         raise ValueError("nothing to translate: pass input=FOLDER or input=IMAGE, and direction=A2B (G) or B2A (F)")
-    if cfg.direction not in DIRECTIONS:
-        raise ValueError(f"direction={cfg.direction!r}: choose A2B (G, A->B) or B2A (F, B->A)")
-    if cfg.size is not None and not (isinstance(cfg.size, int) and cfg.size >= 1):
-        raise ValueError(f"size={cfg.size!r}: null keeps each image's size, an integer scales its shorter side to it")
     src = Path(cfg.input)
     if not src.exists():
         raise FileNotFoundError(f"input={str(src)!r} does not exist; pass a folder of images or one image")

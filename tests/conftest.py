@@ -10,6 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+import lcgan  # noqa: F401  stores the config schemas that conf/ names (lcgan/schema.py)
+
 torch.set_num_threads(1)  # CI has 2 cores: torch's default pool thrashes there
 # lcgan's caches (FID reference statistics) go to a folder of this session, never the developer's ~/.cache
 os.environ["LCGAN_CACHE"] = tempfile.mkdtemp(prefix="lcgan-test-cache-")

@@ -80,13 +80,6 @@ def test_local_discriminator_sees_3x3_cells_and_pixel_layout_matches_old_runs():
     # an old run's pixel D (PatchDiscriminator n_layers=0) loads into the new class: resume keeps working
     old = PatchDiscriminator(4, ndf=8, n_layers=0)
     LocalDiscriminator(4, ndf=8, kernel=1).load_state_dict(old.state_dict())
-    with pytest.raises(ValueError, match="kernel"):
-        LocalDiscriminator(4, kernel=2)
-
-
-def test_negative_depth_is_rejected():
-    with pytest.raises(ValueError, match="n_layers"):
-        PatchDiscriminator(4, n_layers=-1)
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -47,7 +47,7 @@ def test_multirun_one_job_fails_others_complete(tmp_path):
     for job in ("0", "1", "2"):
         assert (sweep / job / "logs" / "train_log.jsonl").read_text().count("\n") == 1, proc.stderr[-3000:]
         assert (sweep / job / "model" / "last.pt").is_file() and not (sweep / job / "error.txt").exists()
-    assert "data.latent_divisor=0: must be a number > 0" in (sweep / "3" / "error.txt").read_text()
+    assert "data.latent_divisor=0.0: must be a number > 0" in (sweep / "3" / "error.txt").read_text()
     assert "data.latent_divisor=0" in yaml.safe_load((sweep / "3" / ".hydra" / "overrides.yaml").read_text())
 
     # the callback rebuilt the report after every job, the failed last one included
