@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lcgan.devices import resolve_device
 from lcgan.latents import SD_SCALING_FACTOR, LatentSpace
 
 # The well-known linear latent -> RGB preview for SD1.x (as used by ComfyUI's previews),
@@ -120,13 +121,6 @@ def absolute_paths(vae_cfg: dict) -> dict:
         return isinstance(value, str) and (key in LOCAL_PATH_KEYS or (key == "model_name_or_path" and os.path.exists(value)))
 
     return {k: str(Path(v).resolve()) if local(k, v) else v for k, v in vae_cfg.items()}
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _torch_dtype(dtype: str) -> torch.dtype:
