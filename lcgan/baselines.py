@@ -9,7 +9,11 @@ All are linear maps of latents, fitted on the training domains only (no pairs), 
   domains' latent *vectors* (full C x C covariance): mixes channels, so it can express a desaturation
   or a hue rotation that per-channel maps cannot;
 - ``patch_ot``: the same on ``PATCH_OT_KERNEL`` x ``PATCH_OT_KERNEL`` latent patches, keeping the map's
-  row for the centre cell: a linear spatial filter (blur, sharpening) fitted without pairs.
+  row for the centre cell: a linear spatial filter (blur, sharpening) fitted without pairs;
+- ``gaussian_ot_shrunk``, ``patch_ot_shrunk``: those maps pulled toward the identity by how much of their
+  move two random halves of the *same* photos would also produce (a permutation null over source images,
+  :func:`shrink_factor`). Two photo sets always differ in content; a map fitted between them learns that
+  difference too, and on two domains that differ in nothing (the "do no harm" case) it only hurts.
 """
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-BASELINES = ("mean_shift", "moment_match", "gaussian_ot", "patch_ot")
+BASELINES = ("mean_shift", "moment_match", "gaussian_ot", "patch_ot", "gaussian_ot_shrunk", "patch_ot_shrunk")
 PATCH_OT_KERNEL = 3  # 3x3 latent cells = 24x24 pixels of an SD-family VAE
+NULL_PERMUTATIONS = 16  # random re-splits of the pooled source images that estimate a map's chance move
+MAX_GROUPS = 512  # source images beyond this are pooled into as many random buckets (bounded memory)
 # the validation metric, lower is better, first found of: the error against the true mapping on
 # synthetic data (score_synthetic); the held-out SWD score with data.val_fraction > 0 (score_heldout);
 # else the cycle loss. What sweeps optimise, best.pt keeps and lcgan.report ranks by.
@@ -96,32 +102,98 @@ def _sqrtm(m: torch.Tensor, inverse: bool = False) -> torch.Tensor:
 MAX_PATCHES = 1 << 20  # enough for a 36-dim covariance; larger folders are subsampled (evenly) to bound the time
 
 
-def _patch_moments(z: torch.Tensor, k: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean ``(d,)`` and covariance ``(d, d)`` of the k x k patches of ``z (N, C, h, w)`` as vectors of
-    ``d = C k k`` (channel-major), in float64, accumulated over chunks: bounded memory and time."""
+@dataclass(frozen=True)
+class GroupMoments:
+    """Sums of the k x k patch vectors of each group of latents (one group per source image): the moments
+    of any union of groups are sums of these, so a permutation null costs no pass over the data."""
+
+    count: torch.Tensor  # (G,) patches per group
+    total: torch.Tensor  # (G, d)
+    outer: torch.Tensor  # (G, d, d)
+
+    def moments(self, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``(d,)`` and covariance ``(d, d)`` of the groups ``keep`` (a bool mask; all by default)."""
+        n, total, outer = (x if keep is None else x[keep] for x in (self.count, self.total, self.outer))
+        n, mean = n.sum(), total.sum(0) / n.sum()
+        return mean, (outer.sum(0) - n * torch.outer(mean, mean)) / (n - 1).clamp_min(1)
+
+
+def group_ids(groups: list[str] | None, n: int) -> torch.Tensor:
+    """Group index per latent, at most ``MAX_GROUPS`` (random buckets of whole groups beyond); each latent alone if None."""
+    keys = list(range(n)) if groups is None else groups
+    index: dict = {}
+    ids = torch.tensor([index.setdefault(k, len(index)) for k in keys])
+    if len(index) > MAX_GROUPS:
+        ids = torch.randperm(len(index), generator=torch.Generator().manual_seed(0))[ids] % MAX_GROUPS
+    return ids
+
+
+def _patch_moments(z: torch.Tensor, k: int, groups: list[str] | None = None, chunk: int = 256) -> GroupMoments:
+    """Per-group sums of the k x k patches of ``z (N, C, h, w)`` as vectors of ``d = C k k`` (channel-major),
+    float64, accumulated over chunks: bounded memory and time."""
     d = z.shape[1] * k * k
+    ids = group_ids(groups, len(z))
     per_latent = (z.shape[2] - k + 1) * (z.shape[3] - k + 1)
-    z = z[:: max(1, -(-len(z) * per_latent // MAX_PATCHES))]
-    total, outer, n = torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), 0
-    for part in z.split(chunk):
-        p = F.unfold(part.detach().double().cpu(), k).transpose(1, 2).reshape(-1, d)
-        total += p.sum(0)
-        outer += p.T @ p
-        n += len(p)
-    mean = total / n
-    return mean, (outer - n * torch.outer(mean, mean)) / max(n - 1, 1)
+    step = max(1, -(-len(z) * per_latent // MAX_PATCHES))
+    z, ids = z[::step], ids[::step]
+    g = int(ids.max()) + 1
+    count, total, outer = torch.zeros(g, dtype=torch.float64), torch.zeros(g, d, dtype=torch.float64), torch.zeros(g, d, d, dtype=torch.float64)
+    for part, part_ids in zip(z.split(chunk), ids.split(chunk)):
+        p = F.unfold(part.detach().double().cpu(), k).transpose(1, 2)  # (n, cells, d)
+        count.index_add_(0, part_ids, torch.full((len(p),), float(p.shape[1]), dtype=torch.float64))
+        total.index_add_(0, part_ids, p.sum(1))
+        outer.index_add_(0, part_ids, p.transpose(1, 2) @ p)
+    return GroupMoments(count, total, outer)
 
 
 def _gaussian_ot(src: tuple[torch.Tensor, torch.Tensor], tgt: tuple[torch.Tensor, torch.Tensor], channels: int, k: int) -> LinearMap:
     """Monge map between Gaussians of k x k patches, from their moments: ``T(x) = m_t + A (x - m_s)``,
     ``A = S^-1/2 (S^1/2 T S^1/2)^1/2 S^-1/2``; the centre cell's rows become a conv kernel."""
-    (m_s, cov_s), (m_t, cov_t) = src, tgt
+    (m_s, cov_s), (m_t, cov_t) = src, tgt  # (mean, covariance) of each side
     root, inv_root = _sqrtm(cov_s), _sqrtm(cov_s, inverse=True)
     a = inv_root @ _sqrtm(root @ cov_t @ root) @ inv_root  # (d, d), d = C k k
     centre = torch.arange(channels) * k * k + (k * k) // 2  # rows of the centre cell, one per channel
     rows = a[centre]  # (C, C k k)
     bias = m_t[centre] - rows @ m_s
     return LinearMap(rows.reshape(channels, channels, k, k).float(), bias.float())
+
+
+def _identity(channels: int, k: int) -> torch.Tensor:
+    weight = torch.zeros(channels, channels, k, k)
+    weight[:, :, k // 2, k // 2] = torch.eye(channels)
+    return weight
+
+
+def _move(m: LinearMap, mean: torch.Tensor, cov: torch.Tensor) -> float:
+    """``E ||m(z) - z||^2`` per cell for patches ``z`` of mean ``mean`` and covariance ``cov``: how far the map moves a domain."""
+    c, k = m.weight.shape[0], m.kernel
+    rows = (m.weight - _identity(c, k)).reshape(c, -1).double()
+    shift = rows @ mean + m.bias.double()
+    return float(shift @ shift + (rows @ cov @ rows.T).trace())
+
+
+def shrink_factor(src: GroupMoments, tgt: GroupMoments, channels: int, k: int, permutations: int = NULL_PERMUTATIONS) -> float:
+    """How much of the Gaussian-OT map from ``src`` to ``tgt`` to keep, in [0, 1]: ``1 - chance / move``
+    (positive-part James-Stein), with ``move`` the map's displacement of the source domain and ``chance``
+    the mean displacement of maps between random re-splits of the pooled groups (same sizes): what two
+    samples of one distribution produce. 0 on two domains that differ only by sampling, ~1 on a strong shift."""
+    move = _move(_gaussian_ot(src.moments(), tgt.moments(), channels, k), *src.moments())
+    pooled = GroupMoments(*(torch.cat([x, y]) for x, y in zip((src.count, src.total, src.outer), (tgt.count, tgt.total, tgt.outer))))
+    n_src, gen, chance = len(src.count), torch.Generator().manual_seed(0), []
+    if n_src < 2 or len(tgt.count) < 2:
+        return 1.0  # one group a side: no way to tell chance from change
+    for _ in range(permutations):
+        keep = torch.zeros(len(pooled.count), dtype=torch.bool)
+        keep[torch.randperm(len(keep), generator=gen)[:n_src]] = True
+        m_src, m_tgt = pooled.moments(keep), pooled.moments(~keep)
+        chance.append(_move(_gaussian_ot(m_src, m_tgt, channels, k), *m_src))
+    return min(1.0, max(0.0, 1.0 - sum(chance) / len(chance) / max(move, 1e-30)))
+
+
+def shrunk(m: LinearMap, factor: float) -> LinearMap:
+    """``z + factor (m(z) - z)``: the map pulled toward the identity."""
+    ident = _identity(m.weight.shape[0], m.kernel)
+    return LinearMap(ident + factor * (m.weight - ident), factor * m.bias)
 
 
 def channel_map(kind: str, src_stats: tuple[torch.Tensor, torch.Tensor], tgt_stats: tuple[torch.Tensor, torch.Tensor]) -> LinearMap:
@@ -131,28 +203,37 @@ def channel_map(kind: str, src_stats: tuple[torch.Tensor, torch.Tensor], tgt_sta
     return _diagonal(scale, m_t - m_s * scale)
 
 
-def _kernel(kind: str) -> int:
-    return PATCH_OT_KERNEL if kind == "patch_ot" else 1
+def kernel(kind: str) -> int:
+    """The conv kernel of a baseline's map: 3 for the patch maps, else 1."""
+    return PATCH_OT_KERNEL if kind.startswith("patch_ot") else 1
 
 
-def fit(kind: str, src: torch.Tensor, tgt: torch.Tensor) -> LinearMap:
-    """The baseline map ``kind`` from latents ``src (N, C, h, w)`` to ``tgt``, both training domains."""
+def _ot_map(kind: str, src: GroupMoments, tgt: GroupMoments, channels: int) -> LinearMap:
+    k = kernel(kind)
+    m = _gaussian_ot(src.moments(), tgt.moments(), channels, k)
+    return shrunk(m, shrink_factor(src, tgt, channels, k)) if kind.endswith("_shrunk") else m
+
+
+def fit(kind: str, src: torch.Tensor, tgt: torch.Tensor, groups_src: list[str] | None = None, groups_tgt: list[str] | None = None) -> LinearMap:
+    """The baseline map ``kind`` from latents ``src (N, C, h, w)`` to ``tgt``, both training domains.
+    ``groups_*``: the source image of each latent (crops and flips of one photo are not independent);
+    only the shrunk maps use them, each latent its own group if None."""
     if kind in ("mean_shift", "moment_match"):
         return channel_map(kind, channel_stats(src), channel_stats(tgt))
-    if kind in ("gaussian_ot", "patch_ot"):
-        k = _kernel(kind)
-        return _gaussian_ot(_patch_moments(src, k), _patch_moments(tgt, k), src.shape[1], k)
+    if kind in BASELINES:
+        k = kernel(kind)
+        return _ot_map(kind, _patch_moments(src, k, groups_src), _patch_moments(tgt, k, groups_tgt), src.shape[1])
     raise ValueError(f"unknown baseline {kind!r}: choose one of {', '.join(BASELINES)}")
 
 
-def fit_all(a: torch.Tensor, b: torch.Tensor) -> dict[str, dict[str, LinearMap]]:
+def fit_all(a: torch.Tensor, b: torch.Tensor, groups_a: list[str] | None = None, groups_b: list[str] | None = None) -> dict[str, dict[str, LinearMap]]:
     """Every baseline in both directions: ``{"A2B": {name: map}, "B2A": {...}}``; each domain's moments computed once."""
     stats = {"a": channel_stats(a), "b": channel_stats(b)}
-    moments = {(x, k): _patch_moments(z, k) for x, z in (("a", a), ("b", b)) for k in {1, PATCH_OT_KERNEL}}
+    moments = {(x, k): _patch_moments(z, k, g) for x, z, g in (("a", a, groups_a), ("b", b, groups_b)) for k in {1, PATCH_OT_KERNEL}}
     out = {}
     for direction, src, tgt in (("A2B", "a", "b"), ("B2A", "b", "a")):
         out[direction] = {kind: channel_map(kind, stats[src], stats[tgt]) if kind in ("mean_shift", "moment_match")
-                          else _gaussian_ot(moments[src, _kernel(kind)], moments[tgt, _kernel(kind)], a.shape[1], _kernel(kind))
+                          else _ot_map(kind, moments[src, kernel(kind)], moments[tgt, kernel(kind)], a.shape[1])
                           for kind in BASELINES}
     return out
 

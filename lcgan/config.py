@@ -73,6 +73,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "data.latents_scaled": (lambda v: isinstance(v, bool), "true or false"),
     "data.latent_norm": (lambda v: v in ("divisor", "channel"), "divisor (file / data.latent_divisor) or channel (per-channel standardisation)"),
     "model.discriminator.n_layers": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: a 1x1 pixel discriminator)"),
+    "model.discriminator.kernel": (lambda v: _int(v) and v >= 1 and v % 2 == 1, "an odd integer >= 1 (1: one latent vector)"),
     "model.discriminator.augment": (lambda v: isinstance(v, str) and all(p.strip() in POLICIES for p in v.split(",") if p.strip()),
                                     f"'' or a comma-separated subset of {','.join(POLICIES)}"),
     "device": (lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")), "auto, cpu, cuda or cuda:N"),

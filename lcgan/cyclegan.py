@@ -123,13 +123,19 @@ class CycleGANStep:
         self.g_params = list(nets.g_ab.parameters()) + list(nets.g_ba.parameters())
         self.grad_sync = grad_sync  # multi-process: averages a parameter list's gradients over ranks
         self.r1_gamma, self.r1_every, self.steps = r1_gamma, r1_every, 0
-        self.compiled, self.fuse_passes = compile, fuse_passes
-        self.cuda_graphs = compile and cuda_graphs
+        self.fuse_passes, self._want_graphs = fuse_passes, cuda_graphs
+        self.compiled = self.cuda_graphs = False
         self._g_losses, self._d_losses = self._g_losses_eager, self._d_losses_eager
         if compile:
-            mode = "reduce-overhead" if cuda_graphs else None
-            self._g_losses = torch.compile(self._g_losses_eager, mode=mode)
-            self._d_losses = torch.compile(self._d_losses_eager, mode=mode)
+            self.compile_now()
+
+    def compile_now(self) -> None:
+        """Run the loss computations as compiled graphs from the next step on (the first compiled call
+        traces and compiles them, in seconds when torch's on-disk caches hold them: :mod:`lcgan.warmup`)."""
+        self.compiled, self.cuda_graphs = True, self._want_graphs
+        mode = "reduce-overhead" if self.cuda_graphs else None
+        self._g_losses = torch.compile(self._g_losses_eager, mode=mode)
+        self._d_losses = torch.compile(self._d_losses_eager, mode=mode)
 
     def _autocast(self, device: torch.device):
         if self.amp_dtype is None:

@@ -7,6 +7,7 @@ so the whole dataset lives on the GPU and batches are gathered there with no hos
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import re
 from pathlib import Path
 
 import torch
@@ -94,8 +95,9 @@ def _normalise(conv: Convention, latent_norm: str, a: torch.Tensor, b: torch.Ten
 
 
 def source_key(file: str) -> str:
-    """The source image a latent file came from: ``x.pt`` and its mirrored copy ``x_flip.pt`` (encode.flip_copies) share one."""
-    return Path(file).with_suffix("").as_posix().removesuffix("_flip")
+    """The source image a latent file came from: ``x.pt``, its mirrored copy ``x_flip.pt`` (encode.flip_copies)
+    and crops of one photo named ``x_crop<k>.pt`` / ``x_crop<k>_flip.pt`` share one."""
+    return re.sub(r"_crop\d+$", "", Path(file).with_suffix("").as_posix().removesuffix("_flip"))
 
 
 def spread_picks(n_items: int, files: list[str], n: int) -> torch.Tensor:

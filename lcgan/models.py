@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from lcgan.augment import DiffAugment
-from lcgan.baselines import BASELINES, PATCH_OT_KERNEL, LinearMap
+from lcgan.baselines import BASELINES, LinearMap, kernel
 
 
 def _norm(channels: int) -> nn.Module:
@@ -37,7 +37,8 @@ class ResnetGenerator(nn.Module):
     at the identity map and learns a correction (no tanh; latents are not bounded).
     ``anchor`` (residual only): start instead from a closed-form baseline of :mod:`lcgan.baselines`,
     ``a(z) + net(z)`` with ``a`` a linear map (per-channel ``mean_shift`` / ``moment_match``, full
-    covariance ``gaussian_ot``, 3x3 ``patch_ot``) fitted on the training domains and given by
+    covariance ``gaussian_ot``, 3x3 ``patch_ot``, or either ``_shrunk`` toward the identity by its
+    chance move) fitted on the training domains and given by
     :meth:`set_anchor` (saved with the weights as the buffers ``anchor_weight``, ``anchor_bias``).
     """
 
@@ -48,7 +49,7 @@ class ResnetGenerator(nn.Module):
         n_blocks: int = 6,
         n_downsampling: int = 2,
         output: str = "residual",  # the defaults of conf/model/*.yaml: one default per setting
-        anchor: str = "gaussian_ot",
+        anchor: str = "gaussian_ot_shrunk",
     ) -> None:
         super().__init__()
         if output not in ("tanh", "residual"):
@@ -58,7 +59,7 @@ class ResnetGenerator(nn.Module):
                              f"(output={output!r}: set model.generator.anchor=identity)")
         self.anchor = anchor
         if anchor != "identity":  # the baseline map, an identity until set_anchor gives the fitted one
-            k = PATCH_OT_KERNEL if anchor == "patch_ot" else 1
+            k = kernel(anchor)
             weight = torch.zeros(in_channels, in_channels, k, k)
             weight[:, :, k // 2, k // 2] = torch.eye(in_channels)
             self.register_buffer("anchor_weight", weight)
@@ -113,26 +114,46 @@ class PatchDiscriminator(nn.Module):
     """PatchGAN (pix2pix's NLayerDiscriminator) with spectral norm instead of normalisation layers.
 
     Each output cell judges a patch of the input; ``n_layers`` stride-2 convs set the patch size.
-    ``n_layers=2`` sees 34x34 latent cells (a whole 16x16 or 32x32 latent), 3 sees 70. ``n_layers=0`` is pix2pix's
-    PixelDiscriminator (1x1 convs): it judges each latent cell alone, i.e. the distribution of
-    latent vectors, blind to content and layout (for colour and tone translations).
+    ``n_layers=2`` sees 34x34 latent cells (a whole 16x16 or 32x32 latent), 3 sees 70. ``n_layers=0``
+    is :class:`LocalDiscriminator` with ``kernel=1`` (the configs of older runs spell the pixel D so).
     ``augment``: DiffAugment policy applied to every input in training mode (:mod:`lcgan.augment`).
     """
 
     def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, augment: str = "") -> None:
         super().__init__()
         if not isinstance(n_layers, int) or n_layers < 0:
-            raise ValueError(f"n_layers={n_layers!r} must be an integer >= 0 (0: a 1x1 pixel discriminator)")
+            raise ValueError(f"n_layers={n_layers!r} must be an integer >= 1 (a PatchGAN), or 0 (the 1x1 pixel discriminator)")
         self.augment = DiffAugment(augment or "")
-        self.net = nn.Sequential(*(_pixel_layers(in_channels, ndf) if n_layers == 0 else _patch_layers(in_channels, ndf, n_layers)))
+        self.net = nn.Sequential(*(_local_layers(in_channels, ndf, 1) if n_layers == 0 else _patch_layers(in_channels, ndf, n_layers)))
         self.min_size = 3 * 2**n_layers if n_layers else 1  # smaller inputs leave no output cell
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.augment(z))
 
 
-def _pixel_layers(in_channels: int, ndf: int) -> list[nn.Module]:
-    return [spectral_norm(nn.Conv2d(in_channels, ndf, 1)), nn.LeakyReLU(0.2, True),
+class LocalDiscriminator(nn.Module):
+    """A discriminator that judges ``kernel x kernel`` latent cells at a time, alone.
+
+    ``kernel=1`` is pix2pix's PixelDiscriminator (1x1 convs): the distribution of latent vectors, blind
+    to content and layout (colour and tone). ``kernel=3`` (24x24 pixels of an SD-family VAE) also sees
+    local texture, edges and sharpness, still far too little of a photo to tell two photo sets apart by
+    what they show. A ``kernel`` conv without padding (no border cells to memorise), then two 1x1 convs.
+    """
+
+    def __init__(self, in_channels: int, ndf: int = 64, kernel: int = 3, augment: str = "") -> None:
+        super().__init__()
+        if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"kernel={kernel!r} must be an odd integer >= 1")
+        self.augment = DiffAugment(augment or "")
+        self.net = nn.Sequential(*_local_layers(in_channels, ndf, kernel))
+        self.min_size = kernel
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.augment(z))
+
+
+def _local_layers(in_channels: int, ndf: int, kernel: int) -> list[nn.Module]:
+    return [spectral_norm(nn.Conv2d(in_channels, ndf, kernel)), nn.LeakyReLU(0.2, True),
             spectral_norm(nn.Conv2d(ndf, 2 * ndf, 1)), nn.LeakyReLU(0.2, True),
             spectral_norm(nn.Conv2d(2 * ndf, 1, 1))]
 

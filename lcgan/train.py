@@ -24,7 +24,7 @@ from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, sc
 from lcgan.buffer import FakeBuffer
 from lcgan.curves import read_log, write_curves
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
-from lcgan.data import UnpairedSampler, place, spread_picks
+from lcgan.data import UnpairedSampler, place, source_key, spread_picks
 from lcgan.latents import check_channels
 from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
@@ -58,7 +58,7 @@ def check_sizes(nets: CycleGAN, size: tuple[int, int]) -> None:
     if min(h, w) < smallest:  # was torch's padding error
         raise ValueError(f"latents of {h}x{w} are too small for the generator (min {smallest}); encode larger images")
     if min(h, w) < nets.d_a.min_size:
-        raise ValueError(f"latents of {h}x{w} are too small for the discriminator (min {nets.d_a.min_size}); lower model.discriminator.n_layers")
+        raise ValueError(f"latents of {h}x{w} are too small for the discriminator (min {nets.d_a.min_size}); lower model.discriminator.n_layers or .kernel")
 
 
 # a loss averaging more than this per step has diverged, finite or not (optim.lr=1e6 gave 1e15):
@@ -152,7 +152,9 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     # the closed-form baselines, fitted once on the training domains (model space, never test data):
     # the anchors below, the validation scores, and what evaluation compares with (saved as data)
     stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)
-    maps = fit_all(domains.a, domains.b)
+    # grouped by source image: crops and flips of one photo are one sample to the shrunk maps' chance estimate
+    groups = [[source_key(f) for f in files] if len(files) == len(z) else None for files, z in ((domains.files_a, domains.a), (domains.files_b, domains.b))]
+    maps = fit_all(domains.a, domains.b, *groups)
     domain_stats = {"a_mean": stats_a[0].tolist(), "a_std": stats_a[1].tolist(), "b_mean": stats_b[0].tolist(), "b_std": stats_b[1].tolist(),
                     "maps": {direction: {k: m.as_dict() for k, m in by_kind.items()} for direction, by_kind in maps.items()}}
     if nets.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains

@@ -66,6 +66,24 @@ def test_pixel_discriminator_judges_each_cell_alone():
     assert changed[:, 2, 3].all() and changed.sum() == 2, "only the changed cell's score moves: blind to layout"
 
 
+def test_local_discriminator_sees_3x3_cells_and_pixel_layout_matches_old_runs():
+    from lcgan.models import LocalDiscriminator
+
+    d = LocalDiscriminator(4, ndf=8, kernel=3).eval()
+    z = torch.randn(2, 4, 9, 9)
+    out = d(z)
+    assert out.shape == (2, 1, 7, 7) and d.min_size == 3
+    z2 = z.clone()
+    z2[:, :, 4, 4] += 1.0
+    changed = (d(z2) != out).squeeze(1)
+    assert changed[:, 2:5, 2:5].all() and changed.sum() == 2 * 9, "a cell moves the 3x3 scores around it, no others"
+    # an old run's pixel D (PatchDiscriminator n_layers=0) loads into the new class: resume keeps working
+    old = PatchDiscriminator(4, ndf=8, n_layers=0)
+    LocalDiscriminator(4, ndf=8, kernel=1).load_state_dict(old.state_dict())
+    with pytest.raises(ValueError, match="kernel"):
+        LocalDiscriminator(4, kernel=2)
+
+
 def test_negative_depth_is_rejected():
     with pytest.raises(ValueError, match="n_layers"):
         PatchDiscriminator(4, n_layers=-1)

@@ -115,3 +115,41 @@ def test_evaluate_reads_saved_maps_and_falls_back_to_channel_stats_for_older_che
     maps = fit_all(a, b)
     new = latent_baselines({**stats, "maps": {d: {k: m.as_dict() for k, m in ms.items()} for d, ms in maps.items()}}, 4, "new.pt")
     assert set(new["B2A"]) == set(BASELINES) and torch.allclose(new["B2A"]["patch_ot"](b), maps["B2A"]["patch_ot"](b), atol=1e-5)
+
+
+def test_shrunk_ot_keeps_a_real_shift_and_drops_a_chance_one():
+    """Two samples of one distribution: the shrunk map is the identity; a strong shift: the plain map."""
+    from lcgan.baselines import fit, shrunk
+
+    gen = torch.Generator().manual_seed(0)
+    photos = lambda n: torch.randn(n, 4, 1, 1, generator=gen) + 0.3 * torch.randn(n, 4, 8, 8, generator=gen)  # noqa: E731
+    a, b = photos(40), photos(40)  # 40 "photos": each latent's cells share its photo's content
+    groups = [str(i) for i in range(40)]
+    null = fit("gaussian_ot_shrunk", a, b, groups, groups)
+    plain = fit("gaussian_ot", a, b, groups, groups)
+    ident = shrunk(plain, 0.0)
+    assert not torch.allclose(plain.weight, ident.weight, atol=0.05), "the plain map follows the content difference"
+    assert torch.allclose(null.weight, ident.weight, atol=1e-6) and torch.allclose(null.bias, ident.bias, atol=1e-6)
+    moved = b * 1.5 + 2.0
+    real = fit("gaussian_ot_shrunk", a, moved, groups, groups)
+    target = fit("gaussian_ot", a, moved, groups, groups)
+    assert (real.weight - target.weight).abs().max() < 0.1 and (real.bias - target.bias).abs().max() < 0.2
+
+
+def test_shrinkage_counts_source_images_not_latents():
+    """Crops of one photo are not independent samples: grouped by photo, the chance move is larger."""
+    from lcgan.baselines import GroupMoments, _patch_moments, shrink_factor
+
+    gen = torch.Generator().manual_seed(1)
+    content = torch.randn(20, 4, 1, 1, generator=gen)
+    z = (content.repeat_interleave(8, 0) + 0.2 * torch.randn(160, 4, 8, 8, generator=gen))  # 8 crops per photo
+    a, b = z[:80], z[80:] + 0.5
+    by_photo = [str(i // 8) for i in range(80)]
+    loose = shrink_factor(_patch_moments(a, 1), _patch_moments(b, 1), 4, 1)
+    grouped = shrink_factor(_patch_moments(a, 1, by_photo), _patch_moments(b, 1, by_photo), 4, 1)
+    assert 0 <= grouped < loose <= 1
+    m = _patch_moments(a, 1, by_photo)
+    assert isinstance(m, GroupMoments) and len(m.count) == 10
+    mean, cov = m.moments()
+    flat = a.transpose(0, 1).reshape(4, -1).double()
+    assert torch.allclose(mean, flat.mean(1)) and torch.allclose(cov, torch.cov(flat), atol=1e-9)

@@ -103,7 +103,7 @@ def test_config_errors_name_the_key(tiny_cfg):
     for override, key in [("optim.lr=-1", "optim.lr=-1"), ("data.latent_divisor=0", "data.latent_divisor=0"),
                           ("train.fake_buffer_size=-3", "train.fake_buffer_size=-3"), ("train.batch_size=abc", "train.batch_size='abc'"),
                           ("train.amp=fp8", "train.amp='fp8'"), ("data.latent_norm=batch", "data.latent_norm='batch'"),
-                          ("model.discriminator.n_layers=-1", "model.discriminator.n_layers=-1"),
+                          ("model.discriminator.kernel=2", "model.discriminator.kernel=2"),
                           ("model.discriminator.augment=flip", "model.discriminator.augment='flip'")]:
         with pytest.raises(ConfigError, match=key.replace("(", r"\(")):
             check(tiny_cfg(override))

@@ -12,7 +12,7 @@ from tests.shared import SHARED, shared_path
 
 SCRIPT = CONF.parent / "experiments" / "known_transform" / "run.py"
 TINY = ["device=cpu", "train.epochs=1", "train.batch_size=4", "train.log_every=1", "train.vis_every=0", "train.n_vis=2",
-        "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8", "model.discriminator.n_layers=1"]
+        "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8"]
 
 
 def load_script():

@@ -19,7 +19,7 @@ PRESETS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
 # one epoch of 2 steps on 8x8 latents: a job is start-up cost only
 TINY_CLI = [
     "device=cpu", "train.epochs=1", "train.batch_size=8", "train.log_every=1", "train.vis_every=0", "train.n_vis=2",
-    "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8", "model.discriminator.n_layers=1",
+    "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8",
     "data.n_a=16", "data.n_b=16", "data.n_eval=8", "data.size=8",
 ]
 REPORT_CALLBACK = "++hydra.callbacks.sweep_report._target_=lcgan.callbacks.SweepReport"

@@ -201,19 +201,20 @@ def test_full_model_configs_train_on_the_default_data(tiny_cfg, tmp_path, model,
 
 
 @pytest.mark.parametrize("model", ["small", "resnet6", "resnet9"])
-def test_discriminator_group_pixel_by_default_patch_on_request(model):
+def test_discriminator_group_local_by_default_pixel_and_patch_on_request(model):
     from tests.conftest import compose_cfg
 
     z = torch.randn(2, 4, 32, 32)
-    pixel = compose_cfg("train", [f"model={model}"]).model.discriminator
-    d = instantiate(pixel, in_channels=4)
-    assert (pixel.n_layers, pixel.augment) == (0, "") and d(z).shape == (2, 1, 32, 32)  # a score per latent cell
+    local = compose_cfg("train", [f"model={model}"]).model.discriminator
+    assert (local.kernel, local.augment) == (3, "") and instantiate(local, in_channels=4)(z).shape == (2, 1, 30, 30)  # 3x3 cells, no padding
+    pixel = compose_cfg("train", [f"model={model}", "model/discriminator=pixel"]).model.discriminator
+    assert pixel.kernel == 1 and pixel.ndf == local.ndf and instantiate(pixel, in_channels=4)(z).shape == (2, 1, 32, 32)  # a score per cell
     patch = compose_cfg("train", [f"model={model}", "model/discriminator=patch"]).model.discriminator
-    assert (patch.n_layers, patch.augment) == (2, "translation,cutout") and patch.ndf == pixel.ndf  # the preset's width kept
-    assert instantiate(patch, in_channels=4)(z).shape[-1] < 32  # strided: judges regions, not cells
+    assert (patch.n_layers, patch.augment) == (2, "translation,cutout") and patch.ndf == local.ndf  # the preset's width kept
+    assert instantiate(patch, in_channels=4)(z).shape[-1] < 30  # strided: judges regions, not cells
 
 
-@pytest.mark.parametrize("anchor", ["mean_shift", "moment_match", "gaussian_ot", "patch_ot"])
+@pytest.mark.parametrize("anchor", ["mean_shift", "moment_match", "gaussian_ot", "patch_ot", "gaussian_ot_shrunk"])
 def test_anchored_generators_start_at_the_baseline(tiny_cfg, tmp_path, anchor):
     # lr ~0: the residual branch stays zero, so G and F are exactly the baseline fitted on the training domains
     train(tiny_cfg(f"model.generator.anchor={anchor}", "optim.lr=1e-12", "train.epochs=1"))
@@ -231,11 +232,13 @@ def test_anchor_needs_a_residual_output():
         ResnetGenerator(4, output="tanh", anchor="mean_shift")
 
 
-def test_default_recipe_keeps_the_moment_matching_start(tiny_cfg, tmp_path):
-    # the defaults (residual G anchored at moment matching, pixel discriminator) are the measured
+def test_default_recipe_keeps_its_closed_form_start(tiny_cfg, tmp_path):
+    # the defaults (residual G anchored at the shrunk Gaussian-OT map, local discriminator) are the measured
     # winner: training must not walk away from the baseline it starts at (the plain recipe ends at err ~1)
     train(tiny_cfg("train.epochs=3"))
     rows = read_log(tmp_path / "run")
     for row in rows:
         for side in ("G", "F"):
-            assert row[f"err_{side}"] < 2 * row[f"base_moment_match_{side}"] + 0.02, row
+            assert row[f"err_{side}"] < 2 * row[f"base_gaussian_ot_shrunk_{side}"] + 0.02, row
+            # the synthetic shift is real and large: the shrinkage keeps (nearly) all of the map
+            assert row[f"base_gaussian_ot_shrunk_{side}"] < 1.05 * row[f"base_gaussian_ot_{side}"] + 0.01, row

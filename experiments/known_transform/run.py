@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from lcgan import checkpoint
 from lcgan.baselines import BASELINES, fit, sliced_wasserstein
+from lcgan.data import source_key
 from lcgan.images import list_images, read_rgb
 from lcgan.vae import OnnxVAE
 
@@ -176,7 +177,7 @@ def photo_crops(paths: list[Path], n: int, size: int, seed: int) -> tuple[torch.
     for p in paths:
         for k, c in enumerate(random_crops(read_photo(p, 2 * size), n, size, gen)):
             crops.append(c)
-            names.append(f"{p.parent.name}_{p.stem}_c{k}")
+            names.append(f"{p.parent.name}_{p.stem}_crop{k}")  # one source image per photo (lcgan.data.source_key)
     return torch.stack(crops), names
 
 
@@ -238,8 +239,10 @@ def with_truth(vae: OnnxVAE, test: dict, transform: str) -> dict:
     return {**test, "y": y, "z_x": encode(vae, test["x"]), "z_y": z_y, "y_rec": decode(vae, z_y)}
 
 
-def load_folder(folder: Path) -> torch.Tensor:
-    return torch.stack([torch.load(f, weights_only=True) for f in sorted(folder.glob("*.pt"))])
+def load_folder(folder: Path) -> tuple[torch.Tensor, list[str]]:
+    """The latents of a folder and the source photo of each (as lcgan.train groups them)."""
+    files = sorted(folder.glob("*.pt"))
+    return torch.stack([torch.load(f, weights_only=True) for f in files]), [source_key(f.name) for f in files]
 
 
 def unpaired_val(z: torch.Tensor, test: dict) -> float:
@@ -267,11 +270,11 @@ def paired_affine(z_x: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
     return (xs @ coef).T.reshape(c, len(z_x), *z_x.shape[2:]).transpose(0, 1).float()
 
 
-def baseline_rows(vae: OnnxVAE, test: dict, z_a: torch.Tensor, z_b: torch.Tensor, lpips=None) -> dict[str, tuple]:
+def baseline_rows(vae: OnnxVAE, test: dict, a: tuple[torch.Tensor, list[str]], b: tuple[torch.Tensor, list[str]], lpips=None) -> dict[str, tuple]:
     """The rows that need no training: (PSNR vs truth, PSNR vs oracle reconstruction, LPIPS, val)."""
     rows = {"identity": score_latents(vae, test, test["z_x"], lpips)}
     for kind in BASELINES:
-        rows[kind] = score_latents(vae, test, fit(kind, z_a, z_b)(test["z_x"]), lpips)
+        rows[kind] = score_latents(vae, test, fit(kind, a[0], b[0], a[1], b[1])(test["z_x"]), lpips)
     rows["paired_affine"] = score_latents(vae, test, paired_affine(test["z_x"], test["z_y"]), lpips)
     rows["oracle"] = score_latents(vae, test, test["z_y"], lpips)
     rows["pixels_identity"] = (psnr(test["x"], test["y"]).mean().item(), math.nan, math.nan, math.nan)
@@ -415,9 +418,9 @@ def main(argv: list[str] | None = None) -> dict:
     z_a, z_b = load_folder(data / "a"), load_folder(data / args.transform / "b")
     lpips = load_lpips(args.lpips, args.lpips_backbone)
     base = {k: baseline_rows(vae, t, z_a, z_b, lpips) for k, t in tests.items()}
-    sizes = (f"transform {args.transform}; A-train {len(z_a)} latents, B-train {len(z_b)}, "
+    sizes = (f"transform {args.transform}; A-train {len(z_a[0])} latents, B-train {len(z_b[0])}, "
              + ", ".join(f"{k} {len(t['x'])} crops ({len(t['photos'])} photos)" for k, t in tests.items())
-             + f"; {args.image_size}px -> latents {list(z_a.shape[1:])}; recipe: {' '.join(args.overrides) or '(preset defaults)'}")
+             + f"; {args.image_size}px -> latents {list(z_a[0].shape[1:])}; recipe: {' '.join(args.overrides) or '(preset defaults)'}")
     print(f"known_transform | {sizes}\n  " + " | ".join(f"{k} {v[0]:.2f} dB" for k, v in base["test"].items()))
     runs, synth = {}, {}
     if not args.no_train:

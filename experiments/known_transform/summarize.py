@@ -19,6 +19,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from lcgan.baselines import BASELINES
+
 
 def _psnr(baselines: dict) -> dict:
     """The PSNR columns of the baseline rows, to the table's precision (LPIPS may be there or not)."""
@@ -68,7 +70,7 @@ def table(base: dict, recipes: dict[str, dict]) -> str:
 
 
 TIE_DB = 0.05  # differences this small are within seed-to-seed spread (0.01-0.05 dB): a tie, not a win
-UNPAIRED = ("identity", "mean_shift", "moment_match", "gaussian_ot", "patch_ot")  # rows a user without pairs can have
+UNPAIRED = ("identity", *BASELINES)  # rows a user without pairs can have (results of older runs may lack some)
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -99,7 +101,10 @@ def suite_table(results: list[dict]) -> str:
     transforms = [t for t in ("grade", "sepia", "split_tone", "soft_focus", "sharpen", "dark_edges", "null")
                   if any(r["transform"] == t for r in results)]
     transforms += sorted({r["transform"] for r in results} - set(transforms))
-    base = {r["transform"]: r["baselines"] for r in results}
+    base: dict = defaultdict(lambda: defaultdict(dict))  # transform -> test set -> row; files of older runs may lack rows
+    for r in results:
+        for test_set, rows in r["baselines"].items():
+            base[r["transform"]][test_set].update(rows)
     recipes: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))  # name -> transform -> step -> seed -> row
     overrides = {}
     for r in results:
@@ -117,7 +122,7 @@ def suite_table(results: list[dict]) -> str:
         out += [f"### test set `{test_set}`: PSNR vs truth, dB", "",
                 "| row | " + " | ".join(transforms) + " |", "| --- |" + " --- |" * len(transforms)]
         for k in (*UNPAIRED, "paired_affine", "oracle"):
-            out.append(f"| {k} | " + " | ".join(f"{base[t][test_set][k][0]:.2f}" if t in base else "" for t in transforms) + " |")
+            out.append(f"| {k} | " + " | ".join(f"{base[t][test_set][k][0]:.2f}" if k in base.get(t, {}).get(test_set, {}) else "" for t in transforms) + " |")
         verdicts = []
         for name in recipes:
             steps = sorted({s for t in recipes[name].values() for s in t})
@@ -133,7 +138,7 @@ def suite_table(results: list[dict]) -> str:
                 vals = [row["psnr" + tag] for row in recipes[name].get(t, {}).get(last, {}).values()]
                 if not vals:
                     continue
-                best = max(base[t][test_set][k][0] for k in UNPAIRED) if t != "null" else base[t][test_set]["identity"][0] - 0.2
+                best = max(base[t][test_set][k][0] for k in UNPAIRED if k in base[t][test_set]) if t != "null" else base[t][test_set]["identity"][0] - 0.2
                 margin = statistics.median(vals) - best
                 wins.append(f"{t} {'yes' if margin > TIE_DB else 'tie' if margin > -TIE_DB else 'no'} ({margin:+.2f})")
             verdicts.append(f"- `{name}` (`{' '.join(overrides[name]) or '(defaults)'}`), median at {last} steps minus the best of identity and "
@@ -141,7 +146,7 @@ def suite_table(results: list[dict]) -> str:
         out += ["", *verdicts, ""]
         agree = []
         for t in transforms:
-            pts = [(base[t][test_set][k][3], base[t][test_set][k][0]) for k in UNPAIRED]
+            pts = [(base[t][test_set][k][3], base[t][test_set][k][0]) for k in UNPAIRED if k in base[t][test_set]]
             pts += [(row["val" + tag], row["psnr" + tag]) for name in recipes for rows in recipes[name].get(t, {}).values() for row in rows.values()]
             agree.append(f"{t} {spearman([-v for v, _ in pts], [p for _, p in pts]):+.2f} (n={len(pts)})")
         out += ["Rank agreement of the unpaired validation score (lower is better) with PSNR over the unpaired baselines and every "

@@ -1,0 +1,91 @@
+"""Compile the training step in the background, so that the first step does not wait for the compiler.
+
+``torch.compile`` of the step takes one to two minutes on a machine that has not compiled the model before
+(resnet9 on an H200: 100 s before the first step), and seconds once torch's on-disk caches (the FX graph
+and AOTAutograd caches, on by default, under ``TORCHINDUCTOR_CACHE_DIR``) hold its kernels. So with
+``train.compile=auto`` on one CUDA device a run starts eager at once, and a child process
+(``python -m lcgan.warmup``: the run's own config piped in, never read from a file) builds the same step on
+random latents of the same shape and compiles it, which fills the caches. When the child is done, the run
+compiles its step, now from the caches, and goes on compiled. A run shorter than the compile never waits
+for it; the next run on the machine starts compiled.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+
+class BackgroundCompile:
+    """The warm-up child of one run: :meth:`poll` switches ``step`` to compiled graphs once it is done."""
+
+    def __init__(self, step, cfg: DictConfig, shape: tuple[int, int, int], flip: bool, log: Path,
+                 command: list[str] | None = None) -> None:
+        self.step, self.log, self.t0 = step, log, time.perf_counter()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._out = open(log, "w")
+        cmd = command or [sys.executable, "-m", "lcgan.warmup", "--shape", ",".join(map(str, shape)), *(["--flip"] if flip else [])]
+        self.proc: subprocess.Popen | None = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=self._out, stderr=subprocess.STDOUT, text=True)
+        # what the step is built from, resolved here (the child has no Hydra run around it)
+        self.proc.stdin.write(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, ["device", "model", "train", "optim"]), resolve=True))
+        self.proc.stdin.close()
+
+    def poll(self) -> str | None:
+        """None while the child runs (or after it ended); once, when it ends, what happened."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        rc, self.proc = self.proc.returncode, None
+        self._out.close()
+        if rc != 0:
+            return f"compiling the step in the background failed (exit {rc}, see {self.log}); training goes on eager"
+        self.step.compile_now()
+        return f"compiled step ready after {time.perf_counter() - self.t0:.0f} s of eager training (cached for the next run)"
+
+    def close(self) -> None:
+        """Stop a child still compiling (the run ended first): nothing is left running."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            self._out.close()
+
+
+def warm(cfg: DictConfig, shape: tuple[int, int, int], flip: bool, steps: int = 3) -> float:
+    """Build the run's step as ``lcgan.train`` does, compiled, and run it on random latents; the seconds it took."""
+    from lcgan.data import UnpairedSampler, place
+    from lcgan.train import auto_switch, build_nets, build_training, resolve_device
+
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    cfg.train.compile = True
+    nets = build_nets(cfg.model, shape[0]).to(device)
+    step = build_training(cfg, nets, device)["step"]
+    layout = torch.channels_last if auto_switch(cfg.train.channels_last, device) else torch.contiguous_format
+    n = 2 * cfg.train.batch_size
+    sampler = UnpairedSampler(*(place(torch.randn(n, *shape).contiguous(memory_format=layout), device) for _ in range(2)),
+                              cfg.train.batch_size, flip)
+    order = sampler.epoch()
+    for i in range(steps):
+        step(*sampler.batch(order, i % sampler.steps_per_epoch, device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Compile lcgan.train's step once to fill torch's compile caches (the run's config on stdin).")
+    ap.add_argument("--shape", required=True, help="latent shape C,H,W")
+    ap.add_argument("--flip", action="store_true", help="the run flips batches (data.flip)")
+    args = ap.parse_args(argv)
+    shape = tuple(int(x) for x in args.shape.split(","))
+    cfg = OmegaConf.create(sys.stdin.read())
+    print(f"lcgan.warmup: compiled the step for latents {shape} in {warm(cfg, shape, args.flip):.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
