@@ -6,11 +6,12 @@ so the whole dataset lives on the GPU and batches are gathered there with no hos
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
 from lcgan.latent_files import check_manifests, load_latent_dir, read_manifest
 from lcgan.latents import Convention
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lcgan"
 # library -> command imports still to be split (issue 14); each entry names who removes it
-KNOWN = {("bench", "train")}  # the lead: bench.py reuses train's step builders
+KNOWN = {("bench", "train"), ("warmup", "train")}  # the lead: both reuse train's step builders (build_nets, build_training, ...)
 
 
 def imports() -> dict[str, set[str]]:
