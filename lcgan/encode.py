@@ -33,6 +33,7 @@ from lcgan.vae import VAE
 
 log = logging.getLogger(__name__)
 
+
 def plan_outputs(images: list[Path], input_dir: Path, output_dir: Path, flip_copies: bool) -> list[tuple[Path, list[Path]]]:
     """(image, [its output .pt, and its _flip.pt if asked]) for every image; refuses name collisions."""
     plan, owner = [], {}

@@ -222,4 +222,3 @@ def folder_stats(root: str | os.PathLike, divisors: tuple[float, ...] = DIVISORS
     for f in files:
         stats.update(load_latent_file(f))
     return {"dir": str(root), "files": len(files), **stats.result()}
-

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from lcgan.checkpoint import atomic_write_bytes
 from lcgan.config import at_least
 from lcgan.latent_files import DIVISORS, MAX_BEYOND, folder_stats
+
 
 def format_table(s: dict) -> str:
     lines = [f"{s['dir']}: {s['files']} files, {s['channels']} channels, |z| max {s['abs_max']:.3g}, "
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = [folder_stats(d, tuple(args.divisors)) for d in args.dirs]
     print("\n\n".join(format_table(r) for r in results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        atomic_write_bytes(args.json, json.dumps(results, indent=2).encode())
     return results
 
 

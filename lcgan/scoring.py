@@ -38,7 +38,7 @@ from lcgan.baselines import LinearMap, channel_map, channel_stats, fit_all
 from lcgan.devices import amp_enabled, autocast, channels_last
 from lcgan.fid import Fid, gaussian
 from lcgan.images import IMAGE_SUFFIXES, from_uint8, read_batch, to_uint8
-from lcgan.latents import Convention, LatentSpace, check_channels
+from lcgan.latents import Convention, check_channels
 from lcgan.layout import EvalFolder
 from lcgan.metrics import Clip, Lpips, MissingWeightsError
 from lcgan.translator import Translator, build_vae, load_translator, resolve_checkpoint

@@ -176,7 +176,7 @@ def test_missing_weights_fall_back_per_metric_in_one_line_each(tmp_path, capsys)
     assert "content_lpips" in lines[0] and "eval.lpips.backbone_path=" in lines[0]
     assert "content_clip" in lines[1] and "eval.clip.pretrained=" in lines[1]
     assert lp.random and clip.random and "eval.lpips.backbone_path" in lp.not_meaningful and "eval.clip" in clip.not_meaningful
-    assert not fid_kid.random and fid_kid.not_meaningful is None
+    assert isinstance(fid_kid, Fid) and not fid_kid.random and fid_kid.not_meaningful is None  # eval.fid's _target_
 
 
 def test_missing_inception_falls_back_alone(monkeypatch, capsys):
