@@ -40,10 +40,13 @@ class SweepReport(Callback):
 
 
 class RunFolderGuard(Callback):
-    """Hydra saves ``.hydra/config.yaml`` in the run folder *before* ``train()`` can take the folder's
-    lock, so a run that ``train()`` then refuses would still overwrite the earlier run's recorded config.
+    """Hydra saves ``.hydra/`` (config and overrides) in the run folder *before* ``train()`` can take the
+    folder's lock, so a run that ``train()`` then refuses would still overwrite the earlier run's recorded
+    config, and a resume would replace the run's record with its own short command line.
     ``on_run_start`` comes first; Hydra swallows a callback's exceptions, so on the refusals of
-    :func:`lcgan.rundir.claim` it only switches off that save, and ``train()`` raises the error itself."""
+    :func:`lcgan.rundir.claim`, and for a resume of a recorded run (which reads that record,
+    :func:`lcgan.rundir.resume_config`, and notes itself in ``logs/resumes.jsonl``), it only switches
+    off that save; ``train()`` raises any error itself."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from pathlib import Path
@@ -53,9 +56,12 @@ class RunFolderGuard(Callback):
         from lcgan import rundir
 
         out = Path(config.hydra.run.dir)
+        keep_record = bool(config.train.resume) and (out / rundir.RECORDED).is_file()
         try:
             rundir.refuse_busy(out)
             rundir.refuse_earlier_run(out, bool(config.train.resume), bool(config.train.overwrite))
         except rundir.REFUSALS:
+            keep_record = True
+        if keep_record:
             with read_write(config.hydra):
                 config.hydra.output_subdir = None

@@ -67,11 +67,26 @@ def check_writable(folder: str | Path, need_bytes: int = 0) -> None:
 
 def save(obj: dict, *paths: str | Path) -> None:
     """Serialise once, in memory, so a failing write never leaves a half file behind; then write
-    the same bytes to every path (e.g. ``last.pt`` and ``epoch_0007.pt``)."""
+    the same bytes to every path (e.g. ``best.pt`` and ``last.pt``)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     for path in paths:
         atomic_write_bytes(path, buf.getvalue())
+
+
+def epoch_files(folder: str | Path) -> list[Path]:
+    """``folder``'s ``epoch_XXXX.pt`` files, oldest first (by number: ``epoch_10000.pt`` after ``epoch_9999.pt``)."""
+    found = [p for p in Path(folder).glob("epoch_*.pt") if p.stem[len("epoch_"):].isdigit()]
+    return sorted(found, key=lambda p: int(p.stem[len("epoch_"):]))
+
+
+def keep_newest(folder: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` epoch files of ``folder`` (``keep=0``: none); returns the deleted.
+    Only ``epoch_<digits>.pt``: ``last.pt``, ``best.pt`` and anything else stay."""
+    old = epoch_files(folder)[:-keep] if keep > 0 else []
+    for p in old:
+        p.unlink(missing_ok=True)
+    return old
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -146,6 +161,19 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """Append one JSON line and fsync it; earlier lines are never rewritten."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OSError(e.errno, f"cannot append to {path}: {e.strerror or e}") from e
+
+
 class JsonlLog:
     """``logs/train_log.jsonl``: one line per epoch, appended and fsynced, never rewritten.
 
@@ -174,12 +202,5 @@ class JsonlLog:
     def append(self, row: dict) -> None:
         if row.get("epoch") in self.epochs:
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:
-            raise OSError(e.errno, f"cannot append to {self.path}: {e.strerror or e}") from e
+        append_jsonl(self.path, row)
         self.epochs.add(row.get("epoch"))

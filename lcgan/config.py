@@ -61,6 +61,8 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "train.vis_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: no pictures)"),
     "train.n_vis": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "train.ckpt_every": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "train.epoch_files": (lambda v: v in ("generators", "full", "none"), "generators (G and F only), full (resumable) or none"),
+    "train.keep_epochs": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: keep every epoch file)"),
     "train.log_every": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "train.resume": (lambda v: isinstance(v, bool), "true or false"),
     "train.resume_restore_rng": (lambda v: isinstance(v, bool), "true or false"),

@@ -30,8 +30,13 @@ class FolderHoldsRun(FileExistsError):
     """The folder holds an earlier training that a fresh run would replace."""
 
 
-# refusals of a folder that is not this run's: nothing (not even error.txt) is written into it
-REFUSALS = (FolderInUse, FolderHoldsRun)
+class ResumeRefused(ValueError):
+    """A resume whose command line would change the run, or whose run folder holds a record that is not plain data."""
+
+
+# refusals of a folder that is not this run's, or of a resume that is not this run: nothing (not even
+# error.txt) is written into the folder
+REFUSALS = (FolderInUse, FolderHoldsRun, ResumeRefused)
 
 
 def checkpoint_tag(checkpoint: str | Path) -> str:
@@ -153,19 +158,25 @@ def _close(x, y) -> bool:
     return x == y
 
 
-def check_resume(ck: dict, path: Path, cfg: dict, nets: dict[str, torch.nn.Module], convention: dict,
+def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[str, torch.nn.Module], convention: dict,
                  domain_stats: dict, sizes: tuple[int, int]) -> None:  # fmt: skip
     """Refuse to resume ``ck`` (from ``path``) into a run that differs in what it means.
 
-    ``cfg``: this run's resolved config; ``nets``: G, F, D_A, D_B as built; ``convention`` and
-    ``domain_stats``: this run's, as a checkpoint records them; ``sizes``: latents in A and B.
+    ``need``: the keys the run's state loads (``TrainState.required``); ``cfg``: this run's resolved
+    config; ``nets``: G, F, D_A, D_B as built; ``convention`` and ``domain_stats``: this run's, as a
+    checkpoint records them; ``sizes``: latents in A and B.
     """
-    need = ("G", "F", "D_A", "D_B", "opt_G", "opt_D", "sched_G", "sched_D", "scaler", "buffer_A", "buffer_B", "epoch", "step", "rng")
     missing = [k for k in need if k not in ck] if isinstance(ck, dict) else need
+    if isinstance(ck, dict) and missing and {"G", "F"} <= ck.keys() and "D_A" in missing:
+        raise ValueError(f"cannot resume from {path}: it holds the generators alone (an epoch file of train.epoch_files=generators, "
+                         "for evaluation and translation); resume from the run's model/last.pt or model/best.pt")  # fmt: skip
+    if isinstance(ck, dict) and missing and missing == [k for k in ("G_ema", "F_ema") if k in need]:
+        raise ValueError(f"cannot resume from {path}: it has no EMA weights (saved with train.ema_decay=0) but this run keeps "
+                         f"an EMA (train.ema_decay={cfg.get('train', {}).get('ema_decay')}); resume with train.ema_decay=0")  # fmt: skip
     if missing:  # a tensor, or another program's dict (was a TypeError or KeyError)
         got = f"a dict with keys {sorted(map(str, ck))[:8]}" if isinstance(ck, dict) else f"a {type(ck).__name__}"
         raise ValueError(f"cannot resume from {path}: it holds {got}, not an lcgan training checkpoint (lacks {', '.join(missing[:6])}); "
-                         "point train.resume_path at a model/last.pt or model/epoch_*.pt of lcgan.train")  # fmt: skip
+                         "point train.resume_path at a model/last.pt (or a full model/epoch_*.pt) of lcgan.train")  # fmt: skip
     was, now = _flat(ck.get("cfg") or {}), _flat(cfg)
     problems = []
 
@@ -224,3 +235,136 @@ def check_resume(ck: dict, path: Path, cfg: dict, nets: dict[str, torch.nn.Modul
     if problems:
         raise ValueError(f"cannot resume from {path}: this run differs from the one it saved:\n  " + "\n  ".join(problems)
                          + "\nResume with the checkpoint's settings, or start a new run (another hydra.run.dir)")
+
+
+# ---------------------------------------------------------------------------------------- a resume remembers its run
+
+RECORDED = Path(".hydra") / "overrides.yaml"  # Hydra's record of the command line that started the run
+RESUMES = Path("logs") / "resumes.jsonl"  # one line per resume: when, from which checkpoint, with which overrides
+
+# What a resume may change in the run's recorded configuration: how long it runs (the LR schedule follows;
+# resume stays exact), how it reports, draws and saves, how it starts, the tracker, and speed switches with
+# the same math. Everything else is what the run learns: changing it is a new run. A key or group prefix.
+SAFE_ON_RESUME = (
+    "train.epochs", "optim.lr_constant_epochs", "optim.lr_decay_epochs",
+    "train.log_every", "train.vis_every", "train.n_vis", "train.ckpt_every", "train.epoch_files", "train.keep_epochs",
+    "train.resume", "train.resume_path", "train.resume_restore_rng", "train.overwrite", "logger",
+    "device", "train.compile", "train.cuda_graphs", "train.cudnn_benchmark", "train.channels_last",
+)  # fmt: skip
+# how this invocation starts, not what the run is: never taken from the record
+INVOCATION = ("train.resume", "train.resume_path", "train.overwrite")
+# config keys that make Hydra import or call something
+_CALLABLE_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+
+
+def _safe_to_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in SAFE_ON_RESUME)
+
+
+def parse_override(text, where: str, fix: str):
+    """``text`` as one Hydra override, if it is a plain ``key=value`` (or ``+group=option``): never a
+    sweep, deletion, package or interpolation, never a ``hydra`` key or one that names code."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType, ValueType
+
+    from lcgan import CONF_DIR
+
+    def refuse(why: str) -> ResumeRefused:
+        shown = repr(text) if len(repr(text)) < 120 else repr(text)[:117] + "..."
+        return ResumeRefused(f"{where}: {shown} {why}; lcgan takes only plain key=value settings from a run folder and "
+                             f"never runs what one names. {fix}")  # fmt: skip
+
+    if not isinstance(text, str):
+        raise refuse("is not an override string")
+    try:
+        [override] = OverridesParser.create().parse_overrides([text])
+    except Exception:
+        raise refuse("is not a valid override") from None
+    key = override.key_or_group
+    parts = key.replace("/", ".").split(".")
+    if parts[0] == "hydra" or _CALLABLE_KEYS & set(parts):
+        raise refuse("sets a key that Hydra acts on (hydra.*, _target_, _partial_, _args_, ...)")
+    if override.type not in (OverrideType.CHANGE, OverrideType.ADD):
+        raise refuse("is not a plain key=value (a deletion or forced addition)")
+    if override.package is not None or override.value_type is not ValueType.ELEMENT:
+        raise refuse("is not a plain key=value (a package, sweep or function)")
+    if override.type is OverrideType.ADD and not (Path(CONF_DIR) / key).is_dir():
+        raise refuse("adds a key (+key=...) that is not a config group of lcgan's conf/")
+    value = override.value()
+    scalars = (str, int, float, bool, type(None))
+    if not (isinstance(value, scalars) or (isinstance(value, list) and all(isinstance(v, scalars) for v in value))):
+        raise refuse("has a value that is not a scalar or a list of scalars")
+    if any(isinstance(v, str) and "${" in v for v in (value if isinstance(value, list) else [value])):
+        raise refuse("holds an interpolation (${...})")
+    return override
+
+
+def recorded_overrides(out: Path) -> list[str] | None:
+    """The overrides that started the run in ``out`` (``.hydra/overrides.yaml``), each checked as data by
+    :func:`parse_override`; None when the folder has no record (a run started from Python)."""
+    import yaml
+
+    path = out / RECORDED
+    if not path.is_file():
+        return None
+    fix = f"Restore {path} from the run's original command line, or start a new run (another hydra.run.dir)"
+    try:
+        items = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ResumeRefused(f"{path} is not readable YAML ({type(e).__name__}); {fix}") from None
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ResumeRefused(f"{path} holds a {type(items).__name__}, not Hydra's list of overrides; {fix}")
+    for text in items:
+        parse_override(text, str(path), fix)
+    return items
+
+
+def resume_config(out: Path, command: list[str], config_name: str = "train"):
+    """The run's own configuration for ``train.resume=true hydra.run.dir=out``: the current config tree
+    composed with the overrides the run was started with, then this command's overrides, which may
+    change only :data:`SAFE_ON_RESUME` (ResumeRefused names any other). None when ``out`` has no record.
+    Call it inside an initialised Hydra (``@hydra.main`` or ``initialize_config_dir``)."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    recorded = recorded_overrides(out)
+    if recorded is None:
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    key = lambda text: parser.parse_overrides([text])[0].key_or_group  # noqa: E731  (the command was parsed by Hydra already)
+    mine = {key(t) for t in command}
+    kept = [t for t in recorded if key(t) not in INVOCATION]
+    was = compose(config_name=config_name, overrides=kept)
+    now = compose(config_name=config_name, overrides=[t for t in kept if key(t) not in mine] + list(command))
+    flat_was, flat_now = _flat(OmegaConf.to_container(was)), _flat(OmegaConf.to_container(now))
+    changed = sorted(k for k in set(flat_was) | set(flat_now) if flat_was.get(k) != flat_now.get(k) and not _safe_to_change(k))
+    if changed:
+        shown = "; ".join(f"{k}={flat_now.get(k, '(absent)')!r} (the run: {flat_was.get(k, '(absent)')!r})" for k in changed[:6])
+        raise ResumeRefused(
+            f"train.resume=true continues {out} with the configuration it was started with ({out / RECORDED}); this command "
+            f"changes what the run learns: {shown}{' ...' if len(changed) > 6 else ''}. A resume may change only "
+            f"{', '.join(SAFE_ON_RESUME[:9])}, logger, device and speed switches. Drop those overrides to continue the run, "
+            f"or start a new run with them in another folder (hydra.run.dir=...)")
+    return now
+
+
+def command_overrides() -> list[str] | None:
+    """This process's command-line overrides when it runs as a Hydra app, else None (``train(cfg)`` from Python)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def record_resume(out: Path, checkpoint_path: Path, epoch: int, step: int) -> None:
+    """Append this resume to ``logs/resumes.jsonl``; the run's ``.hydra/`` record is never rewritten."""
+    import datetime
+
+    from lcgan.checkpoint import append_jsonl
+
+    append_jsonl(out / RESUMES, {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                 "checkpoint": str(checkpoint_path), "epoch": epoch, "step": step,
+                                 "overrides": command_overrides()})  # fmt: skip

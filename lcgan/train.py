@@ -5,13 +5,14 @@ Outputs go under ``cfg.out_dir`` (Hydra's run directory): ``model/``, ``logs/``,
 """
 from __future__ import annotations
 
-import copy
 import math
 import random
 import signal
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -24,10 +25,12 @@ from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, sc
 from lcgan.buffer import FakeBuffer
 from lcgan.curves import read_log, write_curves
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
-from lcgan.data import UnpairedSampler, place, source_key, spread_picks
+from lcgan.data import Domains, UnpairedSampler, place, source_key, spread_picks
+from lcgan.distributed import ProcessGroup
 from lcgan.latents import check_channels
 from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
+from lcgan.state import Ema, TrainState  # noqa: F401  (Ema: imported from here by tests and tools)
 from lcgan.vae import absolute_paths
 from lcgan.vis import grid, save_png
 
@@ -88,7 +91,7 @@ def auto_switch(value, device: torch.device) -> bool:
     return device.type == "cuda" if value == "auto" else bool(value)
 
 
-def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, world: int = 1) -> dict:
+def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, group: ProcessGroup | None = None) -> dict:
     """Optimizers, schedulers, AMP scaler, replay buffers and the step function: what
     ``lcgan.train`` and ``lcgan.bench`` share, so the benchmark times the real step."""
     tc = cfg.train
@@ -106,26 +109,44 @@ def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, world:
                           lambda_swd=tc.lambda_swd, swd_kernel=tc.swd_kernel)
     step = CycleGANStep(nets, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
                         amp_dtype, scaler, compile=auto_switch(tc.compile, device), cuda_graphs=auto_switch(tc.cuda_graphs, device),
-                        fuse_passes=tc.fuse_passes,
-                        grad_sync=(lambda params: distributed.average_grads(params, world)) if world > 1 else None,
+                        fuse_passes=tc.fuse_passes, grad_sync=group.average_grads if group and group.world > 1 else None,
                         r1_gamma=tc.r1_gamma, r1_every=tc.r1_every)
     return {"step": step, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d, "scaler": scaler, "amp_dtype": amp_dtype}
+
+
+@dataclass
+class Run:
+    """One training's parts, built by :func:`build_run` and driven by the loop in :func:`_train`."""
+
+    tc: DictConfig  # cfg.train
+    group: ProcessGroup
+    out: Path
+    domains: Domains
+    vae: Any  # decodes the pictures
+    maps: dict  # the closed-form baselines fitted on the training domains: {direction: {name: map}}
+    state: TrainState
+    step: CycleGANStep
+    sampler: UnpairedSampler
+    vis_a: torch.Tensor  # the fixed picture batch, one latent per source image
+    vis_b: torch.Tensor
+    log: checkpoint.JsonlLog
+    logger: Any
 
 
 def train(cfg: DictConfig) -> float:
     """Run one training job; returns the validation metric (lower is better) for sweepers.
     Under ``torchrun`` every process runs this; rank 0 alone writes checkpoints, logs and pictures."""
     config.check(cfg)
-    d = distributed.setup(resolve_device(cfg.device))
-    out = Path(distributed.broadcast(str(cfg.out_dir), d))  # ranks may disagree on ${now:...}
+    group = distributed.setup(resolve_device(cfg.device))
+    out = Path(group.broadcast(str(cfg.out_dir)))  # ranks may disagree on ${now:...}
     # one training per folder (a lock, held to the end), and a fresh run never replaces an earlier one's checkpoints
-    run_lock = rundir.claim(out, cfg.train.resume, cfg.train.overwrite) if d.main else None
+    run_lock = rundir.claim(out, cfg.train.resume, cfg.train.overwrite) if group.main else None
     logger, exit_code = NullLogger(), 1
     try:
-        if d.main:  # a partial: the run's config must reach the logger as a plain dict, not be instantiated
+        if group.main:  # a partial: the run's config must reach the logger as a plain dict, not be instantiated
             logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(out))
-        value = _train(cfg, logger, d, out)
-        distributed.barrier(d)  # no rank tears the group down while rank 0 still writes
+        value = _train(cfg, logger, group, out)
+        group.barrier()  # no rank tears the group down while rank 0 still writes
         exit_code = 0
         return value
     except SystemExit as e:  # preemption: a checkpoint was saved
@@ -138,14 +159,64 @@ def train(cfg: DictConfig) -> float:
             run_lock.release()
 
 
-def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
+def _train(cfg: DictConfig, logger, group: ProcessGroup, out: Path) -> float:
     tc = cfg.train
-    device = d.device
+    run = build_run(cfg, group, out, logger)
+    state, sampler, last_pt = run.state, run.sampler, out / "model" / "last.pt"
+    if tc.resume:
+        resume(run, Path(tc.resume_path) if tc.resume_path else last_pt, cfg)
+    if group.main:  # fail now, not after an epoch: the folder must take two checkpoints (weights + Adam's two moments, ~4x)
+        checkpoint.remove_stale_tmp(out / "model")  # orphans of saves cut by a SIGKILL, each checkpoint-sized
+        checkpoint.check_writable(out / "model", need_bytes=8 * sum(p.numel() * p.element_size() for p in state.nets.parameters()))
+    say = print if group.main else (lambda *a, **k: None)
+    say(banner(run, tc.epochs))
+    steps = sampler.steps_per_epoch
+    clock = progress.RunClock(tc.epochs)  # the whole run's ETA, from the epochs this process times
+    with StopRequest() as stop:
+        for epoch in range(state.epoch, tc.epochs):
+            if state.order is None:  # a fresh epoch; a mid-epoch checkpoint brings its order and sums
+                state.order, state.sums = sampler.epoch(), torch.zeros(len(LOSS_KEYS), device=group.device)
+            state.metrics, start, t0 = None, state.step, time.perf_counter()
+            window = LossWindow(state.sums, group, epoch, steps, start, last_pt)
+            bar = tqdm(range(start, steps), initial=start, total=steps, ncols=100, desc=f"Epoch {epoch + 1}/{tc.epochs}",
+                       leave=False, disable=not group.main,
+                       bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+            for i in bar:
+                real_a, real_b = sampler.batch(state.order, i, group.device)
+                losses = run.step(real_a, real_b)
+                state.update_ema()
+                window.add(losses)
+                due = (i + 1) % tc.log_every == 0 or i + 1 == steps
+                if due:  # the loop's one read-back from the device
+                    window.report(i, bar, logger, state.opt_g.param_groups[0]["lr"], tc.batch_size)
+                # several processes stop together, at a log boundary, when a signal reached any of them
+                if bool(stop) if group.world == 1 else due and group.any(bool(stop)):
+                    window.check_pending(i)  # never save NaN weights over the last good last.pt
+                    state.step, state.sums = i + 1, group.mean_(state.sums)
+                    if group.main:
+                        checkpoint.save(state.state_dict(), last_pt)
+                    bar.close()
+                    say(f"stopped at epoch {epoch + 1}, step {i + 1}/{steps}; saved {last_pt}.\n{resume_hint(out)}")
+                    raise SystemExit(128 + (stop.signum or signal.SIGTERM))
+            bar.close()
+            metrics = end_epoch(run, epoch, time.perf_counter() - t0, steps - start)
+            if metrics is not None:
+                clock.epoch_done(time.perf_counter() - t0, (steps - start) / steps)  # the whole epoch: steps, validation, saving
+                say(summary_line(metrics, tc.epochs, clock.eta(epoch + 1)))
+    if group.main and run.log.path.is_file():
+        write_curves(run.log.path, out / "logs" / "curves.png")
+        say(progress.closing_note(read_log(run.log.path), out, tc.epochs))
+    logger.summary({**(state.metrics or {}), "best_val_metric": state.best_val})
+    return float((state.metrics or {}).get("val_metric", math.nan))
+
+
+def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
+    """Data, VAE, networks (started at a fitted baseline), step, state, sampler and picture batch."""
+    tc, device = cfg.train, group.device
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-
     domains = instantiate(cfg.data)
-    vae = instantiate(cfg.vae, device=str(device))  # decodes the pictures
+    vae = instantiate(cfg.vae, device=str(device))
     check_channels(domains.channels, vae.space, "data")
     nets = build_nets(cfg.model, domains.channels).to(device)
     check_sizes(nets, domains.size)
@@ -160,182 +231,149 @@ def _train(cfg: DictConfig, logger, d: distributed.Dist, out: Path) -> float:
     if nets.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains
         nets.g_ab.set_anchor(maps["A2B"][nets.g_ab.anchor])
         nets.g_ba.set_anchor(maps["B2A"][nets.g_ba.anchor])
-    distributed.broadcast_params(nets, d)
-    if d.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
-        torch.manual_seed(cfg.seed + d.rank)
-    parts = build_training(cfg, nets, device, d.world)
-    step_fn, opt_g, opt_d, sched_g, sched_d, scaler = (parts[k] for k in ("step", "opt_g", "opt_d", "sched_g", "sched_d", "scaler"))
-    buffer_a, buffer_b = step_fn.buffer_a, step_fn.buffer_b
+    group.broadcast_params(nets)
+    if group.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
+        torch.manual_seed(cfg.seed + group.rank)
+    parts = build_training(cfg, nets, device, group)
     layout = torch.channels_last if auto_switch(tc.channels_last, device) else torch.contiguous_format
-    sampler = UnpairedSampler(place(distributed.shard(domains.a, d).contiguous(memory_format=layout), device),
-                              place(distributed.shard(domains.b, d).contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
+    sampler = UnpairedSampler(place(group.shard(domains.a).contiguous(memory_format=layout), device),
+                              place(group.shard(domains.b).contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
     # a fixed picture batch spread over each domain, one latent per source image (no mirrored flip copies)
     vis_a = domains.a[spread_picks(len(domains.a), domains.files_a, tc.n_vis)].to(device)
     vis_b = domains.b[spread_picks(len(domains.b), domains.files_b, tc.n_vis)].to(device)
-
-    # EMA of the generators' weights: what pictures, validation and evaluation use when on
-    ema = [Ema(net, tc.ema_decay) for net in (nets.g_ab, nets.g_ba)] if tc.ema_decay > 0 else None
-    eval_g_ab, eval_g_ba = (ema[0].module, ema[1].module) if ema else (nets.g_ab, nets.g_ba)
-
     saved_cfg = OmegaConf.to_container(cfg, resolve=True)  # the VAE's paths absolute: the checkpoint is evaluated from anywhere
     if saved_cfg.get("vae"):
         saved_cfg["vae"] = absolute_paths(saved_cfg["vae"])
-
-    def state(epoch: int, step: int, order, sums, metrics) -> dict:
-        return {
-            "G": nets.g_ab.state_dict(), "F": nets.g_ba.state_dict(), "D_A": nets.d_a.state_dict(), "D_B": nets.d_b.state_dict(),
-            "opt_G": opt_g.state_dict(), "opt_D": opt_d.state_dict(), "sched_G": sched_g.state_dict(), "sched_D": sched_d.state_dict(),
-            "scaler": scaler.state_dict(), "buffer_A": buffer_a.state_dict(), "buffer_B": buffer_b.state_dict(),
-            "cfg": saved_cfg, "epoch": epoch, "step": step, "order": order, "sums": sums,
-            "rng": checkpoint.rng_state(), "metrics": metrics, "best_val": best_val,
-            **({"G_ema": ema[0].module.state_dict(), "F_ema": ema[1].module.state_dict()} if ema else {}),
-            "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats,
-        }
-
-    log = checkpoint.JsonlLog(out / "logs" / "train_log.jsonl")
-    start_epoch, start_step, order, sums, best_val = 0, 0, None, None, math.inf
-    if tc.resume:
-        path = Path(tc.resume_path) if tc.resume_path else out / "model" / "last.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"train.resume=true but {path} does not exist; set train.resume_path=... "
-                                    "or hydra.run.dir=<the run's folder> to resume that run")
-        ck = checkpoint.load(path, map_location=device)
-        rundir.check_resume(ck, path, OmegaConf.to_container(cfg, resolve=True),  # what it resumes must be this run
-                            {"G": nets.g_ab, "F": nets.g_ba, "D_A": nets.d_a, "D_B": nets.d_b},
-                            domains.convention.as_dict(), domain_stats, (len(sampler.a), len(sampler.b)))
-        for module, key in ((nets.g_ab, "G"), (nets.g_ba, "F"), (nets.d_a, "D_A"), (nets.d_b, "D_B")):
-            module.load_state_dict(ck[key])
-        for obj, key in ((opt_g, "opt_G"), (opt_d, "opt_D"), (sched_g, "sched_G"), (sched_d, "sched_D"),
-                         (scaler, "scaler"), (buffer_a, "buffer_A"), (buffer_b, "buffer_B")):
-            obj.load_state_dict(ck[key])
-        start_epoch, start_step, order, sums = ck["epoch"], ck["step"], ck["order"], ck["sums"]
-        best_val = ck.get("best_val", math.inf)
-        if ema:
-            for avg, key in ((ema[0], "G_ema"), (ema[1], "F_ema")):
-                avg.module.load_state_dict(ck[key])
-        if ck.get("metrics") and d.main:
-            log.append(ck["metrics"])  # the crash may have come between checkpoint and log line
-        if tc.resume_restore_rng and d.main:  # other ranks keep their own seeds: exact resume is single-process
-            checkpoint.set_rng_state(ck["rng"])
-        if d.main:
-            print(f"resumed from {path}: epoch {start_epoch} done" + (f", step {start_step} of the next" if start_step else ""))
-
-    # fail now, not after an epoch: the folder must take two checkpoints (weights + Adam's two moments, ~4x)
-    if d.main:
-        checkpoint.remove_stale_tmp(out / "model")  # orphans of saves cut by a SIGKILL, each checkpoint-sized
-        checkpoint.check_writable(out / "model", need_bytes=8 * sum(p.numel() * p.element_size() for p in nets.parameters()))
-    steps = sampler.steps_per_epoch
-    n_params = sum(p.numel() for p in nets.g_ab.parameters())
-    say = print if d.main else (lambda *a, **k: None)
-    say(f"lcgan.train | device {device} | A {tuple(domains.a.shape)} B {tuple(domains.b.shape)} | "
-          f"G/F {n_params / 1e6:.2f}M params each | batch {tc.batch_size} x {steps} steps/epoch x {tc.epochs} epochs | "
-          f"amp {parts['amp_dtype']} | compile {step_fn.compiled} "
-          f"cuda graphs {step_fn.cuda_graphs} | processes {d.world} | out {out}")
-    metrics: dict = {}
-    clock = progress.RunClock(tc.epochs)  # the whole run's ETA, from the epochs this process times
-    curves_png = out / "logs" / "curves.png"
-    with StopRequest() as stop:
-        for epoch in range(start_epoch, tc.epochs):
-            if order is None:
-                order = sampler.epoch()
-            if sums is None:
-                sums = torch.zeros(len(LOSS_KEYS), device=device)
-            window, window_start = torch.zeros(len(LOSS_KEYS), device=device), start_step
-            t0 = t_window = time.perf_counter()
-            bar = tqdm(range(start_step, steps), initial=start_step, total=steps, ncols=100,
-                       desc=f"Epoch {epoch + 1}/{tc.epochs}", leave=False, disable=not d.main,
-                       bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
-            for i in bar:
-                real_a, real_b = sampler.batch(order, i, device)
-                losses = step_fn(real_a, real_b)
-                if ema:
-                    ema[0].update(nets.g_ab)
-                    ema[1].update(nets.g_ba)
-                vec = torch.stack([losses[k].float() for k in LOSS_KEYS])
-                sums += vec
-                window += vec
-                at_boundary = (i + 1) % tc.log_every == 0 or i + 1 == steps
-                if at_boundary:
-                    distributed.mean_(window, d)
-                    w = check_finite(window, epoch * steps + window_start + 1, epoch * steps + i + 1, epoch + 1, out / "model" / "last.pt")
-                    n = i + 1 - window_start
-                    bar.set_postfix_str(f"G {w[0] / n:7.3f} D {w[1] / n:6.3f} cyc {w[4] / n:6.3f}")
-                    now = time.perf_counter()  # after the sync above, so the window's time is real
-                    pairs_per_sec = progress.rate(n * tc.batch_size, now - t_window)  # None: too short a window to time
-                    logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, w)}, "step/lr": opt_g.param_groups[0]["lr"],
-                                        **({"step/pairs_per_sec": pairs_per_sec} if pairs_per_sec is not None else {}), **step_stats(device)},
-                                       step=epoch * steps + i + 1)
-                    t_window = now
-                    window.zero_()
-                    window_start = i + 1
-                # several processes stop together, at a log boundary, when a signal reached any of them
-                if bool(stop) if d.world == 1 else at_boundary and distributed.any_rank(bool(stop), d):
-                    if window_start <= i:  # an unchecked window: never save NaN weights over the last good last.pt
-                        check_finite(window, epoch * steps + window_start + 1, epoch * steps + i + 1, epoch + 1, out / "model" / "last.pt")
-                    if d.main:
-                        checkpoint.save(state(epoch, i + 1, order, distributed.mean_(sums, d), None), out / "model" / "last.pt")
-                    bar.close()
-                    say(f"stopped at epoch {epoch + 1}, step {i + 1}/{steps}; saved {out / 'model' / 'last.pt'}.\n"
-                        f"Resume with the same overrides plus: train.resume=true hydra.run.dir={out}")
-                    raise SystemExit(128 + (stop.signum or signal.SIGTERM))
-            bar.close()
-            elapsed = time.perf_counter() - t0
-            lr = opt_g.param_groups[0]["lr"]  # the rate this epoch trained with
-            sched_g.step()
-            sched_d.step()
-            n_steps = steps - start_step
-            means = dict(zip(LOSS_KEYS, (distributed.mean_(sums, d) / steps).tolist()))
-            in_sync = distributed.params_in_sync(nets, d)  # every rank takes part, before rank 0 works alone
-            if not d.main:
-                order, sums, start_step = None, None, 0
-                continue
-            pairs_per_sec = progress.rate(n_steps * tc.batch_size * d.world, elapsed)
-            metrics = {"epoch": epoch + 1, "time_sec": round(elapsed, 3), **means,
-                       "lr": lr, "steps": steps,  # 3 significant digits: a slow run's rate never rounds to 0
-                       **({"pairs_per_sec": float(f"{pairs_per_sec:.3g}")} if pairs_per_sec is not None else {}),
-                       **({"world_size": d.world, "ddp_in_sync": in_sync} if d.world > 1 else {})}
-            if domains.truth is not None:
-                metrics.update(score_synthetic(eval_g_ab, eval_g_ba, domains.a, domains.b, domains.truth, maps=maps))
-            elif domains.val_a is not None:
-                metrics.update(score_heldout(eval_g_ab, eval_g_ba, domains.val_a, domains.val_b, domains.a, domains.b, maps=maps))
-            metrics["val_metric"] = validation_metric(metrics)
-            improved = metrics["val_metric"] < best_val
-            best_val = min(best_val, metrics["val_metric"])
-            order, sums, start_step = None, None, 0
-            keep = (epoch + 1) % tc.ckpt_every == 0 or epoch + 1 == tc.epochs
-            paths = [out / "model" / n for n, on in (("best.pt", improved), (f"epoch_{epoch + 1:04d}.pt", keep)) if on]
-            checkpoint.save(state(epoch + 1, 0, None, None, metrics), *paths, out / "model" / "last.pt")  # last.pt last
-            log.append(metrics)
-            logger.log_scalars({f"epoch/{k}": v for k, v in metrics.items()}, step=(epoch + 1) * steps)
-            if tc.vis_every and ((epoch + 1) % tc.vis_every == 0 or epoch + 1 == tc.epochs):
-                picture = visualize(eval_g_ab, eval_g_ba, vae, domains.convention, vis_a, vis_b)
-                save_png(picture, out / "vis" / f"epoch_{epoch + 1:04d}.png")
-                logger.log_image("vis", picture, step=(epoch + 1) * steps)
-                write_curves(log.path, curves_png)
-            clock.epoch_done(time.perf_counter() - t0, n_steps / steps)  # the whole epoch: steps, validation, saving
-            say(summary_line(metrics, tc.epochs, clock.eta(epoch + 1)))
-    value = float(metrics.get("val_metric", math.nan))
-    if d.main and log.path.is_file():
-        write_curves(log.path, curves_png)
-        say(progress.closing_note(read_log(log.path), out, tc.epochs))
-    logger.summary({**metrics, "best_val_metric": best_val})
-    return value
+    record = {"cfg": saved_cfg, "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats}
+    step = parts["step"]
+    state = TrainState(nets, parts["opt_g"], parts["opt_d"], parts["sched_g"], parts["sched_d"], parts["scaler"],
+                       step.buffer_a, step.buffer_b, tc.ema_decay, record)
+    return Run(tc, group, out, domains, vae, maps, state, step, sampler, vis_a, vis_b,
+               checkpoint.JsonlLog(out / "logs" / "train_log.jsonl"), logger)
 
 
-class Ema:
-    """Exponential moving average of a generator's weights: ``ema = decay * ema + (1 - decay) * w``
-    after every step, one fused foreach kernel and no host sync (torch's AveragedModel reads its
-    update counter back from the device on every step)."""
+def resume(run: Run, path: Path, cfg: DictConfig) -> None:
+    """Continue the training saved at ``path``: check that it is this run, restore everything, note the resume."""
+    if not path.is_file():
+        raise FileNotFoundError(f"train.resume=true but {path} does not exist; set train.resume_path=... "
+                                "or hydra.run.dir=<the run's folder> to resume that run")
+    state, group = run.state, run.group
+    ck = checkpoint.load(path, map_location=group.device)
+    nets = {k: v for k, v in state.objects().items() if k in ("G", "F", "D_A", "D_B")}
+    rundir.check_resume(ck, path, state.required(), OmegaConf.to_container(cfg, resolve=True), nets,  # what it resumes must be this run
+                        run.domains.convention.as_dict(), state.record["domain_stats"], (len(run.sampler.a), len(run.sampler.b)))
+    # other ranks keep their own seeds: exact resume is single-process
+    state.load_state_dict(ck, restore_rng=cfg.train.resume_restore_rng and group.main)
+    if group.main:
+        if state.metrics:
+            run.log.append(state.metrics)  # the crash may have come between checkpoint and log line
+        rundir.record_resume(run.out, path, state.epoch, state.step)
+        print(f"resumed from {path}: epoch {state.epoch} done" + (f", step {state.step} of the next" if state.step else ""))
 
-    def __init__(self, net: torch.nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(net).eval().requires_grad_(False)
-        self.decay = decay
 
-    @torch.no_grad()
-    def update(self, net: torch.nn.Module) -> None:
-        mine = [t for t in (*self.module.parameters(), *self.module.buffers()) if t.is_floating_point()]
-        theirs = [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
-        torch._foreach_lerp_(mine, theirs, 1 - self.decay)
+class LossWindow:
+    """The losses of the steps since the last read-back, summed on the device beside the epoch's sums
+    (no host sync per step). Every ``train.log_every`` steps :meth:`report` reads them back once: the
+    NaN / divergence check, the progress bar and the logger."""
+
+    def __init__(self, sums: torch.Tensor, group: ProcessGroup, epoch: int, steps: int, start: int, last_pt: Path) -> None:
+        self.sums, self.group, self.epoch, self.steps, self.last_pt = sums, group, epoch, steps, last_pt
+        self.window = torch.zeros_like(sums)
+        self.start, self.clock = start, time.perf_counter()  # the window's first step, and when it began
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        vec = torch.stack([losses[k].float() for k in LOSS_KEYS])
+        self.sums += vec
+        self.window += vec
+
+    def check(self, i: int) -> list[float]:
+        base = self.epoch * self.steps
+        return check_finite(self.window, base + self.start + 1, base + i + 1, self.epoch + 1, self.last_pt)
+
+    def check_pending(self, i: int) -> None:
+        """Check the steps not yet reported (before a save outside the log cadence)."""
+        if self.start <= i:
+            self.check(i)
+
+    def report(self, i: int, bar, logger, lr: float, batch_size: int) -> None:
+        self.group.mean_(self.window)
+        w = self.check(i)
+        n = i + 1 - self.start
+        bar.set_postfix_str(f"G {w[0] / n:7.3f} D {w[1] / n:6.3f} cyc {w[4] / n:6.3f}")
+        now = time.perf_counter()  # after the read-back above, so the window's time is real
+        pairs_per_sec = progress.rate(n * batch_size, now - self.clock)  # None: too short a window to time
+        logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, w)}, "step/lr": lr,
+                            **({"step/pairs_per_sec": pairs_per_sec} if pairs_per_sec is not None else {}),
+                            **step_stats(self.group.device)}, step=self.epoch * self.steps + i + 1)  # fmt: skip
+        self.clock, self.start = now, i + 1
+        self.window.zero_()
+
+
+def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None:
+    """After an epoch's last step: the schedules step and every rank agrees on the mean losses; then
+    rank 0 scores the epoch, keeps the best, saves, logs and draws. Returns its log line (None on other ranks)."""
+    state, group, tc, domains = run.state, run.group, run.tc, run.domains
+    steps = run.sampler.steps_per_epoch
+    lr = state.opt_g.param_groups[0]["lr"]  # the rate this epoch trained with
+    state.sched_g.step()
+    state.sched_d.step()
+    means = dict(zip(LOSS_KEYS, (group.mean_(state.sums) / steps).tolist()))
+    in_sync = group.params_in_sync(state.nets)  # every rank takes part, before rank 0 works alone
+    state.epoch, state.step, state.order, state.sums = epoch + 1, 0, None, None
+    if not group.main:
+        return None
+    pairs_per_sec = progress.rate(trained * tc.batch_size * group.world, seconds)
+    metrics = {"epoch": epoch + 1, "time_sec": round(seconds, 3), **means,
+               "lr": lr, "steps": steps,  # 3 significant digits: a slow run's rate never rounds to 0
+               **({"pairs_per_sec": float(f"{pairs_per_sec:.3g}")} if pairs_per_sec is not None else {}),
+               **({"world_size": group.world, "ddp_in_sync": in_sync} if group.world > 1 else {})}
+    g_ab, g_ba = state.eval_generators
+    if domains.truth is not None:
+        metrics.update(score_synthetic(g_ab, g_ba, domains.a, domains.b, domains.truth, maps=run.maps))
+    elif domains.val_a is not None:
+        metrics.update(score_heldout(g_ab, g_ba, domains.val_a, domains.val_b, domains.a, domains.b, maps=run.maps))
+    metrics["val_metric"] = validation_metric(metrics)
+    improved = metrics["val_metric"] < state.best_val
+    state.best_val, state.metrics = min(state.best_val, metrics["val_metric"]), metrics
+    save_checkpoints(state, run.out / "model", improved, tc)
+    run.log.append(metrics)
+    run.logger.log_scalars({f"epoch/{k}": v for k, v in metrics.items()}, step=(epoch + 1) * steps)
+    if tc.vis_every and ((epoch + 1) % tc.vis_every == 0 or epoch + 1 == tc.epochs):
+        picture = visualize(g_ab, g_ba, run.vae, domains.convention, run.vis_a, run.vis_b)
+        save_png(picture, run.out / "vis" / f"epoch_{epoch + 1:04d}.png")
+        run.logger.log_image("vis", picture, step=(epoch + 1) * steps)
+        write_curves(run.log.path, run.out / "logs" / "curves.png")
+    return metrics
+
+
+def save_checkpoints(state: TrainState, folder: Path, improved: bool, tc: DictConfig) -> None:
+    """``last.pt`` every epoch and ``best.pt`` when the validation metric improved: the full state.
+    Every ``train.ckpt_every`` epochs (and at the last) ``epoch_XXXX.pt``: the generators alone or the
+    full state (``train.epoch_files``), the newest ``train.keep_epochs`` of them kept."""
+    full = state.state_dict()
+    epoch_pt = folder / f"epoch_{state.epoch:04d}.pt"
+    periodic = tc.epoch_files != "none" and (state.epoch % tc.ckpt_every == 0 or state.epoch == tc.epochs)
+    if periodic and tc.epoch_files == "generators":
+        checkpoint.save(state.generators(full), epoch_pt)
+    also = [*([epoch_pt] if periodic and tc.epoch_files == "full" else []), *([folder / "best.pt"] if improved else [])]
+    checkpoint.save(full, *also, folder / "last.pt")  # last.pt last: a crash before it repeats this epoch, never skips it
+    checkpoint.keep_newest(folder, tc.keep_epochs)
+
+
+def banner(run: Run, epochs: int) -> str:
+    """The start-up line with the effective sizes."""
+    d, tc, step = run.domains, run.tc, run.step
+    n_params = sum(p.numel() for p in run.state.nets.g_ab.parameters())
+    return (f"lcgan.train | device {run.group.device} | A {tuple(d.a.shape)} B {tuple(d.b.shape)} | "
+            f"G/F {n_params / 1e6:.2f}M params each | batch {tc.batch_size} x {run.sampler.steps_per_epoch} steps/epoch x {epochs} epochs | "
+            f"amp {step.amp_dtype} | compile {step.compiled} cuda graphs {step.cuda_graphs} | processes {run.group.world} | out {run.out}")
+
+
+def resume_hint(out: Path) -> str:
+    """How to continue a stopped run: a run started from the command line remembers its overrides."""
+    if (out / rundir.RECORDED).is_file():
+        return f"Resume with: python -m lcgan.train train.resume=true hydra.run.dir={out}"
+    return f"Resume with the same overrides plus: train.resume=true hydra.run.dir={out}"
 
 
 def step_stats(device: torch.device) -> dict[str, float]:
@@ -367,9 +405,11 @@ def summary_line(m: dict, epochs: int, eta_sec: float | None = None) -> str:
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     try:
+        if cfg.train.resume:  # the run's own configuration, not the defaults plus this (short) command line
+            cfg = rundir.resume_config(Path(cfg.out_dir), rundir.command_overrides()) or cfg
         return train(cfg)
     except rundir.REFUSALS:
-        raise  # the folder is another run's: write nothing there
+        raise  # the folder is another run's, or the resume is not this run: write nothing there
     except Exception:
         # recorded in the job's folder, so a failed job of a sweep is visible next to the others
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,11 @@ GENERATORS = {"lcgan.models.ResnetGenerator": ResnetGenerator}
 VAES = {f"lcgan.vae.{c.__name__}": c for c in (ApproxVAE, DiffusersVAE, TinyVAE, OnnxVAE)}
 _SCALARS = (bool, int, float, str, type(None))
 
+# What :func:`load_translator` reads of a checkpoint: a generators-only file (``model/epoch_XXXX.pt``
+# under ``train.epoch_files=generators``) holds exactly these, and a full training checkpoint more
+# ("G_ema"/"F_ema" only with ``train.ema_decay > 0``; "epoch"/"metrics" are shown, not needed).
+INFERENCE_KEYS = ("G", "F", "G_ema", "F_ema", "cfg", "convention", "latent_space", "domain_stats", "epoch", "metrics")
+
 
 def _fits(value, hint) -> bool:
     """``value`` is plain data of type ``hint`` (bool, int, float, str, None, and lists/tuples of those)."""

@@ -166,11 +166,12 @@ def test_signal_mid_epoch_saves_and_resume_equals_uninterrupted(tmp_path, refere
     assert ck["epoch"] == 0 and ck["step"] == int(m[1]) and 0 < ck["step"] < 16  # mid-epoch, where it stopped
     assert ck["metrics"] is None and not list((out / "model").glob("epoch_*.pt"))
     assert not (out / "logs" / "train_log.jsonl").exists()  # no epoch finished, none logged
-    resume_args = re.search(r"Resume with the same overrides plus: (.+)", stdout)[1].split()
+    # the run remembers its overrides (.hydra/overrides.yaml): the printed command needs none of them
+    resume_args = re.search(r"Resume with: python -m lcgan.train (.+)", stdout)[1].split()
     assert resume_args == ["train.resume=true", f"hydra.run.dir={out}"]
 
     if sig == signal.SIGTERM:  # resume with the printed command, as a user would
-        with training(out, [*PREEMPT, resume_args[0]], name="resume") as run:
+        with training(out, [resume_args[0]], name="resume") as run:
             assert run.wait() == 0, run.tails()
         assert f"resumed from {out / 'model' / 'last.pt'}: epoch 0 done, step {ck['step']} of the next" in run.out()
     else:  # and in-process, as tests and sweepers call train()
@@ -300,7 +301,8 @@ def poison_at(monkeypatch, call: int, then_signal: bool = False) -> None:
     monkeypatch.setattr(lcgan.train, "CycleGANStep", Poisoned)
 
 
-NAN_RUN = [*SYN, "train.epochs=3", "data.n_a=32", "data.n_b=32", "train.log_every=2"]  # 4 steps per epoch
+# 4 steps per epoch; a full epoch file every epoch, to compare last.pt with
+NAN_RUN = [*SYN, "train.epochs=3", "data.n_a=32", "data.n_b=32", "train.log_every=2", "train.ckpt_every=1", "train.epoch_files=full"]
 
 
 def assert_last_good_is_epoch_1(out: Path) -> None:
@@ -460,7 +462,7 @@ def test_full_disk_during_training_keeps_the_last_epoch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoint.os, "replace", replace)
     with pytest.raises(OSError, match=f"cannot write {re.escape(str(out))}/model/epoch_0002.pt: No space left"):
-        run_inprocess(out, [*SYN, "train.epochs=3", "data.n_a=16", "data.n_b=16"])
+        run_inprocess(out, [*SYN, "train.epochs=3", "data.n_a=16", "data.n_b=16", "train.ckpt_every=1"])
     assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 1
     assert [r["epoch"] for r in read_log(out)] == [1]
     assert not list((out / "model").glob(".*.tmp"))
@@ -833,7 +835,7 @@ def test_fresh_run_refuses_a_folder_holding_an_earlier_run(tmp_path):
     out = tmp_path / "run"
     run_inprocess(out, [*SYN, "train.epochs=2", "data.n_a=8", "data.n_b=8"])
     before = {p: p.read_bytes() for p in [*(out / "model").iterdir(), out / "logs" / "train_log.jsonl"]}
-    with pytest.raises(FileExistsError, match=rf"{re.escape(str(out))} already holds a training \(model/best.pt, model/epoch_0001.pt"
+    with pytest.raises(FileExistsError, match=rf"{re.escape(str(out))} already holds a training \(model/best.pt, model/epoch_0002.pt"
                                               r".*train.resume=true.*hydra.run.dir=\.\.\."):
         run_inprocess(out, ONE_EPOCH)  # silently replaced last.pt, best.pt and epoch_*.pt, and dropped its log lines
     assert {p: p.read_bytes() for p in before} == before
@@ -883,6 +885,7 @@ def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
         (["data.latents_scaled=true"], r"data.latents_scaled: False in the checkpoint, True now"),
         (["data.latent_norm=channel"], r"data.latent_norm: divisor in the checkpoint, channel now"),
         (["model.generator.ngf=16"], r"a different model \(model.generator.ngf=8 in the checkpoint, 16 now\)"),
+        (["train.ema_decay=0.9"], r"it has no EMA weights \(saved with train.ema_decay=0\)"),
         ([f"data.b_dir={a}"], rf"different data: the domains' channel statistics differ .*data.b_dir='{re.escape(str(b))}' in the checkpoint"),
     ]
     for extra, match in cases:
@@ -924,12 +927,90 @@ def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
     assert [r["epoch"] for r in read_log(out)] == [1, 2]
 
 
+def test_cli_resume_takes_the_runs_own_configuration(tmp_path):
+    """Issue 16: `train.resume=true hydra.run.dir=RUN` alone continues RUN as it was started (it rebuilt the
+    default data and crashed on a tensor size), leaves its recorded .hydra/ alone, notes itself in
+    logs/resumes.jsonl, and refuses an override that would change what the run learns, writing nothing."""
+    out = tmp_path / "run"
+    cli = lambda *args: subprocess.run([sys.executable, "-m", "lcgan.train", *args, f"hydra.run.dir={out}"],  # noqa: E731
+                                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    first = cli(*ONE_EPOCH)  # SYN: a smaller model and latents than the defaults
+    assert first.returncode == 0, first.stderr[-2000:]
+    record = {p: p.read_bytes() for p in (out / ".hydra").iterdir()}
+    resumed = cli("train.resume=true", "train.epochs=2")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout and [r["epoch"] for r in read_log(out)] == [1, 2]
+    assert {p: p.read_bytes() for p in (out / ".hydra").iterdir()} == record, "the run's record is not rewritten"
+    [line] = [json.loads(x) for x in (out / "logs" / "resumes.jsonl").read_text().splitlines()]
+    assert line["overrides"] == ["train.resume=true", "train.epochs=2"] and line["epoch"] == 1 and line["step"] == 0
+    assert checkpoint.load(out / "model" / "last.pt")["cfg"]["model"]["generator"]["ngf"] == 8
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    refused = cli("train.resume=true", "train.epochs=3", "train.lambda_cyc=3", "model.generator.ngf=8")  # the same ngf: fine
+    assert refused.returncode != 0
+    assert re.search(r"changes what the run learns: train.lambda_cyc=3 \(the run: 10.0\)\. .*hydra.run.dir=", refused.stderr), refused.stderr[-2000:]
+    frames = re.findall(r'File "([^"]+)"', refused.stderr)
+    assert all(f.startswith(str(ROOT / "lcgan")) for f in frames) and not (out / "error.txt").exists(), refused.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before, "nothing written"
+
+
+def test_resume_config_recomposes_the_record_and_accepts_only_safe_changes(tmp_path):
+    from hydra import initialize_config_dir
+
+    from lcgan import rundir
+    from tests.conftest import CONF
+
+    out = tmp_path / "run"
+    (out / ".hydra").mkdir(parents=True)
+    (out / ".hydra" / "overrides.yaml").write_text("- model=resnet6\n- model.generator.ngf=8\n- optim.betas=[0.5,0.9]\n"
+                                                   "- +experiment=plain\n- train.overwrite=true\n")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = rundir.resume_config(out, ["train.resume=true", "train.epochs=7", "logger=none", "train.keep_epochs=3"])
+        assert (cfg.model.generator.ngf, cfg.model.generator.n_blocks, list(cfg.optim.betas)) == (8, 6, [0.5, 0.9])
+        assert cfg.model.generator.output == "tanh", "+experiment=plain taken from the record"
+        assert (cfg.train.epochs, cfg.train.keep_epochs, cfg.train.resume, cfg.train.overwrite) == (7, 3, True, False)
+        for change, key in (["model=resnet9"], "model.generator.n_blocks"), (["seed=3"], "seed"), (["vae=taesd"], "vae."):
+            with pytest.raises(rundir.ResumeRefused, match=rf"changes what the run learns: {re.escape(key)}"):
+                rundir.resume_config(out, ["train.resume=true", *change])
+        assert rundir.resume_config(tmp_path / "unrecorded", ["train.resume=true"]) is None  # train(cfg) from Python: as given
+
+
+@pytest.mark.parametrize("line, why", [
+    ("model.generator._target_=os.system", "Hydra acts on"),
+    ("model.generator._partial_=true", "Hydra acts on"),
+    ("hydra.run.dir=/elsewhere", "Hydra acts on"),
+    ("hydra/launcher=joblib", "Hydra acts on"),
+    ("+train.foo=1", "not a config group"),
+    ("++train.epochs=1", "forced addition"),
+    ("~train.epochs", "deletion"),
+    ("seed=1,2", "sweep"),
+    ("model@x=small", "package"),
+    ("train.lambda_cyc=${oc.env:HOME}", "interpolation"),
+    ("data.a_dir='quoted ${now:%H}'", "interpolation"),
+    ("train.lambda_cyc={a: 1}", "not a scalar"),
+    ("not an override", "not a valid override"),
+])
+def test_a_crafted_run_record_is_refused_as_data(tmp_path, line, why):
+    from lcgan import rundir
+
+    record = tmp_path / ".hydra" / "overrides.yaml"
+    record.parent.mkdir()
+    record.write_text(f"- device=cpu\n- {json.dumps(line)}\n")
+    with pytest.raises(rundir.ResumeRefused, match=rf"overrides.yaml: .* {why}.*never runs what one names"):
+        rundir.recorded_overrides(tmp_path)
+    for text in ("{a: 1}", "just text", "- [1, 2]"):  # not Hydra's list of override strings
+        record.write_text(text)
+        with pytest.raises(rundir.ResumeRefused, match="overrides.yaml"):
+            rundir.recorded_overrides(tmp_path)
+
+
 # ---------------------------------------------------------------------------- tracebacks that became clear errors (issue 13)
 
 
 @pytest.mark.parametrize("overrides, match", [
     (["seed=1180591620717411303424"], r"seed=1180591620717411303424: must be a 64-bit integer"),  # 2**70: torch's overflow
     (["model.discriminator.ndf=0"], r"model.discriminator.ndf=0: must be an integer >= 1"),  # torch's error
+    (["train.epoch_files=all"], r"train.epoch_files='all': must be generators \(G and F only\), full \(resumable\) or none"),
+    (["train.keep_epochs=-1"], r"train.keep_epochs=-1: must be an integer >= 0"),
 ])
 def test_more_config_errors_name_the_key(tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):

@@ -15,7 +15,7 @@ from PIL import Image
 from lcgan import checkpoint
 from lcgan.baselines import BASELINES
 from lcgan.train import LOSS_KEYS, train
-from lcgan.translator import build_vae, load_translator
+from lcgan.translator import INFERENCE_KEYS, build_vae, load_translator
 from lcgan.vae import absolute_paths
 from lcgan.vis import LINE
 from tests.shared import shared_path
@@ -44,10 +44,13 @@ def test_train_synthetic_two_epochs(tiny_cfg, tmp_path):
         for k in (*LOSS_KEYS, "time_sec", "lr", "pairs_per_sec", "err_G", "err_F", "base_mean_shift_G", "gap_mean"):
             assert math.isfinite(r[k]), k
     assert val == pytest.approx(rows[-1]["err"])
-    for name in ("epoch_0001.pt", "epoch_0002.pt", "last.pt"):
+    # by default: the full state in last.pt and best.pt, an epoch file of the generators every 5 epochs and at the last
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["best.pt", "epoch_0002.pt", "last.pt"]
+    for name in ("best.pt", "last.pt"):
         ck = checkpoint.load(out / "model" / name)  # weights_only: plain tensors and containers
         assert {"G", "F", "D_A", "D_B", "opt_G", "opt_D", "sched_G", "sched_D", "scaler", "cfg", "epoch", "rng"} <= ck.keys()
     assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 2
+    assert checkpoint.load(out / "model" / "epoch_0002.pt").keys() == set(INFERENCE_KEYS) - {"G_ema", "F_ema"}
     img = Image.open(out / "vis" / "epoch_0002.png")
     # 2 rows of 128px pictures (16x16 latents x8), 4 columns A, G(A), B, F(B), 2px gaps, a label band on top
     assert img.size == (4 * 130 + 2, LINE + 2 + 2 * 130 + 2)
@@ -118,6 +121,30 @@ def test_resume_is_exact(tiny_cfg, tmp_path):
     for net in ("G", "F", "D_A", "D_B", "G_ema", "F_ema"):
         for k, v in ca[net].items():
             assert torch.equal(v, cb[net][k]), f"{net}.{k}"
+
+
+def test_epoch_files_generators_full_or_none_and_the_newest_kept(tiny_cfg, tmp_path):
+    """Checkpoint disk bounded (issue 15): epoch files hold the generators alone unless train.epoch_files=full,
+    train.keep_epochs keeps the newest; evaluation loads either kind, resume only the full state."""
+    out = tmp_path / "run"
+    train(tiny_cfg("train.epochs=4", "train.ckpt_every=1", "train.keep_epochs=2", "train.ema_decay=0.9"))
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["best.pt", "epoch_0003.pt", "epoch_0004.pt", "last.pt"]
+    last, gen = checkpoint.load(out / "model" / "last.pt"), checkpoint.load(out / "model" / "epoch_0004.pt")
+    assert gen.keys() == set(INFERENCE_KEYS) and gen["epoch"] == 4  # no discriminators, optimizers, buffers or RNG
+    assert (out / "model" / "epoch_0004.pt").stat().st_size < (out / "model" / "last.pt").stat().st_size / 2
+    z = torch.randn(1, 4, 16, 16)
+    for use_ema in (True, False):  # the generators' file translates as the full checkpoint of that epoch does
+        a, b = (load_translator(out / "model" / n, torch.device("cpu"), use_ema=use_ema) for n in ("epoch_0004.pt", "last.pt"))
+        assert torch.equal(a.g_ab(z), b.g_ab(z)) and torch.equal(a.g_ba(z), b.g_ba(z)) and a.domain_stats == b.domain_stats
+    assert torch.equal(gen["G_ema"]["net.1.weight"], last["G_ema"]["net.1.weight"])
+    with pytest.raises(ValueError, match="holds the generators alone .* resume from the run's model/last.pt"):
+        train(tiny_cfg("train.epochs=5", "train.ema_decay=0.9", "train.resume=true", f"train.resume_path={out / 'model' / 'epoch_0004.pt'}"))
+    full, none = tmp_path / "full", tmp_path / "none"
+    train(tiny_cfg("train.epoch_files=full", "train.ckpt_every=1", out=full))  # the original tool's every-epoch full files
+    for name in ("epoch_0001.pt", "epoch_0002.pt"):
+        assert {"D_A", "opt_G", "rng"} <= checkpoint.load(full / "model" / name).keys()
+    train(tiny_cfg("train.epoch_files=none", "train.ckpt_every=1", out=none))
+    assert sorted(p.name for p in (none / "model").iterdir()) == ["best.pt", "last.pt"]
 
 
 def test_every_config_instantiates(tiny_cfg, tmp_path):
