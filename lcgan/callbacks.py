@@ -24,7 +24,7 @@ class SweepReport(Callback):
         self.top = top
 
     def _write(self, config: DictConfig, quiet: bool) -> None:
-        from lcgan.report import write_report
+        from lcgan.sweep_report import write_report
 
         try:
             write_report(config.hydra.sweep.dir, top=self.top, quiet=quiet)

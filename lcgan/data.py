@@ -6,20 +6,14 @@ so the whole dataset lives on the GPU and batches are gathered there with no hos
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from lcgan import checkpoint
+from lcgan.latent_files import check_manifests, load_latent_dir, read_manifest
 from lcgan.latents import Convention
-
-MAX_LATENT_ELEMENTS = 64 * 512 * 512  # far beyond any real latent (a 4096px SD image is 4x512x512)
-MAX_LATENT_BYTES = MAX_LATENT_ELEMENTS * 8 + 2**20  # float64 at that size, plus the zip's overhead: checked before reading
 
 
 @dataclass
@@ -58,93 +52,6 @@ class Domains:
         return tuple(self.a.shape[2:])
 
 
-# ---------------------------------------------------------------------------- folders of .pt
-
-
-def find_latent_files(folder: str | Path, key: str) -> list[Path]:
-    """All ``.pt`` files under ``folder``, recursively, following directory symlinks once."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"{key}={str(folder)!r} is not a folder; point it at a folder of .pt latents")
-    files, seen, top = [], set(), os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop, or the same folder reached twice
-            dirnames[:] = []
-            continue
-        if top.startswith(real + os.sep):  # a link to an enclosing folder would pull in the sibling domain
-            raise ValueError(f"{key}={str(folder)!r}: {dirpath} links to {real}, a folder that contains {key} itself "
-                             "(and so any other domain beside it); remove the link")  # fmt: skip
-        seen.add(real)
-        dirnames.sort()
-        files += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".pt")]
-    if not files:
-        raise ValueError(
-            f"{key}={str(folder)!r} holds no .pt latents; encode images first with: "
-            f"python -m lcgan.encode input_dir=IMAGES output_dir={folder}"
-        )
-    return files
-
-
-def load_latent_file(path: str | Path) -> torch.Tensor:
-    """One latent file -> float32 ``(C, h, w)``. Refuses anything but plain tensors (weights_only)."""
-    path = Path(path)
-    if not path.is_file():  # a dangling symlink, a FIFO (torch.load would block on it), a folder named .pt
-        raise ValueError(f"latent file {path} is not a regular file (a dangling link?); delete it or point it at a latent")
-    size = path.stat().st_size
-    if size == 0:
-        raise ValueError(f"latent file {path} is empty (0 bytes); re-encode it or delete it")
-    if size > MAX_LATENT_BYTES:  # refuse before torch.load reads it all into memory
-        raise ValueError(f"latent file {path} is {size / 2**30:.1f} GiB, far larger than any VAE latent; is it a latent?")
-    stored = checkpoint.stored_bytes(path)
-    if stored > MAX_LATENT_BYTES:  # a compressed file can unpack to ~1000x its size
-        raise ValueError(f"latent file {path} unpacks to {stored / 2**20:.0f} MiB of tensors, far larger than any VAE latent; "
-                         "refused before loading")  # fmt: skip
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, not a torch file, or a pickle that is not plain tensors
-        raise ValueError(
-            f"latent file {path} could not be loaded as plain tensors ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            "it may be truncated, not a torch file, or hold arbitrary Python objects, which lcgan never unpickles"
-        ) from None
-    checkpoint.check_storage(obj, f"latent file {path}")
-    if isinstance(obj, dict):
-        if "latent" not in obj:
-            raise ValueError(f"latent file {path} holds a dict without the key 'latent' (keys: {sorted(map(str, obj))[:10]})")
-        obj = obj["latent"]
-    if not isinstance(obj, torch.Tensor):
-        raise ValueError(f"latent file {path} holds a {type(obj).__name__}, expected a tensor [C,H,W] or [1,C,H,W]")
-    if obj.dim() == 4 and obj.shape[0] == 1:
-        obj = obj[0]
-    if obj.dim() != 3:
-        raise ValueError(f"latent file {path} has shape {list(obj.shape)}, expected [C,H,W] or [1,C,H,W]")
-    if not obj.is_floating_point():
-        raise ValueError(f"latent file {path} has dtype {obj.dtype}, expected a floating-point tensor")
-    if obj.numel() > MAX_LATENT_ELEMENTS:
-        raise ValueError(f"latent file {path} has shape {list(obj.shape)}, far larger than any VAE latent; is it a latent?")
-    obj = obj.float()
-    if not torch.isfinite(obj).all():
-        raise ValueError(f"latent file {path} contains NaN or Inf values; re-encode it or delete it")
-    return obj
-
-
-def load_latent_dir(folder: str | Path, key: str, num_workers: int = 8, max_files: int | None = None) -> tuple[torch.Tensor, list[str]]:
-    """All latents of a folder stacked to ``(N, C, h, w)``, file space. Mixed sizes are an error."""
-    files = find_latent_files(folder, key)[:max_files]
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        tensors = list(tqdm(pool.map(load_latent_file, files), total=len(files), desc=f"load {key}", ncols=100, leave=False))
-    shapes: dict[tuple, list[Path]] = {}
-    for f, t in zip(files, tensors):
-        shapes.setdefault(tuple(t.shape), []).append(f)
-    if len(shapes) > 1:
-        desc = "; ".join(f"{list(s)}: {len(fs)} files, e.g. {fs[0]}" for s, fs in shapes.items())
-        raise ValueError(
-            f"{key}={str(folder)!r} mixes latent shapes ({desc}); lcgan trains on one size per run: "
-            "re-encode at one image_size or split the folder"
-        )
-    return torch.stack(tensors), [str(f) for f in files]
-
-
 def latent_folders(
     a_dir: str,
     b_dir: str,
@@ -161,8 +68,6 @@ def latent_folders(
     Folders written by ``lcgan.encode`` carry a ``manifest.json``; when both do, they must agree
     with each other (VAE latent space, scaling, image size) and with ``latents_scaled``.
     """
-    from lcgan.encode import check_manifests, read_manifest
-
     conv = Convention(latents_scaled=latents_scaled, latent_divisor=latent_divisor)
     manifests = {"a": read_manifest(a_dir), "b": read_manifest(b_dir)}
     check_manifests(manifests["a"], manifests["b"], latents_scaled)

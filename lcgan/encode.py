@@ -11,10 +11,8 @@ so that domains A and B, and the training config, agree on what their latents me
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,73 +24,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from lcgan import CONF_DIR, config
-from lcgan.checkpoint import atomic_write_bytes
+from lcgan import checkpoint
+from lcgan.devices import resolve_device
 from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
-from lcgan.data import load_latent_file
-from lcgan.latent_stats import LatentStats
+from lcgan.latent_files import MANIFEST, MANIFEST_VERSION, LatentStats, check_manifests, load_latent_file, read_manifest
 from lcgan.latents import Convention
-from lcgan.vae import VAE, resolve_device
+from lcgan.vae import VAE
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
-# what two latent folders (and the training config) must agree on for their latents to mean the same
-COMPATIBILITY_KEYS = ("latent_space", "latents_scaled", "image_size")
-
-
-def save_atomic(obj, path: Path) -> None:
-    """``torch.save`` through :func:`lcgan.checkpoint.atomic_write_bytes`: no half-written outputs, no
-    stray temporary file, and a full or read-only disk named with the path (not torch's zip error)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def write_json_atomic(obj: dict, path: Path) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
-
-
-def read_manifest(folder: str | os.PathLike) -> dict | None:
-    """The manifest of a latent folder (with ``dir`` set to where it was found), or None if it has none."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, OSError) as e:  # cut short by a crash or a full disk (was a JSON error naming no file)
-        raise ValueError(f"{path} is not readable JSON ({e}); re-encode the folder with overwrite=true, or delete the file") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path} holds a {type(manifest).__name__}, not an lcgan manifest; delete it or re-encode the folder")
-    manifest["dir"] = str(folder)
-    return manifest
-
-
-def check_manifests(manifest_a: dict | None, manifest_b: dict | None, latents_scaled: bool, channels: int | None = None) -> None:
-    """Refuse latent folders that disagree with each other or with the training config.
-
-    A None manifest (folder made by other means) cannot be checked and is passed over.
-    Raises ValueError naming the folders and the differing fields.
-    """
-    present = [m for m in (manifest_a, manifest_b) if m is not None]
-    problems = []
-    if len(present) == 2:
-        diff = [k for k in COMPATIBILITY_KEYS if manifest_a.get(k) != manifest_b.get(k)]
-        problems += [f"{k}: {manifest_a.get('dir')!r} has {manifest_a.get(k)!r}, {manifest_b.get('dir')!r} has "
-                     f"{manifest_b.get(k)!r}" for k in diff]  # fmt: skip
-    for m in present:
-        if m.get("latents_scaled") != latents_scaled:
-            problems.append(f"{m.get('dir')!r} was encoded with latents_scaled={m.get('latents_scaled')} but the "
-                            f"training config has latents_scaled={latents_scaled}")  # fmt: skip
-        got = (m.get("latent_space") or {}).get("channels")
-        if channels is not None and got != channels:
-            problems.append(f"{m.get('dir')!r} holds {got}-channel latents but the training config expects {channels}")
-    if problems:
-        raise ValueError(
-            "the latent folders do not match: " + "; ".join(problems)
-            + ". Re-encode with the same vae=..., image_size and latents_scaled (python -m lcgan.encode ...), "
-            "or set the training config's latents_scaled to match"
-        )
 
 
 def plan_outputs(images: list[Path], input_dir: Path, output_dir: Path, flip_copies: bool) -> list[tuple[Path, list[Path]]]:
@@ -170,7 +109,7 @@ def encode(cfg: DictConfig) -> dict:
                 for j, img in enumerate(ok_paths):
                     for k, out in enumerate(outs[img]):
                         out.parent.mkdir(parents=True, exist_ok=True)
-                        save_atomic(z[j + k * len(ok_paths)].clone(), out)  # clone: save this latent only, not the batch
+                        checkpoint.save(z[j + k * len(ok_paths)].clone(), out)  # clone: save this latent only, not the batch
                         written += 1
             bar.update(len(batch))
 
@@ -194,7 +133,7 @@ def encode(cfg: DictConfig) -> dict:
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(manifest, output_dir / MANIFEST)
+    checkpoint.atomic_write_bytes(output_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
     if failed:
         log.warning(f"{len(failed)} unreadable images skipped (listed in {output_dir / MANIFEST}):\n"
                     + "\n".join(f"  {f['error']}" for f in failed))  # fmt: skip

@@ -1,23 +1,25 @@
-"""Metric networks (LPIPS, CLIP, Inception) and the FID/KID arithmetic, batched on one device.
+"""Metric networks (LPIPS, CLIP, Inception), batched on one device; the FID/KID arithmetic is :mod:`lcgan.fid`'s.
 
-Each network is built from plain values with a configurable weight location, or randomly
-initialised (``random=True``: no downloads, numbers that are not meaningful; what CI uses).
-Missing weights raise :class:`MissingWeightsError` naming the setting to change; :func:`build_metrics`
-turns that into one printed line and a random network for that metric alone, so a run offline still
-gives every metric it can (each network's ``not_meaningful`` says why its scores are not, or is None).
+Each network is built from plain values with a configurable weight location (the ``eval.lpips``,
+``eval.clip`` and ``eval.fid`` blocks name their class in ``_target_``), or randomly initialised
+(``random=True``: no downloads, numbers that are not meaningful; what CI uses). Missing weights raise
+:class:`MissingWeightsError` naming the setting to change; :func:`lcgan.scoring.build_metrics` turns that
+into one printed line and a random network for that metric alone, so a run offline still gives every
+metric it can (each network's ``not_meaningful`` says why its scores are not, or is None).
 
 Pixels come in as ``(B, 3, H, W)``: float in [-1, 1] for LPIPS and CLIP, uint8 for Inception
-(what a PNG holds: FID is computed on the quantised images that are saved).
+(what a PNG holds: FID is computed on the quantised images that are saved). Scores stay on the
+network's device: callers gather them there and copy once, not once per batch.
 
-FID follows clean-fid 0.1.35's ``clean`` mode exactly: uint8 RGB -> its PIL-bicubic float
-resizer to 299x299 (``cleanfid.resize.make_resizer("PIL", False, "bicubic", (299, 299))``) ->
-``(x - 128) / 128`` -> the TorchScript Inception of ``InceptionV3W`` -> 2048 features; the
-distance is clean-fid's ``frechet_distance`` on float64 mean/covariance, computed through an
-n x n eigenproblem (:func:`fid_from_features`, equal to ~1e-7) instead of its 2048x2048 ``sqrtm``.
+Inception features follow clean-fid 0.1.35's ``clean`` mode exactly: uint8 RGB -> its PIL-bicubic float
+resizer to 299x299 (``cleanfid.resize.make_resizer("PIL", False, "bicubic", (299, 299))``, on the CPU in
+worker threads) -> ``(x - 128) / 128`` -> the TorchScript Inception of ``InceptionV3W`` -> 2048 features.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
 import logging
 import os
 from contextlib import contextmanager
@@ -27,6 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from lcgan.checkpoint import atomic_write_bytes
+from lcgan.images import from_uint8, to_unit
 
 RANDOM_HINT = "or eval.random_weights=true to skip the download (random LPIPS/CLIP, numbers not meaningful)"
 INCEPTION_FILE = "inception-2015-12-05.pt"  # the name clean-fid downloads to /tmp
@@ -100,21 +105,26 @@ class Lpips:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B,) distances of two image batches in [-1, 1]."""
+        """(B,) distances of two image batches in [-1, 1], on the network's device."""
         dev = next(self.model.parameters()).device
-        return self.model(x.to(dev).float(), y.to(dev).float()).flatten().float().cpu()
+        return self.model(x.to(dev).float(), y.to(dev).float()).flatten().float()
 
 
 # ----------------------------------------------------------------------------------------------- CLIP
 
 
 class Clip:
-    """open_clip image embeddings, L2-normalised; ``cosine`` of two batches is their dot product."""
+    """open_clip image embeddings, L2-normalised; ``cosine`` of two batches is their dot product.
+
+    ``embedding_cache``: a folder keeping the embeddings of source images (:meth:`embed_files`), one file
+    per (model, weights, image size), keyed by file content: a rerun embeds only new or changed images.
+    """
 
     not_meaningful: str | None = None
 
     def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k", cache_dir: str | None = None,
-                 random: bool = False, device: str | torch.device = "cpu", seed: int = 0) -> None:  # fmt: skip
+                 random: bool = False, embedding_cache: str | None = None, device: str | torch.device = "cpu",
+                 seed: int = 0) -> None:  # fmt: skip
         try:
             import open_clip
         except ImportError as e:
@@ -140,17 +150,46 @@ class Clip:
         self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1).to(device)
         self.model = net.to(device).eval().requires_grad_(False)
         self.device = torch.device(device)
+        self.embedding_cache = embedding_cache
         self.images_embedded = 0  # counts forward passes' images; tests check the cache with it
+        self.computed = self.cached = 0  # source embeddings of embed_files: computed here, read from the cache
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D) unit embeddings of square images in [-1, 1]; open_clip's resize+normalise, batched on device."""
-        x = x.to(self.device).float().add(1).div(2)
+        """(B, D) unit embeddings of square images in [-1, 1], on the network's device; open_clip's resize+normalise."""
+        x = to_unit(x.to(self.device).float())
         # open_clip: Resize(shortest side, bicubic, antialias) + CenterCrop; our images are square
         x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
         e = self.model.encode_image((x - self.mean) / self.std).float()
         self.images_embedded += len(x)
-        return F.normalize(e, dim=-1).cpu()
+        return F.normalize(e, dim=-1)
+
+    def _cache_file(self, image_size: int) -> Path | None:
+        if not self.embedding_cache:
+            return None
+        return Path(self.embedding_cache) / (f"{self.name}__{self.tag}__{image_size}".replace("/", "_") + ".pt")
+
+    @torch.no_grad()
+    def embed_files(self, paths: list[Path], images: torch.Tensor, batch: int) -> torch.Tensor:
+        """(N, D) embeddings, on the network's device, of the uint8 ``images`` read from ``paths``; known ones from the cache."""
+        path = self._cache_file(images.shape[-1])
+        table: dict[str, torch.Tensor] = {}
+        if path and path.is_file():
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            table = dict(zip(data["keys"], data["emb"]))
+        keys = [hashlib.sha1(p.read_bytes()).hexdigest() for p in paths]
+        todo = [i for i, k in enumerate(keys) if k not in table]
+        for j in range(0, len(todo), batch):
+            idx = todo[j : j + batch]
+            for i, e in zip(idx, self.embed(from_uint8(images[idx])).cpu()):
+                table[keys[i]] = e
+        self.computed += len(todo)
+        self.cached += len(keys) - len(todo)
+        if todo and path:
+            buf = io.BytesIO()
+            torch.save({"keys": list(table), "emb": torch.stack(list(table.values()))}, buf)
+            atomic_write_bytes(path, buf.getvalue())
+        return torch.stack([table[k] for k in keys]).to(self.device)
 
 
 # ------------------------------------------------------------------------------------------ Inception
@@ -177,6 +216,7 @@ class Inception:
         from cleanfid.resize import make_resizer
 
         self.device, self.random, self.workers = torch.device(device), random, workers
+        self.pool: ThreadPoolExecutor | None = None  # resizing threads, started on first use and kept
         self.not_meaningful = "randomly initialised Inception for FID/KID (eval.fid.random)" if random else None
         self.resize = make_resizer("PIL", False, "bicubic", (299, 299))  # clean-fid's "clean" mode
         if random:
@@ -216,121 +256,26 @@ class Inception:
         return f"inception-2015-12-05:{os.path.getsize(self.source)}"
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) -> float (B, 3, 299, 299) in [0, 255], clean-fid's resizer in a thread pool."""
-        arrays = images.permute(0, 2, 3, 1).cpu().numpy()
-        with ThreadPoolExecutor(max(1, self.workers)) as pool:
-            resized = list(pool.map(self.resize, arrays))  # PIL releases the GIL while resampling
-        return torch.from_numpy(np.stack(resized).transpose(0, 3, 1, 2).copy())
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> np.ndarray:
-        """(B, 2048) float32 features of uint8 images; mirrors ``InceptionV3W.forward`` (no resize inside)."""
+        """uint8 (B, 3, H, W) -> float (B, 3, 299, 299) in [0, 255] on the CPU (pinned for a CUDA network, so that
+        the upload does not wait), clean-fid's resizer in a thread pool: PIL releases the GIL while resampling."""
         if images.dtype != torch.uint8:
             raise TypeError(f"Inception takes uint8 images (what is saved), got {images.dtype}")
-        x = self.preprocess(images).to(self.device)
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max(1, self.workers), thread_name_prefix="inception-resize")
+        resized = list(self.pool.map(self.resize, images.permute(0, 2, 3, 1).cpu().numpy()))
+        x = torch.from_numpy(np.stack(resized).transpose(0, 3, 1, 2).copy())
+        return x.pin_memory() if self.device.type == "cuda" else x
+
+    @torch.no_grad()
+    def features(self, resized: torch.Tensor) -> torch.Tensor:
+        """(B, 2048) float32 features, on the network's device, of :meth:`preprocess`'s output; mirrors
+        ``InceptionV3W.forward`` (no resize inside)."""
+        x = resized.to(self.device, non_blocking=True)
         feats = self.layers((x - 128) / 128).reshape(len(x), self.dim).float()
         if self.random:  # untrained activations grow to ~1e12 through 90 layers: keep only their direction
             feats = F.normalize(feats, dim=1) * 10
-        return feats.cpu().numpy()
+        return feats
 
-
-# ----------------------------------------------------------------------------------------- FID, KID
-
-
-def gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance in float64, as clean-fid computes them; one image gives a zero covariance."""
-    f = np.asarray(features, dtype=np.float64)
-    sigma = np.cov(f, rowvar=False) if len(f) > 1 else np.zeros((f.shape[1], f.shape[1]))
-    return f.mean(axis=0), sigma
-
-
-def frechet(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """clean-fid's ``frechet_distance`` itself (scipy ``sqrtm`` of a 2048x2048 product: seconds to minutes on a CPU)."""
-    from cleanfid.fid import frechet_distance
-
-    return float(frechet_distance(mu1, sigma1, mu2, sigma2))
-
-
-def fid_from_features(feats: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray) -> float:
-    """The same Frechet distance as :func:`frechet` (to ~1e-7 relative), without a 2048x2048 ``sqrtm``.
-
-    ``Tr sqrt(S_g S_r)`` is the sum of the square roots of the eigenvalues of ``S_g S_r``, which for
-    ``S_g = X^T X / (n-1)`` (X: centred features, n rows) are those of the symmetric n x n matrix
-    ``X S_r X^T / (n-1)``. With more images than dimensions, ``S_r^1/2 S_g S_r^1/2`` (d x d) is used.
-    One image (n = 1) counts as a point mass: ``S_g = 0``.
-    """
-    f = np.asarray(feats, dtype=np.float64)
-    mu, x = f.mean(axis=0), f - f.mean(axis=0)
-    n = len(f)
-    if n < 2:
-        tr_g, tr_sqrt = 0.0, 0.0
-    elif n <= f.shape[1]:
-        k = x @ sigma_ref @ x.T / (n - 1)
-        tr_g = float((x * x).sum() / (n - 1))
-        tr_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh((k + k.T) / 2), 0, None)).sum())
-    else:
-        w, v = np.linalg.eigh(sigma_ref)
-        root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-        sigma_g = x.T @ x / (n - 1)
-        m = root @ sigma_g @ root
-        tr_g = float(np.trace(sigma_g))
-        tr_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum())
-    d = mu - mu_ref
-    return float(d @ d + tr_g + np.trace(sigma_ref) - 2 * tr_sqrt)
-
-
-def kid(feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100, max_subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float] | None:  # fmt: skip
-    """KID mean and std over subsets: clean-fid's ``kernel_distance`` (same draws for the same seed), plus the std.
-
-    None when a set has fewer than 2 images (the unbiased estimator needs m >= 2).
-    """
-    n = feats1.shape[1]
-    m = min(len(feats1), len(feats2), max_subset_size)
-    if m < 2:
-        return None
-    rng = np.random.RandomState(seed)
-    values = []
-    for _ in range(num_subsets):
-        x = feats2[rng.choice(len(feats2), m, replace=False)].astype(np.float64)
-        y = feats1[rng.choice(len(feats1), m, replace=False)].astype(np.float64)
-        a = (x @ x.T / n + 1) ** 3 + (y @ y.T / n + 1) ** 3
-        b = (x @ y.T / n + 1) ** 3
-        values.append(((a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m) / m)
-    return float(np.mean(values)), float(np.std(values))
-
-
-def _real_or_random(name: str, setting: str, real, random) -> object:
-    """``real()``, or when its weights cannot be had, one printed line and ``random()`` marked not meaningful
-    (a short reason naming ``setting``: it is also written under the evaluation's pictures)."""
-    try:
-        return real()
-    except MissingWeightsError as e:
-        print(f"WARNING: {name} is NOT meaningful in this run (a random network stands in): {e}", flush=True)
-        net = random()
-        net.not_meaningful = f"{name}: random network, its weights could not be had (set {setting})"
-        return net
-
-
-def build_metrics(lpips_cfg: dict, clip_cfg: dict, fid_cfg: dict, device: str | torch.device, seed: int,
-                  workers: int = 4) -> tuple[Lpips, Clip, Inception]:  # fmt: skip
-    """The three networks from the ``eval.lpips``, ``eval.clip`` and ``eval.fid`` config blocks (plain dicts).
-
-    Each is real unless its block says ``random``; a real one whose weights cannot be had is replaced by a
-    random one (one line naming the setting that supplies the weights), so the other metrics stay real.
-    """
-    lp = _real_or_random(
-        "content_lpips", "eval.lpips.backbone_path",
-        lambda: Lpips(net=lpips_cfg["net"], backbone_path=lpips_cfg.get("backbone_path"), random=lpips_cfg["random"],
-                      device=device, seed=seed),
-        lambda: Lpips(net=lpips_cfg["net"], random=True, device=device, seed=seed))  # fmt: skip
-    cl = _real_or_random(
-        "content_clip", "eval.clip.pretrained / eval.clip.cache_dir",
-        lambda: Clip(model=clip_cfg["model"], pretrained=clip_cfg.get("pretrained"), cache_dir=clip_cfg.get("cache_dir"),
-                     random=clip_cfg["random"], device=device, seed=seed + 1),
-        lambda: Clip(model=clip_cfg["model"], random=True, device=device, seed=seed + 1))  # fmt: skip
-    inc = _real_or_random(
-        "FID/KID", "eval.fid.inception_path",
-        lambda: Inception(path=fid_cfg.get("inception_path"), random=fid_cfg["random"], device=device, seed=seed + 2, workers=workers),
-        lambda: Inception(random=True, device=device, seed=seed + 2, workers=workers))  # fmt: skip
-    return lp, cl, inc
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """(B, 2048) float32 features of uint8 images, on the CPU."""
+        return self.features(self.preprocess(images)).cpu().numpy()

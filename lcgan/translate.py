@@ -31,14 +31,13 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from lcgan import CONF_DIR, config
-from lcgan.evaluate import DIRECTIONS, print_report, read_source, run, setup
-from lcgan.fid_stats import FALLBACK_ROOT, find_stats
-from lcgan.images import list_images, read_rgb
+from lcgan.devices import amp_enabled, autocast, resolve_device
+from lcgan.images import list_images, read_rgb, to_uint8
 from lcgan.latents import Convention, check_channels
+from lcgan.layout import EVAL_SINGLE_ROOT, TRANSLATE_ROOT
 from lcgan.rundir import checkpoint_tag
-from lcgan.translator import build_vae, load_translator, resolve_checkpoint
-from lcgan.vae import resolve_device
-from lcgan.vis import save_png, to_uint8
+from lcgan.scoring import DIRECTIONS, build_metrics, load_models, note_random, print_report, read_source, run
+from lcgan.vis import save_png
 
 
 def translate(cfg: DictConfig) -> dict:
@@ -94,13 +93,12 @@ def translate_files(cfg: DictConfig) -> dict:
         raise ValueError(f"input={str(src)!r} holds no images")
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
-    ckpt = resolve_checkpoint(cfg.checkpoint)
-    translator = load_translator(ckpt, device, use_ema=cfg.eval.use_ema)
-    vae, _ = build_vae(cfg.get("vae"), translator, device)
+    translator, vae = load_models(cfg.checkpoint, cfg.get("vae"), device, cfg.eval.use_ema)
+    ckpt = Path(translator.info["path"])
     check_channels(translator.channels, vae.space, f"checkpoint {ckpt}")
     g = getattr(translator, DIRECTIONS[cfg.direction][2])
     multiple = vae.space.downsample * translator.factor
-    out_dir = Path(cfg.output_dir or Path("outputs/translate") / checkpoint_tag(ckpt) / f"{src.stem}_{cfg.direction}")
+    out_dir = Path(cfg.output_dir or TRANSLATE_ROOT / checkpoint_tag(ckpt) / f"{src.stem}_{cfg.direction}")
     print(f"lcgan.translate | {ckpt} | {cfg.direction} | {len(files)} image(s) from {src} | device {device} | out {out_dir} "
           f"| no metric networks built (metrics=false)")  # fmt: skip
 
@@ -120,8 +118,9 @@ def translate_files(cfg: DictConfig) -> dict:
     for names in by_size.values():
         for i in range(0, len(names), cfg.batch_size):
             chunk = names[i : i + cfg.batch_size]
-            y = translate_batch(g, vae, translator.convention, torch.stack([images[n] for n in chunk]), multiple, device)
-            for name, pixels in zip(chunk, to_uint8(y)):
+            with autocast(device, amp_enabled(cfg.eval.amp, device)):
+                y = translate_batch(g, vae, translator.convention, torch.stack([images[n] for n in chunk]), multiple, device)
+            for name, pixels in zip(chunk, to_uint8(y).permute(0, 2, 3, 1).cpu()):
                 (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 save_png(Image.fromarray(pixels.numpy()), out_dir / name)
                 written.append(str(out_dir / name))
@@ -142,21 +141,25 @@ def translate_with_metrics(cfg: DictConfig) -> dict:
     paths = {d: Path(p) for d, p in paths.items() if p}
     if not paths:
         raise ValueError("nothing to translate: pass image=PATH, or imageA=PATH and/or imageB=PATH")
-    translator, vae, nets, ecfg, device = setup(cfg)
+    ecfg, device = cfg.eval, resolve_device(cfg.device)
+    translator, vae = load_models(cfg.checkpoint, cfg.get("vae"), device, ecfg.use_ema)
+    metrics = build_metrics(ecfg, device, cfg.seed, ecfg.num_workers)
+    note_random(metrics)
     ckpt = Path(translator.info["path"])
     tag = "__".join(dict.fromkeys(p.stem for p in paths.values()))
-    out_dir = Path(ecfg["out_dir"] or Path("outputs/eval_single") / checkpoint_tag(ckpt) / tag)
-    sources = {d: read_source([p], None, ecfg["image_size"], 1) for d, p in paths.items()}
+    out_dir = Path(ecfg.out_dir or EVAL_SINGLE_ROOT / checkpoint_tag(ckpt) / tag)
+    sources = {d: read_source([p], None, ecfg.image_size, 1) for d, p in paths.items()}
     refs = {}
     for d, key in (("A", "testA_dir"), ("B", "testB_dir")):
         folder = ecfg[key]
-        found = find_stats(folder, ecfg["image_size"], nets[2], ecfg["fid"]["stats_root"], ecfg["fid"]["fallback_root"] or FALLBACK_ROOT) if folder else None
+        found = metrics.fid.find_reference(folder, ecfg.image_size) if folder else None
         refs[d] = None if found is None else {**found, "dir": folder}
         if folder and found is None:
-            print(f"no reference statistics for eval.{key}={folder!r} at image_size {ecfg['image_size']}; FID skipped "
-                  f"(write them with: python -m lcgan.fid_stats {folder} --image-size {ecfg['image_size']})")  # fmt: skip
+            print(f"no reference statistics for eval.{key}={folder!r} at image_size {ecfg.image_size}; FID skipped "
+                  f"(write them with: python -m lcgan.fid_stats {folder} --image-size {ecfg.image_size})")  # fmt: skip
     print(f"lcgan.translate | {ckpt} | {', '.join(f'{d}: {p}' for d, p in paths.items())} | device {device} | out {out_dir}")
-    summary = run(translator, vae, nets, sources, refs, out_dir, ecfg, cfg.seed, fit_baselines_on_inputs=False)
+    summary = run(translator, vae, metrics, sources, refs, out_dir, ecfg.image_size, 1, ecfg.amp, ecfg.latent_baselines,
+                  ecfg.save_images, cfg.seed, fit_baselines_on_inputs=False)  # fmt: skip
     print_report(summary)
     print(f"wrote {out_dir}/summary.json, metrics.csv, gen/, round_trip/, fid/, images/")
     return summary

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lcgan.devices import resolve_device
+from lcgan.images import from_unit, to_unit
 from lcgan.latents import SD_SCALING_FACTOR, LatentSpace
 
 # The well-known linear latent -> RGB preview for SD1.x (as used by ComfyUI's previews),
@@ -120,13 +122,6 @@ def absolute_paths(vae_cfg: dict) -> dict:
         return isinstance(value, str) and (key in LOCAL_PATH_KEYS or (key == "model_name_or_path" and os.path.exists(value)))
 
     return {k: str(Path(v).resolve()) if local(k, v) else v for k, v in vae_cfg.items()}
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _torch_dtype(dtype: str) -> torch.dtype:
@@ -306,7 +301,7 @@ class TinyVAE(VAE):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, self.dtype)
-        native = self.encoder(x) if self.diffusers_model is not None else self.encoder(x.add(1).div(2))
+        native = self.encoder(x) if self.diffusers_model is not None else self.encoder(to_unit(x))
         return native.float() / self.space.scaling_factor + self.space.shift_factor  # TAESD latents -> raw
 
     @torch.no_grad()
@@ -314,7 +309,7 @@ class TinyVAE(VAE):
         native = (z.to(self.device).float() - self.space.shift_factor) * self.space.scaling_factor
         x = self.decoder(native.to(self.dtype)).float()
         if self.diffusers_model is None:
-            x = x.mul(2).sub(1)  # release decoders output [0, 1]
+            x = from_unit(x)  # release decoders output [0, 1]
         return x.clamp(-1, 1)
 
     def describe(self) -> dict:
@@ -416,7 +411,7 @@ class OnnxVAE(VAE):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
         if self.input_range == "zero_one":
-            x = x.add(1).div(2)
+            x = to_unit(x)
         z = torch.as_tensor(self._run(self.encoder, x)[0]).float()
         if self.latents_out_scaled:
             z = z / self.space.scaling_factor + self.space.shift_factor
@@ -434,7 +429,7 @@ class OnnxVAE(VAE):
         else:
             x = outputs[0]
         if self.input_range == "zero_one":
-            x = x.mul(2).sub(1)
+            x = from_unit(x)
         return x.clamp(-1, 1).to(self.device)
 
     def describe(self) -> dict:

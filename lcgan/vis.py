@@ -4,17 +4,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from lcgan.checkpoint import atomic_write_bytes
+from lcgan.images import to_uint8
 
 LINE = 14  # px per line of text: PIL's default font is ~11 px high
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 on the CPU."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
 def grid(columns: list[torch.Tensor], labels: list[str] | None = None, pad: int = 2) -> Image.Image:
@@ -22,7 +19,7 @@ def grid(columns: list[torch.Tensor], labels: list[str] | None = None, pad: int 
 
     Columns are floats in [-1, 1] or uint8.
     """
-    cols = [c.permute(0, 2, 3, 1).cpu() if c.dtype == torch.uint8 else to_uint8(c) for c in columns]
+    cols = [(c if c.dtype == torch.uint8 else to_uint8(c)).permute(0, 2, 3, 1).cpu() for c in columns]  # (B, H, W, 3)
     b, h, w, _ = cols[0].shape
     top = LINE + pad if labels else 0
     canvas = torch.full((top + b * (h + pad) + pad, len(cols) * (w + pad) + pad, 3), 255, dtype=torch.uint8)
@@ -57,3 +54,26 @@ def save_png(image: Image.Image, path: str | Path) -> None:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_png(path: Path) -> torch.Tensor:
+    """(3, H, W) uint8 of a PNG that lcgan wrote."""
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+
+
+def save_comparison(sources: torch.Tensor, names: list[str], folders: list[Path], labels: list[str], lines: list[str],
+                    path: Path, table: list[tuple[str, ...]] | None = None) -> None:  # fmt: skip
+    """One row per image: the uint8 ``sources`` ``(B, 3, H, W)`` and each folder's ``{name}.png`` beside them, the
+    columns labelled; under it an optional ``table`` (one row of cells per line) and the notes ``lines``."""
+    columns = [sources, *(torch.stack([read_png(folder / f"{name}.png") for name in names]) for folder in folders)]
+    image = grid(columns, labels)
+    if table:
+        canvas = Image.new("RGB", (image.width, image.height + len(table) * LINE + 6), "white")
+        canvas.paste(image, (0, 0))
+        draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+        col_x = (4, image.width // 2, image.width * 3 // 4)  # the first cell gets half the width: it may say "(random net)"
+        for r, cells in enumerate(table):
+            for x, text in zip(col_x, cells):
+                draw.text((x, image.height + 4 + r * LINE), text, fill="black", font=font)
+        image = canvas
+    save_png(with_notes(image, lines), path)

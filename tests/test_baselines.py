@@ -104,7 +104,7 @@ def test_onnx_conv_graph_runs_as_torch_ops_like_onnxruntime():
 
 def test_evaluate_reads_saved_maps_and_falls_back_to_channel_stats_for_older_checkpoints():
     from lcgan.baselines import channel_stats, fit_all
-    from lcgan.evaluate import latent_baselines
+    from lcgan.scoring import latent_baselines
 
     a, b = correlated(seed=0), correlated(seed=7) * 2
     (am, as_), (bm, bs) = channel_stats(a), channel_stats(b)

@@ -9,7 +9,8 @@ from hydra.errors import ConfigCompositionException
 
 from lcgan.buffer import FakeBuffer
 from lcgan.config import ConfigError, check
-from lcgan.data import UnpairedSampler, latent_folders, load_latent_file
+from lcgan.data import UnpairedSampler, latent_folders
+from lcgan.latent_files import load_latent_file
 from tests.test_train import write_latents
 
 

@@ -15,7 +15,8 @@ from PIL import Image
 from tests.shared import shared_path
 
 from lcgan import latent_stats
-from lcgan.encode import check_manifests, encode, read_manifest
+from lcgan.encode import encode
+from lcgan.latent_files import check_manifests, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = ["rgb.jpg", "sub/rgba.png", "sub/gray.png", "sub/deep/sixteen.png", "palette.png", "cmyk.jpg", "rotated.jpg", "big.bmp"]

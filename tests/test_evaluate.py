@@ -22,10 +22,11 @@ from PIL import Image
 from tests.shared import shared_images, shared_path
 from tests.test_metrics import real_inception
 
-import lcgan.evaluate
-import lcgan.metrics
-from lcgan import checkpoint, fid_stats
-from lcgan.evaluate import BASELINES, evaluate
+import lcgan.scoring
+import lcgan.translate
+from lcgan import checkpoint, fid
+from lcgan.evaluate import evaluate
+from lcgan.scoring import BASELINES
 from lcgan.rundir import checkpoint_tag
 from lcgan.translator import load_translator
 from lcgan.train import train
@@ -153,7 +154,7 @@ def test_readme_evaluate_command_runs_offline(setup, tmp_path):
 
 def test_translate_one_image_with_fid_from_existing_stats(setup, evaluated):
     root, ckpt, vae = setup  # `evaluated`: B's reference statistics and the sources' CLIP embeddings exist
-    assert (fid_stats._locations(root / "B", None, fid_stats.FALLBACK_ROOT)[0] / "fid_stats.npz").is_file()
+    assert (fid._locations(root / "B", None, fid.FALLBACK_ROOT)[0] / "fid_stats.npz").is_file()
     image = sorted((root / "A").glob("*.jpg"))[0]
     out = root / "single"
     cfg = compose_cfg("translate", ["metrics=true", f"checkpoint={ckpt}", f"image={image}", f"eval.testB_dir={root / 'B'}",
@@ -196,8 +197,8 @@ def test_translate_one_image_builds_no_metric_network(setup, tmp_path, monkeypat
     root, ckpt, vae = setup
     def refuse(*args, **kwargs):
         raise AssertionError("plain translation built a metric network")
-    monkeypatch.setattr(lcgan.evaluate, "build_metrics", refuse)
-    monkeypatch.setattr(lcgan.metrics, "build_metrics", refuse)
+    monkeypatch.setattr(lcgan.scoring, "build_metrics", refuse)
+    monkeypatch.setattr(lcgan.translate, "build_metrics", refuse)
     image = tmp_path / "cat.png"
     Image.open(sorted((root / "A").glob("*.jpg"))[0]).convert("RGB").resize((120, 80)).save(image)
     cfg = compose_cfg("translate", [f"checkpoint={ckpt}", f"input={image}", "size=40", f"output_dir={tmp_path / 'out'}",
@@ -286,3 +287,109 @@ def test_evaluate_logs_to_wandb_offline(setup, tmp_path, monkeypatch):
     content = json.loads((run["dir"] / "files" / table["path"]).read_text())
     assert content["columns"][:4] == ["source", "generated", "direction", "src_path"]
     assert len(content["data"]) == len((out / "metrics.csv").read_text().splitlines()) - 1 and run["exit"] == 0
+
+
+# ------------------------------------------------------------------------------- the pipeline, on tiny random networks
+
+TINY_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8, sample_size=32,
+                block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+TINY_G = dict(ngf=8, n_blocks=1, n_downsampling=1)
+
+
+class TinyImageEncoder(torch.nn.Module):
+    """Stands in for CLIP's image tower: (B, 3, S, S) -> (B, 16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 16, stride=16), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 16))
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A random 2x-downsampling KL VAE, a one-block generator, random LPIPS-alex, and CLIP and Inception wrappers (their
+    real preprocessing: resizes, clean-fid's CPU resizer) around tiny random networks: the full-size Inception in bf16
+    takes ~10 s an image on a CPU."""
+    from lcgan.bench_eval import RandomKLVAE
+    from lcgan.fid import Fid
+    from lcgan.metrics import Clip, Lpips
+    from lcgan.models import ResnetGenerator
+
+    torch.manual_seed(0)
+    metrics = lcgan.scoring.Metrics(Lpips(random=True), Clip("ViT-S-32", random=True, seed=1), Fid(random=True, seed=2, workers=2))
+    metrics.clip.model = TinyImageEncoder().eval()
+    metrics.fid.inception.layers = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 32, stride=32), torch.nn.AdaptiveAvgPool2d(1),
+                                                       torch.nn.Flatten(), torch.nn.Linear(8, 2048)).eval()  # fmt: skip
+    return RandomKLVAE(TINY_VAE, torch.device("cpu")), ResnetGenerator(4, **TINY_G).eval().requires_grad_(False), metrics
+
+
+def test_batched_pipeline_equals_the_per_image_loop(tiny):
+    """The pipelined, batched scoring (host work on a worker thread, scores gathered once) gives every image the
+    scores it gets alone, in order, and hands every output to ``save`` once, in order."""
+    from lcgan.images import from_uint8
+    from lcgan.latents import Convention
+
+    vae, g, metrics = tiny
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    z_raw = lcgan.scoring.encode(vae, images, 2, False, "encode")
+    src_emb = metrics.clip.embed(from_uint8(images))
+    maps = {"model": g, "round_trip": lambda z: z}
+    saved = []
+    save = lambda kind, start, x8: saved.append((kind, start, len(x8)))  # noqa: E731
+    one, batched = (lcgan.scoring.score_outputs(maps, z_raw, images, src_emb, vae, Convention(), metrics, b, False, save) for b in (1, 3))
+    for kind in maps:
+        for key in ("lpips", "clip", "feats"):
+            assert batched[kind][key].shape[0] == 4
+            # batch size changes the order of float sums inside the convolutions (~1e-6 relative in fp32), which now and
+            # then moves a decoded pixel across a rounding edge to uint8: scores of ~0.1-1 differ by up to ~2e-5
+            np.testing.assert_allclose(batched[kind][key], one[kind][key], rtol=1e-3, atol=1e-4)
+    assert saved[4 * 2:] == [("model", 0, 3), ("round_trip", 0, 3), ("model", 3, 1), ("round_trip", 3, 1)]
+    assert [s for k, s, _ in saved[: 4 * 2] if k == "model"] == [0, 1, 2, 3]
+
+
+def test_bench_eval_compares_batched_per_image_and_bf16_on_the_cpu(tiny, capsys):
+    """``lcgan.bench bench.eval.enabled=true`` on tiny networks: every figure present and finite; bf16 (forced, also on a
+    CPU) against fp32 on the same images gives differences that are small but not all zero (they were computed)."""
+    from lcgan.bench_eval import bench_eval
+
+    r = bench_eval(4, 2, 2, 32, torch.device("cpu"), vae_config=TINY_VAE, generator=TINY_G, metrics=tiny[2])
+    assert "cpu" in capsys.readouterr().out.splitlines()[0]  # names the device
+    assert all(r[k] > 0 for k in ("eval_images_per_s", "eval_fp32_images_per_s", "eval_loop_images_per_s", "eval_speedup"))
+    agree = r["eval_bf16_vs_fp32"]
+    assert all(math.isfinite(v) for v in agree.values())
+    # bf16 keeps 8 bits of mantissa: LPIPS and cosines move by ~1e-2 at most through these random networks, and FID
+    # (4 images against 4, far from the large-sample regime) by well under half
+    assert 0 <= agree["lpips_max_abs_diff"] < 0.05 and 0 <= agree["clip_max_abs_diff"] < 0.05 and agree["fid_rel_diff"] < 0.5
+    assert agree["lpips_max_abs_diff"] + agree["clip_max_abs_diff"] + agree["fid_rel_diff"] > 0
+
+
+def test_agreement_of_two_runs():
+    from lcgan.bench_eval import agreement
+    from lcgan.fid import fid_from_features, gaussian
+
+    rng = np.random.default_rng(0)
+    ref = {"lpips": rng.random(6), "clip": rng.random(6), "feats": rng.normal(size=(6, 8))}
+    mu, sigma = gaussian(rng.normal(size=(20, 8)))
+    same = agreement(ref, ref, mu, sigma)
+    assert (same["fid_rel_diff"], same["lpips_max_abs_diff"], same["clip_max_abs_diff"]) == (0, 0, 0)
+    moved = {"lpips": ref["lpips"] + np.array([0, 0.002, 0, -0.003, 0, 0]), "clip": ref["clip"] - 0.001, "feats": ref["feats"] + 0.5}
+    got = agreement(ref, moved, mu, sigma)
+    fid_ref, fid_moved = fid_from_features(ref["feats"], mu, sigma), fid_from_features(moved["feats"], mu, sigma)
+    assert got["lpips_max_abs_diff"] == pytest.approx(0.003) and got["clip_max_abs_diff"] == pytest.approx(0.001)
+    assert got["fid_rel_diff"] == pytest.approx(abs(fid_moved - fid_ref) / fid_ref) and got["fid_fp32"] == pytest.approx(fid_ref)
+
+
+def test_devices_resolve_and_choose_for_inference():
+    from lcgan.devices import amp_enabled, auto_batch_size, resolve_device
+
+    cpu = torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="device='cuda:1' but CUDA is not available"):
+            resolve_device("cuda:1")
+    assert (amp_enabled("auto", cpu), amp_enabled("bf16", cpu), amp_enabled("none", torch.device("cuda"))) == (False, True, False)
+    assert amp_enabled("auto", torch.device("cuda")) and auto_batch_size(cpu, 256) == 16
+    with pytest.raises(ValueError, match="amp='fp8'"):
+        amp_enabled("fp8", cpu)

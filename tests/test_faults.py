@@ -34,10 +34,11 @@ from PIL import Image
 from lcgan import checkpoint
 from lcgan.checkpoint import JsonlLog
 from lcgan.config import ConfigError
-from lcgan.data import latent_folders, load_latent_file
+from lcgan.data import latent_folders
 from lcgan.encode import encode, read_manifest
-from lcgan.fid_stats import folder_features
+from lcgan.fid import folder_features
 from lcgan.images import list_images, read_batch, read_rgb
+from lcgan.latent_files import load_latent_file
 from lcgan.train import LOSS_KEYS, train
 from tests.conftest import compose_cfg
 from tests.test_encode import encode_cfg
@@ -718,7 +719,7 @@ def test_elongated_float_and_gif_images(tmp_path):
 
 def test_fid_stats_writes_only_to_its_cache_and_never_deletes_a_file_it_did_not_write(tmp_path):
     """Issue 13: lcgan.fid_stats wrote a 33 MB file into the user's dataset folder and deleted a .npy of theirs there."""
-    from lcgan import fid_stats
+    from lcgan import fid as fid_stats  # the library behind the lcgan.fid_stats command
 
     src = tmp_path / "photos"
     (src / "vectors").mkdir(parents=True)
@@ -1048,7 +1049,7 @@ def test_bad_data_is_named_not_a_torch_error(tmp_path):
         read_manifest(b)
     empty = tmp_path / "empty_test"
     empty.mkdir()
-    from lcgan.evaluate import read_source
+    from lcgan.scoring import read_source
 
     with pytest.raises(ValueError, match=rf"'{re.escape(str(empty))}' holds no images"):  # was an IndexError in evaluate
         read_source(list_images(empty), empty, 32, 1)

@@ -122,3 +122,15 @@ def test_read_batch_reports_corrupt_files(tmp_path):
     assert ok == [paths[0], paths[2], paths[3]]
     assert [p for p, _ in errors] == [tmp_path / "bad.png"] and "bad.png" in errors[0][1]
     assert read_batch([tmp_path / "bad.png"], 16)[0] is None
+
+
+def test_pixel_conversions_are_one_exact_pair():
+    """uint8 -> [-1, 1] -> uint8 is the identity on every value, out-of-range floats saturate, and [0, 1] <-> [-1, 1] invert."""
+    from lcgan.images import from_uint8, from_unit, to_uint8, to_unit
+
+    every = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    assert torch.equal(to_uint8(from_uint8(every)), every)
+    assert to_uint8(torch.tensor([-1.5, -1.0, 0.0, 1.0, 7.0])).tolist() == [0, 0, 128, 255, 255]
+    x = torch.rand(2, 3, 4, 4) * 2 - 1
+    torch.testing.assert_close(from_unit(to_unit(x)), x)
+    assert to_unit(torch.tensor([-1.0, 1.0])).tolist() == [0.0, 1.0]

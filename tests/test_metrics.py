@@ -13,9 +13,9 @@ from tests.conftest import compose_cfg
 from tests.shared import shared_images
 
 import lcgan.metrics
-from lcgan.evaluate import EmbeddingCache
-from lcgan.fid_stats import load_stats, reference_stats
-from lcgan.metrics import Clip, Inception, build_metrics, Lpips, MissingWeightsError, default_inception_path, fid_from_features, frechet, gaussian, kid
+from lcgan.fid import Fid, fid_from_features, frechet, gaussian, kid, load_stats, reference_stats
+from lcgan.metrics import Clip, Inception, Lpips, MissingWeightsError, default_inception_path
+from lcgan.scoring import build_metrics
 
 
 def real_inception() -> Inception:
@@ -111,23 +111,23 @@ def test_fid_stats_recompute_only_changed_images(tmp_path, capsys):
 
 
 def test_fid_stats_falls_back_when_the_folder_is_not_writable(tmp_path):
-    from lcgan import fid_stats
+    from lcgan import fid
 
     blocked = tmp_path / "file_not_folder"
     blocked.write_text("")
-    target = fid_stats.stats_dir(tmp_path / "photos", stats_root=str(blocked), fallback_root=str(tmp_path / "fallback"))
+    target = fid.stats_dir(tmp_path / "photos", stats_root=str(blocked), fallback_root=str(tmp_path / "fallback"))
     assert target.parent == tmp_path / "fallback" and (target / "vectors").is_dir()
 
 
 def test_clip_embedding_cache_skips_known_sources(tmp_path):
-    clip = Clip("ViT-S-32", random=True, seed=0)
+    clip = Clip("ViT-S-32", random=True, seed=0, embedding_cache=str(tmp_path))
     paths = shared_images("data/kodak24", limit=2)
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
-    first = EmbeddingCache(str(tmp_path), clip, 64).embed(clip, paths, images, batch=2)
+    first = clip.embed_files(paths, images, batch=2)
     assert clip.images_embedded == 2
-    cache = EmbeddingCache(str(tmp_path), clip, 64)  # a rerun: a new process would load the same file
-    second = cache.embed(clip, paths, images, batch=2)
-    assert clip.images_embedded == 2 and (cache.computed, cache.cached) == (0, 2)
+    again = Clip("ViT-S-32", random=True, seed=0, embedding_cache=str(tmp_path))  # a rerun: a new process reads the same file
+    second = again.embed_files(paths, images, batch=2)
+    assert again.images_embedded == 0 and (again.computed, again.cached) == (0, 2)
     torch.testing.assert_close(first, second)
     assert torch.allclose(first.norm(dim=-1), torch.ones(2))
 
@@ -153,9 +153,14 @@ def test_random_inception_gives_finite_bounded_features():
     assert inception.identity() == "random"
 
 
+def eval_cfg(*overrides: str):
+    """The ``eval`` block of the real conf/eval.yaml, composed with overrides."""
+    return compose_cfg("eval", list(overrides)).eval
+
+
 def eval_blocks(*overrides: str) -> tuple[dict, dict, dict]:
-    """The ``eval.lpips``, ``eval.clip`` and ``eval.fid`` blocks of the real conf/eval.yaml, composed with overrides."""
-    cfg = OmegaConf.to_container(compose_cfg("eval", list(overrides)).eval, resolve=True)
+    """The ``eval.lpips``, ``eval.clip`` and ``eval.fid`` blocks as plain dicts."""
+    cfg = OmegaConf.to_container(eval_cfg(*overrides), resolve=True)
     return cfg["lpips"], cfg["clip"], cfg["fid"]
 
 
@@ -163,15 +168,15 @@ def test_missing_weights_fall_back_per_metric_in_one_line_each(tmp_path, capsys)
     """LPIPS and CLIP without weights (files that do not exist: the offline case, without the network) become random,
     each with one line naming its setting; the real Inception stays, so FID/KID stay meaningful."""
     real_inception()
-    lpips_cfg, clip_cfg, fid_cfg = eval_blocks(f"eval.lpips.backbone_path={tmp_path / 'alexnet.pth'}", "eval.clip.model=ViT-S-32",
-                                               f"eval.clip.pretrained={tmp_path / 'open_clip_pytorch_model.bin'}")  # fmt: skip
-    lp, clip, inception = build_metrics(lpips_cfg, clip_cfg, fid_cfg, "cpu", seed=0, workers=2)
+    cfg = eval_cfg(f"eval.lpips.backbone_path={tmp_path / 'alexnet.pth'}", "eval.clip.model=ViT-S-32",
+                   f"eval.clip.pretrained={tmp_path / 'open_clip_pytorch_model.bin'}")  # fmt: skip
+    lp, clip, fid_kid = build_metrics(cfg, torch.device("cpu"), seed=0, workers=2).by_name().values()
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == 2 and all(line.startswith("WARNING: ") for line in lines), lines
     assert "content_lpips" in lines[0] and "eval.lpips.backbone_path=" in lines[0]
     assert "content_clip" in lines[1] and "eval.clip.pretrained=" in lines[1]
     assert lp.random and clip.random and "eval.lpips.backbone_path" in lp.not_meaningful and "eval.clip" in clip.not_meaningful
-    assert not inception.random and inception.not_meaningful is None
+    assert isinstance(fid_kid, Fid) and not fid_kid.random and fid_kid.not_meaningful is None  # eval.fid's _target_
 
 
 def test_missing_inception_falls_back_alone(monkeypatch, capsys):
@@ -179,11 +184,11 @@ def test_missing_inception_falls_back_alone(monkeypatch, capsys):
         raise MissingWeightsError("no Inception weights at X; set eval.fid.inception_path=/path/to/inception-2015-12-05.pt")
 
     monkeypatch.setattr(lcgan.metrics.Inception, "_download", staticmethod(no_download))
-    lpips_cfg, clip_cfg, fid_cfg = eval_blocks("eval=smoke", "eval.fid.random=false", "eval.fid.inception_path=/nonexistent/inc.pt")
-    lp, clip, inception = build_metrics(lpips_cfg, clip_cfg, fid_cfg, "cpu", seed=0, workers=2)
+    cfg = eval_cfg("eval=smoke", "eval.fid.random=false", "eval.fid.inception_path=/nonexistent/inc.pt")
+    lp, clip, fid_kid = build_metrics(cfg, torch.device("cpu"), seed=0, workers=2).by_name().values()
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert line.startswith("WARNING: FID/KID") and "eval.fid.inception_path=" in line
-    assert inception.random and "eval.fid.inception_path" in inception.not_meaningful
+    assert fid_kid.random and "eval.fid.inception_path" in fid_kid.not_meaningful
 
 
 def test_random_weights_keep_the_real_inception():
@@ -193,5 +198,6 @@ def test_random_weights_keep_the_real_inception():
     lpips_cfg, clip_cfg, fid_cfg = eval_blocks("eval.random_weights=true")
     assert (lpips_cfg["random"], clip_cfg["random"], fid_cfg["random"]) == (True, True, False)
     assert eval_blocks("eval=smoke")[2]["random"] is True and eval_blocks("eval.fid.random=true")[0]["random"] is False
-    lp, clip, inception = build_metrics(lpips_cfg, {**clip_cfg, "model": "ViT-S-32"}, fid_cfg, "cpu", seed=0, workers=2)
-    assert lp.random and clip.random and not inception.random and inception.source == default_inception_path()
+    lp, clip, fid_kid = build_metrics(eval_cfg("eval.random_weights=true", "eval.clip.model=ViT-S-32"), torch.device("cpu"),
+                                        seed=0, workers=2).by_name().values()  # fmt: skip
+    assert lp.random and clip.random and not fid_kid.random and fid_kid.source == default_inception_path()

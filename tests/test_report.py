@@ -8,7 +8,8 @@ import time
 import pytest
 from PIL import Image
 
-from lcgan.report import error_line, main, write_report
+from lcgan.report import main
+from lcgan.sweep_report import error_line, write_report
 
 TRACEBACK = """Traceback (most recent call last):
   File "/work/main/lcgan/train.py", line 58, in train

@@ -1,0 +1,94 @@
+"""Where things are: the one place that names the files of a training run's folder and of an evaluation.
+
+    run folder (lcgan.train)              evaluation folder (lcgan.evaluate, lcgan.translate metrics=true)
+    model/last.pt, best.pt, epoch_N.pt    summary.json (written last), metrics.csv
+    logs/train_log.jsonl, curves.png      gen/{A2B,B2A}/*.png, round_trip/{A2B,B2A}/*.png
+    vis/epoch_N.png                       fid/{A2B,B2A}_gen_stats.npz
+    error.txt                             images/{A2B,B2A}_overview.png, images/{A2B,B2A}/*.png
+    .hydra/config.yaml, overrides.yaml
+    eval/[<checkpoint stem>/]summary.json (an evaluation kept inside the run, read by lcgan.report)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TRAIN_ROOT = Path("outputs/train")  # default run folders: outputs/train/<date>/<time>/
+EVAL_ROOT = Path("outputs/eval")  # default evaluation folders: outputs/eval/<run>_<checkpoint stem>/
+EVAL_SINGLE_ROOT = Path("outputs/eval_single")  # lcgan.translate metrics=true
+TRANSLATE_ROOT = Path("outputs/translate")  # lcgan.translate, plain mode
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one training run under ``root``."""
+
+    root: Path
+
+    model = property(lambda self: self.root / "model")
+    last = property(lambda self: self.root / "model" / "last.pt")
+    best = property(lambda self: self.root / "model" / "best.pt")
+    logs = property(lambda self: self.root / "logs")
+    log = property(lambda self: self.root / "logs" / "train_log.jsonl")
+    curves = property(lambda self: self.root / "logs" / "curves.png")
+    pictures = property(lambda self: self.root / "vis")
+    error = property(lambda self: self.root / "error.txt")
+    hydra_config = property(lambda self: self.root / ".hydra" / "config.yaml")
+    overrides = property(lambda self: self.root / ".hydra" / "overrides.yaml")
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.model / f"epoch_{epoch:04d}.pt"
+
+    def epoch_picture(self, epoch: int) -> Path:
+        return self.pictures / f"epoch_{epoch:04d}.png"
+
+    def eval_summaries(self) -> list[Path]:
+        """Evaluations kept in the run, preferred first: ``eval/summary.json``, ``eval/last/``, then any other."""
+        found = [self.root / "eval" / SUMMARY, self.root / "eval" / "last" / SUMMARY, *sorted(self.root.glob(f"eval/*/{SUMMARY}"))]
+        return list(dict.fromkeys(p for p in found if p.is_file()))
+
+    @staticmethod
+    def of_hydra_config(path: Path) -> "RunFolder":
+        """The run whose ``.hydra/config.yaml`` is ``path``."""
+        return RunFolder(path.parent.parent)
+
+
+def run_folders(root: Path) -> list[Path]:
+    """Run folders under ``root`` (``root`` itself for a single run): those holding ``.hydra/config.yaml``."""
+    return [RunFolder.of_hydra_config(p).root for p in root.glob("**/.hydra/config.yaml")]
+
+
+@dataclass(frozen=True)
+class EvalFolder:
+    """The files of one evaluation under ``root``."""
+
+    root: Path
+
+    summary = property(lambda self: self.root / SUMMARY)
+    metrics_csv = property(lambda self: self.root / "metrics.csv")
+    images = property(lambda self: self.root / "images")
+    fid = property(lambda self: self.root / "fid")
+
+    def gen(self, direction: str) -> Path:
+        return self.root / "gen" / direction
+
+    def round_trip(self, direction: str) -> Path:
+        return self.root / "round_trip" / direction
+
+    def gen_stats(self, direction: str) -> Path:
+        return self.fid / f"{direction}_gen_stats.npz"
+
+    def overview(self, direction: str) -> Path:
+        return self.images / f"{direction}_overview.png"
+
+    def panels(self, direction: str) -> Path:
+        return self.images / direction
+
+    def clear(self) -> None:
+        """Remove an earlier evaluation's outputs here, so that they never mix with this one's."""
+        for folder in (self.root / "gen", self.root / "round_trip", self.images, self.fid):
+            for f in [*folder.rglob("*.png"), *folder.glob("*.npz")] if folder.exists() else []:
+                f.unlink()
+        for f in (self.summary, self.metrics_csv):
+            f.unlink(missing_ok=True)
