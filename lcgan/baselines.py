@@ -54,6 +54,14 @@ def channel_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
 
 
+def apply_linear(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``conv(z, weight) + bias`` with reflect padding: a baseline map on plain tensors (what a compiled generator
+    calls: torch 2.11's compiler fails on a frozen dataclass built inside ``forward``)."""
+    pad = weight.shape[-1] // 2
+    x = F.pad(z, (pad,) * 4, mode="reflect") if pad else z
+    return F.conv2d(x, weight.to(z), bias.to(z))
+
+
 @dataclass(frozen=True)
 class LinearMap:
     """``z -> conv(z, weight) + bias`` with reflect padding; ``weight`` (C, C, k, k), ``bias`` (C,)."""
@@ -66,9 +74,7 @@ class LinearMap:
         return self.weight.shape[-1]
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        pad = self.kernel // 2
-        x = F.pad(z, (pad,) * 4, mode="reflect") if pad else z
-        return F.conv2d(x, self.weight.to(z), self.bias.to(z))
+        return apply_linear(z, self.weight, self.bias)
 
     def as_dict(self) -> dict:
         """Plain lists (saved in checkpoints as data)."""

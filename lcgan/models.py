@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from lcgan.augment import DiffAugment
-from lcgan.baselines import BASELINES, LinearMap, kernel
+from lcgan.baselines import BASELINES, LinearMap, apply_linear, kernel
 
 
 def _norm(channels: int) -> nn.Module:
@@ -98,7 +98,7 @@ class ResnetGenerator(nn.Module):
         out = self.net(z)
         if self.output == "tanh":
             return torch.tanh(out)
-        base = z if self.anchor == "identity" else LinearMap(self.anchor_weight, self.anchor_bias)(z)
+        base = z if self.anchor == "identity" else apply_linear(z, self.anchor_weight, self.anchor_bias)
         return base + out
 
 
