@@ -81,7 +81,7 @@ class LinearMap:
         return {"weight": self.weight.tolist(), "bias": self.bias.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict, channels: int, where: str) -> "LinearMap":
+    def from_dict(cls, d: dict, channels: int, where: str) -> LinearMap:
         """Rebuild from :meth:`as_dict`, checking shapes: ``where`` names the file and key in errors."""
         try:
             weight, bias = torch.tensor(d["weight"], dtype=torch.float32), torch.tensor(d["bias"], dtype=torch.float32)
@@ -232,7 +232,8 @@ def fit(kind: str, src: torch.Tensor, tgt: torch.Tensor, groups_src: list[str] |
     raise ValueError(f"unknown baseline {kind!r}: choose one of {', '.join(BASELINES)}")
 
 
-def fit_all(a: torch.Tensor, b: torch.Tensor, groups_a: list[str] | None = None, groups_b: list[str] | None = None) -> dict[str, dict[str, LinearMap]]:
+def fit_all(a: torch.Tensor, b: torch.Tensor, groups_a: list[str] | None = None,
+            groups_b: list[str] | None = None) -> dict[str, dict[str, LinearMap]]:
     """Every baseline in both directions: ``{"A2B": {name: map}, "B2A": {...}}``; each domain's moments computed once."""
     stats = {"a": channel_stats(a), "b": channel_stats(b)}
     moments = {(x, k): _patch_moments(z, k, g) for x, z, g in (("a", a, groups_a), ("b", b, groups_b)) for k in {1, PATCH_OT_KERNEL}}

@@ -73,7 +73,7 @@ def agreement(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], mu
 
 
 def bench_eval(n_images: int, loop_images: int, batch_size: int, image_size: int, device: torch.device, seed: int = 0,
-               vae_config: dict = SD15_VAE, generator: dict = RESNET9, metrics: Metrics | None = None) -> dict:  # fmt: skip
+               vae_config: dict = SD15_VAE, generator: dict = RESNET9, metrics: Metrics | None = None) -> dict:
     """Time the pipeline batched (bf16 and fp32) and per image, and compare bf16 with fp32; returns the numbers.
 
     ``metrics``: the metric networks (default: random LPIPS-alex, CLIP ViT-B-32 and Inception-v3 at full size).
@@ -84,14 +84,14 @@ def bench_eval(n_images: int, loop_images: int, batch_size: int, image_size: int
     workers = min(16, os.cpu_count() or 1)  # Inception's resize threads
     metrics = metrics or Metrics(Lpips("alex", random=True, device=device, seed=seed),
                                  Clip("ViT-B-32", random=True, device=device, seed=seed + 1),
-                                 Fid(random=True, device=device, seed=seed + 2, workers=workers))  # fmt: skip
+                                 Fid(random=True, device=device, seed=seed + 2, workers=workers))
     channels_last(vae.vae, g, metrics.lpips.model, metrics.clip.model)
     conv = Convention()  # model space as training sees it: the default latent divisor
     images = torch.randint(0, 256, (n_images, 3, image_size, image_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
     if device.type == "cuda":
         images = images.pin_memory()
     print(f"lcgan.bench eval | {describe(device)} | torch {torch.__version__} | {n_images} images at {image_size}px, "
-          f"batch {batch_size}, per-image loop on {loop_images}", flush=True)  # fmt: skip
+          f"batch {batch_size}, per-image loop on {loop_images}", flush=True)
 
     def pipeline(x8: torch.Tensor, batch: int, amp: bool) -> dict[str, np.ndarray]:
         z_raw = encode(vae, x8, batch, amp, "encode")

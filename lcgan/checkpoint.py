@@ -143,7 +143,7 @@ def check_storage(obj, what: str) -> None:
     held = sum(storages.values())
     if held > 2 * shown + 2**20:
         raise ValueError(f"{what} holds {held / 2**20:.1f} MiB of tensor storage behind tensors of {shown / 2**20:.3f} MiB "
-                         "(views of a larger storage, or a crafted file); refused. Save clones of the tensors instead")  # fmt: skip
+                         "(views of a larger storage, or a crafted file); refused. Save clones of the tensors instead")
 
 
 def rng_state() -> dict:

@@ -26,7 +26,7 @@ class BackgroundCompile:
                  command: list[str] | None = None) -> None:
         self.step, self.log, self.t0 = step, log, time.perf_counter()
         log.parent.mkdir(parents=True, exist_ok=True)
-        self._out = open(log, "w")
+        self._out = open(log, "w")  # noqa: SIM115 (the child writes to it until poll/close closes it)
         cmd = command or [sys.executable, "-m", "lcgan.warmup", "--shape", ",".join(map(str, shape)), *(["--flip"] if flip else [])]
         self.proc: subprocess.Popen | None = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=self._out, stderr=subprocess.STDOUT, text=True)
         # what the step is built from, resolved here (the child has no Hydra run around it)
@@ -44,7 +44,7 @@ class BackgroundCompile:
         self.step.compile_now()
         return f"compiled step ready after {time.perf_counter() - self.t0:.0f} s of eager training (cached for the next run)"
 
-    def __enter__(self) -> "BackgroundCompile":
+    def __enter__(self) -> BackgroundCompile:
         return self
 
     def __exit__(self, *exc) -> None:

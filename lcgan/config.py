@@ -32,7 +32,7 @@ def problems(cfg: DictConfig, prefix: str = "") -> dict[str, list[str]]:
     found: dict[str, list[str]] = {"missing": [], "unknown": [], "invalid": []}
     schema = OmegaConf.get_type(cfg)
     rules = {f.name: f.metadata.get("rule") for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
-    for key in cfg.keys():
+    for key in cfg:
         node, path = cfg._get_node(key), f"{prefix}{key}"
         if OmegaConf.is_missing(cfg, key):
             found["missing"].append(path)
@@ -135,7 +135,7 @@ def help_text(*, _root_: DictConfig) -> str:
     primary = (conf / f"{name}.yaml").read_text()
     intro = [line.removeprefix("#").removeprefix(" ") for line in takewhile(lambda s: s.startswith("#"), primary.splitlines())]
     groups = [f"  {g}: {' | '.join(o + ('*' if o == choices[g] else '') for o in _options(g))}"
-              + ("   (null*: none)" if choices[g] is None else "") for g in choices]  # fmt: skip
+              + ("   (null*: none)" if choices[g] is None else "") for g in choices]
     groups += [f"  +{g}=NAME presets: {', '.join(_options(g))} (conf/{g}/)" for n, g in PRESETS.items() if n == name]
     # the primary file, the configs it includes (bench: train), then each chosen group option
     files = []
@@ -155,7 +155,7 @@ def help_text(*, _root_: DictConfig) -> str:
         "== More ==",
         "A key that is not a setting (a typo, or one added with +key=) is an error, as is a value outside its range.",
         "See the composed config without running: --cfg job. Hydra's own options: --hydra-help.",
-    ])  # fmt: skip
+    ])
     return text.replace("$", "$$")  # the help template is a string.Template: $ is its escape
 
 

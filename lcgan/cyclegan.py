@@ -49,7 +49,8 @@ class CycleGAN(nn.Module):
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
 
-    def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor, w: LossWeights, fused: bool = False) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor, w: LossWeights,
+                         fused: bool = False) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """G-side losses. ``fused``: each generator runs once on its translation and identity
         inputs stacked into one batch (InstanceNorm is per sample, so the math is the same) instead
         of twice: fewer, larger kernels."""

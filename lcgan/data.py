@@ -27,7 +27,7 @@ class Domains:
     files_a: list[str] = field(default_factory=list)
     files_b: list[str] = field(default_factory=list)
     # Synthetic data only: the true mapping and held-out pairs to score translations against.
-    truth: "SyntheticTruth | None" = None
+    truth: SyntheticTruth | None = None
     manifests: dict = field(default_factory=dict)
     # latents held out from training (data.val_fraction), for the validation score and best.pt
     val_a: torch.Tensor | None = None
@@ -41,7 +41,7 @@ class Domains:
             dead = [c for c, s in enumerate(flat.std(1).tolist()) if not s > 0] if flat.shape[1] > 1 else list(range(len(flat)))
             if dead:
                 raise ValueError(f"domain {name}'s latents do not vary in channel(s) {dead} (every latent the same there: "
-                                 f"{len(z)} copies of one image, or blank images?); check the data")  # fmt: skip
+                                 f"{len(z)} copies of one image, or blank images?); check the data")
 
     @property
     def channels(self) -> int:

@@ -23,8 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from lcgan import CONF_DIR, config
-from lcgan import checkpoint
+from lcgan import CONF_DIR, checkpoint, config
 from lcgan.devices import resolve_device
 from lcgan.images import IMAGE_SUFFIXES, list_images, read_batch
 from lcgan.latent_files import MANIFEST, MANIFEST_VERSION, LatentStats, check_manifests, load_latent_file, read_manifest
@@ -88,7 +87,7 @@ def encode(cfg: DictConfig) -> dict:
     todo = [(img, outs) for img, outs in plan if cfg.overwrite or not all(o.exists() for o in outs)]
     log.info(f"encode: {len(plan)} images in {input_dir}, {len(todo)} to encode -> {output_dir} | vae {vae.describe()} | "
              f"image_size {cfg.image_size} -> latents {manifest_base['latent_shape']} | latents_scaled "
-             f"{cfg.latents_scaled} | device {device} | batch {cfg.batch_size}")  # fmt: skip
+             f"{cfg.latents_scaled} | device {device} | batch {cfg.batch_size}")
 
     failed, written = [], 0
     batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
@@ -136,13 +135,13 @@ def encode(cfg: DictConfig) -> dict:
     checkpoint.atomic_write_bytes(output_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
     if failed:
         log.warning(f"{len(failed)} unreadable images skipped (listed in {output_dir / MANIFEST}):\n"
-                    + "\n".join(f"  {f['error']}" for f in failed))  # fmt: skip
+                    + "\n".join(f"  {f['error']}" for f in failed))
     log.info(f"wrote {written} latent files; {manifest['count']} images encoded in {output_dir}; {len(failed)} failed")
     if manifest["count"] == 0:
         raise ValueError(f"none of the {len(plan)} images in input_dir={str(input_dir)!r} could be encoded (reasons in "
-                         f"{output_dir / MANIFEST}, e.g. {failed[0]['error'] if failed else '?'})")  # fmt: skip
+                         f"{output_dir / MANIFEST}, e.g. {failed[0]['error'] if failed else '?'})")
     return {"written": written, "skipped_existing": manifest["skipped_existing"], "failed": failed,
-            "manifest": str(output_dir / MANIFEST)}  # fmt: skip
+            "manifest": str(output_dir / MANIFEST)}
 
 
 @hydra.main(config_path=CONF_DIR, config_name="encode", version_base="1.3")

@@ -62,9 +62,9 @@ def evaluate(cfg: DictConfig) -> dict:
         refs[d] = {**r, "dir": str(folder), "stats_dir": str(r["stats_dir"]) if r["stats_dir"] else None}
     print(f"lcgan.evaluate | {ckpt} ({translator.info['format']}, epoch {translator.info['epoch']}) | VAE {vae.describe()} "
           f"({translator.info['vae_from']}) | {translator.convention} | A {len(sources['A'].paths)} B {len(sources['B'].paths)} "
-          f"images at {ecfg.image_size}px | device {device}, batch {batch}, amp {ecfg.amp} | out {out_dir}")  # fmt: skip
+          f"images at {ecfg.image_size}px | device {device}, batch {batch}, amp {ecfg.amp} | out {out_dir}")
     summary = run(translator, vae, metrics, sources, refs, out_dir, ecfg.image_size, batch, ecfg.amp, ecfg.latent_baselines,
-                  ecfg.save_images, cfg.seed, fit_baselines_on_inputs=True)  # fmt: skip
+                  ecfg.save_images, cfg.seed, fit_baselines_on_inputs=True)
     print_report(summary)
     print(f"wrote {out_dir}/summary.json, metrics.csv, gen/, fid/" + (", images/" if ecfg.save_images else ""))
     log_to_tracker(cfg, summary, out_dir)

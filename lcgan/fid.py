@@ -54,7 +54,7 @@ def stats_dir(folder: str | Path, stats_root: str | None = None, fallback_root: 
         return target
     except OSError as e:
         print(f"fid_stats: cannot write the cache in {target} ({e.strerror or e}); using {fallback} instead "
-              "(choose it with eval.fid.stats_root=DIR or --stats-root DIR)")  # fmt: skip
+              "(choose it with eval.fid.stats_root=DIR or --stats-root DIR)")
         (fallback / VECTORS).mkdir(parents=True, exist_ok=True)
         return fallback
 
@@ -76,7 +76,7 @@ def features(images: torch.Tensor, inception, batch_size: int, desc: str) -> np.
 
 
 def folder_features(folder: str | Path, inception, image_size: int, stats_root: str | None = None,
-                    fallback_root: str = FALLBACK_ROOT, batch_size: int = 32, workers: int = 4) -> dict:  # fmt: skip
+                    fallback_root: str = FALLBACK_ROOT, batch_size: int = 32, workers: int = 4) -> dict:
     """Features of every readable image of ``folder``, from the cache where it has them.
 
     Returns ``features`` (N, 2048), ``paths``, ``skipped`` [(path, error)], ``keys``, ``computed``
@@ -90,7 +90,7 @@ def folder_features(folder: str | Path, inception, image_size: int, stats_root: 
     extractor = inception.identity()
     # hashing reads every file: a FIFO named x.jpg would block here forever
     skipped: list[tuple[Path, str]] = [(p, f"{p}: not a regular file (a FIFO, device or dangling link?); skipped")
-                                       for p in paths if not p.is_file()]  # fmt: skip
+                                       for p in paths if not p.is_file()]
     paths = [p for p in paths if p.is_file()]
     keys = {p: _key(p, image_size, extractor) for p in paths}
     vec = {p: cache / VECTORS / f"{_name(p, folder)}.{image_size}.{keys[p]}.npy" for p in paths} if cache else {}
@@ -115,7 +115,7 @@ def folder_features(folder: str | Path, inception, image_size: int, stats_root: 
         for f in _stale_vectors(cache / VECTORS, image_size, live):
             f.unlink(missing_ok=True)
     return {"features": np.stack(rows) if rows else np.zeros((0, inception.dim), np.float32), "paths": good,
-            "skipped": skipped, "keys": [keys[p] for p in good], "computed": len(new), "stats_dir": cache}  # fmt: skip
+            "skipped": skipped, "keys": [keys[p] for p in good], "computed": len(new), "stats_dir": cache}
 
 
 def _stale_vectors(folder: Path, image_size: int, live: set[str]) -> list[Path]:
@@ -129,7 +129,7 @@ def _stale_vectors(folder: Path, image_size: int, live: set[str]) -> list[Path]:
 
 
 def reference_stats(folder: str | Path, inception, image_size: int, stats_root: str | None = None,
-                    fallback_root: str = FALLBACK_ROOT, batch_size: int = 32, workers: int = 4) -> dict:  # fmt: skip
+                    fallback_root: str = FALLBACK_ROOT, batch_size: int = 32, workers: int = 4) -> dict:
     """``mu``, ``sigma``, ``count``, ``dim``, ``features`` of ``folder``; ``fid_stats.npz`` rewritten only on change."""
     ff = folder_features(folder, inception, image_size, stats_root, fallback_root, batch_size, workers)
     if len(ff["features"]) == 0:
@@ -143,7 +143,7 @@ def reference_stats(folder: str | Path, inception, image_size: int, stats_root: 
     if ff["stats_dir"]:
         buf = io.BytesIO()
         np.savez(buf, mu=mu, sigma=sigma, count=out["count"], dim=out["dim"], image_size=image_size,
-                 fingerprint=fingerprint, extractor=inception.identity())  # fmt: skip
+                 fingerprint=fingerprint, extractor=inception.identity())
         atomic_write_bytes(ff["stats_dir"] / STATS_FILE, buf.getvalue())
         out["rewritten"] = True
     return {**out, "mu": mu, "sigma": sigma}
@@ -165,11 +165,11 @@ def load_stats(directory: str | Path) -> dict | None:
                          "move it away, or keep lcgan's cache elsewhere with --stats-root DIR / eval.fid.stats_root=DIR")
     with np.load(path, allow_pickle=False) as z:
         return {"mu": z["mu"], "sigma": z["sigma"], "count": int(z["count"]), "dim": int(z["dim"]),
-                "image_size": int(z["image_size"]), "fingerprint": str(z["fingerprint"]), "extractor": str(z["extractor"])}  # fmt: skip
+                "image_size": int(z["image_size"]), "fingerprint": str(z["fingerprint"]), "extractor": str(z["extractor"])}
 
 
 def find_stats(folder: str | Path, image_size: int, inception, stats_root: str | None = None,
-               fallback_root: str = FALLBACK_ROOT) -> dict | None:  # fmt: skip
+               fallback_root: str = FALLBACK_ROOT) -> dict | None:
     """Existing statistics of ``folder`` for this size and network (no features, nothing computed), or None."""
     if inception.random:
         return None
@@ -229,7 +229,7 @@ def fid_from_features(feats: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarr
 
 
 def kid(feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100, max_subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float] | None:  # fmt: skip
+        seed: int = 0) -> tuple[float, float] | None:
     """KID mean and std over subsets: clean-fid's ``kernel_distance`` (same draws for the same seed), plus the std.
 
     None when a set has fewer than 2 images (the unbiased estimator needs m >= 2).
@@ -265,7 +265,7 @@ class Fid:
 
     def __init__(self, inception_path: str | None = None, random: bool = False, stats_root: str | None = None,
                  fallback_root: str = FALLBACK_ROOT, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                 device: str | torch.device = "cpu", seed: int = 0, workers: int = 4) -> None:  # fmt: skip
+                 device: str | torch.device = "cpu", seed: int = 0, workers: int = 4) -> None:
         self.inception = Inception(path=inception_path, random=random, device=device, seed=seed, workers=workers)
         self.random, self.source, self.not_meaningful = random, self.inception.source, self.inception.not_meaningful
         self.stats_root, self.fallback_root = stats_root, fallback_root or FALLBACK_ROOT

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         state = "rewritten" if s["rewritten"] else "up to date"
         print(f"{d}: {s['count']} images, dim {s['dim']}, {s['computed']} new feature vectors, "
               f"{s['stats_dir'] / STATS_FILE} {state}; {len(s['skipped'])} unreadable skipped"
-              + "".join(f"\n  skipped {e}" for _, e in s["skipped"]))  # fmt: skip
+              + "".join(f"\n  skipped {e}" for _, e in s["skipped"]))
 
 
 if __name__ == "__main__":

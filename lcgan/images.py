@@ -84,7 +84,7 @@ def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
     if new_w * new_h > MAX_RESIZE_AREA * size * size:
         raise ValueError(f"{w}x{h} pixels would be resized to {new_w}x{new_h} before the centre crop (aspect ratio over "
-                         f"{MAX_RESIZE_AREA}:1); crop it to a less elongated picture first")  # fmt: skip
+                         f"{MAX_RESIZE_AREA}:1); crop it to a less elongated picture first")
     img = img.resize((new_w, new_h), Image.BICUBIC)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return img.crop((left, top, left + size, top + size))

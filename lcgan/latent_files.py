@@ -42,7 +42,7 @@ def find_latent_files(folder: str | Path, key: str) -> list[Path]:
             continue
         if top.startswith(real + os.sep):  # a link to an enclosing folder would pull in the sibling domain
             raise ValueError(f"{key}={str(folder)!r}: {dirpath} links to {real}, a folder that contains {key} itself "
-                             "(and so any other domain beside it); remove the link")  # fmt: skip
+                             "(and so any other domain beside it); remove the link")
         seen.add(real)
         dirnames.sort()
         files += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".pt")]
@@ -67,7 +67,7 @@ def load_latent_file(path: str | Path) -> torch.Tensor:
     stored = checkpoint.stored_bytes(path)
     if stored > MAX_LATENT_BYTES:  # a compressed file can unpack to ~1000x its size
         raise ValueError(f"latent file {path} unpacks to {stored / 2**20:.0f} MiB of tensors, far larger than any VAE latent; "
-                         "refused before loading")  # fmt: skip
+                         "refused before loading")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, or a pickle that is not plain tensors
@@ -143,11 +143,11 @@ def check_manifests(manifest_a: dict | None, manifest_b: dict | None, latents_sc
     if len(present) == 2:
         diff = [k for k in COMPATIBILITY_KEYS if manifest_a.get(k) != manifest_b.get(k)]
         problems += [f"{k}: {manifest_a.get('dir')!r} has {manifest_a.get(k)!r}, {manifest_b.get('dir')!r} has "
-                     f"{manifest_b.get(k)!r}" for k in diff]  # fmt: skip
+                     f"{manifest_b.get(k)!r}" for k in diff]
     for m in present:
         if m.get("latents_scaled") != latents_scaled:
             problems.append(f"{m.get('dir')!r} was encoded with latents_scaled={m.get('latents_scaled')} but the "
-                            f"training config has latents_scaled={latents_scaled}")  # fmt: skip
+                            f"training config has latents_scaled={latents_scaled}")
         got = (m.get("latent_space") or {}).get("channels")
         if channels is not None and got != channels:
             problems.append(f"{m.get('dir')!r} holds {got}-channel latents but the training config expects {channels}")

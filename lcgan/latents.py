@@ -49,7 +49,7 @@ class Convention:
         if (self.channel_mean is None) != (self.channel_std is None):
             raise ValueError("channel_mean and channel_std come together")
 
-    def fitted(self, *domains: torch.Tensor) -> "Convention":
+    def fitted(self, *domains: torch.Tensor) -> Convention:
         """This convention with per-channel statistics of the file latents ``(N, C, h, w)`` of all ``domains`` pooled."""
         z = torch.cat([d.float().transpose(0, 1).flatten(1) for d in domains], dim=1)  # (C, everything)
         return replace(self, channel_mean=tuple(z.mean(1).tolist()), channel_std=tuple(z.std(1).clamp_min(1e-6).tolist()))

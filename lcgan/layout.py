@@ -49,7 +49,7 @@ class RunFolder:
         return list(dict.fromkeys(p for p in found if p.is_file()))
 
     @staticmethod
-    def of_hydra_config(path: Path) -> "RunFolder":
+    def of_hydra_config(path: Path) -> RunFolder:
         """The run whose ``.hydra/config.yaml`` is ``path``."""
         return RunFolder(path.parent.parent)
 

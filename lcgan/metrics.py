@@ -22,8 +22,8 @@ import importlib.util
 import io
 import logging
 import os
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,7 @@ class Lpips:
     not_meaningful: str | None = None  # why its scores mean nothing (a random backbone), else None
 
     def __init__(self, net: str = "alex", backbone_path: str | None = None, random: bool = False,
-                 device: str | torch.device = "cpu", seed: int = 0) -> None:  # fmt: skip
+                 device: str | torch.device = "cpu", seed: int = 0) -> None:
         try:
             import lpips
         except ImportError as e:
@@ -124,7 +124,7 @@ class Clip:
 
     def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k", cache_dir: str | None = None,
                  random: bool = False, embedding_cache: str | None = None, device: str | torch.device = "cpu",
-                 seed: int = 0) -> None:  # fmt: skip
+                 seed: int = 0) -> None:
         try:
             import open_clip
         except ImportError as e:
@@ -212,7 +212,7 @@ class Inception:
     not_meaningful: str | None = None
 
     def __init__(self, path: str | None = None, random: bool = False, device: str | torch.device = "cpu",
-                 seed: int = 0, workers: int = 4) -> None:  # fmt: skip
+                 seed: int = 0, workers: int = 4) -> None:
         from cleanfid.resize import make_resizer
 
         self.device, self.random, self.workers = torch.device(device), random, workers

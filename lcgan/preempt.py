@@ -22,7 +22,7 @@ class StopRequest:
         print(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step "
               "(send it again to exit at once)", flush=True)
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -64,7 +64,7 @@ class RunLock:
         self.path = out / LOCK
         try:
             out.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "a+")
+            self.file = open(self.path, "a+")  # noqa: SIM115 (held, with its lock, until the run ends)
         except OSError as e:  # a file in the way, a read-only folder: said here, before any work
             raise OSError(e.errno, f"cannot write {out}: {e.strerror or e}; check that the folder exists, is writable "
                           "and has free space, or choose another output folder (hydra.run.dir=...)") from e
@@ -100,7 +100,7 @@ def refuse_earlier_run(out: Path, resume: bool, overwrite: bool) -> list[Path]:
         names = ", ".join(str(p.relative_to(out)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
         raise FolderHoldsRun(f"{out} already holds a training ({names}); a fresh run would replace its checkpoints and mix its log. "
                              f"Continue it with train.resume=true, or start a new run in another folder: "
-                             f"hydra.run.dir=... (train.overwrite=true deletes them and starts anew here)")  # fmt: skip
+                             f"hydra.run.dir=... (train.overwrite=true deletes them and starts anew here)")
     return found
 
 
@@ -123,7 +123,7 @@ def claim(out: Path, resume: bool, overwrite: bool) -> RunLock:
     which deletes them (the checkpoints and log of the earlier run in this folder, nothing else)."""
     if resume and overwrite:
         raise ValueError("train.resume=true and train.overwrite=true contradict each other: resume continues the run "
-                         "in this folder, overwrite starts it anew; set one")  # fmt: skip
+                         "in this folder, overwrite starts it anew; set one")
     lock = RunLock(out)
     try:
         found = refuse_earlier_run(out, resume, overwrite)
@@ -159,7 +159,7 @@ def _close(x, y) -> bool:
 
 
 def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[str, torch.nn.Module], convention: dict,
-                 domain_stats: dict, sizes: tuple[int, int]) -> None:  # fmt: skip
+                 domain_stats: dict, sizes: tuple[int, int]) -> None:
     """Refuse to resume ``ck`` (from ``path``) into a run that differs in what it means.
 
     ``need``: the keys the run's state loads (``TrainState.required``); ``cfg``: this run's resolved
@@ -169,14 +169,14 @@ def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[st
     missing = [k for k in need if k not in ck] if isinstance(ck, dict) else need
     if isinstance(ck, dict) and missing and {"G", "F"} <= ck.keys() and "D_A" in missing:
         raise ValueError(f"cannot resume from {path}: it holds the generators alone (an epoch file of train.epoch_files=generators, "
-                         "for evaluation and translation); resume from the run's model/last.pt or model/best.pt")  # fmt: skip
+                         "for evaluation and translation); resume from the run's model/last.pt or model/best.pt")
     if isinstance(ck, dict) and missing and missing == [k for k in ("G_ema", "F_ema") if k in need]:
         raise ValueError(f"cannot resume from {path}: it has no EMA weights (saved with train.ema_decay=0) but this run keeps "
-                         f"an EMA (train.ema_decay={cfg.get('train', {}).get('ema_decay')}); resume with train.ema_decay=0")  # fmt: skip
+                         f"an EMA (train.ema_decay={cfg.get('train', {}).get('ema_decay')}); resume with train.ema_decay=0")
     if missing:  # a tensor, or another program's dict (was a TypeError or KeyError)
         got = f"a dict with keys {sorted(map(str, ck))[:8]}" if isinstance(ck, dict) else f"a {type(ck).__name__}"
         raise ValueError(f"cannot resume from {path}: it holds {got}, not an lcgan training checkpoint (lacks {', '.join(missing[:6])}); "
-                         "point train.resume_path at a model/last.pt (or a full model/epoch_*.pt) of lcgan.train")  # fmt: skip
+                         "point train.resume_path at a model/last.pt (or a full model/epoch_*.pt) of lcgan.train")
     was, now = _flat(ck.get("cfg") or {}), _flat(cfg)
     problems = []
 
@@ -192,9 +192,9 @@ def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[st
                 problems.append(f"{setting}: {rec[key]!r} in the checkpoint, {convention.get(key)!r} now")
         if ("channel_mean" in rec) != ("channel_mean" in convention):
             problems.append(f"data.latent_norm: {'channel' if 'channel_mean' in rec else 'divisor'} in the checkpoint, "
-                            f"{'channel' if 'channel_mean' in convention else 'divisor'} now")  # fmt: skip
+                            f"{'channel' if 'channel_mean' in convention else 'divisor'} now")
         elif "channel_mean" in rec and not (_close(rec["channel_mean"], convention["channel_mean"])
-                                            and _close(rec.get("channel_std"), convention.get("channel_std"))):  # fmt: skip
+                                            and _close(rec.get("channel_std"), convention.get("channel_std"))):
             problems.append("data.latent_norm=channel: the per-channel statistics of the latent files differ (other data)")
     # the networks: every tensor's name and shape
     shape_problems = []
@@ -211,7 +211,7 @@ def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[st
                     copy.deepcopy(net).load_state_dict(saved)
                 except Exception:
                     shape_problems.append(f"{key}.{name}: {tuple(s.shape) if s is not None else 'absent'} in the checkpoint, "
-                                          f"{tuple(m.shape) if m is not None else 'absent'} now")  # fmt: skip
+                                          f"{tuple(m.shape) if m is not None else 'absent'} now")
                 break
     if shape_problems:
         diff = setting_diff(("model.",))
@@ -227,11 +227,11 @@ def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[st
         batch_was = was.get("train.batch_size")
         if batch_was is not None and batch_was != now.get("train.batch_size"):
             problems.append(f"train.batch_size: {batch_was} in the checkpoint, {now.get('train.batch_size')} now; "
-                            f"it stopped mid-epoch (step {ck['step']}), which only the same batch size can continue")  # fmt: skip
+                            f"it stopped mid-epoch (step {ck['step']}), which only the same batch size can continue")
         for perm, n, name in ((order.get("perm_a"), sizes[0], "A"), (order.get("perm_b"), sizes[1], "B")):
             if isinstance(perm, torch.Tensor) and perm.numel() and int(perm.max()) >= n:
                 problems.append(f"data: domain {name} has {n} latents now, fewer than the checkpoint's mid-epoch order "
-                                f"(step {ck['step']}) draws from ({int(perm.max()) + 1} or more)")  # fmt: skip
+                                f"(step {ck['step']}) draws from ({int(perm.max()) + 1} or more)")
     if problems:
         raise ValueError(f"cannot resume from {path}: this run differs from the one it saved:\n  " + "\n  ".join(problems)
                          + "\nResume with the checkpoint's settings, or start a new run (another hydra.run.dir)")
@@ -250,7 +250,7 @@ SAFE_ON_RESUME = (
     "train.log_every", "train.vis_every", "train.n_vis", "train.ckpt_every", "train.epoch_files", "train.keep_epochs",
     "train.resume", "train.resume_path", "train.resume_restore_rng", "train.overwrite", "logger",
     "device", "train.compile", "train.cuda_graphs", "train.cudnn_benchmark", "train.channels_last",
-)  # fmt: skip
+)
 # how this invocation starts, not what the run is: never taken from the record
 INVOCATION = ("train.resume", "train.resume_path", "train.overwrite")
 # config keys that make Hydra import or call something
@@ -272,7 +272,7 @@ def parse_override(text, where: str, fix: str):
     def refuse(why: str) -> ResumeRefused:
         shown = repr(text) if len(repr(text)) < 120 else repr(text)[:117] + "..."
         return ResumeRefused(f"{where}: {shown} {why}; lcgan takes only plain key=value settings from a run folder and "
-                             f"never runs what one names. {fix}")  # fmt: skip
+                             f"never runs what one names. {fix}")
 
     if not isinstance(text, str):
         raise refuse("is not an override string")
@@ -367,4 +367,4 @@ def record_resume(out: Path, checkpoint_path: Path, epoch: int, step: int) -> No
 
     append_jsonl(out / RESUMES, {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                  "checkpoint": str(checkpoint_path), "epoch": epoch, "step": step,
-                                 "overrides": command_overrides()})  # fmt: skip
+                                 "overrides": command_overrides()})

@@ -15,14 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, List, Optional  # OmegaConf reads List/Optional, not list/| None, on Python 3.9
+from typing import Any, Optional  # OmegaConf reads List/Optional, not list/| None, on Python 3.9
 
 from hydra.core.config_store import ConfigStore
 
 from lcgan.augment import POLICIES
 from lcgan.baselines import BASELINES
 from lcgan.loggers import MODES
-
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ class Adam:  # lcgan.optim.adam
     _target_: str = setting()
     _partial_: bool = setting()
     lr: float = setting(above(0))
-    betas: List[float] = setting(Rule(_betas, "two numbers in [0, 1), e.g. [0.5,0.999]"))
+    betas: list[float] = setting(Rule(_betas, "two numbers in [0, 1), e.g. [0.5,0.999]"))
     lr_constant_epochs: Optional[int] = setting(Rule(lambda v: v is None or v >= 0, "null (half of train.epochs) or an integer >= 0"))
     lr_decay_epochs: Optional[int] = setting(Rule(lambda v: v is None or v >= 0, "null (the rest of train.epochs) or an integer >= 0"))
     fused: Optional[bool] = setting()
@@ -186,9 +185,9 @@ class Synthetic:  # lcgan.data.synthetic
     n_eval: int = setting(POSITIVE)
     size: int = setting(at_least(4))
     channels: int = setting(POSITIVE)
-    mean: List[float] = setting()
-    std: List[float] = setting()
-    shift: List[float] = setting()
+    mean: list[float] = setting()
+    std: list[float] = setting()
+    shift: list[float] = setting()
     latent_divisor: float = setting(above(0))
     latent_norm: str = setting(LATENT_NORM)
     flip: bool = setting()
@@ -207,7 +206,7 @@ class WandbLogger:  # lcgan.loggers.WandbLogger
     entity: Optional[str] = setting()
     group: Optional[str] = setting()
     name: Optional[str] = setting()
-    tags: List[str] = setting()
+    tags: list[str] = setting()
     mode: str = setting(one_of(*MODES))
     dir: Optional[str] = setting()
     job_type: str = setting()
@@ -324,5 +323,5 @@ for _name, _node in [("train", TrainConfig), ("bench", BenchConfig), ("encode", 
                      ("translate", TranslateConfig), ("generator", Generator), ("patch_discriminator", PatchDiscriminator),
                      ("local_discriminator", LocalDiscriminator),
                      ("adam", Adam), ("latent_folders", LatentFolders), ("synthetic", Synthetic),
-                     ("null_logger", NullLogger), ("wandb_logger", WandbLogger)]:  # fmt: skip
+                     ("null_logger", NullLogger), ("wandb_logger", WandbLogger)]:
     ConfigStore.instance().store(group="schema", name=_name, node=_node)

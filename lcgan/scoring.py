@@ -55,7 +55,7 @@ PIPELINE_DEPTH = 3  # batches whose CPU work (PNGs, Inception resize) may run be
 # eval block -> (metric name in messages, the setting that supplies its weights): named when a random network stands in
 METRIC_SETTINGS = {"lpips": ("content_lpips", "eval.lpips.backbone_path"),
                    "clip": ("content_clip", "eval.clip.pretrained / eval.clip.cache_dir"),
-                   "fid": ("FID/KID", "eval.fid.inception_path")}  # fmt: skip
+                   "fid": ("FID/KID", "eval.fid.inception_path")}
 
 
 # ------------------------------------------------------------------------------------------- metric networks
@@ -126,7 +126,7 @@ def latent_baselines(stats: dict, channels: int, where: str) -> dict[str, dict[s
     from its channel statistics (a checkpoint from before the transport maps)."""
     if "maps" in stats:
         return {d: {k: LinearMap.from_dict(m, channels, f"{where}: domain_stats.maps.{d}.{k}") for k, m in stats["maps"].get(d, {}).items()
-                    if k in LATENT_BASELINES} for d in DIRECTIONS}  # fmt: skip
+                    if k in LATENT_BASELINES} for d in DIRECTIONS}
     a, b = ((torch.as_tensor(stats[f"{x}_mean"], dtype=torch.float32), torch.as_tensor(stats[f"{x}_std"], dtype=torch.float32)) for x in "ab")
     return {"A2B": {k: channel_map(k, a, b) for k in ("mean_shift", "moment_match")},
             "B2A": {k: channel_map(k, b, a) for k in ("mean_shift", "moment_match")}}
@@ -161,7 +161,7 @@ def _pinned(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def score_outputs(maps: dict[str, Callable], z_raw: torch.Tensor, src_images: torch.Tensor, src_emb: torch.Tensor, vae,
                   conv: Convention, metrics: Metrics, batch: int, amp: bool,
-                  save: Callable[[str, int, torch.Tensor], None] | None = None) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip
+                  save: Callable[[str, int, torch.Tensor], None] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Every output kind of one direction (``maps``: kind -> latent map in model space) scored against its sources:
     per-image ``lpips`` and ``clip`` (cosine to the source embedding ``src_emb``) and Inception ``feats``.
 
@@ -217,7 +217,7 @@ def prepare(translator: Translator, vae, metrics: Metrics) -> None:
 
 def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source], refs: dict[str, dict | None],
         out_dir: Path, image_size: int, batch_size: int, amp: str, latent_baselines_on: bool, save_images: bool,
-        seed: int, fit_baselines_on_inputs: bool) -> dict:  # fmt: skip
+        seed: int, fit_baselines_on_inputs: bool) -> dict:
     """Translate both domains, score every output kind, write every output; returns the summary.
 
     ``amp``: ``auto`` (bf16 autocast on CUDA), ``bf16`` or ``none``; ``latent_baselines_on``: score the
@@ -231,7 +231,7 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
     side = image_size // space.downsample
     if image_size % space.downsample or side % translator.factor:
         raise ValueError(f"eval.image_size={image_size} gives {side}x{side} latents; it must be a multiple of "
-                         f"{space.downsample * translator.factor} for this VAE and generator")  # fmt: skip
+                         f"{space.downsample * translator.factor} for this VAE and generator")
     folder = EvalFolder(out_dir)
     folder.clear()  # an earlier run's outputs never mix with these
     prepare(translator, vae, metrics)
@@ -264,12 +264,12 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
             continue
         src = sources[src_d]
         maps = {"model": getattr(translator, gen_name), "round_trip": lambda z: z,
-                **maps_by_dir[direction]}  # fmt: skip
+                **maps_by_dir[direction]}
         written = {"model": folder.gen(direction), "round_trip": folder.round_trip(direction)}
         for f in written.values():
             f.mkdir(parents=True, exist_ok=True)
 
-        def save(kind: str, start: int, x8: torch.Tensor) -> None:
+        def save(kind: str, start: int, x8: torch.Tensor, written=written, src=src) -> None:
             if kind in written:
                 for name, img in zip(src.names[start : start + len(x8)], x8):
                     Image.fromarray(img.permute(1, 2, 0).numpy()).save(written[kind] / f"{name}.png")
@@ -277,7 +277,7 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
         res = score_outputs(maps, z_raw[src_d], src.images, src_emb[src_d], vae, conv, metrics, batch_size, use_amp, save)
         ref = refs.get(tgt_d)
         scores = {k: {"content_lpips": float(r["lpips"].mean()), "content_clip": float(r["clip"].mean()),
-                      **metrics.fid.scores(r["feats"], ref, seed)} for k, r in res.items()}  # fmt: skip
+                      **metrics.fid.scores(r["feats"], ref, seed)} for k, r in res.items()}
         mu, sigma = gaussian(res["model"]["feats"])
         buf = io.BytesIO()
         np.savez(buf, mu=mu, sigma=sigma, count=len(res["model"]["feats"]), dim=mu.shape[0])
@@ -291,7 +291,7 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
         }
         for i, (p, name) in enumerate(zip(src.paths, src.names)):
             row = {"direction": direction, "src_path": str(p), "gen_path": str(folder.gen(direction) / f"{name}.png"),
-                   "content_lpips": res["model"]["lpips"][i], "content_clip": res["model"]["clip"][i]}  # fmt: skip
+                   "content_lpips": res["model"]["lpips"][i], "content_clip": res["model"]["clip"][i]}
             for k in res:
                 if k != "model":
                     row[f"{k}_lpips"], row[f"{k}_clip"] = res[k]["lpips"][i], res[k]["clip"][i]
@@ -323,13 +323,13 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
         "skipped": [{"domain": d, "path": str(p), "error": e} for d, s in sources.items() for p, e in s.skipped],
         "metric_networks": {"lpips": {"net": metrics.lpips.net, "weights": metrics.lpips.source},
                             "clip": {"model": metrics.clip.name, "pretrained": metrics.clip.tag},
-                            "inception": {"weights": metrics.fid.source, "protocol": "clean-fid 0.1.35 clean mode"}},  # fmt: skip
+                            "inception": {"weights": metrics.fid.source, "protocol": "clean-fid 0.1.35 clean mode"}},
         "latent_baselines": {"fit_on": fit_on if use_latent else None,
-                             "stats_model_space": {k: [float(x) for x in v] for k, v in stats.items() if k != "maps"} if use_latent else None},  # fmt: skip
+                             "stats_model_space": {k: [float(x) for x in v] for k, v in stats.items() if k != "maps"} if use_latent else None},
         "beats_means": "model FID against the target folder lower than the baseline's",
         "directions": directions,
         "fid_warning": (f"FID is biased upwards below ~{FID_MIN_IMAGES} images; compare only runs on the same test sets"
-                        if min(len(s.paths) for s in sources.values()) < FID_MIN_IMAGES else None),  # fmt: skip
+                        if min(len(s.paths) for s in sources.values()) < FID_MIN_IMAGES else None),
         "cache": {"clip_source_embeddings_computed": metrics.clip.computed, "clip_source_embeddings_cached": metrics.clip.cached},
         "time_sec": round(time.perf_counter() - t0, 2),
     }
@@ -344,7 +344,7 @@ def _score_table(res: dict, scores: dict, i: int, random_nets: list[str]) -> lis
     return [("scores of", "translation", "round trip"),
             (f"LPIPS to source{rnd('lpips')}", fmt(float(res["model"]["lpips"][i])), fmt(float(res["round_trip"]["lpips"][i]))),
             (f"CLIP cos to source{rnd('clip')}", fmt(float(res["model"]["clip"][i])), fmt(float(res["round_trip"]["clip"][i]))),
-            (f"FID of the set{rnd('inception')}", fmt(scores["model"]["fid"]), fmt(scores["round_trip"]["fid"]))]  # fmt: skip
+            (f"FID of the set{rnd('inception')}", fmt(scores["model"]["fid"]), fmt(scores["round_trip"]["fid"]))]
 
 
 def _json(v):
@@ -368,14 +368,14 @@ def print_report(summary: dict) -> None:
         for k in ("model", *BASELINES):
             if k in r:
                 print(f"{d:9} {k:13} {r[k]['content_lpips']:8.4f} {r[k]['content_clip']:8.4f} {fmt(r[k]['fid'], 2):>10} "
-                      f"{fmt(r[k]['kid_mean'], 4):>10}")  # fmt: skip
+                      f"{fmt(r[k]['kid_mean'], 4):>10}")
     yes_no = lambda ok: "yes" if ok else "NO"  # noqa: E731
     print("meaningful: " + ", ".join(f"{m} {yes_no(ok)}" for m, ok in summary["metrics_meaningful"].items()) + " (fid includes kid)")
     for line in summary["not_meaningful_because"]:
         print(f"NOT MEANINGFUL: {line}")
     if summary["fid_warning"]:
         print(f"WARNING: {summary['fid_warning']} (A: {summary['counts'].get('A', {}).get('evaluated')}, "
-              f"B: {summary['counts'].get('B', {}).get('evaluated')} images)")  # fmt: skip
+              f"B: {summary['counts'].get('B', {}).get('evaluated')} images)")
     for s in summary["skipped"]:
         print(f"skipped: {s['error']}")
 
@@ -389,7 +389,7 @@ def load_models(checkpoint: str, vae_cfg: DictConfig | None, device: torch.devic
     if isinstance(vae, ApproxVAE):
         print("!" * 100 + "\nWARNING: the VAE is `approx`, a linear latent preview (the training default), not a decoder: "
               "metrics through it are NOT meaningful. Pass the VAE the latents came from, e.g. vae=sd15 or "
-              "vae=vaelight vae.encoder_path=E vae.decoder_path=D\n" + "!" * 100)  # fmt: skip
+              "vae=vaelight vae.encoder_path=E vae.decoder_path=D\n" + "!" * 100)
     return translator, vae
 
 

@@ -45,7 +45,7 @@ class TrainState:
     training domains' statistics): saved in every checkpoint for evaluation, checked on resume, never loaded."""
 
     def __init__(self, nets: CycleGAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sched_g: Any, sched_d: Any,
-                 scaler: torch.amp.GradScaler, buffer_a: FakeBuffer, buffer_b: FakeBuffer, ema_decay: float, record: dict) -> None:  # fmt: skip
+                 scaler: torch.amp.GradScaler, buffer_a: FakeBuffer, buffer_b: FakeBuffer, ema_decay: float, record: dict) -> None:
         self.nets, self.opt_g, self.opt_d, self.sched_g, self.sched_d = nets, opt_g, opt_d, sched_g, sched_d
         self.scaler, self.buffer_a, self.buffer_b, self.record = scaler, buffer_a, buffer_b, record
         # EMA of the generators' weights: what pictures, validation and evaluation use when on
@@ -59,7 +59,7 @@ class TrainState:
         return {"G": n.g_ab, "F": n.g_ba, "D_A": n.d_a, "D_B": n.d_b, "opt_G": self.opt_g, "opt_D": self.opt_d,
                 "sched_G": self.sched_g, "sched_D": self.sched_d, "scaler": self.scaler,
                 "buffer_A": self.buffer_a, "buffer_B": self.buffer_b,
-                **({"G_ema": self.ema[0].module, "F_ema": self.ema[1].module} if self.ema else {})}  # fmt: skip
+                **({"G_ema": self.ema[0].module, "F_ema": self.ema[1].module} if self.ema else {})}
 
     def required(self) -> list[str]:
         """The keys a checkpoint must hold for this state to resume from it."""
@@ -67,7 +67,7 @@ class TrainState:
 
     def state_dict(self) -> dict:
         return {**{k: obj.state_dict() for k, obj in self.objects().items()},
-                **{k: getattr(self, k) for k in PROGRESS}, "rng": checkpoint.rng_state(), **self.record}  # fmt: skip
+                **{k: getattr(self, k) for k in PROGRESS}, "rng": checkpoint.rng_state(), **self.record}
 
     def load_state_dict(self, ck: dict, restore_rng: bool) -> None:
         """Restore from ``ck`` (checked first by :func:`lcgan.rundir.check_resume`); with ``restore_rng``

@@ -7,13 +7,14 @@ into PATH, atomically:
 
 - ``report.csv`` / ``report.md``: one row per job, best first: the swept values, status
   (completed | failed | incomplete), final losses, the validation metric (``lcgan.baselines.validation_metric``,
-  what ``train()`` returns: ``err`` on synthetic data, ``val_swd`` with a validation split, else ``loss_cyc``), the zero-parameter baselines and whether the
-  job beats them, ``eval/*`` metrics, and the first line of the error of a failed job;
+  what ``train()`` returns: ``err`` on synthetic data, ``val_swd`` with a validation split, else ``loss_cyc``),
+  the zero-parameter baselines and whether the job beats them, ``eval/*`` metrics, and the first line of the error of a failed job;
 - ``report.png``: the metric against each swept parameter, one line per setting of the others,
   seeds averaged (mean ± std as error bars), the best baseline dashed.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -103,10 +104,8 @@ def read_job(job: Path, root: Path) -> dict:
     rows = []
     if log_path.is_file():
         for line in log_path.read_text().splitlines():
-            try:
+            with contextlib.suppress(json.JSONDecodeError):  # a line cut by a crash
                 rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a line cut by a crash
     epochs = (cfg.get("train") or {}).get("epochs") if isinstance(cfg, dict) else None
     epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
     done = rows[-1]["epoch"] if rows else 0
@@ -147,7 +146,7 @@ def _read_job_or_say_why(job: Path, root: Path) -> dict:
         return read_job(job, root)
     except Exception as e:
         return {"job": str(job.relative_to(root)) or ".", "status": "failed", "epochs": "?", "overrides": {},
-                "error": f"unreadable job folder: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}  # fmt: skip
+                "error": f"unreadable job folder: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
 
 
 def swept_keys(jobs: list[dict]) -> list[str]:

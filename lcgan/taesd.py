@@ -54,7 +54,7 @@ def Encoder(latent_channels: int = 4, use_midblock_gn: bool = False) -> nn.Seque
         conv(64, 64, stride=2, bias=False), Block(64, 64), Block(64, 64), Block(64, 64),
         conv(64, 64, stride=2, bias=False), Block(64, 64, **gn), Block(64, 64, **gn), Block(64, 64, **gn),
         conv(64, latent_channels),
-    )  # fmt: skip
+    )
 
 
 def Decoder(latent_channels: int = 4, use_midblock_gn: bool = False) -> nn.Sequential:
@@ -66,7 +66,7 @@ def Decoder(latent_channels: int = 4, use_midblock_gn: bool = False) -> nn.Seque
         Block(64, 64), Block(64, 64), Block(64, 64), nn.Upsample(scale_factor=2), conv(64, 64, bias=False),
         Block(64, 64), Block(64, 64), Block(64, 64), nn.Upsample(scale_factor=2), conv(64, 64, bias=False),
         Block(64, 64), conv(64, 3),
-    )  # fmt: skip
+    )
 
 
 def infer_options(state_dict: dict[str, torch.Tensor], part: str) -> dict:

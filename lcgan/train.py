@@ -63,7 +63,8 @@ def check_sizes(nets: CycleGAN, size: tuple[int, int]) -> None:
     if min(h, w) < smallest:  # was torch's padding error
         raise ValueError(f"latents of {h}x{w} are too small for the generator (min {smallest}); encode larger images")
     if min(h, w) < nets.d_a.min_size:
-        raise ValueError(f"latents of {h}x{w} are too small for the discriminator (min {nets.d_a.min_size}); lower model.discriminator.n_layers or .kernel")
+        raise ValueError(f"latents of {h}x{w} are too small for the discriminator (min {nets.d_a.min_size}); "
+                         "lower model.discriminator.n_layers or .kernel")
 
 
 # a loss averaging more than this per step has diverged, finite or not (optim.lr=1e6 gave 1e15):
@@ -119,7 +120,8 @@ def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, group:
     weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale,
                           lambda_swd=tc.lambda_swd, swd_kernel=tc.swd_kernel)
     step = CycleGANStep(nets, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
-                        amp_dtype, scaler, compile=auto_switch(tc.compile, device) if compile is None else compile, cuda_graphs=auto_switch(tc.cuda_graphs, device),
+                        amp_dtype, scaler, compile=auto_switch(tc.compile, device) if compile is None else compile,
+                        cuda_graphs=auto_switch(tc.cuda_graphs, device),
                         fuse_passes=tc.fuse_passes, grad_sync=group.average_grads if group and group.world > 1 else None,
                         r1_gamma=tc.r1_gamma, r1_every=tc.r1_every)
     return {"step": step, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d, "scaler": scaler, "amp_dtype": amp_dtype}
@@ -238,7 +240,8 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     # the anchors below, the validation scores, and what evaluation compares with (saved as data)
     stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)
     # grouped by source image: crops and flips of one photo are one sample to the shrunk maps' chance estimate
-    groups = [[source_key(f) for f in files] if len(files) == len(z) else None for files, z in ((domains.files_a, domains.a), (domains.files_b, domains.b))]
+    groups = [[source_key(f) for f in files] if len(files) == len(z) else None
+              for files, z in ((domains.files_a, domains.a), (domains.files_b, domains.b))]
     maps = fit_all(domains.a, domains.b, *groups)
     domain_stats = {"a_mean": stats_a[0].tolist(), "a_std": stats_a[1].tolist(), "b_mean": stats_b[0].tolist(), "b_std": stats_b[1].tolist(),
                     "maps": {direction: {k: m.as_dict() for k, m in by_kind.items()} for direction, by_kind in maps.items()}}
@@ -320,7 +323,7 @@ class LossWindow:
         pairs_per_sec = progress.rate(n * batch_size, now - self.clock)  # None: too short a window to time
         logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, w)}, "step/lr": lr,
                             **({"step/pairs_per_sec": pairs_per_sec} if pairs_per_sec is not None else {}),
-                            **step_stats(self.group.device)}, step=self.epoch * self.steps + i + 1)  # fmt: skip
+                            **step_stats(self.group.device)}, step=self.epoch * self.steps + i + 1)
         self.clock, self.start = now, i + 1
         self.window.zero_()
 
@@ -382,7 +385,8 @@ def banner(run: Run, epochs: int) -> str:
     n_params = sum(p.numel() for p in run.state.nets.g_ab.parameters())
     return (f"lcgan.train | device {run.group.device} | A {tuple(d.a.shape)} B {tuple(d.b.shape)} | "
             f"G/F {n_params / 1e6:.2f}M params each | batch {tc.batch_size} x {run.sampler.steps_per_epoch} steps/epoch x {epochs} epochs | "
-            f"amp {step.amp_dtype} | compile {'in the background (eager until ready)' if run.compiler else step.compiled} cuda graphs {step.cuda_graphs} | processes {run.group.world} | out {run.out}")
+            f"amp {step.amp_dtype} | compile {'in the background (eager until ready)' if run.compiler else step.compiled} "
+            f"cuda graphs {step.cuda_graphs} | processes {run.group.world} | out {run.out}")
 
 
 def resume_hint(out: Path) -> str:

@@ -81,7 +81,7 @@ def translate_files(cfg: DictConfig) -> dict:
     for key in ("image", "imageA", "imageB"):
         if cfg[key]:
             raise ValueError(f"{key}={cfg[key]!r} is the metric mode's: add metrics=true, "
-                             f"or translate files with input={cfg[key]} direction=A2B|B2A")  # fmt: skip
+                             f"or translate files with input={cfg[key]} direction=A2B|B2A")
     if not cfg.input:
         raise ValueError("nothing to translate: pass input=FOLDER or input=IMAGE, and direction=A2B (G) or B2A (F)")
     src = Path(cfg.input)
@@ -100,7 +100,7 @@ def translate_files(cfg: DictConfig) -> dict:
     multiple = vae.space.downsample * translator.factor
     out_dir = Path(cfg.output_dir or TRANSLATE_ROOT / checkpoint_tag(ckpt) / f"{src.stem}_{cfg.direction}")
     print(f"lcgan.translate | {ckpt} | {cfg.direction} | {len(files)} image(s) from {src} | device {device} | out {out_dir} "
-          f"| no metric networks built (metrics=false)")  # fmt: skip
+          f"| no metric networks built (metrics=false)")
 
     images, skipped = {}, []
     for f, name in zip(files, output_names(files, root)):
@@ -156,10 +156,10 @@ def translate_with_metrics(cfg: DictConfig) -> dict:
         refs[d] = None if found is None else {**found, "dir": folder}
         if folder and found is None:
             print(f"no reference statistics for eval.{key}={folder!r} at image_size {ecfg.image_size}; FID skipped "
-                  f"(write them with: python -m lcgan.fid_stats {folder} --image-size {ecfg.image_size})")  # fmt: skip
+                  f"(write them with: python -m lcgan.fid_stats {folder} --image-size {ecfg.image_size})")
     print(f"lcgan.translate | {ckpt} | {', '.join(f'{d}: {p}' for d, p in paths.items())} | device {device} | out {out_dir}")
     summary = run(translator, vae, metrics, sources, refs, out_dir, ecfg.image_size, 1, ecfg.amp, ecfg.latent_baselines,
-                  ecfg.save_images, cfg.seed, fit_baselines_on_inputs=False)  # fmt: skip
+                  ecfg.save_images, cfg.seed, fit_baselines_on_inputs=False)
     print_report(summary)
     print(f"wrote {out_dir}/summary.json, metrics.csv, gen/, round_trip/, fid/, images/")
     return summary

@@ -62,7 +62,7 @@ def plain_kwargs(cls: type, values, where: str, runtime: tuple[str, ...], fix: s
     except Exception:  # an annotation that does not resolve here: plain scalars only
         hints = {}
     names = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-             if n not in ("self", *runtime) and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
+             if n not in ("self", *runtime) and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     kwargs = {}
     for key, value in values.items():
         if key not in names:
@@ -80,7 +80,7 @@ def rebuild(values, allowed: dict[str, type], where: str, runtime: tuple[str, ..
     if not isinstance(target, str) or target not in allowed:
         shown = repr(target) if len(repr(target)) < 120 else repr(target)[:117] + "..."
         raise ValueError(f"{where}._target_={shown} is not one of lcgan's own classes ({', '.join(allowed)}); "
-                         f"lcgan rebuilds only those, never what a file names; {fix}")  # fmt: skip
+                         f"lcgan rebuilds only those, never what a file names; {fix}")
     cls = allowed[target]
     return cls, plain_kwargs(cls, {k: v for k, v in values.items() if k != "_target_"}, where, runtime, fix)
 
@@ -120,7 +120,7 @@ def _lcgan_resnet_config(state: dict, output: str) -> dict:
     if "anchor_weight" in state:
         anchor = {"anchor": "patch_ot" if state["anchor_weight"].shape[-1] > 1 else "gaussian_ot", "output": "residual"}
     return {"ngf": int(state["net.1.weight"].shape[0]), "n_blocks": len(blocks), "n_downsampling": len(downs),
-            "output": output, **anchor}  # fmt: skip
+            "output": output, **anchor}
 
 
 class LegacyResnetGenerator(torch.nn.Module):
@@ -146,7 +146,7 @@ class LegacyResnetGenerator(torch.nn.Module):
             return _Residual(nn.Sequential(*half(True), *half(False)))
 
         layers = [*pad(), nn.Conv2d(cin, ngf, k, bias=False), norm(), nn.ReLU(True), *[block() for _ in range(n_blocks)],
-                  *pad(), nn.Conv2d(ngf, cin, k, bias=True)]  # fmt: skip
+                  *pad(), nn.Conv2d(ngf, cin, k, bias=True)]
         if out_activation.lower() == "tanh":
             layers.append(nn.Tanh())
         self.net, self.residual, self.factor = nn.Sequential(*layers), use_global_residual, 1
@@ -183,8 +183,8 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
         if isinstance(gen_cfg, dict) and "anchor" not in gen_cfg:  # saved before model.generator.anchor existed: no anchor
             gen_cfg = {**gen_cfg, "anchor": "identity"}
         gen_cls, gen_kwargs = rebuild(gen_cfg, GENERATORS, f"checkpoint {path}: cfg.model.generator", ("in_channels",),
-                                      "re-save the checkpoint from a trusted lcgan run")  # fmt: skip
-        fmt, make = "lcgan", lambda c: gen_cls(in_channels=c, **gen_kwargs)  # noqa: E731
+                                      "re-save the checkpoint from a trusted lcgan run")
+        fmt, make = "lcgan", lambda c: gen_cls(in_channels=c, **gen_kwargs)
         divisor_default = 10.0
     else:
         divisor_default = 1.0  # the original tool's default
@@ -198,7 +198,7 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
             make = lambda c: ResnetGenerator(in_channels=c, **rc)  # noqa: E731
         else:
             raise ValueError(f"checkpoint {path} has no cfg.model.generator and its G state dict (keys e.g. "
-                             f"{sorted(g_state)[:6]}) matches no known generator layout; cannot rebuild G and F")  # fmt: skip
+                             f"{sorted(g_state)[:6]}) matches no known generator layout; cannot rebuild G and F")
     stem_key = "net.1.weight" if "net.1.weight" in g_state else "net.0.weight"
     channels = int(g_state[stem_key].shape[1])
     nets = []
@@ -213,7 +213,7 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
             raise ValueError(f"checkpoint {path}: {key} does not fit the generator rebuilt as {fmt}: {str(e)[:400]}") from None
         nets.append(net.to(device).eval().requires_grad_(False))
     conv_d = ck.get("convention") or {"latents_scaled": _setting(data, "latents_scaled", bool, False, path),
-                                      "latent_divisor": _setting(data, "latent_divisor", float, divisor_default, path)}  # fmt: skip
+                                      "latent_divisor": _setting(data, "latent_divisor", float, divisor_default, path)}
     conv = plain_kwargs(Convention, conv_d, f"checkpoint {path}: convention", (), "not an lcgan checkpoint")
     conv = {k: tuple(v) if isinstance(v, list) else v for k, v in conv.items()}
     vae_cfg = cfg.get("vae")
@@ -221,18 +221,18 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
         vis = {**_section(cfg, "shared", path), **_section(cfg, "visualization", path)}
         if vis.get("vae_model_name_or_path"):
             vae_cfg = {"_target_": "lcgan.vae.DiffusersVAE", "model_name_or_path": vis["vae_model_name_or_path"],
-                       "subfolder": vis.get("vae_subfolder")}  # fmt: skip
+                       "subfolder": vis.get("vae_subfolder")}
             if vis.get("vae_scaling_factor") is not None:
                 vae_cfg["scaling_factor"] = float(vis["vae_scaling_factor"])
     info = {"path": str(path), "format": fmt, "epoch": ck.get("epoch"), "channels": channels,
             "generator": gen_cfg or type(nets[0]).__name__, "latent_space": ck.get("latent_space"),
-            "weights": "EMA" if use_ema and "G_ema" in ck else "raw"}  # fmt: skip
+            "weights": "EMA" if use_ema and "G_ema" in ck else "raw"}
     try:
         convention = Convention(**conv)
     except ValueError as e:
         raise ValueError(f"checkpoint {path}: convention {conv}: {e}") from None
     return Translator(nets[0], nets[1], convention, channels, getattr(nets[0], "factor", 1), vae_cfg, info,
-                      _domain_stats(ck.get("domain_stats"), channels, path))  # fmt: skip
+                      _domain_stats(ck.get("domain_stats"), channels, path))
 
 
 def _section(cfg: dict, key: str, path: Path) -> dict:
@@ -271,10 +271,10 @@ def _domain_stats(stats, channels: int, path: Path) -> dict | None:
     keys = ("a_mean", "a_std", "b_mean", "b_std")
     ok = isinstance(stats, dict) and all(isinstance(k, str) and _numbers(v) for k, v in stats.items()) and all(
         isinstance(stats.get(k), (list, tuple)) and len(stats[k]) == channels and not any(isinstance(v, list) for v in stats[k])
-        for k in keys)  # fmt: skip
+        for k in keys)
     if not ok:
         raise ValueError(f"checkpoint {path}: domain_stats must hold {', '.join(keys)}, each {channels} numbers, and only "
-                         f"numbers elsewhere; got {str(stats)[:120]}")  # fmt: skip
+                         f"numbers elsewhere; got {str(stats)[:120]}")
     return dict(stats)
 
 
@@ -286,7 +286,7 @@ def build_vae(vae_override: DictConfig | None, translator: Translator, device: t
     if translator.vae_cfg is None:
         raise ValueError(f"checkpoint {translator.info['path']} names no VAE (no cfg.vae, no visualization.vae_model_name_or_path); {hint}")
     cls, kwargs = rebuild(translator.vae_cfg, VAES, f"checkpoint {translator.info['path']}: cfg.vae", ("device",),
-                          f"or {hint}")  # fmt: skip
+                          f"or {hint}")
     return cls(**kwargs, device=str(device)), "checkpoint cfg.vae"
 
 

@@ -185,19 +185,19 @@ class DiffusersVAE(VAE):
         if model_name_or_path in WITHDRAWN_HUB_IDS and not os.path.isdir(model_name_or_path):
             mirror = WITHDRAWN_HUB_IDS[model_name_or_path]
             warnings.warn(f"vae.model_name_or_path={model_name_or_path!r} was withdrawn from the hub; loading its mirror {mirror!r} "
-                          f"(set vae.model_name_or_path={mirror} to silence this)")
+                          f"(set vae.model_name_or_path={mirror} to silence this)", stacklevel=2)
             model_name_or_path = mirror
         self.source = {"model_name_or_path": model_name_or_path, "subfolder": subfolder, "revision": revision}
         vae = _from_pretrained(
             diffusers.AutoencoderKL, model_name_or_path, subfolder,
             revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, torch_dtype=self.dtype,
-        )  # fmt: skip
+        )
         self.vae = vae.to(self.device).eval().requires_grad_(False)
         config = self.vae.config
         sf = scaling_factor if scaling_factor is not None else config.scaling_factor
         shift = shift_factor if shift_factor is not None else (getattr(config, "shift_factor", None) or 0.0)
         self.space = LatentSpace(channels=int(config.latent_channels), scaling_factor=float(sf), shift_factor=float(shift),
-                                 downsample=2 ** (len(config.block_out_channels) - 1))  # fmt: skip
+                                 downsample=2 ** (len(config.block_out_channels) - 1))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,7 +212,7 @@ class DiffusersVAE(VAE):
 
     def describe(self) -> dict:
         return {**super().describe(), **self.source, "dtype": str(self.dtype).removeprefix("torch."),
-                "sample_posterior": self.sample_posterior}  # fmt: skip
+                "sample_posterior": self.sample_posterior}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,13 +278,13 @@ class TinyVAE(VAE):
             channels = self.encoder[-1].out_channels
             if self.decoder[1].in_channels != channels:
                 raise ValueError(f"encoder ({channels} channels) and decoder ({self.decoder[1].in_channels}) "
-                                 f"belong to different latent spaces: {encoder_path}, {decoder_path}")  # fmt: skip
+                                 f"belong to different latent spaces: {encoder_path}, {decoder_path}")
             self.diffusers_model = None
             self.source.update(encoder_path=encoder_path, decoder_path=decoder_path)
         elif model_name_or_path:
             diffusers = _import_diffusers()
             ae = _from_pretrained(diffusers.AutoencoderTiny, model_name_or_path, subfolder, revision=revision,
-                                  cache_dir=cache_dir, local_files_only=local_files_only)  # fmt: skip
+                                  cache_dir=cache_dir, local_files_only=local_files_only)
             # diffusers' EncoderTiny/DecoderTiny already map [-1, 1] <-> [0, 1] inside
             self.encoder, self.decoder, self.diffusers_model = ae.encoder, ae.decoder, ae
             channels = int(ae.config.latent_channels)
@@ -355,7 +355,7 @@ class OnnxVAE(VAE):
             decoder_path = decoder_path or os.path.join(model_name_or_path, "vae_decoder", "model.onnx")
         if not (encoder_path and decoder_path):
             raise ValueError("vae=onnx needs vae.encoder_path=... and vae.decoder_path=... (or vae.model_name_or_path=<folder "
-                             "with vae_encoder/model.onnx and vae_decoder/model.onnx>)")  # fmt: skip
+                             "with vae_encoder/model.onnx and vae_decoder/model.onnx>)")
         self.backend = backend
         if backend == "torch":
             from lcgan.onnx_torch import OnnxConvNet
@@ -378,10 +378,10 @@ class OnnxVAE(VAE):
         n_out = len(self.decoder.output_names if backend == "torch" else self.decoder.get_outputs())
         if n_out > 1 and not sum_decoder_outputs:
             raise ValueError(f"the decoder {decoder_path} has {n_out} outputs; set vae.sum_decoder_outputs=true if they are "
-                             "scales of one image to be summed (vaelight), or use a single-output decoder")  # fmt: skip
+                             "scales of one image to be summed (vaelight), or use a single-output decoder")
         self.input_range, self.latents_out_scaled, self.sum_decoder_outputs = input_range, latents_out_scaled, sum_decoder_outputs
         self.source = {"encoder_path": encoder_path, "decoder_path": decoder_path, "input_range": input_range, "backend": backend,
-                       "latents_out_scaled": latents_out_scaled, "sum_decoder_outputs": sum_decoder_outputs}  # fmt: skip
+                       "latents_out_scaled": latents_out_scaled, "sum_decoder_outputs": sum_decoder_outputs}
         onnx_channels = (self._torch_channels() if backend == "torch"
                          else self.encoder.get_outputs()[0].shape[1])  # an int when static, a name when dynamic
         if isinstance(onnx_channels, int):

@@ -62,7 +62,7 @@ def read_png(path: Path) -> torch.Tensor:
 
 
 def save_comparison(sources: torch.Tensor, names: list[str], folders: list[Path], labels: list[str], lines: list[str],
-                    path: Path, table: list[tuple[str, ...]] | None = None) -> None:  # fmt: skip
+                    path: Path, table: list[tuple[str, ...]] | None = None) -> None:
     """One row per image: the uint8 ``sources`` ``(B, 3, H, W)`` and each folder's ``{name}.png`` beside them, the
     columns labelled; under it an optional ``table`` (one row of cells per line) and the notes ``lines``."""
     columns = [sources, *(torch.stack([read_png(folder / f"{name}.png") for name in names]) for folder in folders)]

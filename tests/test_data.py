@@ -141,7 +141,8 @@ def test_training_refuses_folders_whose_manifests_disagree(tmp_path):
 def test_channel_normalisation_uses_both_training_domains(tmp_path):
     a_dir, b_dir = write_latents(tmp_path / "a", 12), write_latents(tmp_path / "b", 10, seed=1)
     for f in b_dir.glob("*.pt"):  # B: other channel means and scales, like another colour domain
-        torch.save(torch.load(f, weights_only=True) * torch.tensor([1.0, 2.0, 0.5, 1.0]).view(4, 1, 1) + torch.tensor([3.0, -2.0, 0.0, 1.0]).view(4, 1, 1), f)
+        scale, shift = torch.tensor([1.0, 2.0, 0.5, 1.0]).view(4, 1, 1), torch.tensor([3.0, -2.0, 0.0, 1.0]).view(4, 1, 1)
+        torch.save(torch.load(f, weights_only=True) * scale + shift, f)
     d = latent_folders(str(a_dir), str(b_dir), latent_norm="channel", num_workers=1)
     pooled = torch.cat([d.a, d.b]).transpose(0, 1).flatten(1)  # (C, all cells), model space
     torch.testing.assert_close(pooled.mean(1), torch.zeros(4), atol=1e-5, rtol=0)

@@ -12,11 +12,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
-from tests.shared import shared_path
 
 from lcgan import latent_stats
 from lcgan.encode import encode
 from lcgan.latent_files import check_manifests, read_manifest
+from tests.shared import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = ["rgb.jpg", "sub/rgba.png", "sub/gray.png", "sub/deep/sixteen.png", "palette.png", "cmyk.jpg", "rotated.jpg", "big.bmp"]
@@ -170,7 +170,7 @@ def test_cli_exact_interface(mixed_folder, tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "lcgan.encode", "vae=onnx", f"vae.encoder_path={enc}", f"vae.decoder_path={dec}",
            "vae.sum_decoder_outputs=true", f"input_dir={mixed_folder}", f"output_dir={out}", "image_size=64",
-           "device=cpu", f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+           "device=cpu", f"hydra.run.dir={tmp_path / 'hydra'}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_manifest(out)["count"] == len(GOOD)

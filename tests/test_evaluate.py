@@ -17,21 +17,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import TINY, TINY_SYNTHETIC, compose_cfg
 from PIL import Image
-from tests.shared import shared_images, shared_path
-from tests.test_metrics import real_inception
 
 import lcgan.scoring
 import lcgan.translate
 from lcgan import checkpoint, fid
 from lcgan.evaluate import evaluate
-from lcgan.scoring import BASELINES
 from lcgan.rundir import checkpoint_tag
-from lcgan.translator import load_translator
+from lcgan.scoring import BASELINES
 from lcgan.train import train
 from lcgan.translate import translate
+from lcgan.translator import load_translator
 from lcgan.vis import LINE
+from tests.conftest import TINY, TINY_SYNTHETIC, compose_cfg
+from tests.shared import shared_images, shared_path
+from tests.test_metrics import real_inception
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 128  # 16x16 latents: the size the tiny synthetic run trained on
@@ -56,7 +56,7 @@ def setup(tmp_path_factory):
 
 def common(root, vae) -> list[str]:
     return [*vae, "eval=smoke", "eval.fid.random=false", f"eval.image_size={SIZE}", "device=cpu", "eval.num_workers=2",
-            f"eval.clip.embedding_cache={root / 'clip_cache'}"]  # fmt: skip
+            f"eval.clip.embedding_cache={root / 'clip_cache'}"]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def evaluated(setup):
     root, ckpt, vae = setup
     out = root / "out"
     cfg = compose_cfg("eval", [f"checkpoint={ckpt}", f"eval.testA_dir={root / 'A'}", f"eval.testB_dir={root / 'B'}",
-                               f"eval.out_dir={out}", "eval.save_images=true", *common(root, vae)])  # fmt: skip
+                               f"eval.out_dir={out}", "eval.save_images=true", *common(root, vae)])
     return evaluate(cfg), out
 
 
@@ -138,7 +138,7 @@ def test_readme_evaluate_command_runs_offline(setup, tmp_path):
                            "device=cpu", "eval.num_workers=2", "eval.latent_baselines=false"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-                               "TORCH_HOME": str(tmp_path / "torch_home")})  # fmt: skip
+                               "TORCH_HOME": str(tmp_path / "torch_home")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     warnings = [line for line in proc.stdout.splitlines() if line.startswith("WARNING: ") and "NOT meaningful" in line]
@@ -158,7 +158,7 @@ def test_translate_one_image_with_fid_from_existing_stats(setup, evaluated):
     image = sorted((root / "A").glob("*.jpg"))[0]
     out = root / "single"
     cfg = compose_cfg("translate", ["metrics=true", f"checkpoint={ckpt}", f"image={image}", f"eval.testB_dir={root / 'B'}",
-                                    f"eval.out_dir={out}", *common(root, vae)])  # fmt: skip
+                                    f"eval.out_dir={out}", *common(root, vae)])
     summary = translate(cfg)
     a2b, b2a = summary["directions"]["A2B"], summary["directions"]["B2A"]
     assert math.isfinite(a2b["model"]["fid"]) and "point mass" in a2b["model"]["fid_kind"] and a2b["model"]["kid_mean"] is None
@@ -183,7 +183,7 @@ def test_translate_a_folder_keeps_each_images_size(setup, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lcgan.translate", f"checkpoint={ckpt}", f"input={photos}", "direction=B2A",
                            f"output_dir={out}", "device=cpu", "batch_size=2", *vae, f"hydra.run.dir={tmp_path / 'hydra'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})  # fmt: skip
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no metric networks built" in proc.stdout and "wrote 3 image(s)" in proc.stdout and "skipped 1" in proc.stdout, proc.stdout
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
@@ -202,7 +202,7 @@ def test_translate_one_image_builds_no_metric_network(setup, tmp_path, monkeypat
     image = tmp_path / "cat.png"
     Image.open(sorted((root / "A").glob("*.jpg"))[0]).convert("RGB").resize((120, 80)).save(image)
     cfg = compose_cfg("translate", [f"checkpoint={ckpt}", f"input={image}", "size=40", f"output_dir={tmp_path / 'out'}",
-                                    "device=cpu", *vae])  # fmt: skip
+                                    "device=cpu", *vae])
     result = translate(cfg)
     assert result["written"] == [str(tmp_path / "out" / "cat.png")]
     assert Image.open(tmp_path / "out" / "cat.png").size == (60, 40)
@@ -225,7 +225,7 @@ def _original_tool_generator(ngf: int, blocks: int) -> torch.nn.Sequential:
         def __init__(self) -> None:
             super().__init__()
             half = lambda relu: [nn.ReflectionPad2d(1), nn.Conv2d(ngf, ngf, 3, groups=ngf, bias=False),  # noqa: E731
-                                 nn.Conv2d(ngf, ngf, 1, bias=False), nn.InstanceNorm2d(ngf)] + [nn.ReLU()] * relu  # fmt: skip
+                                 nn.Conv2d(ngf, ngf, 1, bias=False), nn.InstanceNorm2d(ngf)] + [nn.ReLU()] * relu
             self.block = nn.Sequential(*half(True), *half(False))
 
         def forward(self, x):
@@ -235,7 +235,7 @@ def _original_tool_generator(ngf: int, blocks: int) -> torch.nn.Sequential:
         def __init__(self) -> None:
             super().__init__()
             self.net = nn.Sequential(nn.ReflectionPad2d(2), nn.Conv2d(4, ngf, 5, bias=False), nn.InstanceNorm2d(ngf), nn.ReLU(),
-                                     *[Block() for _ in range(blocks)], nn.ReflectionPad2d(2), nn.Conv2d(ngf, 4, 5))  # fmt: skip
+                                     *[Block() for _ in range(blocks)], nn.ReflectionPad2d(2), nn.Conv2d(ngf, 4, 5))
 
         def forward(self, x):
             return self.net(x)
@@ -249,7 +249,7 @@ def test_checkpoints_without_a_model_config(tmp_path, setup):
     g, f = _original_tool_generator(8, 2), _original_tool_generator(8, 2)
     legacy = {"G": g.state_dict(), "F": f.state_dict(), "D_A": {}, "D_B": {}, "epoch": 3,
               "cfg": {"data": {"latents_scaled": True, "latent_divisor": 2.0},
-                      "visualization": {"vae_model_name_or_path": "runwayml/stable-diffusion-v1-5", "vae_subfolder": "vae"}}}  # fmt: skip
+                      "visualization": {"vae_model_name_or_path": "runwayml/stable-diffusion-v1-5", "vae_subfolder": "vae"}}}
     checkpoint.save(legacy, tmp_path / "legacy.pt")
     t = load_translator(tmp_path / "legacy.pt", torch.device("cpu"))
     z = torch.randn(2, 4, 16, 16)
@@ -301,7 +301,8 @@ class TinyImageEncoder(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 16, stride=16), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 16))
+        nn = torch.nn
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 16, stride=16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16))
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -321,7 +322,7 @@ def tiny():
     metrics = lcgan.scoring.Metrics(Lpips(random=True), Clip("ViT-S-32", random=True, seed=1), Fid(random=True, seed=2, workers=2))
     metrics.clip.model = TinyImageEncoder().eval()
     metrics.fid.inception.layers = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 32, stride=32), torch.nn.AdaptiveAvgPool2d(1),
-                                                       torch.nn.Flatten(), torch.nn.Linear(8, 2048)).eval()  # fmt: skip
+                                                       torch.nn.Flatten(), torch.nn.Linear(8, 2048)).eval()
     return RandomKLVAE(TINY_VAE, torch.device("cpu")), ResnetGenerator(4, **TINY_G).eval().requires_grad_(False), metrics
 
 

@@ -47,7 +47,7 @@ from tests.test_train import read_log, write_latents
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SMALL = ["device=cpu", "train.batch_size=8", "model.generator.ngf=8", "model.generator.n_blocks=1",
-         "model.discriminator.ndf=8", "train.log_every=1", "train.vis_every=0", "train.fake_buffer_size=4"]  # fmt: skip
+         "model.discriminator.ndf=8", "train.log_every=1", "train.vis_every=0", "train.fake_buffer_size=4"]
 SYN = [*SMALL, "data.n_eval=8", "data.size=16"]  # the synthetic default's keys; data=latents has others
 PREEMPT = [*SYN, "train.epochs=2", "data.n_a=128", "data.n_b=128"]  # 16 steps per epoch: time to land mid-epoch
 CRASH = [*SYN, "train.epochs=4", "data.n_a=32", "data.n_b=32", "train.ckpt_every=1"]  # 4 steps per epoch
@@ -779,7 +779,7 @@ def test_encode_that_would_write_nothing_is_an_error(tmp_path, case, error):
 def test_cli_config_error_names_the_key_without_a_torch_traceback(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "lcgan.train", "device=cpu", "optim.lr=-1", "train.fake_buffer_size=-1",
-                           f"hydra.run.dir={out}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)  # fmt: skip
+                           f"hydra.run.dir={out}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
     assert proc.returncode != 0
     assert "optim.lr=-1.0: must be a number > 0" in proc.stderr and "train.fake_buffer_size=-1: must be" in proc.stderr
     frames = re.findall(r'File "([^"]+)"', proc.stderr)
@@ -945,7 +945,8 @@ def test_cli_resume_takes_the_runs_own_configuration(tmp_path):
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     refused = cli("train.resume=true", "train.epochs=3", "train.lambda_cyc=3", "model.generator.ngf=8")  # the same ngf: fine
     assert refused.returncode != 0
-    assert re.search(r"changes what the run learns: train.lambda_cyc=3.0 \(the run: 10.0\)\. .*hydra.run.dir=", refused.stderr), refused.stderr[-2000:]
+    refusal = r"changes what the run learns: train.lambda_cyc=3.0 \(the run: 10.0\)\. .*hydra.run.dir="
+    assert re.search(refusal, refused.stderr), refused.stderr[-2000:]
     frames = re.findall(r'File "([^"]+)"', refused.stderr)
     assert all(f.startswith(str(ROOT / "lcgan")) for f in frames) and not (out / "error.txt").exists(), refused.stderr
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before, "nothing written"

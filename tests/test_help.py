@@ -15,7 +15,7 @@ ENV = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"OMP_N
 
 def cli(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", f"lcgan.{module}", f"hydra.run.dir={tmp_path / 'hydra'}", *args],
-                          cwd=tmp_path, env=ENV | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)  # fmt: skip
+                          cwd=tmp_path, env=ENV | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def cli(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     ("translate", ["input=photos/ direction=A2B", "direction: A2B", "eval: default* | smoke"], ["model:", "logger:", "data:"]),
     ("encode", ["input_dir=DIR output_dir=DIR", "vae: approx | flux | onnx | sd15* |", "on_error: skip"], ["model:", "data:", "eval:"]),
     ("bench", ["# conf/bench.yaml", "# conf/train.yaml", "compare: false", "model: resnet6 | resnet9* | small"], ["eval:"]),
-])  # fmt: skip
+])
 def test_help_shows_the_entry_points_own_documented_config(tmp_path, module, shown, not_shown):
     proc = cli(tmp_path, module, "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -62,7 +62,7 @@ def test_help_follows_the_overrides(tmp_path):
     ("train", ["+train.epoch=2"], ["train.epoch: not a setting of train (did you mean train.epochs?)"]),
     ("encode", ["vae=approx", "batch_size=-2"], ["required, not given: input_dir", "required, not given: output_dir"]),
     ("translate", ["input=x", "size=0", "direction=C2D"], ["size=0: must be null", "direction='C2D': must be A2B (G) or B2A (F)"]),
-])  # fmt: skip
+])
 def test_errors_come_first_together_and_name_the_key(tmp_path, module, args, lines):
     proc = cli(tmp_path, module, "device=cpu", *args)
     assert proc.returncode != 0

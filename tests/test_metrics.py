@@ -7,15 +7,15 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from omegaconf import OmegaConf
-from tests.conftest import compose_cfg
-from tests.shared import shared_images
+from PIL import Image
 
 import lcgan.metrics
 from lcgan.fid import Fid, fid_from_features, frechet, gaussian, kid, load_stats, reference_stats
 from lcgan.metrics import Clip, Inception, Lpips, MissingWeightsError, default_inception_path
 from lcgan.scoring import build_metrics
+from tests.conftest import compose_cfg
+from tests.shared import shared_images
 
 
 def real_inception() -> Inception:
@@ -75,7 +75,7 @@ def test_inception_features_match_cleanfid_clean_mode(tmp_path):
     model = lambda x: inception.layers((x.float() - 128) / 128).reshape(len(x), 2048)  # noqa: E731 - InceptionV3W.forward
     with torch.no_grad():
         theirs = get_files_features(files, model=model, num_workers=0, batch_size=2, device=torch.device("cpu"),
-                                    mode="clean", verbose=False)  # fmt: skip
+                                    mode="clean", verbose=False)
     assert ours.shape == (2, 2048) and np.isfinite(ours).all()
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
@@ -169,7 +169,7 @@ def test_missing_weights_fall_back_per_metric_in_one_line_each(tmp_path, capsys)
     each with one line naming its setting; the real Inception stays, so FID/KID stay meaningful."""
     real_inception()
     cfg = eval_cfg(f"eval.lpips.backbone_path={tmp_path / 'alexnet.pth'}", "eval.clip.model=ViT-S-32",
-                   f"eval.clip.pretrained={tmp_path / 'open_clip_pytorch_model.bin'}")  # fmt: skip
+                   f"eval.clip.pretrained={tmp_path / 'open_clip_pytorch_model.bin'}")
     lp, clip, fid_kid = build_metrics(cfg, torch.device("cpu"), seed=0, workers=2).by_name().values()
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == 2 and all(line.startswith("WARNING: ") for line in lines), lines
@@ -199,5 +199,5 @@ def test_random_weights_keep_the_real_inception():
     assert (lpips_cfg["random"], clip_cfg["random"], fid_cfg["random"]) == (True, True, False)
     assert eval_blocks("eval=smoke")[2]["random"] is True and eval_blocks("eval.fid.random=true")[0]["random"] is False
     lp, clip, fid_kid = build_metrics(eval_cfg("eval.random_weights=true", "eval.clip.model=ViT-S-32"), torch.device("cpu"),
-                                        seed=0, workers=2).by_name().values()  # fmt: skip
+                                        seed=0, workers=2).by_name().values()
     assert lp.random and clip.random and not fid_kid.random and fid_kid.source == default_inception_path()

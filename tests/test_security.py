@@ -55,7 +55,7 @@ def lcgan_checkpoint() -> dict:
             "cfg": {"model": {"generator": dict(GEN)}, "data": {"latents_scaled": False, "latent_divisor": 10.0},
                     "vae": {"_target_": "lcgan.vae.ApproxVAE", "upscale": 8}},
             "convention": {"latents_scaled": False, "latent_divisor": 10.0},
-            "domain_stats": {k: [0.0, 0.0, 0.0, 0.0] for k in ("a_mean", "b_mean")} | {k: [1.0] * 4 for k in ("a_std", "b_std")}}  # fmt: skip
+            "domain_stats": {k: [0.0, 0.0, 0.0, 0.0] for k in ("a_mean", "b_mean")} | {k: [1.0] * 4 for k in ("a_std", "b_std")}}
 
 
 def legacy_checkpoint() -> dict:
@@ -63,7 +63,7 @@ def legacy_checkpoint() -> dict:
     g = LegacyResnetGenerator({"net.1.weight": torch.zeros(8, 4, 5, 5), "net.4.block.0.weight": torch.zeros(1)})
     return {"G": g.state_dict(), "F": g.state_dict(), "epoch": 3,
             "cfg": {"model": {"out_activation": "none"}, "data": {"latent_divisor": 1.0},
-                    "visualization": {"vae_model_name_or_path": "runwayml/stable-diffusion-v1-5", "vae_subfolder": "vae"}}}  # fmt: skip
+                    "visualization": {"vae_model_name_or_path": "runwayml/stable-diffusion-v1-5", "vae_subfolder": "vae"}}}
 
 
 def put(ck: dict, key: str, value) -> dict:
@@ -106,7 +106,7 @@ def test_crafted_checkpoint_config_is_refused_and_runs_nothing(tmp_path, sentine
     if kind == "inferred":  # no generator config: rebuilt from the state dict's shapes
         ck["cfg"]["model"] = {"generator": None}
     payload = {"replace": evil(sentinel), "nest": evil(sentinel), "list": [evil(sentinel)], "name": "os.system",
-               "chain": {"_target_": "builtins.len", "obj": evil(sentinel)}}.get(how)  # fmt: skip
+               "chain": {"_target_": "builtins.len", "obj": evil(sentinel)}}.get(how)
     if how == "diffusers":  # an allowed class with a payload in one of its arguments
         ck["cfg"]["vae"] = {"_target_": "lcgan.vae.DiffusersVAE", "model_name_or_path": evil(sentinel)}
     else:
@@ -165,11 +165,11 @@ def test_entry_points_refuse_a_crafted_checkpoint(tmp_path, sentinel, entry):
     (tmp_path / "A").mkdir()
     Image.new("RGB", (16, 16)).save(tmp_path / "A" / "x.png")
     args = {"evaluate": [f"eval.testA_dir={tmp_path / 'A'}", f"eval.testB_dir={tmp_path / 'A'}"],
-            "translate": [f"input={tmp_path / 'A' / 'x.png'}"]}[entry]  # fmt: skip
+            "translate": [f"input={tmp_path / 'A' / 'x.png'}"]}[entry]
     proc = subprocess.run([sys.executable, "-m", f"lcgan.{entry}", f"checkpoint={path}", "device=cpu", "eval=smoke",
                            f"eval.out_dir={tmp_path / 'out'}", *args, f"hydra.run.dir={tmp_path / 'hydra'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})  # fmt: skip
+                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
     assert proc.returncode != 0
     assert f"checkpoint {path}: cfg.vae.upscale=" in proc.stderr and "vae=sd15" in proc.stderr, proc.stderr[-2000:]
     assert sentinel.read_text() == "keep" and not (tmp_path / "out").exists()
@@ -194,7 +194,7 @@ def test_inferred_config_reads_either_anchor_layout(kernel, anchor):
     state = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual", anchor="identity").state_dict()
     legacy = {**state, "anchor_scale": torch.ones(1, 4, 1, 1), "anchor_shift": torch.zeros(1, 4, 1, 1)}
     assert _lcgan_resnet_config(legacy, "tanh") == {"ngf": 8, "n_blocks": 1, "n_downsampling": 1, "output": "residual",
-                                                    "anchor": "moment_match"}  # fmt: skip
+                                                    "anchor": "moment_match"}
     ot = {**state, "anchor_weight": torch.zeros(4, 4, kernel, kernel), "anchor_bias": torch.zeros(4)}
     rc = _lcgan_resnet_config(ot, "tanh")
     assert rc["anchor"] == anchor and rc["output"] == "residual"

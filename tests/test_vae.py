@@ -12,12 +12,12 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from tests.shared import shared_images, shared_path
 
 from lcgan import taesd
 from lcgan.images import read_rgb
 from lcgan.latents import Convention, LatentSpace, check_channels
 from lcgan.vae import SD15_HUB_ID
+from tests.shared import shared_images, shared_path
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 VAELIGHT = "weights/vaelight"
@@ -107,7 +107,7 @@ def test_taesd_config_loads_a_diffusers_autoencoder_tiny_folder(tmp_path):
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
     tiny = diffusers.AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-                                     num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)  # fmt: skip
+                                     num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)
     tiny.save_pretrained(tmp_path)
     vae = instantiate(vae_cfg("vae=taesd", f"vae.model_name_or_path={tmp_path}", "vae.local_files_only=true"), device="cpu")
     x = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -120,7 +120,7 @@ def test_taesd_config_loads_a_diffusers_autoencoder_tiny_folder(tmp_path):
 def test_taesd_errors_name_the_key(tmp_path):
     with raises(FileNotFoundError, r"vae\.encoder_path="):
         instantiate(vae_cfg("vae=taesd", f"vae.encoder_path={tmp_path}/no_encoder.pth",
-                            f"vae.decoder_path={tmp_path}/no_decoder.pth"), device="cpu")  # fmt: skip
+                            f"vae.decoder_path={tmp_path}/no_decoder.pth"), device="cpu")
     with raises(ValueError, "vae.model_name_or_path"):
         instantiate(vae_cfg("vae=taesd"), device="cpu")
     # a state dict of something else (diffusers naming) is refused with the keys it has
@@ -236,7 +236,7 @@ def test_sd15_config_loads_a_local_autoencoder_kl(tmp_path):
         block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=4, layers_per_block=1,
         scaling_factor=0.5,  # not SD's 0.18215: proves the value is read from the model config
-    )  # fmt: skip
+    )
     tiny.save_pretrained(tmp_path / "vae")
     cfg = vae_cfg("vae=sd15", f"vae.model_name_or_path={tmp_path / 'vae'}", "vae.subfolder=null", "vae.local_files_only=true")
     vae = instantiate(cfg, device="cpu")
@@ -277,7 +277,7 @@ def test_sd15_default_is_the_maintained_hub_mirror(tmp_path):
     # old checkpoints name the withdrawn id: loaded from the mirror, with a warning saying so
     with pytest.warns(UserWarning, match="withdrawn"), raises(FileNotFoundError, match="stable-diffusion-v1-5/stable-diffusion-v1-5"):
         instantiate(vae_cfg("vae.model_name_or_path=runwayml/stable-diffusion-v1-5", f"vae.cache_dir={tmp_path}",
-                            "vae.local_files_only=true"), device="cpu")  # fmt: skip
+                            "vae.local_files_only=true"), device="cpu")
 
 
 def test_every_vae_config_composes():

@@ -37,9 +37,8 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 
 from lcgan import checkpoint
 from lcgan.baselines import BASELINES, fit, sliced_wasserstein
@@ -160,7 +159,7 @@ def random_crops(x: torch.Tensor, n: int, size: int, gen: torch.Generator) -> li
         raise ValueError(f"--image-size {size} is larger than a photograph ({w}x{h})")
     tops = torch.randint(0, h - size + 1, (n,), generator=gen).tolist()
     lefts = torch.randint(0, w - size + 1, (n,), generator=gen).tolist()
-    return [x[:, t:t + size, l:l + size] for t, l in zip(tops, lefts)]
+    return [x[:, top:top + size, left:left + size] for top, left in zip(tops, lefts)]
 
 
 def read_photo(path: Path, shorter_side: int) -> torch.Tensor:
@@ -350,7 +349,8 @@ def synthetic_err(overrides: list[str], seed: int, run: Path) -> dict[str, float
     keep = [o for o in overrides if not o.startswith(("data.a_dir", "data.b_dir", "data.val_fraction", "data.flip"))]
     train(compose_train([*keep, f"seed={seed}", f"out_dir={run}", "train.vis_every=0"]))
     log = [json.loads(line) for line in (run / "logs" / "train_log.jsonl").read_text().splitlines()]
-    return {"err": log[-1]["err"], "err_min": min(r["err"] for r in log), "base_mean_shift": (log[-1]["base_mean_shift_G"] + log[-1]["base_mean_shift_F"]) / 2}
+    last = log[-1]
+    return {"err": last["err"], "err_min": min(r["err"] for r in log), "base_mean_shift": (last["base_mean_shift_G"] + last["base_mean_shift_F"]) / 2}
 
 
 def table(name: str, base: dict[str, dict], runs: dict[int, list[dict]], synth: dict[int, dict], sizes: str) -> str:
@@ -360,7 +360,8 @@ def table(name: str, base: dict[str, dict], runs: dict[int, list[dict]], synth: 
     for test_name, rows in base.items():
         tag = "" if test_name == "test" else f"_{test_name}"
         lines += ["", f"## test set: {test_name}", "",
-                  "| row | step | epoch | PSNR vs truth, dB (median) | PSNR vs oracle recon. (median) | LPIPS vs truth (median) | val (unpaired SWD) | seeds (vs truth) |",
+                  "| row | step | epoch | PSNR vs truth, dB (median) | PSNR vs oracle recon. (median) | LPIPS vs truth (median) "
+                  "| val (unpaired SWD) | seeds (vs truth) |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for k, v in rows.items():
             if k != "pixels_identity":
@@ -372,7 +373,7 @@ def table(name: str, base: dict[str, dict], runs: dict[int, list[dict]], synth: 
                 if not pick:
                     continue
                 vals = [r[key + tag] for r in pick]
-                col = lambda f: statistics.median(r.get(key.replace("psnr", f) + tag, math.nan) for r in pick)  # noqa: E731
+                col = lambda f, pick=pick, key=key, tag=tag: statistics.median(r.get(key.replace("psnr", f) + tag, math.nan) for r in pick)  # noqa: E731
                 step = pick[0]["step"]
                 label = ("model" if key == "psnr" else "model EMA") + (" best.pt" if best else "")
                 lines.append(f"| {label} | {step if not best else ''} | {epoch} | {statistics.median(vals):.2f} | {col('psnr_vae'):.2f} | "
@@ -403,7 +404,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lpips", choices=("auto", "on", "off", "random"), default="auto",
                     help="LPIPS (alex) against the truth: auto = when its backbone can be had, else skipped with the reason; "
                          "on = required; random = a random backbone (checks the plumbing, meaningless values)")
-    ap.add_argument("--lpips-backbone", default=None, help="torchvision AlexNet state dict for LPIPS (e.g. alexnet-owt-7be5be79.pth); default: torchvision's cache/download")
+    ap.add_argument("--lpips-backbone", default=None, help="torchvision AlexNet state dict for LPIPS (e.g. alexnet-owt-7be5be79.pth); "
+                                                            "default: torchvision's cache/download")
     ap.add_argument("--keep-checkpoints", action="store_true", help="keep every epoch_XXXX.pt (default: only the scored ones)")
     args = ap.parse_intermixed_args(argv)  # recipe overrides may come before or after the options
     args.eval_steps = [int(s) for s in args.eval_steps.split(",") if s]

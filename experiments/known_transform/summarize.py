@@ -27,6 +27,9 @@ def _psnr(baselines: dict) -> dict:
     return {k: [round(x, 2) for x in v[:2] if not math.isnan(x)] for k, v in baselines.items()}
 
 
+SPEED_KEYS = ("device=", "train.compile", "train.cuda_graphs", "train.vis_every")  # overrides that do not change the recipe
+
+
 def load(paths: list[Path]) -> tuple[dict, dict[str, dict]]:
     """Baselines (identical in every file of one data folder) and, per recipe: overrides, rows per seed, synthetic err per seed."""
     recipes: dict[str, dict] = defaultdict(lambda: {"overrides": None, "rows": {}, "synthetic": {}})
@@ -38,7 +41,7 @@ def load(paths: list[Path]) -> tuple[dict, dict[str, dict]]:
         base = r["baselines"]
         name = re.sub(r"_s\d+$", "", r["name"])
         rec = recipes[name]
-        rec["overrides"] = rec["overrides"] or [o for o in r["overrides"] if not o.startswith(("device=", "train.compile", "train.cuda_graphs", "train.vis_every"))]
+        rec["overrides"] = rec["overrides"] or [o for o in r["overrides"] if not o.startswith(SPEED_KEYS)]
         rec["rows"].update({int(s): rows for s, rows in r["runs"].items()})
         rec["synthetic"].update({int(s): v["err"] for s, v in r.get("synthetic", {}).items()})
     return base, dict(recipes)
@@ -56,7 +59,9 @@ def table(base: dict, recipes: dict[str, dict]) -> str:
         lines.append(f"| {k} (no training) | | | " + " | ".join(f"{base[k][0]:.2f}" for _ in steps) + f" | {base[k][1]:.2f} | |")
     for name, rec in recipes.items():
         seeds = sorted(rec["rows"])
-        at = lambda step, key="psnr": [row[key] for s in seeds for row in rec["rows"][s] if row["step"] == step and not row.get("best") and key in row]  # noqa: E731
+        def at(step: int, key: str = "psnr", seeds=seeds, rec=rec) -> list[float]:
+            return [row[key] for s in seeds for row in rec["rows"][s] if row["step"] == step and not row.get("best") and key in row]
+
         synth = [rec["synthetic"][s] for s in sorted(rec["synthetic"])]
         synth_cell = f"{statistics.median(synth):.3f} ({', '.join(f'{e:.3f}' for e in synth)})" if synth else ""
         last = max(row["step"] for rows in rec["rows"].values() for row in rows)
@@ -111,7 +116,7 @@ def suite_table(results: list[dict]) -> str:
         name = re.sub(r"_s\d+$", "", r["name"])
         if name == "baselines":
             continue
-        overrides[name] = [o for o in r["overrides"] if not o.startswith(("device=", "train.compile", "train.cuda_graphs", "train.vis_every"))]
+        overrides[name] = [o for o in r["overrides"] if not o.startswith(SPEED_KEYS)]
         for seed, rows in r["runs"].items():
             for row in rows:
                 if not row.get("best"):
@@ -122,7 +127,8 @@ def suite_table(results: list[dict]) -> str:
         out += [f"### test set `{test_set}`: PSNR vs truth, dB", "",
                 "| row | " + " | ".join(transforms) + " |", "| --- |" + " --- |" * len(transforms)]
         for k in (*UNPAIRED, "paired_affine", "oracle"):
-            out.append(f"| {k} | " + " | ".join(f"{base[t][test_set][k][0]:.2f}" if k in base.get(t, {}).get(test_set, {}) else "" for t in transforms) + " |")
+            cells = (f"{base[t][test_set][k][0]:.2f}" if k in base.get(t, {}).get(test_set, {}) else "" for t in transforms)
+            out.append(f"| {k} | " + " | ".join(cells) + " |")
         verdicts = []
         for name in recipes:
             steps = sorted({s for t in recipes[name].values() for s in t})
@@ -138,7 +144,8 @@ def suite_table(results: list[dict]) -> str:
                 vals = [row["psnr" + tag] for row in recipes[name].get(t, {}).get(last, {}).values()]
                 if not vals:
                     continue
-                best = max(base[t][test_set][k][0] for k in UNPAIRED if k in base[t][test_set]) if t != "null" else base[t][test_set]["identity"][0] - 0.2
+                rows = base[t][test_set]
+                best = max(rows[k][0] for k in UNPAIRED if k in rows) if t != "null" else rows["identity"][0] - 0.2
                 margin = statistics.median(vals) - best
                 wins.append(f"{t} {'yes' if margin > TIE_DB else 'tie' if margin > -TIE_DB else 'no'} ({margin:+.2f})")
             verdicts.append(f"- `{name}` (`{' '.join(overrides[name]) or '(defaults)'}`), median at {last} steps minus the best of identity and "
