@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 from lcgan import CONF_DIR, checkpoint, config
-from lcgan.train import LOSS_KEYS, auto_switch, build_nets, build_training, check_sizes, resolve_device
+from lcgan.devices import resolve_device
+from lcgan.train import LOSS_KEYS, auto_switch, build_nets, build_training, check_sizes
 
 
 def _variant(cfg: DictConfig, eager: bool, amp: str | None = None) -> DictConfig:

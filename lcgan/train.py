@@ -28,6 +28,7 @@ from lcgan.compile_cache import BackgroundCompile
 from lcgan.curves import read_log, write_curves
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.data import Domains, UnpairedSampler, place, source_key, spread_picks
+from lcgan.devices import resolve_device
 from lcgan.distributed import ProcessGroup
 from lcgan.latents import check_channels
 from lcgan.loggers import NullLogger
@@ -38,14 +39,6 @@ from lcgan.vis import grid, save_png
 
 LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} but CUDA is not available here; use device=auto or device=cpu")
-    return torch.device(name)
 
 
 def build_nets(model_cfg: DictConfig, channels: int) -> CycleGAN:

@@ -13,7 +13,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lcgan.data import UnpairedSampler, place
-from lcgan.train import auto_switch, build_nets, build_training, resolve_device
+from lcgan.devices import resolve_device
+from lcgan.train import auto_switch, build_nets, build_training
 
 
 def warm(cfg: DictConfig, shape: tuple[int, int, int], flip: bool, steps: int = 3) -> float:
