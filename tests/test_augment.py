@@ -85,6 +85,7 @@ def test_local_discriminator_sees_3x3_cells_and_pixel_layout_matches_old_runs():
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_augmentation_survives_torch_compile(device):
     # on CUDA the step is compiled and replayed as CUDA graphs by default (train.compile/cuda_graphs=auto):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lcgan import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +22,7 @@ def torchrun(*overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_process_training_and_resume(tmp_path):
     out = tmp_path / "run"
     first = torchrun("train.epochs=2", f"hydra.run.dir={out}")

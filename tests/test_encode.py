@@ -94,6 +94,7 @@ def test_encode_mixed_folder_skips_bad_files_and_resumes(mixed_folder, tmp_path,
     assert encode(cfg)["written"] == 1 and read_manifest(out)["count"] == len(GOOD)
 
 
+@pytest.mark.slow
 def test_encode_scaled_flipped_and_errors(mixed_folder, tmp_path):
     common = ["vae=approx", f"input_dir={mixed_folder}", "image_size=64"]
     raw_dir, scaled_dir = tmp_path / "raw", tmp_path / "scaled"
@@ -163,6 +164,7 @@ def test_latent_stats_table_json_and_suggested_divisor(tmp_path, capsys):
         latent_stats.folder_stats(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_cli_exact_interface(mixed_folder, tmp_path):
     """The documented command line, through hydra.main, in a fresh process."""
     enc, dec = shared_path("weights/vaelight/VAEencoder.onnx"), shared_path("weights/vaelight/VAEpreview.onnx")

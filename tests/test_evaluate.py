@@ -70,6 +70,7 @@ def evaluated(setup):
     return evaluate(cfg), out
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end(setup, evaluated):
     root, ckpt, vae = setup
     summary, out = evaluated
@@ -152,6 +153,7 @@ def test_readme_evaluate_command_runs_offline(setup, tmp_path):
     assert math.isfinite(summary["directions"]["A2B"]["model"]["fid"])
 
 
+@pytest.mark.slow
 def test_translate_one_image_with_fid_from_existing_stats(setup, evaluated):
     root, ckpt, vae = setup  # `evaluated`: B's reference statistics and the sources' CLIP embeddings exist
     assert (fid._locations(root / "B", None, fid.FALLBACK_ROOT)[0] / "fid_stats.npz").is_file()
@@ -170,6 +172,7 @@ def test_translate_one_image_with_fid_from_existing_stats(setup, evaluated):
     assert (out / "fid" / "A2B_gen_stats.npz").is_file()
 
 
+@pytest.mark.slow
 def test_translate_a_folder_keeps_each_images_size(setup, tmp_path):
     """Plain mode through the CLI: a folder of non-square photos in, one PNG each out, at the input's size."""
     root, ckpt, vae = setup
@@ -269,6 +272,7 @@ def test_checkpoints_without_a_model_config(tmp_path, setup):
         load_translator(tmp_path / "alien.pt", torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_evaluate_logs_to_wandb_offline(setup, tmp_path, monkeypatch):
     from tests.test_wandb import OFFLINE, media, read_run
 
@@ -326,6 +330,7 @@ def tiny():
     return RandomKLVAE(TINY_VAE, torch.device("cpu")), ResnetGenerator(4, **TINY_G).eval().requires_grad_(False), metrics
 
 
+@pytest.mark.slow
 def test_batched_pipeline_equals_the_per_image_loop(tiny):
     """The pipelined, batched scoring (host work on a worker thread, scores gathered once) gives every image the
     scores it gets alone, in order, and hands every output to ``save`` once, in order."""

@@ -151,6 +151,7 @@ def training(out: Path, overrides: list[str], name: str = "train"):
         run.kill()  # never leave a training process behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_epoch_saves_and_resume_equals_uninterrupted(tmp_path, reference, sig):
     out = tmp_path / "run"
@@ -179,6 +180,7 @@ def test_signal_mid_epoch_saves_and_resume_equals_uninterrupted(tmp_path, refere
     assert_same_run(out, reference(PREEMPT))
 
 
+@pytest.mark.slow
 def test_second_signal_exits_at_once_and_keeps_the_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     overrides = [*SYN, "train.epochs=3", "data.n_a=64", "data.n_b=64"]
@@ -211,6 +213,7 @@ def check_consistent(out: Path, epochs: int, seed: int) -> int:
     return done
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, reference):
     seed = int(os.environ.get("LCGAN_FAULT_SEED", random.randrange(10**6)))  # printed on failure: rerun with it
     rng = random.Random(seed)
@@ -550,6 +553,7 @@ def deflated(obj, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_storage_larger_than_its_tensors_is_refused(tmp_path):
     """Issue 13: a 256 KB deflated .pt held a 256 MiB storage behind a 1 K-element latent and was accepted."""
     storage = torch.zeros(64 * 2**20)  # 256 MiB
@@ -776,6 +780,7 @@ def test_encode_that_would_write_nothing_is_an_error(tmp_path, case, error):
 # ---------------------------------------------------------------------------- bad configs
 
 
+@pytest.mark.slow
 def test_cli_config_error_names_the_key_without_a_torch_traceback(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "lcgan.train", "device=cpu", "optim.lr=-1", "train.fake_buffer_size=-1",
@@ -815,6 +820,7 @@ def test_config_errors_fail_before_any_output(tmp_path, overrides, error, match)
 ONE_EPOCH = [*SYN, "train.epochs=1", "data.n_a=8", "data.n_b=8"]
 
 
+@pytest.mark.slow
 def test_cli_refused_by_an_earlier_run_writes_nothing_into_its_folder(tmp_path):
     # Hydra saves .hydra/ before train() can refuse: the refused run overwrote the earlier run's recorded
     # config, and main() wrote an error.txt that made lcgan.report call the finished run failed
@@ -829,6 +835,7 @@ def test_cli_refused_by_an_earlier_run_writes_nothing_into_its_folder(tmp_path):
     assert {p: p.read_bytes() for p in before} == before, "the earlier run's files, .hydra/config.yaml included, are untouched"
 
 
+@pytest.mark.slow
 def test_fresh_run_refuses_a_folder_holding_an_earlier_run(tmp_path):
     out = tmp_path / "run"
     run_inprocess(out, [*SYN, "train.epochs=2", "data.n_a=8", "data.n_b=8"])
@@ -852,6 +859,7 @@ def test_fresh_run_refuses_a_folder_holding_an_earlier_run(tmp_path):
         run_inprocess(tmp_path / "other", [*ONE_EPOCH, "train.overwrite=maybe"])
 
 
+@pytest.mark.slow
 def test_second_training_in_one_folder_fails_at_once_and_a_killed_runs_lock_does_not_block(tmp_path):
     out = tmp_path / "run"
     with training(out, PREEMPT) as run:
@@ -872,6 +880,7 @@ def test_second_training_in_one_folder_fails_at_once_and_a_killed_runs_lock_does
     assert [r["epoch"] for r in read_log(out)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
     a, b = write_latents(tmp_path / "A", 16, seed=1), write_latents(tmp_path / "B", 16, seed=2)
     base = [*SMALL, "data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.epochs=2", "data.flip=false"]
@@ -925,6 +934,7 @@ def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
     assert [r["epoch"] for r in read_log(out)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_cli_resume_takes_the_runs_own_configuration(tmp_path):
     """Issue 16: `train.resume=true hydra.run.dir=RUN` alone continues RUN as it was started (it rebuilt the
     default data and crashed on a tensor size), leaves its recorded .hydra/ alone, notes itself in
@@ -952,6 +962,7 @@ def test_cli_resume_takes_the_runs_own_configuration(tmp_path):
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before, "nothing written"
 
 
+@pytest.mark.slow
 def test_resume_config_recomposes_the_record_and_accepts_only_safe_changes(tmp_path):
     from hydra import initialize_config_dir
 

@@ -54,6 +54,7 @@ def test_suite_transforms_are_deterministic_in_range_and_distinct():
     assert len({round(v.sum().item(), 3) for v in outs.values()}) == len(outs)
 
 
+@pytest.mark.slow
 def test_benchmark_tiny(tmp_path):
     shared_path("weights/vaelight/VAEencoder.onnx")
     for folder in ("kodak24", "cbsd68", "mcmaster"):

@@ -80,6 +80,7 @@ def test_inception_features_match_cleanfid_clean_mode(tmp_path):
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_fid_stats_recompute_only_changed_images(tmp_path, capsys):
     from lcgan.fid_stats import main
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lcgan.curves import plot_curves, read_log
@@ -72,6 +73,7 @@ def test_curves_of_a_validation_split_dash_its_baselines():
     assert "lower is better" not in closing_note([], Path("x"), 2)
 
 
+@pytest.mark.slow
 def test_cli_closing_note_gives_a_resume_command_that_runs(tmp_path):
     # the command printed by a real CLI run, run as printed (with more epochs): it continues the run
     out = tmp_path / "cli"

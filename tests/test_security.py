@@ -156,6 +156,7 @@ def test_generator_settings_follow_the_constructor_signature(tmp_path):
         load_translator(tmp_path / "value.pt", CPU)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["evaluate", "translate"])
 def test_entry_points_refuse_a_crafted_checkpoint(tmp_path, sentinel, entry):
     ck = lcgan_checkpoint()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from lcgan.bench import bench
@@ -77,6 +78,7 @@ def test_r1_penalty_is_the_squared_input_gradient_of_d_on_reals():
     assert torch.allclose(make(2.0).r1_penalty(a, b), by_hand, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_training_with_r1_flattens_d_on_reals(tiny_cfg, tmp_path):
     # the penalty's effect through train's config: D_A's input gradient on real A latents ends smaller
     # (8 steps at lr 1e-3: 0.62x measured; at the default 2e-4 Adam moves D too little to tell, 0.92x)

@@ -83,6 +83,7 @@ def test_optuna_preset_runs_two_trials(tmp_path):
     assert set(results["best_params"]) == {"train.lambda_cyc", "data.latent_divisor", "train.fake_buffer_size"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes(preset):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -60,6 +60,7 @@ def test_train_synthetic_two_epochs(tiny_cfg, tmp_path):
         assert band[:, 2 + j * 130 : 130 + j * 130].min() < 128, j
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["tensor", "batched", "dict"])
 def test_train_latent_folders(tiny_cfg, tmp_path, form):
     a = write_latents(tmp_path / "A" / "sub", 10, form=form, seed=1)
@@ -106,6 +107,7 @@ def test_checkpoint_records_absolute_vae_paths(tiny_cfg, tmp_path, monkeypatch):
     assert absolute_paths({"model_name_or_path": "vae", "cache_dir": "hf"})["model_name_or_path"] == str(tmp_path / "vae")
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tiny_cfg, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     # the schedule fixed (by default it follows train.epochs, so a 2-epoch run is another run): the cut falls where decay starts
@@ -123,6 +125,7 @@ def test_resume_is_exact(tiny_cfg, tmp_path):
             assert torch.equal(v, cb[net][k]), f"{net}.{k}"
 
 
+@pytest.mark.slow
 def test_epoch_files_generators_full_or_none_and_the_newest_kept(tiny_cfg, tmp_path):
     """Checkpoint disk bounded (issue 15): epoch files hold the generators alone unless train.epoch_files=full,
     train.keep_epochs keeps the newest; evaluation loads either kind, resume only the full state."""
@@ -180,6 +183,7 @@ def test_lr_schedule_constant_then_linear(tiny_cfg):
     assert lrs == pytest.approx([2e-4, 2e-4, 1.6e-4, 1.2e-4, 0.8e-4, 0.4e-4, 0.0])
 
 
+@pytest.mark.slow
 def test_lr_decays_over_the_run_by_default(tiny_cfg, tmp_path):
     # the default schedule follows train.epochs: constant for the first half, then linear to zero (CycleGAN)
     train(tiny_cfg("train.epochs=4"))
@@ -189,6 +193,7 @@ def test_lr_decays_over_the_run_by_default(tiny_cfg, tmp_path):
     assert ck["opt_G"]["param_groups"][0]["lr"] == 0 and ck["opt_D"]["param_groups"][0]["lr"] == 0  # what a next epoch would get
 
 
+@pytest.mark.slow
 def test_resume_of_a_longer_run_follows_its_schedule(tiny_cfg, tmp_path):
     # extending a finished run: the schedule is this run's (4 epochs: decay over 3 and 4), not the checkpoint's (lr 0 after 2)
     train(tiny_cfg("train.epochs=2"))
@@ -197,6 +202,7 @@ def test_resume_of_a_longer_run_follows_its_schedule(tiny_cfg, tmp_path):
     assert lrs == pytest.approx([2e-4, 1e-4, 2e-4 * 2 / 3, 2e-4 / 3])
 
 
+@pytest.mark.slow
 def test_validation_split_ema_and_best_checkpoint(tiny_cfg, tmp_path):
     from lcgan.translator import load_translator
 
@@ -220,6 +226,7 @@ def test_validation_split_ema_and_best_checkpoint(tiny_cfg, tmp_path):
     assert torch.allclose(translator.g_ab(z), g_ema(z))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,disc", [("resnet6", "pixel"), ("resnet6", "patch"), ("resnet9", "patch")])
 def test_full_model_configs_train_on_the_default_data(tiny_cfg, tmp_path, model, disc):
     # the option's layout (down-samplings, discriminator depth) on the embedded data's latent size
@@ -227,6 +234,7 @@ def test_full_model_configs_train_on_the_default_data(tiny_cfg, tmp_path, model,
     assert len(read_log(tmp_path / model)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["small", "resnet6", "resnet9"])
 def test_discriminator_group_local_by_default_pixel_and_patch_on_request(model):
     from tests.conftest import compose_cfg
@@ -241,6 +249,7 @@ def test_discriminator_group_local_by_default_pixel_and_patch_on_request(model):
     assert instantiate(patch, in_channels=4)(z).shape[-1] < 30  # strided: judges regions, not cells
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("anchor", ["mean_shift", "moment_match", "gaussian_ot", "patch_ot", "gaussian_ot_shrunk"])
 def test_anchored_generators_start_at_the_baseline(tiny_cfg, tmp_path, anchor):
     # lr ~0: the residual branch stays zero, so G and F are exactly the baseline fitted on the training domains

@@ -64,6 +64,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
 # --- TAESD family --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_taef2_release_files_load_and_reconstruct_photographs():
     folder = shared_path("weights/taef2")
     sd = torch.load(folder / "taef2_encoder.pth", weights_only=True)
