@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lcgan import checkpoint
+from lcgan.images import list_images
 
 MAX_LATENT_ELEMENTS = 64 * 512 * 512  # far beyond any real latent (a 4096px SD image is 4x512x512)
 MAX_LATENT_BYTES = MAX_LATENT_ELEMENTS * 8 + 2**20  # float64 at that size, plus the zip's overhead: checked before reading
@@ -47,6 +48,13 @@ def find_latent_files(folder: str | Path, key: str) -> list[Path]:
         dirnames.sort()
         files += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".pt")]
     if not files:
+        images = list_images(root)
+        if images:  # the user's images: never suggest writing latents into them, and name the VAE to choose
+            raise ValueError(
+                f"{key}={str(folder)!r} holds {len(images)} images, not .pt latents; encode them into a folder of their own "
+                f"and point {key} there: python -m lcgan.encode vae=<the VAE: sd15 | taesd | vaelight ...> "
+                f"input_dir={folder} output_dir=latents/{root.name}"
+            )
         raise ValueError(
             f"{key}={str(folder)!r} holds no .pt latents; encode images first with: "
             f"python -m lcgan.encode input_dir=IMAGES output_dir={folder}"

@@ -25,6 +25,13 @@ def test_missing_and_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="data.b_dir=.*empty.*holds no .pt latents.*lcgan.encode"):
         latent_folders(str(a), str(tmp_path / "empty"))
+    # a folder of images: encode them elsewhere, never into the user's image folder, and choose the VAE
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "photos" / "x.png")
+    with pytest.raises(ValueError, match=r"data.a_dir=.*photos.* holds 1 images, not .pt latents.*vae=<the VAE.*output_dir=latents/photos"):
+        latent_folders(str(tmp_path / "photos"), str(b))
 
 
 @pytest.mark.parametrize(
