@@ -30,8 +30,11 @@ class BackgroundCompile:
         cmd = command or [sys.executable, "-m", "lcgan.warmup", "--shape", ",".join(map(str, shape)), *(["--flip"] if flip else [])]
         self.proc: subprocess.Popen | None = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=self._out, stderr=subprocess.STDOUT, text=True)
         # what the step is built from, resolved here (the child has no Hydra run around it)
-        self.proc.stdin.write(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, ["device", "model", "train", "optim"]), resolve=True))
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.write(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, ["device", "model", "train", "optim"]), resolve=True))
+            self.proc.stdin.close()
+        except BrokenPipeError:  # the child died at start: poll() reports its exit code and the run stays eager
+            pass
 
     def poll(self) -> str | None:
         """None while the child runs (or after it ended); once, when it ends, what happened."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lcgan.augment import DiffAugment, cutout, translation
-from lcgan.models import PatchDiscriminator
+from lcgan.models import LocalDiscriminator, PatchDiscriminator
 
 
 def test_translation_shifts_each_sample_by_at_most_the_ratio():
@@ -55,31 +55,25 @@ def test_discriminator_augments_its_inputs_while_training():
     assert torch.equal(d(z), d.net(z))
 
 
-def test_pixel_discriminator_judges_each_cell_alone():
-    d = PatchDiscriminator(4, ndf=8, n_layers=0).eval()  # eval: spectral norm's weights fixed between calls
-    z = torch.randn(2, 4, 5, 7)
+@pytest.mark.parametrize("make, size, cell, seen", [
+    (lambda: PatchDiscriminator(4, ndf=8, n_layers=0), (5, 7), (2, 3), (slice(2, 3), slice(3, 4))),  # old runs' pixel D
+    (lambda: LocalDiscriminator(4, ndf=8, kernel=1), (5, 7), (2, 3), (slice(2, 3), slice(3, 4))),
+    (lambda: LocalDiscriminator(4, ndf=8, kernel=3), (9, 9), (4, 4), (slice(2, 5), slice(2, 5))),  # no padding: 7x7 scores
+])
+def test_local_discriminators_judge_only_the_cells_around_a_change(make, size, cell, seen):
+    d = make().eval()  # eval: spectral norm's weights fixed between calls
+    k = d.min_size
+    z = torch.randn(2, 4, *size)
     out = d(z)
-    assert out.shape == (2, 1, 5, 7) and d.min_size == 1
+    assert out.shape == (2, 1, size[0] - k + 1, size[1] - k + 1)
     z2 = z.clone()
-    z2[:, :, 2, 3] += 1.0
+    z2[:, :, cell[0], cell[1]] += 1.0
     changed = (d(z2) != out).squeeze(1)
-    assert changed[:, 2, 3].all() and changed.sum() == 2, "only the changed cell's score moves: blind to layout"
+    assert changed[:, seen[0], seen[1]].all() and changed.sum() == 2 * k * k, "only the scores whose cells include the change move"
 
 
-def test_local_discriminator_sees_3x3_cells_and_pixel_layout_matches_old_runs():
-    from lcgan.models import LocalDiscriminator
-
-    d = LocalDiscriminator(4, ndf=8, kernel=3).eval()
-    z = torch.randn(2, 4, 9, 9)
-    out = d(z)
-    assert out.shape == (2, 1, 7, 7) and d.min_size == 3
-    z2 = z.clone()
-    z2[:, :, 4, 4] += 1.0
-    changed = (d(z2) != out).squeeze(1)
-    assert changed[:, 2:5, 2:5].all() and changed.sum() == 2 * 9, "a cell moves the 3x3 scores around it, no others"
-    # an old run's pixel D (PatchDiscriminator n_layers=0) loads into the new class: resume keeps working
-    old = PatchDiscriminator(4, ndf=8, n_layers=0)
-    LocalDiscriminator(4, ndf=8, kernel=1).load_state_dict(old.state_dict())
+def test_an_old_runs_pixel_discriminator_loads_into_the_new_class():
+    LocalDiscriminator(4, ndf=8, kernel=1).load_state_dict(PatchDiscriminator(4, ndf=8, n_layers=0).state_dict())
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
