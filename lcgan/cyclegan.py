@@ -5,6 +5,7 @@ Names: ``g_ab`` is the paper's G (A->B), ``g_ba`` is F (B->A), ``d_a`` is D_X (j
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -44,10 +45,30 @@ def lsgan(pred: torch.Tensor, target: float) -> torch.Tensor:
     return (pred.float() - target).pow(2).mean()
 
 
+class Decoded:
+    """What the discriminators judge under ``train.d_input=decoded``: the images the frozen VAE decodes from
+    model-space latents, with gradients flowing back to the latents. A latent discriminator sees 8x8-pixel
+    cells; blur, sharpening and darkened edges live inside them, in pixels. Not an ``nn.Module``: the VAE's
+    weights are not the model's and never enter its checkpoints or optimizers."""
+
+    def __init__(self, vae, convention) -> None:
+        self.vae, self.convention = vae, convention
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode_with_grad(self.convention.model_to_raw(z.float(), self.vae.space))
+
+
 class CycleGAN(nn.Module):
-    def __init__(self, g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.Module) -> None:
+    """G, F, D_A and D_B; ``view`` (None: the latents themselves) maps a latent batch to what the discriminators judge."""
+
+    def __init__(self, g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.Module,
+                 view: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
+        self.view = view  # a plain callable, not a submodule: nothing of it is saved
+
+    def seen(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.view is None else self.view(z)
 
     def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor, w: LossWeights,
                          fused: bool = False) -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -65,8 +86,8 @@ class CycleGAN(nn.Module):
                 idt_a = self.g_ba(real_a)
         rec_a = self.g_ba(fake_b)
         rec_b = self.g_ab(fake_a)
-        loss_gan_G = lsgan(self.d_b(fake_b), 1.0)
-        loss_gan_F = lsgan(self.d_a(fake_a), 1.0)
+        loss_gan_G = lsgan(self.d_b(self.seen(fake_b)), 1.0)
+        loss_gan_F = lsgan(self.d_a(self.seen(fake_a)), 1.0)
         loss_cyc = ((rec_a.float() - real_a).abs().mean() + (rec_b.float() - real_b).abs().mean()) * w.lambda_cyc
         if use_id:
             loss_id = ((idt_b.float() - real_b).abs().mean() + (idt_a.float() - real_a).abs().mean()) * w.lambda_cyc * w.lambda_id
@@ -83,6 +104,8 @@ class CycleGAN(nn.Module):
 
     def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor, w: LossWeights) -> torch.Tensor:
         """One shared D loss for both discriminators: D(real)->1, D(fake)->0."""
+        with torch.no_grad():  # no gradient reaches G from here: skip the decoder's backward graph too
+            real, fake = self.seen(real), self.seen(fake)
         return (lsgan(d(real), 1.0) + lsgan(d(fake), 0.0)) * w.d_loss_scale
 
 
@@ -158,7 +181,9 @@ class CycleGANStep:
         discriminator that memorises a few hundred latents. Eager and fp32: double backward."""
         total = torch.zeros((), device=real_a.device)
         for d, real in ((self.nets.d_a, real_a), (self.nets.d_b, real_b)):
-            x = real.detach().float().requires_grad_(True)
+            with torch.no_grad():
+                x = self.nets.seen(real).float()
+            x.requires_grad_(True)
             (grad,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
             total = total + grad.pow(2).flatten(1).sum(1).mean()
         return total * self.r1_gamma / 2

@@ -26,7 +26,7 @@ from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, sc
 from lcgan.buffer import FakeBuffer
 from lcgan.compile_cache import BackgroundCompile
 from lcgan.curves import read_log, write_curves
-from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
+from lcgan.cyclegan import CycleGAN, CycleGANStep, Decoded, LossWeights
 from lcgan.data import Domains, UnpairedSampler, place, source_key, spread_picks
 from lcgan.devices import resolve_device
 from lcgan.distributed import ProcessGroup
@@ -41,22 +41,25 @@ LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_i
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
 
-def build_nets(model_cfg: DictConfig, channels: int) -> CycleGAN:
-    """Two generators and two discriminators from the ``model`` group; channels come from the data."""
+def build_nets(model_cfg: DictConfig, channels: int, view: Decoded | None = None) -> CycleGAN:
+    """Two generators and two discriminators from the ``model`` group; channels come from the data.
+    ``view``: the discriminators judge decoded RGB images instead of latents (``train.d_input=decoded``)."""
     gen = lambda: instantiate(model_cfg.generator, in_channels=channels)  # noqa: E731
-    disc = lambda: instantiate(model_cfg.discriminator, in_channels=channels)  # noqa: E731
-    return CycleGAN(g_ab=gen(), g_ba=gen(), d_a=disc(), d_b=disc())
+    disc = lambda: instantiate(model_cfg.discriminator, in_channels=3 if view else channels)  # noqa: E731
+    return CycleGAN(g_ab=gen(), g_ba=gen(), d_a=disc(), d_b=disc(), view=view)
 
 
-def check_sizes(nets: CycleGAN, size: tuple[int, int]) -> None:
+def check_sizes(nets: CycleGAN, size: tuple[int, int], seen: tuple[int, int] | None = None) -> None:
+    """``seen``: the size of what the discriminators judge (decoded images), when not the latents."""
     h, w = size
     if h % nets.g_ab.factor or w % nets.g_ab.factor:
         raise ValueError(f"latents of {h}x{w} are not divisible by {nets.g_ab.factor}; lower model.generator.n_downsampling")
     smallest = max(4, 2 * nets.g_ab.factor)  # reflection pads: 3 at full size, 1 at the bottleneck
     if min(h, w) < smallest:  # was torch's padding error
         raise ValueError(f"latents of {h}x{w} are too small for the generator (min {smallest}); encode larger images")
-    if min(h, w) < nets.d_a.min_size:
-        raise ValueError(f"latents of {h}x{w} are too small for the discriminator (min {nets.d_a.min_size}); "
+    if min(seen or size) < nets.d_a.min_size:
+        raise ValueError(f"{'images' if seen else 'latents'} of {'x'.join(map(str, seen or size))} are too small for the "
+                         f"discriminator (min {nets.d_a.min_size}); "
                          "lower model.discriminator.n_layers or .kernel")
 
 
@@ -227,8 +230,9 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     domains = instantiate(cfg.data)
     vae = instantiate(cfg.vae, device=str(device))
     check_channels(domains.channels, vae.space, "data")
-    nets = build_nets(cfg.model, domains.channels).to(device)
-    check_sizes(nets, domains.size)
+    view = Decoded(vae, domains.convention) if tc.d_input == "decoded" else None
+    nets = build_nets(cfg.model, domains.channels, view).to(device)
+    check_sizes(nets, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
     # the closed-form baselines, fitted once on the training domains (model space, never test data):
     # the anchors below, the validation scores, and what evaluation compares with (saved as data)
     stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)
@@ -262,6 +266,16 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, out / "logs" / "compile.log") if background else None
     return Run(tc, group, out, domains, vae, maps, state, step, sampler, vis_a, vis_b,
                checkpoint.JsonlLog(out / "logs" / "train_log.jsonl"), logger, compiler)
+
+
+def probe_view(view: Decoded, z: torch.Tensor) -> tuple[int, int]:
+    """Decode one latent with gradients before any training: a VAE that cannot (onnxruntime) fails now,
+    with the fix; returns the decoded size."""
+    try:
+        x = view(z.requires_grad_(True))
+    except (ValueError, NotImplementedError) as e:
+        raise ValueError(f"train.d_input=decoded: {e}") from e
+    return tuple(x.shape[-2:])
 
 
 def resume(run: Run, path: Path, cfg: DictConfig) -> None:

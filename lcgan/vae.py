@@ -50,8 +50,13 @@ class VAE:
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latents -> images in [-1, 1], without gradients (pictures, evaluation)."""
+        with torch.no_grad():
+            return self.decode_with_grad(z)
+
+    def decode_with_grad(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """The same decode, differentiable in ``z`` (the weights stay frozen): ``train.d_input=decoded``."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -73,8 +78,7 @@ class ApproxVAE(VAE):
         self.upscale = upscale
         self.rgb = torch.tensor(SD15_LATENT_RGB, dtype=torch.float32, device=self.device)  # (4, 3)
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_with_grad(self, z: torch.Tensor) -> torch.Tensor:
         scaled = z.float().to(self.device) * self.space.scaling_factor
         x = torch.einsum("bchw,cr->brhw", scaled, self.rgb)
         if self.upscale > 1:
@@ -205,8 +209,7 @@ class DiffusersVAE(VAE):
         z = posterior.sample() if self.sample_posterior else posterior.mean
         return z.float()
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_with_grad(self, z: torch.Tensor) -> torch.Tensor:
         x = self.vae.decode(z.to(self.device, self.dtype)).sample
         return x.float().clamp(-1, 1)
 
@@ -304,8 +307,7 @@ class TinyVAE(VAE):
         native = self.encoder(x) if self.diffusers_model is not None else self.encoder(to_unit(x))
         return native.float() / self.space.scaling_factor + self.space.shift_factor  # TAESD latents -> raw
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_with_grad(self, z: torch.Tensor) -> torch.Tensor:
         native = (z.to(self.device).float() - self.space.shift_factor) * self.space.scaling_factor
         x = self.decoder(native.to(self.dtype)).float()
         if self.diffusers_model is None:
@@ -417,8 +419,9 @@ class OnnxVAE(VAE):
             z = z / self.space.scaling_factor + self.space.shift_factor
         return z.to(self.device)
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_with_grad(self, z: torch.Tensor) -> torch.Tensor:
+        if self.backend != "torch" and torch.is_grad_enabled() and z.requires_grad:  # onnxruntime runs on numpy arrays
+            raise ValueError("decoding with gradients (train.d_input=decoded) needs vae.backend=torch: onnxruntime cannot pass them")
         z = z.float()
         if self.latents_out_scaled:
             z = (z - self.space.shift_factor) * self.space.scaling_factor

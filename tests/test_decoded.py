@@ -1,0 +1,65 @@
+"""train.d_input=decoded: the discriminators judge the VAE's decoded images, with gradients through its frozen decoder."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lcgan import checkpoint
+from lcgan.cyclegan import CycleGAN, Decoded, LossWeights
+from lcgan.latents import Convention
+from lcgan.models import LocalDiscriminator, ResnetGenerator
+from lcgan.train import train
+from lcgan.vae import ApproxVAE, OnnxVAE
+from tests.shared import shared_path
+
+
+def _vaelight(backend):
+    folder = shared_path("weights/vaelight")
+    return OnnxVAE(encoder_path=str(folder / "VAEencoder.onnx"), decoder_path=str(folder / "VAEpreview.onnx"),
+                   sum_decoder_outputs=True, backend=backend)
+
+
+def test_generator_learns_from_a_discriminator_of_decoded_pixels():
+    torch.manual_seed(0)
+    vae, conv = ApproxVAE(upscale=4), Convention(latent_divisor=2.0)
+    g = lambda: ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, anchor="identity")  # noqa: E731
+    d = lambda: LocalDiscriminator(3, ndf=8, kernel=3)  # noqa: E731
+    nets = CycleGAN(g(), g(), d(), d(), view=Decoded(vae, conv))
+    a, b = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    losses, _, _ = nets.generator_losses(a, b, LossWeights(lambda_cyc=0.0))  # the adversarial terms alone
+    losses["loss_gan_G"].backward()
+    last = nets.g_ab.net[-1].weight  # zero-initialised residual output: only the D's gradient moves it
+    assert last.grad is not None and last.grad.abs().sum() > 0
+    assert nets.d_b.net[0].weight.shape[1] == 3, "the discriminator judges RGB images"
+    # the pixels it judges are the VAE's decode of the raw latents
+    torch.testing.assert_close(nets.seen(a), vae.decode(conv.model_to_raw(a, vae.space)))
+    assert not any("vae" in k or "view" in k for k in nets.state_dict()), "the VAE's weights are not the model's"
+
+
+def test_vaelight_torch_decode_passes_gradients_and_equals_decode():
+    vae = _vaelight("torch")
+    z = (torch.randn(1, 4, 8, 8) * 3).requires_grad_(True)
+    x = vae.decode_with_grad(z)
+    torch.testing.assert_close(x.detach(), vae.decode(z))
+    x.square().mean().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in vae.decoder.parameters()), "the decoder stays frozen"
+
+
+def test_onnxruntime_backend_is_refused_naming_the_setting(tiny_cfg, tmp_path):
+    pytest.importorskip("onnxruntime")
+    folder = shared_path("weights/vaelight")
+    cfg = tiny_cfg("train.d_input=decoded", "vae=vaelight", f"vae.encoder_path={folder / 'VAEencoder.onnx'}",
+                   f"vae.decoder_path={folder / 'VAEpreview.onnx'}")
+    with pytest.raises(ValueError, match=r"train.d_input=decoded.*vae.backend=torch"):
+        train(cfg)
+    assert not (tmp_path / "run" / "model" / "last.pt").exists()
+
+
+def test_train_with_decoded_discriminators_saves_and_resumes(tiny_cfg, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_cfg("train.d_input=decoded", "train.epochs=1", "vae.upscale=2"))
+    ck = checkpoint.load(out / "model" / "last.pt")
+    assert ck["D_A"]["net.0.parametrizations.weight.original"].shape[1] == 3
+    train(tiny_cfg("train.d_input=decoded", "train.epochs=2", "vae.upscale=2", "train.resume=true"))
+    assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 2
