@@ -88,6 +88,7 @@ class TrainSection:
     lambda_swd: float = setting(at_least(0, " (0: no sliced Wasserstein loss)", integer=False))
     swd_kernel: int = setting(Rule(lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1"))
     d_input: str = setting(one_of("latent", "decoded"))
+    d_crop: int = setting(at_least(0, " (0: decode the whole latents)"))
     r1_gamma: float = setting(at_least(0, " (0: no R1 penalty)", integer=False))
     r1_every: int = setting(POSITIVE)
     d_loss_scale: float = setting(above(0))

@@ -230,7 +230,7 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     domains = instantiate(cfg.data)
     vae = instantiate(cfg.vae, device=str(device))
     check_channels(domains.channels, vae.space, "data")
-    view = Decoded(vae, domains.convention) if tc.d_input == "decoded" else None
+    view = Decoded(vae, domains.convention, tc.d_crop) if tc.d_input == "decoded" else None
     nets = build_nets(cfg.model, domains.channels, view).to(device)
     check_sizes(nets, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
     # the closed-form baselines, fitted once on the training domains (model space, never test data):

@@ -63,3 +63,19 @@ def test_train_with_decoded_discriminators_saves_and_resumes(tiny_cfg, tmp_path)
     assert ck["D_A"]["net.0.parametrizations.weight.original"].shape[1] == 3
     train(tiny_cfg("train.d_input=decoded", "train.epochs=2", "vae.upscale=2", "train.resume=true"))
     assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 2
+
+
+def test_crop_decodes_one_random_window_of_the_batch():
+    vae, conv = ApproxVAE(upscale=2), Convention(latent_divisor=1.0)
+    z = torch.randn(3, 4, 12, 10)
+    view = Decoded(vae, conv, crop=4)
+    seen = {}
+    for _ in range(20):
+        x = view(z)
+        assert x.shape == (3, 3, 8, 8)
+        windows = [(i, j) for i in range(9) for j in range(7)
+                   if torch.allclose(x, vae.decode(z[..., i : i + 4, j : j + 4]), atol=1e-6)]
+        assert windows, "the decode of one window of the latents"
+        seen[windows[0]] = True
+    assert len(seen) > 5, "the window moves"
+    assert Decoded(vae, conv, crop=16)(z).shape == (3, 3, 24, 20), "a crop larger than the latents decodes them whole"
