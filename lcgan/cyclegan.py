@@ -61,9 +61,10 @@ class Decoded:
         h, w = z.shape[-2:]
         if 0 < self.crop < max(h, w):
             ch, cw = min(self.crop, h), min(self.crop, w)
-            i, j = (int(v) for v in torch.randint(0, 1 << 30, (2,)))  # CPU generator: no device sync; resumes exactly
-            i, j = i % (h - ch + 1), j % (w - cw + 1)
-            z = z[..., i : i + ch, j : j + cw]
+            # the window's corner drawn on the device and applied by indexing: no host sync, and one
+            # compiled graph for every position (a Python int would specialise the graph on it)
+            i, j = (torch.randint(0, n, (1,), device=z.device) for n in (h - ch + 1, w - cw + 1))
+            z = z.index_select(-2, torch.arange(ch, device=z.device) + i).index_select(-1, torch.arange(cw, device=z.device) + j)
         return self.vae.decode_with_grad(self.convention.model_to_raw(z.float(), self.vae.space))
 
 
