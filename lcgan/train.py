@@ -23,45 +23,19 @@ from tqdm.auto import tqdm
 
 from lcgan import CONF_DIR, checkpoint, config, distributed, progress, rundir
 from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
-from lcgan.buffer import FakeBuffer
+from lcgan.build import LOSS_KEYS, background_compile, build_gan, build_training, check_sizes, memory_format, probe_view
 from lcgan.compile_cache import BackgroundCompile
 from lcgan.curves import read_log, write_curves
-from lcgan.cyclegan import CycleGAN, CycleGANStep, Decoded, LossWeights
+from lcgan.cyclegan import CycleGANStep, Decoded
 from lcgan.data import Domains, UnpairedSampler, place, source_key, spread_picks
 from lcgan.devices import resolve_device
 from lcgan.distributed import ProcessGroup
 from lcgan.latents import check_channels
 from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
-from lcgan.state import Ema, TrainState  # noqa: F401  (Ema: imported from here by tests and tools)
+from lcgan.state import TrainState
 from lcgan.vae import absolute_paths
 from lcgan.vis import grid, save_png
-
-LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
-
-
-def build_nets(model_cfg: DictConfig, channels: int, view: Decoded | None = None) -> CycleGAN:
-    """Two generators and two discriminators from the ``model`` group; channels come from the data.
-    ``view``: the discriminators judge decoded RGB images instead of latents (``train.d_input=decoded``)."""
-    gen = lambda: instantiate(model_cfg.generator, in_channels=channels)  # noqa: E731
-    disc = lambda: instantiate(model_cfg.discriminator, in_channels=3 if view else channels)  # noqa: E731
-    return CycleGAN(g_ab=gen(), g_ba=gen(), d_a=disc(), d_b=disc(), view=view)
-
-
-def check_sizes(nets: CycleGAN, size: tuple[int, int], seen: tuple[int, int] | None = None) -> None:
-    """``seen``: the size of what the discriminators judge (decoded images), when not the latents."""
-    h, w = size
-    if h % nets.g_ab.factor or w % nets.g_ab.factor:
-        raise ValueError(f"latents of {h}x{w} are not divisible by {nets.g_ab.factor}; lower model.generator.n_downsampling")
-    smallest = max(4, 2 * nets.g_ab.factor)  # reflection pads: 3 at full size, 1 at the bottleneck
-    if min(h, w) < smallest:  # was torch's padding error
-        raise ValueError(f"latents of {h}x{w} are too small for the generator (min {smallest}); encode larger images")
-    if min(seen or size) < nets.d_a.min_size:
-        raise ValueError(f"{'images' if seen else 'latents'} of {'x'.join(map(str, seen or size))} are too small for the "
-                         f"discriminator (min {nets.d_a.min_size}); "
-                         "lower model.discriminator.n_layers or .kernel")
-
 
 # a loss averaging more than this per step has diverged, finite or not (optim.lr=1e6 gave 1e15):
 # healthy losses are O(1), loss_G at most a few times lambda_cyc
@@ -83,44 +57,6 @@ def check_finite(window: torch.Tensor, first: int, last: int, epoch: int, last_p
             f"{what} between steps {first} and {last} (epoch {epoch}); "
             f"stopped without saving: {kept}. Lower optim.lr, try train.amp=bf16 or check the data")
     return w
-
-
-def auto_switch(value, device: torch.device) -> bool:
-    """Speed switches: ``auto`` means on for CUDA, off elsewhere."""
-    return device.type == "cuda" if value == "auto" else bool(value)
-
-
-def background_compile(value, device: torch.device, world: int) -> bool:
-    """``train.compile=auto`` on one CUDA device: start eager and compile in the background (:mod:`lcgan.warmup`),
-    so the first step does not wait one to two minutes for the compiler. Several processes compile at once
-    (every rank must run the same graphs from the first step)."""
-    return value == "auto" and device.type == "cuda" and world == 1
-
-
-def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, group: ProcessGroup | None = None,
-                   compile: bool | None = None) -> dict:
-    """Optimizers, schedulers, AMP scaler, replay buffers and the step function: what
-    ``lcgan.train`` and ``lcgan.bench`` share, so the benchmark times the real step.
-    ``compile``: compile the step now (default: ``train.compile``, auto = on CUDA)."""
-    tc = cfg.train
-    # cuDNN tries its algorithms once per shape and keeps the fastest: shapes are fixed here.
-    # (A process-wide flag: set from every built step, so the bench's plain step sets it off.)
-    torch.backends.cudnn.benchmark = auto_switch(tc.cudnn_benchmark, device)
-    if auto_switch(tc.channels_last, device):
-        nets.to(memory_format=torch.channels_last)  # cuDNN's fast convolution layout
-    make_opt = instantiate(cfg.optim, epochs=tc.epochs)  # the schedule follows the run's length
-    opt_g, sched_g = make_opt(list(nets.g_ab.parameters()) + list(nets.g_ba.parameters()))
-    opt_d, sched_d = make_opt(list(nets.d_a.parameters()) + list(nets.d_b.parameters()))
-    amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-    weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale,
-                          lambda_swd=tc.lambda_swd, swd_kernel=tc.swd_kernel)
-    step = CycleGANStep(nets, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
-                        amp_dtype, scaler, compile=auto_switch(tc.compile, device) if compile is None else compile,
-                        cuda_graphs=auto_switch(tc.cuda_graphs, device),
-                        fuse_passes=tc.fuse_passes, grad_sync=group.average_grads if group and group.world > 1 else None,
-                        r1_gamma=tc.r1_gamma, r1_every=tc.r1_every)
-    return {"step": step, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d, "scaler": scaler, "amp_dtype": amp_dtype}
 
 
 @dataclass
@@ -231,7 +167,7 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     vae = instantiate(cfg.vae, device=str(device))
     check_channels(domains.channels, vae.space, "data")
     view = Decoded(vae, domains.convention, tc.d_crop) if tc.d_input == "decoded" else None
-    nets = build_nets(cfg.model, domains.channels, view).to(device)
+    nets = build_gan(cfg.model, domains.channels, view).to(device)
     check_sizes(nets, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
     # the closed-form baselines, fitted once on the training domains (model space, never test data):
     # the anchors below, the validation scores, and what evaluation compares with (saved as data)
@@ -249,8 +185,8 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     if group.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
         torch.manual_seed(cfg.seed + group.rank)
     background = background_compile(tc.compile, device, group.world)
-    parts = build_training(cfg, nets, device, group, compile=False if background else None)
-    layout = torch.channels_last if auto_switch(tc.channels_last, device) else torch.contiguous_format
+    step, sched_g, sched_d = build_training(cfg, nets, device, group, compile=False if background else None)
+    layout = memory_format(tc.channels_last, device)
     sampler = UnpairedSampler(place(group.shard(domains.a).contiguous(memory_format=layout), device),
                               place(group.shard(domains.b).contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
     # a fixed picture batch spread over each domain, one latent per source image (no mirrored flip copies)
@@ -260,22 +196,10 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     if saved_cfg.get("vae"):
         saved_cfg["vae"] = absolute_paths(saved_cfg["vae"])
     record = {"cfg": saved_cfg, "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats}
-    step = parts["step"]
-    state = TrainState(nets, parts["opt_g"], parts["opt_d"], parts["sched_g"], parts["sched_d"], parts["scaler"],
-                       step.buffer_a, step.buffer_b, tc.ema_decay, record)
+    state = TrainState(nets, step.opt_g, step.opt_d, sched_g, sched_d, step.scaler, step.buffer_a, step.buffer_b, tc.ema_decay, record)
     compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, out / "logs" / "compile.log") if background else None
     return Run(tc, group, out, domains, vae, maps, state, step, sampler, vis_a, vis_b,
                checkpoint.JsonlLog(out / "logs" / "train_log.jsonl"), logger, compiler)
-
-
-def probe_view(view: Decoded, z: torch.Tensor) -> tuple[int, int]:
-    """Decode one latent with gradients before any training: a VAE that cannot (onnxruntime) fails now,
-    with the fix; returns the decoded size."""
-    try:
-        x = view(z.requires_grad_(True))
-    except (ValueError, NotImplementedError) as e:
-        raise ValueError(f"train.d_input=decoded: {e}") from e
-    return tuple(x.shape[-2:])
 
 
 def resume(run: Run, path: Path, cfg: DictConfig) -> None:

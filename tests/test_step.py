@@ -85,14 +85,15 @@ def test_training_with_r1_flattens_d_on_reals(tiny_cfg, tmp_path):
     from hydra.utils import instantiate
 
     from lcgan import checkpoint
-    from lcgan.train import build_nets, train
+    from lcgan.build import build_gan
+    from lcgan.train import train
 
     grad_sq = {}
     for gamma in (0, 100):
         out = tmp_path / f"r1_{gamma}"
         train(tiny_cfg(f"train.r1_gamma={gamma}", "train.r1_every=1", "train.epochs=2", "train.vis_every=0", "optim.lr=1e-3", out=out))
         cfg = tiny_cfg()
-        nets = build_nets(cfg.model, 4)
+        nets = build_gan(cfg.model, 4)
         nets.d_a.load_state_dict(checkpoint.load(out / "model" / "last.pt")["D_A"])
         x = instantiate(cfg.data).a.requires_grad_(True)  # the run's real A latents (same seed)
         (g,) = torch.autograd.grad(nets.d_a.eval()(x).sum(), x)
@@ -101,7 +102,7 @@ def test_training_with_r1_flattens_d_on_reals(tiny_cfg, tmp_path):
 
 
 def test_ema_update_is_a_lerp_of_every_float_tensor():
-    from lcgan.train import Ema
+    from lcgan.state import Ema
 
     net = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual", anchor="moment_match")
     ema = Ema(net, decay=0.9)
