@@ -1,7 +1,7 @@
 """Train a latent CycleGAN: ``python -m lcgan.train [group=option ...] [key=value ...]``.
 
 ``train(cfg)`` is the whole job and is what tests call; ``main`` is a thin Hydra wrapper.
-Outputs go under ``cfg.out_dir`` (Hydra's run directory): ``model/``, ``logs/``, ``vis/``.
+Outputs go under ``cfg.out_dir`` (Hydra's run directory), laid out by :class:`lcgan.layout.RunFolder`: ``model/``, ``logs/``, ``vis/``.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from lcgan.data import Domains, UnpairedSampler, place, source_key, spread_picks
 from lcgan.devices import resolve_device
 from lcgan.distributed import ProcessGroup
 from lcgan.latents import check_channels
+from lcgan.layout import RunFolder
 from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
 from lcgan.state import TrainState
@@ -65,7 +66,7 @@ class Run:
 
     tc: DictConfig  # cfg.train
     group: ProcessGroup
-    out: Path
+    folder: RunFolder
     domains: Domains
     vae: Any  # decodes the pictures
     maps: dict  # the closed-form baselines fitted on the training domains: {direction: {name: map}}
@@ -91,7 +92,7 @@ def train(cfg: DictConfig) -> float:
     try:
         if group.main:  # a partial: the run's config must reach the logger as a plain dict, not be instantiated
             logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(out))
-        value = _train(cfg, logger, group, out)
+        value = _train(cfg, logger, group, RunFolder(out))
         group.barrier()  # no rank tears the group down while rank 0 still writes
         exit_code = 0
         return value
@@ -105,15 +106,15 @@ def train(cfg: DictConfig) -> float:
             run_lock.release()
 
 
-def _train(cfg: DictConfig, logger, group: ProcessGroup, out: Path) -> float:
+def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> float:
     tc = cfg.train
-    run = build_run(cfg, group, out, logger)
-    state, sampler, last_pt = run.state, run.sampler, out / "model" / "last.pt"
+    run = build_run(cfg, group, folder, logger)
+    state, sampler, last_pt = run.state, run.sampler, folder.last
     if tc.resume:
         resume(run, Path(tc.resume_path) if tc.resume_path else last_pt, cfg)
     if group.main:  # fail now, not after an epoch: the folder must take two checkpoints (weights + Adam's two moments, ~4x)
-        checkpoint.remove_stale_tmp(out / "model")  # orphans of saves cut by a SIGKILL, each checkpoint-sized
-        checkpoint.check_writable(out / "model", need_bytes=8 * sum(p.numel() * p.element_size() for p in state.nets.parameters()))
+        checkpoint.remove_stale_tmp(folder.model)  # orphans of saves cut by a SIGKILL, each checkpoint-sized
+        checkpoint.check_writable(folder.model, need_bytes=8 * sum(p.numel() * p.element_size() for p in state.nets.parameters()))
     say = print if group.main else (lambda *a, **k: None)
     say(banner(run, tc.epochs))
     steps = sampler.steps_per_epoch
@@ -144,7 +145,7 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, out: Path) -> float:
                     if group.main:
                         checkpoint.save(state.state_dict(), last_pt)
                     bar.close()
-                    say(f"stopped at epoch {epoch + 1}, step {i + 1}/{steps}; saved {last_pt}.\n{resume_hint(out)}")
+                    say(f"stopped at epoch {epoch + 1}, step {i + 1}/{steps}; saved {last_pt}.\n{resume_hint(folder)}")
                     raise SystemExit(128 + (stop.signum or signal.SIGTERM))
             bar.close()
             metrics = end_epoch(run, epoch, time.perf_counter() - t0, steps - start)
@@ -152,13 +153,13 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, out: Path) -> float:
                 clock.epoch_done(time.perf_counter() - t0, (steps - start) / steps)  # the whole epoch: steps, validation, saving
                 say(summary_line(metrics, tc.epochs, clock.eta(epoch + 1)))
     if group.main and run.log.path.is_file():
-        write_curves(run.log.path, out / "logs" / "curves.png")
-        say(progress.closing_note(read_log(run.log.path), out, tc.epochs))
+        write_curves(run.log.path, folder.curves)
+        say(progress.closing_note(read_log(run.log.path), folder.root, tc.epochs))
     logger.summary({**(state.metrics or {}), "best_val_metric": state.best_val})
     return float((state.metrics or {}).get("val_metric", math.nan))
 
 
-def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
+def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -> Run:
     """Data, VAE, networks (started at a fitted baseline), step, state, sampler and picture batch."""
     tc, device = cfg.train, group.device
     torch.manual_seed(cfg.seed)
@@ -197,9 +198,9 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
         saved_cfg["vae"] = absolute_paths(saved_cfg["vae"])
     record = {"cfg": saved_cfg, "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats}
     state = TrainState(nets, step.opt_g, step.opt_d, sched_g, sched_d, step.scaler, step.buffer_a, step.buffer_b, tc.ema_decay, record)
-    compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, out / "logs" / "compile.log") if background else None
-    return Run(tc, group, out, domains, vae, maps, state, step, sampler, vis_a, vis_b,
-               checkpoint.JsonlLog(out / "logs" / "train_log.jsonl"), logger, compiler)
+    compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, folder.compile_log) if background else None
+    return Run(tc, group, folder, domains, vae, maps, state, step, sampler, vis_a, vis_b,
+               checkpoint.JsonlLog(folder.log), logger, compiler)
 
 
 def resume(run: Run, path: Path, cfg: DictConfig) -> None:
@@ -217,7 +218,7 @@ def resume(run: Run, path: Path, cfg: DictConfig) -> None:
     if group.main:
         if state.metrics:
             run.log.append(state.metrics)  # the crash may have come between checkpoint and log line
-        rundir.record_resume(run.out, path, state.epoch, state.step)
+        rundir.record_resume(run.folder.root, path, state.epoch, state.step)
         print(f"resumed from {path}: epoch {state.epoch} done" + (f", step {state.step} of the next" if state.step else ""))
 
 
@@ -285,29 +286,29 @@ def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None
     metrics["val_metric"] = validation_metric(metrics)
     improved = metrics["val_metric"] < state.best_val
     state.best_val, state.metrics = min(state.best_val, metrics["val_metric"]), metrics
-    save_checkpoints(state, run.out / "model", improved, tc)
+    save_checkpoints(state, run.folder, improved, tc)
     run.log.append(metrics)
     run.logger.log_scalars({f"epoch/{k}": v for k, v in metrics.items()}, step=(epoch + 1) * steps)
     if tc.vis_every and ((epoch + 1) % tc.vis_every == 0 or epoch + 1 == tc.epochs):
         picture = visualize(g_ab, g_ba, run.vae, domains.convention, run.vis_a, run.vis_b)
-        save_png(picture, run.out / "vis" / f"epoch_{epoch + 1:04d}.png")
+        save_png(picture, run.folder.epoch_picture(epoch + 1))
         run.logger.log_image("vis", picture, step=(epoch + 1) * steps)
-        write_curves(run.log.path, run.out / "logs" / "curves.png")
+        write_curves(run.log.path, run.folder.curves)
     return metrics
 
 
-def save_checkpoints(state: TrainState, folder: Path, improved: bool, tc: DictConfig) -> None:
+def save_checkpoints(state: TrainState, folder: RunFolder, improved: bool, tc: DictConfig) -> None:
     """``last.pt`` every epoch and ``best.pt`` when the validation metric improved: the full state.
     Every ``train.ckpt_every`` epochs (and at the last) ``epoch_XXXX.pt``: the generators alone or the
     full state (``train.epoch_files``), the newest ``train.keep_epochs`` of them kept."""
     full = state.state_dict()
-    epoch_pt = folder / f"epoch_{state.epoch:04d}.pt"
+    epoch_pt = folder.epoch_checkpoint(state.epoch)
     periodic = tc.epoch_files != "none" and (state.epoch % tc.ckpt_every == 0 or state.epoch == tc.epochs)
     if periodic and tc.epoch_files == "generators":
         checkpoint.save(state.generators(full), epoch_pt)
-    also = [*([epoch_pt] if periodic and tc.epoch_files == "full" else []), *([folder / "best.pt"] if improved else [])]
-    checkpoint.save(full, *also, folder / "last.pt")  # last.pt last: a crash before it repeats this epoch, never skips it
-    checkpoint.keep_newest(folder, tc.keep_epochs)
+    also = [*([epoch_pt] if periodic and tc.epoch_files == "full" else []), *([folder.best] if improved else [])]
+    checkpoint.save(full, *also, folder.last)  # last.pt last: a crash before it repeats this epoch, never skips it
+    checkpoint.keep_newest(folder.model, tc.keep_epochs)
 
 
 def banner(run: Run, epochs: int) -> str:
@@ -317,14 +318,14 @@ def banner(run: Run, epochs: int) -> str:
     return (f"lcgan.train | device {run.group.device} | A {tuple(d.a.shape)} B {tuple(d.b.shape)} | "
             f"G/F {n_params / 1e6:.2f}M params each | batch {tc.batch_size} x {run.sampler.steps_per_epoch} steps/epoch x {epochs} epochs | "
             f"amp {step.amp_dtype} | compile {'in the background (eager until ready)' if run.compiler else step.compiled} "
-            f"cuda graphs {step.cuda_graphs} | processes {run.group.world} | out {run.out}")
+            f"cuda graphs {step.cuda_graphs} | processes {run.group.world} | out {run.folder.root}")
 
 
-def resume_hint(out: Path) -> str:
+def resume_hint(folder: RunFolder) -> str:
     """How to continue a stopped run: a run started from the command line remembers its overrides."""
-    if (out / rundir.RECORDED).is_file():
-        return f"Resume with: python -m lcgan.train train.resume=true hydra.run.dir={out}"
-    return f"Resume with the same overrides plus: train.resume=true hydra.run.dir={out}"
+    if folder.overrides.is_file():
+        return f"Resume with: python -m lcgan.train train.resume=true hydra.run.dir={folder.root}"
+    return f"Resume with the same overrides plus: train.resume=true hydra.run.dir={folder.root}"
 
 
 def step_stats(device: torch.device) -> dict[str, float]:
@@ -363,8 +364,9 @@ def main(cfg: DictConfig) -> float:
         raise  # the folder is another run's, or the resume is not this run: write nothing there
     except Exception:
         # recorded in the job's folder, so a failed job of a sweep is visible next to the others
-        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out_dir) / "error.txt").write_text(traceback.format_exc())
+        error = RunFolder(Path(cfg.out_dir)).error
+        error.parent.mkdir(parents=True, exist_ok=True)
+        error.write_text(traceback.format_exc())
         raise
 
 
