@@ -186,8 +186,8 @@ def bench(cfg: DictConfig) -> dict:
         main = [LOSS_KEYS.index(k) for k in ("loss_G", "loss_cyc", "loss_D")]
         rel = lambda x, y: ((x[:, main] - y[:, main]).abs() / y[:, main].abs().clamp_min(1e-2))  # noqa: E731
         for a, b in (("optimized", "eager_same_dtype"), ("optimized", "eager_fp16"), ("eager_same_dtype", "eager_fp32")):
-            d = rel(runs[a], runs[b])
-            result[f"rel_loss_diff_{a}_vs_{b}"] = {"step1": round(d[0].max().item(), 5), f"max_{n}_steps": round(d.max().item(), 5)}
+            diff = rel(runs[a], runs[b])
+            result[f"rel_loss_diff_{a}_vs_{b}"] = {"step1": round(diff[0].max().item(), 5), f"max_{n}_steps": round(diff.max().item(), 5)}
     if bc.profile:
         result["profile_top"] = profile(cfg, state, batches, device)
     checkpoint.atomic_write_bytes(bc.output, (json.dumps(result, indent=2) + "\n").encode())

@@ -157,12 +157,12 @@ def _close(x, y) -> bool:
     return x == y
 
 
-def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[str, torch.nn.Module], convention: dict,
+def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, networks: dict[str, torch.nn.Module], convention: dict,
                  domain_stats: dict, sizes: tuple[int, int]) -> None:
     """Refuse to resume ``ck`` (from ``path``) into a run that differs in what it means.
 
     ``need``: the keys the run's state loads (``TrainState.required``); ``cfg``: this run's resolved
-    config; ``nets``: G, F, D_A, D_B as built; ``convention`` and ``domain_stats``: this run's, as a
+    config; ``networks``: G, F, D_A, D_B as built; ``convention`` and ``domain_stats``: this run's, as a
     checkpoint records them; ``sizes``: latents in A and B.
     """
     missing = [k for k in need if k not in ck] if isinstance(ck, dict) else need
@@ -197,7 +197,7 @@ def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[st
             problems.append("data.latent_norm=channel: the per-channel statistics of the latent files differ (other data)")
     # the networks: every tensor's name and shape
     shape_problems = []
-    for key, net in nets.items():
+    for key, net in networks.items():
         saved = ck.get(key)
         if not isinstance(saved, dict):
             shape_problems.append(f"{key} missing")

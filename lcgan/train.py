@@ -47,17 +47,17 @@ def check_finite(window: torch.Tensor, first: int, last: int, epoch: int, last_p
     """Loss sums of a log window -> host (the loop's one sync every log_every steps); a NaN or Inf, or
     a mean loss beyond DIVERGED, stops the run before anything else is saved, so ``last_pt`` stays
     the last good checkpoint."""
-    w = window.tolist()
+    sums = window.tolist()
     n = max(last - first + 1, 1)
-    bad = [k for k, v in zip(LOSS_KEYS, w) if not math.isfinite(v) or abs(v) / n > DIVERGED]
+    bad = [k for k, v in zip(LOSS_KEYS, sums) if not math.isfinite(v) or abs(v) / n > DIVERGED]
     if bad:
-        v = w[LOSS_KEYS.index(bad[0])]
+        v = sums[LOSS_KEYS.index(bad[0])]
         what = f"non-finite {bad[0]} ({v})" if not math.isfinite(v) else f"diverging {bad[0]} ({v / n:.3g} per step, > {DIVERGED:g})"
         kept = f"{last_pt} is the last good checkpoint" if last_pt.exists() else "no checkpoint was written yet"
         raise FloatingPointError(
             f"{what} between steps {first} and {last} (epoch {epoch}); "
             f"stopped without saving: {kept}. Lower optim.lr, try train.amp=bf16 or check the data")
-    return w
+    return sums
 
 
 @dataclass
@@ -114,7 +114,7 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> f
         resume(run, Path(tc.resume_path) if tc.resume_path else last_pt, cfg)
     if group.main:  # fail now, not after an epoch: the folder must take two checkpoints (weights + Adam's two moments, ~4x)
         checkpoint.remove_stale_tmp(folder.model)  # orphans of saves cut by a SIGKILL, each checkpoint-sized
-        checkpoint.check_writable(folder.model, need_bytes=8 * sum(p.numel() * p.element_size() for p in state.nets.parameters()))
+        checkpoint.check_writable(folder.model, need_bytes=8 * sum(p.numel() * p.element_size() for p in state.gan.parameters()))
     say = print if group.main else (lambda *a, **k: None)
     say(banner(run, tc.epochs))
     steps = sampler.steps_per_epoch
@@ -168,8 +168,8 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     vae = instantiate(cfg.vae, device=str(device))
     check_channels(domains.channels, vae.space, "data")
     view = Decoded(vae, domains.convention, tc.d_crop) if tc.d_input == "decoded" else None
-    nets = build_gan(cfg.model, domains.channels, view).to(device)
-    check_sizes(nets, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
+    gan = build_gan(cfg.model, domains.channels, view).to(device)
+    check_sizes(gan, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
     # the closed-form baselines, fitted once on the training domains (model space, never test data):
     # the anchors below, the validation scores, and what evaluation compares with (saved as data)
     stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)
@@ -179,14 +179,14 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     maps = fit_all(domains.a, domains.b, *groups)
     domain_stats = {"a_mean": stats_a[0].tolist(), "a_std": stats_a[1].tolist(), "b_mean": stats_b[0].tolist(), "b_std": stats_b[1].tolist(),
                     "maps": {direction: {k: m.as_dict() for k, m in by_kind.items()} for direction, by_kind in maps.items()}}
-    if nets.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains
-        nets.g_ab.set_anchor(maps["A2B"][nets.g_ab.anchor])
-        nets.g_ba.set_anchor(maps["B2A"][nets.g_ba.anchor])
-    group.broadcast_params(nets)
+    if gan.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains
+        gan.g_ab.set_anchor(maps["A2B"][gan.g_ab.anchor])
+        gan.g_ba.set_anchor(maps["B2A"][gan.g_ba.anchor])
+    group.broadcast_params(gan)
     if group.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
         torch.manual_seed(cfg.seed + group.rank)
     background = background_compile(tc.compile, device, group.world)
-    step, sched_g, sched_d = build_training(cfg, nets, device, group, compile=False if background else None)
+    step, sched_g, sched_d = build_training(cfg, gan, device, group, compile=False if background else None)
     layout = memory_format(tc.channels_last, device)
     sampler = UnpairedSampler(place(group.shard(domains.a).contiguous(memory_format=layout), device),
                               place(group.shard(domains.b).contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
@@ -197,7 +197,7 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     if saved_cfg.get("vae"):
         saved_cfg["vae"] = absolute_paths(saved_cfg["vae"])
     record = {"cfg": saved_cfg, "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats}
-    state = TrainState(nets, step.opt_g, step.opt_d, sched_g, sched_d, step.scaler, step.buffer_a, step.buffer_b, tc.ema_decay, record)
+    state = TrainState(gan, step.opt_g, step.opt_d, sched_g, sched_d, step.scaler, step.buffer_a, step.buffer_b, tc.ema_decay, record)
     compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, folder.compile_log) if background else None
     return Run(tc, group, folder, domains, vae, maps, state, step, sampler, vis_a, vis_b,
                checkpoint.JsonlLog(folder.log), logger, compiler)
@@ -210,8 +210,8 @@ def resume(run: Run, path: Path, cfg: DictConfig) -> None:
                                 "or hydra.run.dir=<the run's folder> to resume that run")
     state, group = run.state, run.group
     ck = checkpoint.load(path, map_location=group.device)
-    nets = {k: v for k, v in state.objects().items() if k in ("G", "F", "D_A", "D_B")}
-    rundir.check_resume(ck, path, state.required(), OmegaConf.to_container(cfg, resolve=True), nets,  # what it resumes must be this run
+    networks = {k: v for k, v in state.objects().items() if k in ("G", "F", "D_A", "D_B")}
+    rundir.check_resume(ck, path, state.required(), OmegaConf.to_container(cfg, resolve=True), networks,  # what it resumes must be this run
                         run.domains.convention.as_dict(), state.record["domain_stats"], (len(run.sampler.a), len(run.sampler.b)))
     # other ranks keep their own seeds: exact resume is single-process
     state.load_state_dict(ck, restore_rng=cfg.train.resume_restore_rng and group.main)
@@ -248,12 +248,12 @@ class LossWindow:
 
     def report(self, i: int, bar, logger, lr: float, batch_size: int) -> None:
         self.group.mean_(self.window)
-        w = self.check(i)
+        sums = self.check(i)
         n = i + 1 - self.start
-        bar.set_postfix_str(f"G {w[0] / n:7.3f} D {w[1] / n:6.3f} cyc {w[4] / n:6.3f}")
+        bar.set_postfix_str(f"G {sums[0] / n:7.3f} D {sums[1] / n:6.3f} cyc {sums[4] / n:6.3f}")
         now = time.perf_counter()  # after the read-back above, so the window's time is real
         pairs_per_sec = progress.rate(n * batch_size, now - self.clock)  # None: too short a window to time
-        logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, w)}, "step/lr": lr,
+        logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, sums)}, "step/lr": lr,
                             **({"step/pairs_per_sec": pairs_per_sec} if pairs_per_sec is not None else {}),
                             **step_stats(self.group.device)}, step=self.epoch * self.steps + i + 1)
         self.clock, self.start = now, i + 1
@@ -269,7 +269,7 @@ def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None
     state.sched_g.step()
     state.sched_d.step()
     means = dict(zip(LOSS_KEYS, (group.mean_(state.sums) / steps).tolist()))
-    in_sync = group.params_in_sync(state.nets)  # every rank takes part, before rank 0 works alone
+    in_sync = group.params_in_sync(state.gan)  # every rank takes part, before rank 0 works alone
     state.epoch, state.step, state.order, state.sums = epoch + 1, 0, None, None
     if not group.main:
         return None
@@ -313,9 +313,9 @@ def save_checkpoints(state: TrainState, folder: RunFolder, improved: bool, tc: D
 
 def banner(run: Run, epochs: int) -> str:
     """The start-up line with the effective sizes."""
-    d, tc, step = run.domains, run.tc, run.step
-    n_params = sum(p.numel() for p in run.state.nets.g_ab.parameters())
-    return (f"lcgan.train | device {run.group.device} | A {tuple(d.a.shape)} B {tuple(d.b.shape)} | "
+    domains, tc, step = run.domains, run.tc, run.step
+    n_params = sum(p.numel() for p in run.state.gan.g_ab.parameters())
+    return (f"lcgan.train | device {run.group.device} | A {tuple(domains.a.shape)} B {tuple(domains.b.shape)} | "
             f"G/F {n_params / 1e6:.2f}M params each | batch {tc.batch_size} x {run.sampler.steps_per_epoch} steps/epoch x {epochs} epochs | "
             f"amp {step.amp_dtype} | compile {'in the background (eager until ready)' if run.compiler else step.compiled} "
             f"cuda graphs {step.cuda_graphs} | processes {run.group.world} | out {run.folder.root}")
@@ -336,9 +336,9 @@ def step_stats(device: torch.device) -> dict[str, float]:
 
 
 @torch.no_grad()
-def visualize(g_ab, g_ba, vae, conv, real_a: torch.Tensor, real_b: torch.Tensor):
+def visualize(g_ab, g_ba, vae, convention, real_a: torch.Tensor, real_b: torch.Tensor):
     """Columns A, G(A), B, F(B), labelled, decoded through the configured VAE."""
-    decode = lambda z: vae.decode(conv.model_to_raw(z.float(), vae.space))  # noqa: E731
+    decode = lambda z: vae.decode(convention.model_to_raw(z.float(), vae.space))  # noqa: E731
     return grid([decode(real_a), decode(g_ab(real_a)), decode(real_b), decode(g_ba(real_b))], labels=["A", "G(A)", "B", "F(B)"])
 
 

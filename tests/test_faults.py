@@ -297,7 +297,7 @@ def poison_at(monkeypatch, call: int, then_signal: bool = False) -> None:
             Poisoned.calls += 1
             if Poisoned.calls == call:
                 with torch.no_grad():
-                    next(self.nets.g_ab.parameters()).fill_(float("nan"))
+                    next(self.gan.g_ab.parameters()).fill_(float("nan"))
                 if then_signal:  # a preemption in the same log window as the NaN
                     os.kill(os.getpid(), signal.SIGTERM)
             return super().__call__(real_a, real_b)
@@ -346,7 +346,7 @@ def test_diverging_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pat
             Exploding.calls += 1
             if Exploding.calls == 6:  # epoch 2, its second step: G's weights blow up, every value stays finite
                 with torch.no_grad():
-                    for p in self.nets.g_ab.parameters():
+                    for p in self.gan.g_ab.parameters():
                         p.mul_(1e8)
             return super().__call__(real_a, real_b)
 

@@ -291,10 +291,10 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
     out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"]}
     for use_ema in (False, True) if "G_ema" in ck else (False,):
         t = load_translator(path, vae.device, use_ema=use_ema)
-        conv = t.convention  # with data.latent_norm=channel, the training domains' statistics
+        convention = t.convention  # with data.latent_norm=channel, the training domains' statistics
         suffix = "_ema" if use_ema else ""
         for name, test in tests.items():
-            z = conv.model_to_raw(t.g_ab(conv.raw_to_model(test["z_x"].to(vae.device), vae.space)), vae.space).cpu()
+            z = convention.model_to_raw(t.g_ab(convention.raw_to_model(test["z_x"].to(vae.device), vae.space)), vae.space).cpu()
             tag = suffix if name == "test" else f"{suffix}_{name}"
             out["psnr" + tag], out["psnr_vae" + tag], out["lpips" + tag], out["val" + tag] = score_latents(vae, test, z, lpips)
     return out
