@@ -54,6 +54,19 @@ class RunClock:
         return (self.total_epochs - epochs_done) * sum(timed) / len(timed)
 
 
+def summary_line(m: dict, epochs: int, eta_sec: float | None = None) -> str:
+    """The console line of an epoch: its losses, rate, the run's ETA, and the validation metric against the baselines."""
+    line = (f"Epoch {m['epoch']}/{epochs} | G {m['loss_G']:.3f} D {m['loss_D']:.3f} cyc {m['loss_cyc']:.3f} "
+            f"id {m['loss_id']:.3f} | lr {m['lr']:.2e} | {fmt_rate(m.get('pairs_per_sec'))} pairs/s | "
+            f"run ETA {fmt_duration(eta_sec)}")
+    base = lambda suffix: ", ".join(f"{k.replace('_', '-')} {m[f'base_{k}{suffix}']:.3f}" for k in BASELINES)  # noqa: E731
+    if "val_swd" in m:
+        line += f" | val_swd {m['val_swd']:.3f} (identity 1, {base('_val_swd')})"
+    if "err" in m:
+        line += f" | err G {m['err_G']:.3f} F {m['err_F']:.3f} (identity 1, {base('_G')})"
+    return line
+
+
 def _resume_overrides(out: Path) -> str:
     """The overrides the run was started with (Hydra keeps them in ``.hydra/overrides.yaml``)."""
     path = RunFolder(out).overrides

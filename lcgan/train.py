@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lcgan import CONF_DIR, checkpoint, config, distributed, progress, rundir
-from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
+from lcgan.baselines import channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
 from lcgan.build import LOSS_KEYS, background_compile, build_gan, build_training, check_sizes, memory_format, probe_view
 from lcgan.compile_cache import BackgroundCompile
 from lcgan.curves import read_log, write_curves
@@ -36,7 +36,7 @@ from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
 from lcgan.state import TrainState
 from lcgan.vae import absolute_paths
-from lcgan.vis import grid, save_png
+from lcgan.vis import save_png, translation_grid
 
 # a loss averaging more than this per step has diverged, finite or not (optim.lr=1e6 gave 1e15):
 # healthy losses are O(1), loss_G at most a few times lambda_cyc
@@ -151,7 +151,7 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> f
             metrics = end_epoch(run, epoch, time.perf_counter() - t0, steps - start)
             if metrics is not None:
                 clock.epoch_done(time.perf_counter() - t0, (steps - start) / steps)  # the whole epoch: steps, validation, saving
-                say(summary_line(metrics, tc.epochs, clock.eta(epoch + 1)))
+                say(progress.summary_line(metrics, tc.epochs, clock.eta(epoch + 1)))
     if group.main and run.log.path.is_file():
         write_curves(run.log.path, folder.curves)
         say(progress.closing_note(read_log(run.log.path), folder.root, tc.epochs))
@@ -290,7 +290,7 @@ def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None
     run.log.append(metrics)
     run.logger.log_scalars({f"epoch/{k}": v for k, v in metrics.items()}, step=(epoch + 1) * steps)
     if tc.vis_every and ((epoch + 1) % tc.vis_every == 0 or epoch + 1 == tc.epochs):
-        picture = visualize(g_ab, g_ba, run.vae, domains.convention, run.vis_a, run.vis_b)
+        picture = translation_grid(g_ab, g_ba, run.vae, domains.convention, run.vis_a, run.vis_b)
         save_png(picture, run.folder.epoch_picture(epoch + 1))
         run.logger.log_image("vis", picture, step=(epoch + 1) * steps)
         write_curves(run.log.path, run.folder.curves)
@@ -333,25 +333,6 @@ def step_stats(device: torch.device) -> dict[str, float]:
     if device.type != "cuda":
         return {}
     return {"gpu_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30}
-
-
-@torch.no_grad()
-def visualize(g_ab, g_ba, vae, convention, real_a: torch.Tensor, real_b: torch.Tensor):
-    """Columns A, G(A), B, F(B), labelled, decoded through the configured VAE."""
-    decode = lambda z: vae.decode(convention.model_to_raw(z.float(), vae.space))  # noqa: E731
-    return grid([decode(real_a), decode(g_ab(real_a)), decode(real_b), decode(g_ba(real_b))], labels=["A", "G(A)", "B", "F(B)"])
-
-
-def summary_line(m: dict, epochs: int, eta_sec: float | None = None) -> str:
-    line = (f"Epoch {m['epoch']}/{epochs} | G {m['loss_G']:.3f} D {m['loss_D']:.3f} cyc {m['loss_cyc']:.3f} "
-            f"id {m['loss_id']:.3f} | lr {m['lr']:.2e} | {progress.fmt_rate(m.get('pairs_per_sec'))} pairs/s | "
-            f"run ETA {progress.fmt_duration(eta_sec)}")
-    base = lambda suffix: ", ".join(f"{k.replace('_', '-')} {m[f'base_{k}{suffix}']:.3f}" for k in BASELINES)  # noqa: E731
-    if "val_swd" in m:
-        line += f" | val_swd {m['val_swd']:.3f} (identity 1, {base('_val_swd')})"
-    if "err" in m:
-        line += f" | err G {m['err_G']:.3f} F {m['err_F']:.3f} (identity 1, {base('_G')})"
-    return line
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
