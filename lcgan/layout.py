@@ -45,8 +45,9 @@ class RunFolder:
         return self.model / f"epoch_{epoch:04d}.pt"
 
     def epoch_checkpoints(self) -> list[Path]:
-        """The run's ``model/epoch_*.pt``, sorted by name."""
-        return sorted(self.model.glob("epoch_*.pt"))
+        """The run's ``model/epoch_<digits>.pt``, oldest first (by number: ``epoch_10000.pt`` after ``epoch_9999.pt``)."""
+        found = [p for p in self.model.glob("epoch_*.pt") if p.stem[len("epoch_"):].isdigit()]
+        return sorted(found, key=lambda p: int(p.stem[len("epoch_"):]))
 
     def epoch_picture(self, epoch: int) -> Path:
         return self.pictures / f"epoch_{epoch:04d}.png"

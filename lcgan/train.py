@@ -308,7 +308,7 @@ def save_checkpoints(state: TrainState, folder: RunFolder, improved: bool, tc: D
         checkpoint.save(state.generators(full), epoch_pt)
     also = [*([epoch_pt] if periodic and tc.epoch_files == "full" else []), *([folder.best] if improved else [])]
     checkpoint.save(full, *also, folder.last)  # last.pt last: a crash before it repeats this epoch, never skips it
-    checkpoint.keep_newest(folder.model, tc.keep_epochs)
+    checkpoint.keep_newest(folder.epoch_checkpoints(), tc.keep_epochs)
 
 
 def banner(run: Run, epochs: int) -> str:

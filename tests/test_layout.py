@@ -14,10 +14,11 @@ def test_run_folder_names_the_files_as_before(tmp_path):
              "lock": ".lock", "hydra_config": ".hydra/config.yaml", "overrides": ".hydra/overrides.yaml"}
     assert {k: getattr(run, k).relative_to(tmp_path).as_posix() for k in names} == names
     assert run.epoch_checkpoint(3) == tmp_path / "model" / "epoch_0003.pt" and run.epoch_picture(12) == tmp_path / "vis" / "epoch_0012.png"
-    for name in ("epoch_0002.pt", "epoch_0001.pt", "last.pt"):
-        run.model.mkdir(exist_ok=True)
+    run.model.mkdir()
+    for name in ("epoch_10000.pt", "epoch_9999.pt", "epoch_0001.pt", "epoch_copy.pt", "last.pt"):
         (run.model / name).write_bytes(b"")
-    assert [p.name for p in run.epoch_checkpoints()] == ["epoch_0001.pt", "epoch_0002.pt"]
+    # oldest first by number (what train.keep_epochs deletes from), never another file
+    assert [p.name for p in run.epoch_checkpoints()] == ["epoch_0001.pt", "epoch_9999.pt", "epoch_10000.pt"]
 
 
 def test_the_run_of_a_checkpoint():
