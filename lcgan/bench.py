@@ -1,7 +1,7 @@
 """Benchmark the real training step: ``python -m lcgan.bench [compare=true] [model=...] [key=value ...]``
 (``bench.eval.enabled=true``: the evaluation pipeline instead, see :mod:`lcgan.bench_eval`).
 
-Times ``lcgan.train``'s step (built by :func:`lcgan.train.build_training`, with its CUDA
+Times ``lcgan.train``'s step (built by :func:`lcgan.build.build_training`, with its CUDA
 defaults: data on the GPU, bf16, channels-last, torch.compile, CUDA graphs) on random latents,
 and prints one JSON object as its last line (also written to ``bench.output``).
 
@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 from lcgan import CONF_DIR, checkpoint, config
+from lcgan.build import LOSS_KEYS, build_gan, build_training, check_sizes, memory_format
 from lcgan.devices import resolve_device
-from lcgan.train import LOSS_KEYS, auto_switch, build_nets, build_training, check_sizes
 
 
 def _variant(cfg: DictConfig, eager: bool, amp: str | None = None) -> DictConfig:
@@ -48,11 +48,11 @@ class Runner:
 
     def __init__(self, cfg: DictConfig, state: dict, batches: list, device: torch.device, from_host: bool) -> None:
         torch.manual_seed(cfg.seed)  # same replay-buffer draws in every variant
-        nets = build_nets(cfg.model, cfg.bench.channels).to(device)
-        nets.load_state_dict(state)
-        self.step = build_training(cfg, nets, device)["step"]
+        gan = build_gan(cfg.model, cfg.bench.channels).to(device)
+        gan.load_state_dict(state)
+        self.step = build_training(cfg, gan, device).step
         self.device, self.from_host, self.i = device, from_host, 0
-        layout = torch.channels_last if auto_switch(cfg.train.channels_last, device) else torch.contiguous_format
+        layout = memory_format(cfg.train.channels_last, device)
         if not from_host:  # resident on the GPU, as lcgan.train keeps its datasets
             batches = [(a.to(device).contiguous(memory_format=layout), b.to(device).contiguous(memory_format=layout)) for a, b in batches]
         self.batches = batches
@@ -94,9 +94,9 @@ def run_steps(cfg: DictConfig, state: dict, batches: list, n: int, device: torch
 def count_flops(cfg: DictConfig, state: dict, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> int:
     """FLOPs of one training step (forward and backward of G, F, D_A, D_B), counted in eager mode."""
     eager = _variant(cfg, eager=True)
-    nets = build_nets(eager.model, cfg.bench.channels).to(device)
-    nets.load_state_dict(state)
-    step = build_training(eager, nets, device)["step"]
+    gan = build_gan(eager.model, cfg.bench.channels).to(device)
+    gan.load_state_dict(state)
+    step = build_training(eager, gan, device).step
     with FlopCounterMode(display=False) as counter:
         step(batch[0].to(device), batch[1].to(device))
     return counter.get_total_flops()
@@ -135,9 +135,9 @@ def bench(cfg: DictConfig) -> dict:
         print(json.dumps(result))
         return result
     torch.manual_seed(cfg.seed)
-    nets = build_nets(cfg.model, bc.channels)
-    check_sizes(nets, (bc.latent_size, bc.latent_size))
-    state = nets.state_dict()
+    gan = build_gan(cfg.model, bc.channels)
+    check_sizes(gan, (bc.latent_size, bc.latent_size))
+    state = gan.state_dict()
     g = torch.Generator().manual_seed(cfg.seed)
     shape = (tc.batch_size, bc.channels, bc.latent_size, bc.latent_size)
     # a pool of distinct batches, kept in (pinned) host memory; latents at model scale (std ~0.45)
@@ -186,8 +186,8 @@ def bench(cfg: DictConfig) -> dict:
         main = [LOSS_KEYS.index(k) for k in ("loss_G", "loss_cyc", "loss_D")]
         rel = lambda x, y: ((x[:, main] - y[:, main]).abs() / y[:, main].abs().clamp_min(1e-2))  # noqa: E731
         for a, b in (("optimized", "eager_same_dtype"), ("optimized", "eager_fp16"), ("eager_same_dtype", "eager_fp32")):
-            d = rel(runs[a], runs[b])
-            result[f"rel_loss_diff_{a}_vs_{b}"] = {"step1": round(d[0].max().item(), 5), f"max_{n}_steps": round(d.max().item(), 5)}
+            diff = rel(runs[a], runs[b])
+            result[f"rel_loss_diff_{a}_vs_{b}"] = {"step1": round(diff[0].max().item(), 5), f"max_{n}_steps": round(diff.max().item(), 5)}
     if bc.profile:
         result["profile_top"] = profile(cfg, state, batches, device)
     checkpoint.atomic_write_bytes(bc.output, (json.dumps(result, indent=2) + "\n").encode())

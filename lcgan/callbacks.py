@@ -54,9 +54,10 @@ class RunFolderGuard(Callback):
         from omegaconf import read_write
 
         from lcgan import rundir
+        from lcgan.layout import RunFolder
 
         out = Path(config.hydra.run.dir)
-        keep_record = bool(config.train.resume) and (out / rundir.RECORDED).is_file()
+        keep_record = bool(config.train.resume) and RunFolder(out).overrides.is_file()
         try:
             rundir.refuse_busy(out)
             rundir.refuse_earlier_run(out, bool(config.train.resume), bool(config.train.overwrite))

@@ -74,16 +74,10 @@ def save(obj: dict, *paths: str | Path) -> None:
         atomic_write_bytes(path, buf.getvalue())
 
 
-def epoch_files(folder: str | Path) -> list[Path]:
-    """``folder``'s ``epoch_XXXX.pt`` files, oldest first (by number: ``epoch_10000.pt`` after ``epoch_9999.pt``)."""
-    found = [p for p in Path(folder).glob("epoch_*.pt") if p.stem[len("epoch_"):].isdigit()]
-    return sorted(found, key=lambda p: int(p.stem[len("epoch_"):]))
-
-
-def keep_newest(folder: str | Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` epoch files of ``folder`` (``keep=0``: none); returns the deleted.
-    Only ``epoch_<digits>.pt``: ``last.pt``, ``best.pt`` and anything else stay."""
-    old = epoch_files(folder)[:-keep] if keep > 0 else []
+def keep_newest(files: list[Path], keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` of ``files`` (oldest first: a run's
+    :meth:`lcgan.layout.RunFolder.epoch_checkpoints`; ``keep=0``: none); returns the deleted."""
+    old = files[:-keep] if keep > 0 else []
     for p in old:
         p.unlink(missing_ok=True)
     return old

@@ -80,12 +80,12 @@ class CycleGAN(nn.Module):
     def seen(self, z: torch.Tensor) -> torch.Tensor:
         return z if self.view is None else self.view(z)
 
-    def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor, w: LossWeights,
+    def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor, weights: LossWeights,
                          fused: bool = False) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """G-side losses. ``fused``: each generator runs once on its translation and identity
         inputs stacked into one batch (InstanceNorm is per sample, so the math is the same) instead
         of twice: fewer, larger kernels."""
-        n, use_id = len(real_a), w.lambda_id > 0
+        n, use_id = len(real_a), weights.lambda_id > 0
         if fused and use_id:
             fake_b, idt_b = self.g_ab(torch.cat([real_a, real_b])).split(n)
             fake_a, idt_a = self.g_ba(torch.cat([real_b, real_a])).split(n)
@@ -98,13 +98,14 @@ class CycleGAN(nn.Module):
         rec_b = self.g_ab(fake_a)
         loss_gan_G = lsgan(self.d_b(self.seen(fake_b)), 1.0)
         loss_gan_F = lsgan(self.d_a(self.seen(fake_a)), 1.0)
-        loss_cyc = ((rec_a.float() - real_a).abs().mean() + (rec_b.float() - real_b).abs().mean()) * w.lambda_cyc
+        loss_cyc = ((rec_a.float() - real_a).abs().mean() + (rec_b.float() - real_b).abs().mean()) * weights.lambda_cyc
         if use_id:
-            loss_id = ((idt_b.float() - real_b).abs().mean() + (idt_a.float() - real_a).abs().mean()) * w.lambda_cyc * w.lambda_id
+            loss_id = ((idt_b.float() - real_b).abs().mean() + (idt_a.float() - real_a).abs().mean()) * weights.lambda_cyc * weights.lambda_id
         else:
             loss_id = torch.zeros((), device=real_a.device)
-        if w.lambda_swd > 0:
-            loss_swd = (sliced_wasserstein(fake_b, real_b, w.swd_kernel) + sliced_wasserstein(fake_a, real_a, w.swd_kernel)) * w.lambda_swd
+        if weights.lambda_swd > 0:
+            k = weights.swd_kernel
+            loss_swd = (sliced_wasserstein(fake_b, real_b, k) + sliced_wasserstein(fake_a, real_a, k)) * weights.lambda_swd
         else:
             loss_swd = torch.zeros((), device=real_a.device)
         loss_G = loss_gan_G + loss_gan_F + loss_cyc + loss_id + loss_swd
@@ -112,11 +113,11 @@ class CycleGAN(nn.Module):
                   "loss_swd": loss_swd}
         return losses, fake_a.detach(), fake_b.detach()
 
-    def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    def discriminator_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, weights: LossWeights) -> torch.Tensor:
         """One shared D loss for both discriminators: D(real)->1, D(fake)->0."""
         with torch.no_grad():  # no gradient reaches G from here: skip the decoder's backward graph too
             real, fake = self.seen(real), self.seen(fake)
-        return (lsgan(d(real), 1.0) + lsgan(d(fake), 0.0)) * w.d_loss_scale
+        return (lsgan(disc(real), 1.0) + lsgan(disc(fake), 0.0)) * weights.d_loss_scale
 
 
 class CycleGANStep:
@@ -135,7 +136,7 @@ class CycleGANStep:
 
     def __init__(
         self,
-        nets: CycleGAN,
+        gan: CycleGAN,
         opt_g: torch.optim.Optimizer,
         opt_d: torch.optim.Optimizer,
         weights: LossWeights,
@@ -150,11 +151,11 @@ class CycleGANStep:
         r1_gamma: float = 0.0,
         r1_every: int = 16,
     ) -> None:
-        self.nets, self.opt_g, self.opt_d, self.w = nets, opt_g, opt_d, weights
+        self.gan, self.opt_g, self.opt_d, self.weights = gan, opt_g, opt_d, weights
         self.buffer_a, self.buffer_b = buffer_a, buffer_b
         self.amp_dtype, self.scaler = amp_dtype, scaler
-        self.d_params = list(nets.d_a.parameters()) + list(nets.d_b.parameters())
-        self.g_params = list(nets.g_ab.parameters()) + list(nets.g_ba.parameters())
+        self.d_params = list(gan.d_a.parameters()) + list(gan.d_b.parameters())
+        self.g_params = list(gan.g_ab.parameters()) + list(gan.g_ba.parameters())
         self.grad_sync = grad_sync  # multi-process: averages a parameter list's gradients over ranks
         self.r1_gamma, self.r1_every, self.steps = r1_gamma, r1_every, 0
         self.fuse_passes, self._want_graphs = fuse_passes, cuda_graphs
@@ -178,23 +179,23 @@ class CycleGANStep:
 
     def _g_losses_eager(self, real_a: torch.Tensor, real_b: torch.Tensor):
         with self._autocast(real_a.device):
-            return self.nets.generator_losses(real_a, real_b, self.w, fused=self.fuse_passes)
+            return self.gan.generator_losses(real_a, real_b, self.weights, fused=self.fuse_passes)
 
     def _d_losses_eager(self, real_a: torch.Tensor, fake_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor):
         with self._autocast(real_a.device):
-            loss_D_A = self.nets.discriminator_loss(self.nets.d_a, real_a, fake_a, self.w)
-            loss_D_B = self.nets.discriminator_loss(self.nets.d_b, real_b, fake_b, self.w)
+            loss_D_A = self.gan.discriminator_loss(self.gan.d_a, real_a, fake_a, self.weights)
+            loss_D_B = self.gan.discriminator_loss(self.gan.d_b, real_b, fake_b, self.weights)
         return loss_D_A, loss_D_B
 
     def r1_penalty(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
         """R1 (Mescheder et al. 2018): gamma/2 * E|grad_x D(x)|^2 on real latents, against a
         discriminator that memorises a few hundred latents. Eager and fp32: double backward."""
         total = torch.zeros((), device=real_a.device)
-        for d, real in ((self.nets.d_a, real_a), (self.nets.d_b, real_b)):
+        for disc, real in ((self.gan.d_a, real_a), (self.gan.d_b, real_b)):
             with torch.no_grad():
-                x = self.nets.seen(real).float()
+                x = self.gan.seen(real).float()
             x.requires_grad_(True)
-            (grad,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
+            (grad,) = torch.autograd.grad(disc(x).sum(), x, create_graph=True)
             total = total + grad.pow(2).flatten(1).sum(1).mean()
         return total * self.r1_gamma / 2
 

@@ -68,7 +68,7 @@ def latent_folders(
     Folders written by ``lcgan.encode`` carry a ``manifest.json``; when both do, they must agree
     with each other (VAE latent space, scaling, image size) and with ``latents_scaled``.
     """
-    conv = Convention(latents_scaled=latents_scaled, latent_divisor=latent_divisor)
+    convention = Convention(latents_scaled=latents_scaled, latent_divisor=latent_divisor)
     manifests = {"a": read_manifest(a_dir), "b": read_manifest(b_dir)}
     check_manifests(manifests["a"], manifests["b"], latents_scaled)
     a, files_a = load_latent_dir(a_dir, "data.a_dir", num_workers, max_files)
@@ -79,16 +79,16 @@ def latent_folders(
             "encode both domains with the same VAE and image_size"
         )
     (a, files_a, val_a), (b, files_b, val_b) = (_hold_out(z, f, val_fraction) for z, f in ((a, files_a), (b, files_b)))
-    conv = _normalise(conv, latent_norm, a, b)
-    return Domains(a=conv.file_to_model(a), b=conv.file_to_model(b), convention=conv, flip=flip,
+    convention = _normalise(convention, latent_norm, a, b)
+    return Domains(a=convention.file_to_model(a), b=convention.file_to_model(b), convention=convention, flip=flip,
                    files_a=files_a, files_b=files_b, manifests={k: m for k, m in manifests.items() if m},
-                   val_a=None if val_a is None else conv.file_to_model(val_a),
-                   val_b=None if val_b is None else conv.file_to_model(val_b))
+                   val_a=None if val_a is None else convention.file_to_model(val_a),
+                   val_b=None if val_b is None else convention.file_to_model(val_b))
 
 
-def _normalise(conv: Convention, latent_norm: str, a: torch.Tensor, b: torch.Tensor) -> Convention:
+def _normalise(convention: Convention, latent_norm: str, a: torch.Tensor, b: torch.Tensor) -> Convention:
     """``data.latent_norm``: the scalar divisor, or per-channel statistics of the training latents (file space)."""
-    return conv.fitted(a, b) if latent_norm == "channel" else conv
+    return convention.fitted(a, b) if latent_norm == "channel" else convention
 
 
 def source_key(file: str) -> str:
@@ -137,12 +137,12 @@ class SyntheticTruth:
 
     def a_to_b(self, z: torch.Tensor) -> torch.Tensor:
         """True G on model-space latents."""
-        conv = self.convention
-        return conv.file_to_model(conv.model_to_file(z) + self.shift.view(1, -1, 1, 1).to(z))
+        convention = self.convention
+        return convention.file_to_model(convention.model_to_file(z) + self.shift.view(1, -1, 1, 1).to(z))
 
     def b_to_a(self, z: torch.Tensor) -> torch.Tensor:
-        conv = self.convention
-        return conv.file_to_model(conv.model_to_file(z) - self.shift.view(1, -1, 1, 1).to(z))
+        convention = self.convention
+        return convention.file_to_model(convention.model_to_file(z) - self.shift.view(1, -1, 1, 1).to(z))
 
 
 def _smooth_fields(n: int, channels: int, size: int, mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -182,16 +182,16 @@ def synthetic(
     for name, vals in (("mean", mean), ("std", std), ("shift", shift)):
         if len(vals) != channels:
             raise ValueError(f"data.{name} has {len(vals)} values but data.channels={channels}")
-    conv = Convention(latents_scaled=False, latent_divisor=latent_divisor)
+    convention = Convention(latents_scaled=False, latent_divisor=latent_divisor)
     gen = torch.Generator().manual_seed(seed)
     mean_t, std_t, shift_t = (torch.tensor(v, dtype=torch.float32) for v in (mean, std, shift))
     a, b_src, eval_a, eval_b_src = (
         _smooth_fields(n, channels, size, mean_t, std_t, gen) for n in (n_a, n_b, n_eval, n_eval)
     )
     b, eval_b = (z + shift_t.view(1, -1, 1, 1) for z in (b_src, eval_b_src))
-    conv = _normalise(conv, latent_norm, a, b)
-    truth = SyntheticTruth(shift=shift_t, convention=conv, eval_a=conv.file_to_model(eval_a), eval_b=conv.file_to_model(eval_b))
-    return Domains(a=conv.file_to_model(a), b=conv.file_to_model(b), convention=conv, flip=flip, truth=truth)
+    convention = _normalise(convention, latent_norm, a, b)
+    truth = SyntheticTruth(shift=shift_t, convention=convention, eval_a=convention.file_to_model(eval_a), eval_b=convention.file_to_model(eval_b))
+    return Domains(a=convention.file_to_model(a), b=convention.file_to_model(b), convention=convention, flip=flip, truth=truth)
 
 
 # ---------------------------------------------------------------------------- sampling

@@ -3,8 +3,9 @@
     run folder (lcgan.train)              evaluation folder (lcgan.evaluate, lcgan.translate metrics=true)
     model/last.pt, best.pt, epoch_N.pt    summary.json (written last), metrics.csv
     logs/train_log.jsonl, curves.png      gen/{A2B,B2A}/*.png, round_trip/{A2B,B2A}/*.png
-    vis/epoch_N.png                       fid/{A2B,B2A}_gen_stats.npz
-    error.txt                             images/{A2B,B2A}_overview.png, images/{A2B,B2A}/*.png
+    logs/resumes.jsonl, compile.log       fid/{A2B,B2A}_gen_stats.npz
+    vis/epoch_N.png                       images/{A2B,B2A}_overview.png, images/{A2B,B2A}/*.png
+    error.txt, .lock
     .hydra/config.yaml, overrides.yaml
     eval/[<checkpoint stem>/]summary.json (an evaluation kept inside the run, read by lcgan.report)
 """
@@ -32,13 +33,21 @@ class RunFolder:
     logs = property(lambda self: self.root / "logs")
     log = property(lambda self: self.root / "logs" / "train_log.jsonl")
     curves = property(lambda self: self.root / "logs" / "curves.png")
+    resumes = property(lambda self: self.root / "logs" / "resumes.jsonl")  # one line per resume (lcgan.rundir.record_resume)
+    compile_log = property(lambda self: self.root / "logs" / "compile.log")  # the background compile's child (lcgan.compile_cache)
     pictures = property(lambda self: self.root / "vis")
     error = property(lambda self: self.root / "error.txt")
+    lock = property(lambda self: self.root / ".lock")  # held by the training that owns the folder (lcgan.rundir.RunLock)
     hydra_config = property(lambda self: self.root / ".hydra" / "config.yaml")
     overrides = property(lambda self: self.root / ".hydra" / "overrides.yaml")
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.model / f"epoch_{epoch:04d}.pt"
+
+    def epoch_checkpoints(self) -> list[Path]:
+        """The run's ``model/epoch_<digits>.pt``, oldest first (by number: ``epoch_10000.pt`` after ``epoch_9999.pt``)."""
+        found = [p for p in self.model.glob("epoch_*.pt") if p.stem[len("epoch_"):].isdigit()]
+        return sorted(found, key=lambda p: int(p.stem[len("epoch_"):]))
 
     def epoch_picture(self, epoch: int) -> Path:
         return self.pictures / f"epoch_{epoch:04d}.png"
@@ -52,6 +61,12 @@ class RunFolder:
     def of_hydra_config(path: Path) -> RunFolder:
         """The run whose ``.hydra/config.yaml`` is ``path``."""
         return RunFolder(path.parent.parent)
+
+    @staticmethod
+    def of_checkpoint(path: Path) -> RunFolder | None:
+        """The run whose ``model/`` holds the checkpoint ``path``; None for a checkpoint kept elsewhere."""
+        run = RunFolder(path.parent.parent)
+        return run if path.parent == run.model else None
 
 
 def run_folders(root: Path) -> list[Path]:

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from lcgan.baselines import BASELINE_SUFFIX, BASELINES, validation_key
+from lcgan.layout import RunFolder
 
 # a timing window shorter than this is noise (or a clock tick): no rate is computed from it
 MIN_WINDOW_SEC = 1e-3
@@ -53,9 +54,22 @@ class RunClock:
         return (self.total_epochs - epochs_done) * sum(timed) / len(timed)
 
 
+def summary_line(m: dict, epochs: int, eta_sec: float | None = None) -> str:
+    """The console line of an epoch: its losses, rate, the run's ETA, and the validation metric against the baselines."""
+    line = (f"Epoch {m['epoch']}/{epochs} | G {m['loss_G']:.3f} D {m['loss_D']:.3f} cyc {m['loss_cyc']:.3f} "
+            f"id {m['loss_id']:.3f} | lr {m['lr']:.2e} | {fmt_rate(m.get('pairs_per_sec'))} pairs/s | "
+            f"run ETA {fmt_duration(eta_sec)}")
+    base = lambda suffix: ", ".join(f"{k.replace('_', '-')} {m[f'base_{k}{suffix}']:.3f}" for k in BASELINES)  # noqa: E731
+    if "val_swd" in m:
+        line += f" | val_swd {m['val_swd']:.3f} (identity 1, {base('_val_swd')})"
+    if "err" in m:
+        line += f" | err G {m['err_G']:.3f} F {m['err_F']:.3f} (identity 1, {base('_G')})"
+    return line
+
+
 def _resume_overrides(out: Path) -> str:
     """The overrides the run was started with (Hydra keeps them in ``.hydra/overrides.yaml``)."""
-    path = out / ".hydra" / "overrides.yaml"
+    path = RunFolder(out).overrides
     if not path.is_file():
         return "<the same overrides>"  # train(cfg) called from Python: no Hydra folder
     from omegaconf import OmegaConf
@@ -70,13 +84,11 @@ def closing_note(rows: list[dict], out: Path, epochs: int) -> str:
         return f"No epoch finished; nothing was written under {out}."
     key = validation_key(rows[-1]) or "val_metric"
     scored = [r for r in rows if math.isfinite(float(r.get(key, math.nan)))]
-    last = rows[-1]
-    model = out / "model"
-    best_pt = model / "best.pt"
+    last, run = rows[-1], RunFolder(out)
     parts = []
     if scored:
         best = min(scored, key=lambda r: r[key])
-        parts.append(f"Best epoch {best['epoch']}/{epochs}: {key} {best[key]:.4g} (lower is better), saved as {best_pt}.")
+        parts.append(f"Best epoch {best['epoch']}/{epochs}: {key} {best[key]:.4g} (lower is better), saved as {run.best}.")
         suffix = BASELINE_SUFFIX.get(key)
         bases = [(n, last.get(f"base_{n}{suffix}")) for n in BASELINES] if suffix else []
         bases = [(n.replace("_", "-"), v) for n, v in bases if isinstance(v, (int, float))]
@@ -89,9 +101,9 @@ def closing_note(rows: list[dict], out: Path, epochs: int) -> str:
         parts.append(text)
     else:
         parts.append(f"No epoch has a finite {key}; model/best.pt was not written.")
-    parts.append(f"Checkpoints are in {model}/ (best.pt, last.pt, epoch_*.pt), the log and curves in {out / 'logs'}/ "
-                 f"(train_log.jsonl, curves.png), the pictures in {out / 'vis'}/.")
-    ckpt = best_pt if best_pt.exists() else model / "last.pt"
+    parts.append(f"Checkpoints are in {run.model}/ ({run.best.name}, {run.last.name}, epoch_*.pt), the log and curves in {run.logs}/ "
+                 f"({run.log.name}, {run.curves.name}), the pictures in {run.pictures}/.")
+    ckpt = run.best if run.best.exists() else run.last
     parts.append(f"Evaluate: python -m lcgan.evaluate checkpoint={ckpt} eval.testA_dir=<images A> eval.testB_dir=<images B>.")
     what = "Train longer" if last["epoch"] >= epochs else "Continue it"
     extra = f" train.epochs=<more than {epochs}>" if last["epoch"] >= epochs else f" train.epochs={epochs}"

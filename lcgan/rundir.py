@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-LOCK = ".lock"
+from lcgan.layout import RunFolder
 
 
 class FolderInUse(RuntimeError):
@@ -44,24 +44,22 @@ def checkpoint_tag(checkpoint: str | Path) -> str:
     run folder and its stem (``outputs/train/2026-11-29/11-45-00/model/last.pt`` -> ``2026-11-29_11-45-00_last``),
     so evaluating ``last.pt`` of two runs never writes to one folder."""
     path = Path(checkpoint).resolve()
-    run = path.parent.parent if path.parent.name == "model" else path.parent
+    run = (RunFolder.of_checkpoint(path) or RunFolder(path.parent)).root
     return "_".join([*(p for p in run.parts[-2:] if p != run.anchor), path.stem])
 
 
 def previous_outputs(out: Path) -> list[Path]:
     """What a training leaves in ``out`` that a fresh run would replace or mix with."""
-    model = out / "model"
-    found = sorted(model.glob("*.pt")) if model.is_dir() else []
-    found = [p for p in found if p.name in ("last.pt", "best.pt") or p.name.startswith("epoch_")]
-    log = out / "logs" / "train_log.jsonl"
-    return found + ([log] if log.is_file() and log.stat().st_size else [])
+    run = RunFolder(out)
+    found = sorted(p for p in (run.last, run.best, *run.epoch_checkpoints()) if p.is_file())
+    return found + ([run.log] if run.log.is_file() and run.log.stat().st_size else [])
 
 
 class RunLock:
     """An exclusive ``flock`` on ``out/.lock``; released by :meth:`release` or by the process's death."""
 
     def __init__(self, out: Path) -> None:
-        self.path = out / LOCK
+        self.path = RunFolder(out).lock
         try:
             out.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "a+")  # noqa: SIM115 (held, with its lock, until the run ends)
@@ -87,7 +85,7 @@ class RunLock:
         """Unlock; a run that failed before any output leaves its folder as it found it (no ``.lock``)."""
         if self.file.closed:
             return
-        if [p.name for p in self.path.parent.iterdir()] == [LOCK]:  # removed while held: a waiting opener sees another inode
+        if [p.name for p in self.path.parent.iterdir()] == [self.path.name]:  # removed while held: a waiting opener sees another inode
             self.path.unlink(missing_ok=True)
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
@@ -106,9 +104,10 @@ def refuse_earlier_run(out: Path, resume: bool, overwrite: bool) -> list[Path]:
 
 def refuse_busy(out: Path) -> None:
     """:class:`FolderInUse` when a live training holds ``out``'s lock; creates and changes nothing."""
-    if not (out / LOCK).is_file():
+    lock = RunFolder(out).lock
+    if not lock.is_file():
         return
-    with open(out / LOCK) as f:
+    with open(lock) as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -158,12 +157,12 @@ def _close(x, y) -> bool:
     return x == y
 
 
-def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[str, torch.nn.Module], convention: dict,
+def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, networks: dict[str, torch.nn.Module], convention: dict,
                  domain_stats: dict, sizes: tuple[int, int]) -> None:
     """Refuse to resume ``ck`` (from ``path``) into a run that differs in what it means.
 
     ``need``: the keys the run's state loads (``TrainState.required``); ``cfg``: this run's resolved
-    config; ``nets``: G, F, D_A, D_B as built; ``convention`` and ``domain_stats``: this run's, as a
+    config; ``networks``: G, F, D_A, D_B as built; ``convention`` and ``domain_stats``: this run's, as a
     checkpoint records them; ``sizes``: latents in A and B.
     """
     missing = [k for k in need if k not in ck] if isinstance(ck, dict) else need
@@ -198,7 +197,7 @@ def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[st
             problems.append("data.latent_norm=channel: the per-channel statistics of the latent files differ (other data)")
     # the networks: every tensor's name and shape
     shape_problems = []
-    for key, net in nets.items():
+    for key, net in networks.items():
         saved = ck.get(key)
         if not isinstance(saved, dict):
             shape_problems.append(f"{key} missing")
@@ -238,9 +237,6 @@ def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, nets: dict[st
 
 
 # ---------------------------------------------------------------------------------------- a resume remembers its run
-
-RECORDED = Path(".hydra") / "overrides.yaml"  # Hydra's record of the command line that started the run
-RESUMES = Path("logs") / "resumes.jsonl"  # one line per resume: when, from which checkpoint, with which overrides
 
 # What a resume may change in the run's recorded configuration: how long it runs (the LR schedule follows;
 # resume stays exact), how it reports, draws and saves, how it starts, the tracker, and speed switches with
@@ -304,7 +300,7 @@ def recorded_overrides(out: Path) -> list[str] | None:
     :func:`parse_override`; None when the folder has no record (a run started from Python)."""
     import yaml
 
-    path = out / RECORDED
+    path = RunFolder(out).overrides  # Hydra's record of the command line that started the run
     if not path.is_file():
         return None
     fix = f"Restore {path} from the run's original command line, or start a new run (another hydra.run.dir)"
@@ -345,7 +341,7 @@ def resume_config(out: Path, command: list[str], config_name: str = "train"):
     if changed:
         shown = "; ".join(f"{k}={flat_now.get(k, '(absent)')!r} (the run: {flat_was.get(k, '(absent)')!r})" for k in changed[:6])
         raise ResumeRefused(
-            f"train.resume=true continues {out} with the configuration it was started with ({out / RECORDED}); this command "
+            f"train.resume=true continues {out} with the configuration it was started with ({RunFolder(out).overrides}); this command "
             f"changes what the run learns: {shown}{' ...' if len(changed) > 6 else ''}. A resume may change only "
             f"{', '.join(SAFE_ON_RESUME[:9])}, logger, device and speed switches. Drop those overrides to continue the run, "
             f"or start a new run with them in another folder (hydra.run.dir=...)")
@@ -365,6 +361,6 @@ def record_resume(out: Path, checkpoint_path: Path, epoch: int, step: int) -> No
 
     from lcgan.checkpoint import append_jsonl
 
-    append_jsonl(out / RESUMES, {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    append_jsonl(RunFolder(out).resumes, {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                  "checkpoint": str(checkpoint_path), "epoch": epoch, "step": step,
                                  "overrides": command_overrides()})

@@ -44,18 +44,18 @@ class TrainState:
     progress; ``record`` holds what the run is (resolved config, latent space and convention, the
     training domains' statistics): saved in every checkpoint for evaluation, checked on resume, never loaded."""
 
-    def __init__(self, nets: CycleGAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sched_g: Any, sched_d: Any,
+    def __init__(self, gan: CycleGAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sched_g: Any, sched_d: Any,
                  scaler: torch.amp.GradScaler, buffer_a: FakeBuffer, buffer_b: FakeBuffer, ema_decay: float, record: dict) -> None:
-        self.nets, self.opt_g, self.opt_d, self.sched_g, self.sched_d = nets, opt_g, opt_d, sched_g, sched_d
+        self.gan, self.opt_g, self.opt_d, self.sched_g, self.sched_d = gan, opt_g, opt_d, sched_g, sched_d
         self.scaler, self.buffer_a, self.buffer_b, self.record = scaler, buffer_a, buffer_b, record
         # EMA of the generators' weights: what pictures, validation and evaluation use when on
-        self.ema = [Ema(nets.g_ab, ema_decay), Ema(nets.g_ba, ema_decay)] if ema_decay > 0 else []
+        self.ema = [Ema(gan.g_ab, ema_decay), Ema(gan.g_ba, ema_decay)] if ema_decay > 0 else []
         for key, default in PROGRESS.items():
             setattr(self, key, default)
 
     def objects(self) -> dict[str, Any]:
         """Checkpoint key -> the object whose ``state_dict`` it holds: the one list that save and resume read."""
-        n = self.nets
+        n = self.gan
         return {"G": n.g_ab, "F": n.g_ba, "D_A": n.d_a, "D_B": n.d_b, "opt_G": self.opt_g, "opt_D": self.opt_d,
                 "sched_G": self.sched_g, "sched_D": self.sched_d, "scaler": self.scaler,
                 "buffer_A": self.buffer_a, "buffer_B": self.buffer_b,
@@ -88,8 +88,8 @@ class TrainState:
     @property
     def eval_generators(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         """G and F as pictures, validation and ``best.pt`` see them: the EMA weights when kept."""
-        return (self.ema[0].module, self.ema[1].module) if self.ema else (self.nets.g_ab, self.nets.g_ba)
+        return (self.ema[0].module, self.ema[1].module) if self.ema else (self.gan.g_ab, self.gan.g_ba)
 
     def update_ema(self) -> None:
-        for avg, net in zip(self.ema, (self.nets.g_ab, self.nets.g_ba)):
+        for avg, net in zip(self.ema, (self.gan.g_ab, self.gan.g_ba)):
             avg.update(net)

@@ -1,7 +1,7 @@
 """Train a latent CycleGAN: ``python -m lcgan.train [group=option ...] [key=value ...]``.
 
 ``train(cfg)`` is the whole job and is what tests call; ``main`` is a thin Hydra wrapper.
-Outputs go under ``cfg.out_dir`` (Hydra's run directory): ``model/``, ``logs/``, ``vis/``.
+Outputs go under ``cfg.out_dir`` (Hydra's run directory), laid out by :class:`lcgan.layout.RunFolder`: ``model/``, ``logs/``, ``vis/``.
 """
 from __future__ import annotations
 
@@ -22,46 +22,21 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lcgan import CONF_DIR, checkpoint, config, distributed, progress, rundir
-from lcgan.baselines import BASELINES, channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
-from lcgan.buffer import FakeBuffer
+from lcgan.baselines import channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
+from lcgan.build import LOSS_KEYS, background_compile, build_gan, build_training, check_sizes, memory_format, probe_view
 from lcgan.compile_cache import BackgroundCompile
 from lcgan.curves import read_log, write_curves
-from lcgan.cyclegan import CycleGAN, CycleGANStep, Decoded, LossWeights
+from lcgan.cyclegan import CycleGANStep, Decoded
 from lcgan.data import Domains, UnpairedSampler, place, source_key, spread_picks
 from lcgan.devices import resolve_device
 from lcgan.distributed import ProcessGroup
 from lcgan.latents import check_channels
+from lcgan.layout import RunFolder
 from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
-from lcgan.state import Ema, TrainState  # noqa: F401  (Ema: imported from here by tests and tools)
+from lcgan.state import TrainState
 from lcgan.vae import absolute_paths
-from lcgan.vis import grid, save_png
-
-LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
-
-
-def build_nets(model_cfg: DictConfig, channels: int, view: Decoded | None = None) -> CycleGAN:
-    """Two generators and two discriminators from the ``model`` group; channels come from the data.
-    ``view``: the discriminators judge decoded RGB images instead of latents (``train.d_input=decoded``)."""
-    gen = lambda: instantiate(model_cfg.generator, in_channels=channels)  # noqa: E731
-    disc = lambda: instantiate(model_cfg.discriminator, in_channels=3 if view else channels)  # noqa: E731
-    return CycleGAN(g_ab=gen(), g_ba=gen(), d_a=disc(), d_b=disc(), view=view)
-
-
-def check_sizes(nets: CycleGAN, size: tuple[int, int], seen: tuple[int, int] | None = None) -> None:
-    """``seen``: the size of what the discriminators judge (decoded images), when not the latents."""
-    h, w = size
-    if h % nets.g_ab.factor or w % nets.g_ab.factor:
-        raise ValueError(f"latents of {h}x{w} are not divisible by {nets.g_ab.factor}; lower model.generator.n_downsampling")
-    smallest = max(4, 2 * nets.g_ab.factor)  # reflection pads: 3 at full size, 1 at the bottleneck
-    if min(h, w) < smallest:  # was torch's padding error
-        raise ValueError(f"latents of {h}x{w} are too small for the generator (min {smallest}); encode larger images")
-    if min(seen or size) < nets.d_a.min_size:
-        raise ValueError(f"{'images' if seen else 'latents'} of {'x'.join(map(str, seen or size))} are too small for the "
-                         f"discriminator (min {nets.d_a.min_size}); "
-                         "lower model.discriminator.n_layers or .kernel")
-
+from lcgan.vis import save_png, translation_grid
 
 # a loss averaging more than this per step has diverged, finite or not (optim.lr=1e6 gave 1e15):
 # healthy losses are O(1), loss_G at most a few times lambda_cyc
@@ -72,55 +47,17 @@ def check_finite(window: torch.Tensor, first: int, last: int, epoch: int, last_p
     """Loss sums of a log window -> host (the loop's one sync every log_every steps); a NaN or Inf, or
     a mean loss beyond DIVERGED, stops the run before anything else is saved, so ``last_pt`` stays
     the last good checkpoint."""
-    w = window.tolist()
+    sums = window.tolist()
     n = max(last - first + 1, 1)
-    bad = [k for k, v in zip(LOSS_KEYS, w) if not math.isfinite(v) or abs(v) / n > DIVERGED]
+    bad = [k for k, v in zip(LOSS_KEYS, sums) if not math.isfinite(v) or abs(v) / n > DIVERGED]
     if bad:
-        v = w[LOSS_KEYS.index(bad[0])]
+        v = sums[LOSS_KEYS.index(bad[0])]
         what = f"non-finite {bad[0]} ({v})" if not math.isfinite(v) else f"diverging {bad[0]} ({v / n:.3g} per step, > {DIVERGED:g})"
         kept = f"{last_pt} is the last good checkpoint" if last_pt.exists() else "no checkpoint was written yet"
         raise FloatingPointError(
             f"{what} between steps {first} and {last} (epoch {epoch}); "
             f"stopped without saving: {kept}. Lower optim.lr, try train.amp=bf16 or check the data")
-    return w
-
-
-def auto_switch(value, device: torch.device) -> bool:
-    """Speed switches: ``auto`` means on for CUDA, off elsewhere."""
-    return device.type == "cuda" if value == "auto" else bool(value)
-
-
-def background_compile(value, device: torch.device, world: int) -> bool:
-    """``train.compile=auto`` on one CUDA device: start eager and compile in the background (:mod:`lcgan.warmup`),
-    so the first step does not wait one to two minutes for the compiler. Several processes compile at once
-    (every rank must run the same graphs from the first step)."""
-    return value == "auto" and device.type == "cuda" and world == 1
-
-
-def build_training(cfg: DictConfig, nets: CycleGAN, device: torch.device, group: ProcessGroup | None = None,
-                   compile: bool | None = None) -> dict:
-    """Optimizers, schedulers, AMP scaler, replay buffers and the step function: what
-    ``lcgan.train`` and ``lcgan.bench`` share, so the benchmark times the real step.
-    ``compile``: compile the step now (default: ``train.compile``, auto = on CUDA)."""
-    tc = cfg.train
-    # cuDNN tries its algorithms once per shape and keeps the fastest: shapes are fixed here.
-    # (A process-wide flag: set from every built step, so the bench's plain step sets it off.)
-    torch.backends.cudnn.benchmark = auto_switch(tc.cudnn_benchmark, device)
-    if auto_switch(tc.channels_last, device):
-        nets.to(memory_format=torch.channels_last)  # cuDNN's fast convolution layout
-    make_opt = instantiate(cfg.optim, epochs=tc.epochs)  # the schedule follows the run's length
-    opt_g, sched_g = make_opt(list(nets.g_ab.parameters()) + list(nets.g_ba.parameters()))
-    opt_d, sched_d = make_opt(list(nets.d_a.parameters()) + list(nets.d_b.parameters()))
-    amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-    weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale,
-                          lambda_swd=tc.lambda_swd, swd_kernel=tc.swd_kernel)
-    step = CycleGANStep(nets, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
-                        amp_dtype, scaler, compile=auto_switch(tc.compile, device) if compile is None else compile,
-                        cuda_graphs=auto_switch(tc.cuda_graphs, device),
-                        fuse_passes=tc.fuse_passes, grad_sync=group.average_grads if group and group.world > 1 else None,
-                        r1_gamma=tc.r1_gamma, r1_every=tc.r1_every)
-    return {"step": step, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d, "scaler": scaler, "amp_dtype": amp_dtype}
+    return sums
 
 
 @dataclass
@@ -129,7 +66,7 @@ class Run:
 
     tc: DictConfig  # cfg.train
     group: ProcessGroup
-    out: Path
+    folder: RunFolder
     domains: Domains
     vae: Any  # decodes the pictures
     maps: dict  # the closed-form baselines fitted on the training domains: {direction: {name: map}}
@@ -155,7 +92,7 @@ def train(cfg: DictConfig) -> float:
     try:
         if group.main:  # a partial: the run's config must reach the logger as a plain dict, not be instantiated
             logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(out))
-        value = _train(cfg, logger, group, out)
+        value = _train(cfg, logger, group, RunFolder(out))
         group.barrier()  # no rank tears the group down while rank 0 still writes
         exit_code = 0
         return value
@@ -169,15 +106,15 @@ def train(cfg: DictConfig) -> float:
             run_lock.release()
 
 
-def _train(cfg: DictConfig, logger, group: ProcessGroup, out: Path) -> float:
+def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> float:
     tc = cfg.train
-    run = build_run(cfg, group, out, logger)
-    state, sampler, last_pt = run.state, run.sampler, out / "model" / "last.pt"
+    run = build_run(cfg, group, folder, logger)
+    state, sampler, last_pt = run.state, run.sampler, folder.last
     if tc.resume:
         resume(run, Path(tc.resume_path) if tc.resume_path else last_pt, cfg)
     if group.main:  # fail now, not after an epoch: the folder must take two checkpoints (weights + Adam's two moments, ~4x)
-        checkpoint.remove_stale_tmp(out / "model")  # orphans of saves cut by a SIGKILL, each checkpoint-sized
-        checkpoint.check_writable(out / "model", need_bytes=8 * sum(p.numel() * p.element_size() for p in state.nets.parameters()))
+        checkpoint.remove_stale_tmp(folder.model)  # orphans of saves cut by a SIGKILL, each checkpoint-sized
+        checkpoint.check_writable(folder.model, need_bytes=8 * sum(p.numel() * p.element_size() for p in state.gan.parameters()))
     say = print if group.main else (lambda *a, **k: None)
     say(banner(run, tc.epochs))
     steps = sampler.steps_per_epoch
@@ -208,21 +145,21 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, out: Path) -> float:
                     if group.main:
                         checkpoint.save(state.state_dict(), last_pt)
                     bar.close()
-                    say(f"stopped at epoch {epoch + 1}, step {i + 1}/{steps}; saved {last_pt}.\n{resume_hint(out)}")
+                    say(f"stopped at epoch {epoch + 1}, step {i + 1}/{steps}; saved {last_pt}.\n{resume_hint(folder)}")
                     raise SystemExit(128 + (stop.signum or signal.SIGTERM))
             bar.close()
             metrics = end_epoch(run, epoch, time.perf_counter() - t0, steps - start)
             if metrics is not None:
                 clock.epoch_done(time.perf_counter() - t0, (steps - start) / steps)  # the whole epoch: steps, validation, saving
-                say(summary_line(metrics, tc.epochs, clock.eta(epoch + 1)))
+                say(progress.summary_line(metrics, tc.epochs, clock.eta(epoch + 1)))
     if group.main and run.log.path.is_file():
-        write_curves(run.log.path, out / "logs" / "curves.png")
-        say(progress.closing_note(read_log(run.log.path), out, tc.epochs))
+        write_curves(run.log.path, folder.curves)
+        say(progress.closing_note(read_log(run.log.path), folder.root, tc.epochs))
     logger.summary({**(state.metrics or {}), "best_val_metric": state.best_val})
     return float((state.metrics or {}).get("val_metric", math.nan))
 
 
-def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
+def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -> Run:
     """Data, VAE, networks (started at a fitted baseline), step, state, sampler and picture batch."""
     tc, device = cfg.train, group.device
     torch.manual_seed(cfg.seed)
@@ -231,8 +168,8 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     vae = instantiate(cfg.vae, device=str(device))
     check_channels(domains.channels, vae.space, "data")
     view = Decoded(vae, domains.convention, tc.d_crop) if tc.d_input == "decoded" else None
-    nets = build_nets(cfg.model, domains.channels, view).to(device)
-    check_sizes(nets, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
+    gan = build_gan(cfg.model, domains.channels, view).to(device)
+    check_sizes(gan, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
     # the closed-form baselines, fitted once on the training domains (model space, never test data):
     # the anchors below, the validation scores, and what evaluation compares with (saved as data)
     stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)
@@ -242,15 +179,15 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     maps = fit_all(domains.a, domains.b, *groups)
     domain_stats = {"a_mean": stats_a[0].tolist(), "a_std": stats_a[1].tolist(), "b_mean": stats_b[0].tolist(), "b_std": stats_b[1].tolist(),
                     "maps": {direction: {k: m.as_dict() for k, m in by_kind.items()} for direction, by_kind in maps.items()}}
-    if nets.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains
-        nets.g_ab.set_anchor(maps["A2B"][nets.g_ab.anchor])
-        nets.g_ba.set_anchor(maps["B2A"][nets.g_ba.anchor])
-    group.broadcast_params(nets)
+    if gan.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains
+        gan.g_ab.set_anchor(maps["A2B"][gan.g_ab.anchor])
+        gan.g_ba.set_anchor(maps["B2A"][gan.g_ba.anchor])
+    group.broadcast_params(gan)
     if group.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
         torch.manual_seed(cfg.seed + group.rank)
     background = background_compile(tc.compile, device, group.world)
-    parts = build_training(cfg, nets, device, group, compile=False if background else None)
-    layout = torch.channels_last if auto_switch(tc.channels_last, device) else torch.contiguous_format
+    step, sched_g, sched_d = build_training(cfg, gan, device, group, compile=False if background else None)
+    layout = memory_format(tc.channels_last, device)
     sampler = UnpairedSampler(place(group.shard(domains.a).contiguous(memory_format=layout), device),
                               place(group.shard(domains.b).contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
     # a fixed picture batch spread over each domain, one latent per source image (no mirrored flip copies)
@@ -260,22 +197,10 @@ def build_run(cfg: DictConfig, group: ProcessGroup, out: Path, logger) -> Run:
     if saved_cfg.get("vae"):
         saved_cfg["vae"] = absolute_paths(saved_cfg["vae"])
     record = {"cfg": saved_cfg, "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats}
-    step = parts["step"]
-    state = TrainState(nets, parts["opt_g"], parts["opt_d"], parts["sched_g"], parts["sched_d"], parts["scaler"],
-                       step.buffer_a, step.buffer_b, tc.ema_decay, record)
-    compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, out / "logs" / "compile.log") if background else None
-    return Run(tc, group, out, domains, vae, maps, state, step, sampler, vis_a, vis_b,
-               checkpoint.JsonlLog(out / "logs" / "train_log.jsonl"), logger, compiler)
-
-
-def probe_view(view: Decoded, z: torch.Tensor) -> tuple[int, int]:
-    """Decode one latent with gradients before any training: a VAE that cannot (onnxruntime) fails now,
-    with the fix; returns the decoded size."""
-    try:
-        x = view(z.requires_grad_(True))
-    except (ValueError, NotImplementedError) as e:
-        raise ValueError(f"train.d_input=decoded: {e}") from e
-    return tuple(x.shape[-2:])
+    state = TrainState(gan, step.opt_g, step.opt_d, sched_g, sched_d, step.scaler, step.buffer_a, step.buffer_b, tc.ema_decay, record)
+    compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, folder.compile_log) if background else None
+    return Run(tc, group, folder, domains, vae, maps, state, step, sampler, vis_a, vis_b,
+               checkpoint.JsonlLog(folder.log), logger, compiler)
 
 
 def resume(run: Run, path: Path, cfg: DictConfig) -> None:
@@ -285,15 +210,15 @@ def resume(run: Run, path: Path, cfg: DictConfig) -> None:
                                 "or hydra.run.dir=<the run's folder> to resume that run")
     state, group = run.state, run.group
     ck = checkpoint.load(path, map_location=group.device)
-    nets = {k: v for k, v in state.objects().items() if k in ("G", "F", "D_A", "D_B")}
-    rundir.check_resume(ck, path, state.required(), OmegaConf.to_container(cfg, resolve=True), nets,  # what it resumes must be this run
+    networks = {k: v for k, v in state.objects().items() if k in ("G", "F", "D_A", "D_B")}
+    rundir.check_resume(ck, path, state.required(), OmegaConf.to_container(cfg, resolve=True), networks,  # what it resumes must be this run
                         run.domains.convention.as_dict(), state.record["domain_stats"], (len(run.sampler.a), len(run.sampler.b)))
     # other ranks keep their own seeds: exact resume is single-process
     state.load_state_dict(ck, restore_rng=cfg.train.resume_restore_rng and group.main)
     if group.main:
         if state.metrics:
             run.log.append(state.metrics)  # the crash may have come between checkpoint and log line
-        rundir.record_resume(run.out, path, state.epoch, state.step)
+        rundir.record_resume(run.folder.root, path, state.epoch, state.step)
         print(f"resumed from {path}: epoch {state.epoch} done" + (f", step {state.step} of the next" if state.step else ""))
 
 
@@ -323,12 +248,12 @@ class LossWindow:
 
     def report(self, i: int, bar, logger, lr: float, batch_size: int) -> None:
         self.group.mean_(self.window)
-        w = self.check(i)
+        sums = self.check(i)
         n = i + 1 - self.start
-        bar.set_postfix_str(f"G {w[0] / n:7.3f} D {w[1] / n:6.3f} cyc {w[4] / n:6.3f}")
+        bar.set_postfix_str(f"G {sums[0] / n:7.3f} D {sums[1] / n:6.3f} cyc {sums[4] / n:6.3f}")
         now = time.perf_counter()  # after the read-back above, so the window's time is real
         pairs_per_sec = progress.rate(n * batch_size, now - self.clock)  # None: too short a window to time
-        logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, w)}, "step/lr": lr,
+        logger.log_scalars({**{f"step/{k}": v / n for k, v in zip(LOSS_KEYS, sums)}, "step/lr": lr,
                             **({"step/pairs_per_sec": pairs_per_sec} if pairs_per_sec is not None else {}),
                             **step_stats(self.group.device)}, step=self.epoch * self.steps + i + 1)
         self.clock, self.start = now, i + 1
@@ -344,7 +269,7 @@ def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None
     state.sched_g.step()
     state.sched_d.step()
     means = dict(zip(LOSS_KEYS, (group.mean_(state.sums) / steps).tolist()))
-    in_sync = group.params_in_sync(state.nets)  # every rank takes part, before rank 0 works alone
+    in_sync = group.params_in_sync(state.gan)  # every rank takes part, before rank 0 works alone
     state.epoch, state.step, state.order, state.sums = epoch + 1, 0, None, None
     if not group.main:
         return None
@@ -361,46 +286,46 @@ def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None
     metrics["val_metric"] = validation_metric(metrics)
     improved = metrics["val_metric"] < state.best_val
     state.best_val, state.metrics = min(state.best_val, metrics["val_metric"]), metrics
-    save_checkpoints(state, run.out / "model", improved, tc)
+    save_checkpoints(state, run.folder, improved, tc)
     run.log.append(metrics)
     run.logger.log_scalars({f"epoch/{k}": v for k, v in metrics.items()}, step=(epoch + 1) * steps)
     if tc.vis_every and ((epoch + 1) % tc.vis_every == 0 or epoch + 1 == tc.epochs):
-        picture = visualize(g_ab, g_ba, run.vae, domains.convention, run.vis_a, run.vis_b)
-        save_png(picture, run.out / "vis" / f"epoch_{epoch + 1:04d}.png")
+        picture = translation_grid(g_ab, g_ba, run.vae, domains.convention, run.vis_a, run.vis_b)
+        save_png(picture, run.folder.epoch_picture(epoch + 1))
         run.logger.log_image("vis", picture, step=(epoch + 1) * steps)
-        write_curves(run.log.path, run.out / "logs" / "curves.png")
+        write_curves(run.log.path, run.folder.curves)
     return metrics
 
 
-def save_checkpoints(state: TrainState, folder: Path, improved: bool, tc: DictConfig) -> None:
+def save_checkpoints(state: TrainState, folder: RunFolder, improved: bool, tc: DictConfig) -> None:
     """``last.pt`` every epoch and ``best.pt`` when the validation metric improved: the full state.
     Every ``train.ckpt_every`` epochs (and at the last) ``epoch_XXXX.pt``: the generators alone or the
     full state (``train.epoch_files``), the newest ``train.keep_epochs`` of them kept."""
     full = state.state_dict()
-    epoch_pt = folder / f"epoch_{state.epoch:04d}.pt"
+    epoch_pt = folder.epoch_checkpoint(state.epoch)
     periodic = tc.epoch_files != "none" and (state.epoch % tc.ckpt_every == 0 or state.epoch == tc.epochs)
     if periodic and tc.epoch_files == "generators":
         checkpoint.save(state.generators(full), epoch_pt)
-    also = [*([epoch_pt] if periodic and tc.epoch_files == "full" else []), *([folder / "best.pt"] if improved else [])]
-    checkpoint.save(full, *also, folder / "last.pt")  # last.pt last: a crash before it repeats this epoch, never skips it
-    checkpoint.keep_newest(folder, tc.keep_epochs)
+    also = [*([epoch_pt] if periodic and tc.epoch_files == "full" else []), *([folder.best] if improved else [])]
+    checkpoint.save(full, *also, folder.last)  # last.pt last: a crash before it repeats this epoch, never skips it
+    checkpoint.keep_newest(folder.epoch_checkpoints(), tc.keep_epochs)
 
 
 def banner(run: Run, epochs: int) -> str:
     """The start-up line with the effective sizes."""
-    d, tc, step = run.domains, run.tc, run.step
-    n_params = sum(p.numel() for p in run.state.nets.g_ab.parameters())
-    return (f"lcgan.train | device {run.group.device} | A {tuple(d.a.shape)} B {tuple(d.b.shape)} | "
+    domains, tc, step = run.domains, run.tc, run.step
+    n_params = sum(p.numel() for p in run.state.gan.g_ab.parameters())
+    return (f"lcgan.train | device {run.group.device} | A {tuple(domains.a.shape)} B {tuple(domains.b.shape)} | "
             f"G/F {n_params / 1e6:.2f}M params each | batch {tc.batch_size} x {run.sampler.steps_per_epoch} steps/epoch x {epochs} epochs | "
             f"amp {step.amp_dtype} | compile {'in the background (eager until ready)' if run.compiler else step.compiled} "
-            f"cuda graphs {step.cuda_graphs} | processes {run.group.world} | out {run.out}")
+            f"cuda graphs {step.cuda_graphs} | processes {run.group.world} | out {run.folder.root}")
 
 
-def resume_hint(out: Path) -> str:
+def resume_hint(folder: RunFolder) -> str:
     """How to continue a stopped run: a run started from the command line remembers its overrides."""
-    if (out / rundir.RECORDED).is_file():
-        return f"Resume with: python -m lcgan.train train.resume=true hydra.run.dir={out}"
-    return f"Resume with the same overrides plus: train.resume=true hydra.run.dir={out}"
+    if folder.overrides.is_file():
+        return f"Resume with: python -m lcgan.train train.resume=true hydra.run.dir={folder.root}"
+    return f"Resume with the same overrides plus: train.resume=true hydra.run.dir={folder.root}"
 
 
 def step_stats(device: torch.device) -> dict[str, float]:
@@ -408,25 +333,6 @@ def step_stats(device: torch.device) -> dict[str, float]:
     if device.type != "cuda":
         return {}
     return {"gpu_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30}
-
-
-@torch.no_grad()
-def visualize(g_ab, g_ba, vae, conv, real_a: torch.Tensor, real_b: torch.Tensor):
-    """Columns A, G(A), B, F(B), labelled, decoded through the configured VAE."""
-    decode = lambda z: vae.decode(conv.model_to_raw(z.float(), vae.space))  # noqa: E731
-    return grid([decode(real_a), decode(g_ab(real_a)), decode(real_b), decode(g_ba(real_b))], labels=["A", "G(A)", "B", "F(B)"])
-
-
-def summary_line(m: dict, epochs: int, eta_sec: float | None = None) -> str:
-    line = (f"Epoch {m['epoch']}/{epochs} | G {m['loss_G']:.3f} D {m['loss_D']:.3f} cyc {m['loss_cyc']:.3f} "
-            f"id {m['loss_id']:.3f} | lr {m['lr']:.2e} | {progress.fmt_rate(m.get('pairs_per_sec'))} pairs/s | "
-            f"run ETA {progress.fmt_duration(eta_sec)}")
-    base = lambda suffix: ", ".join(f"{k.replace('_', '-')} {m[f'base_{k}{suffix}']:.3f}" for k in BASELINES)  # noqa: E731
-    if "val_swd" in m:
-        line += f" | val_swd {m['val_swd']:.3f} (identity 1, {base('_val_swd')})"
-    if "err" in m:
-        line += f" | err G {m['err_G']:.3f} F {m['err_F']:.3f} (identity 1, {base('_G')})"
-    return line
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
@@ -439,8 +345,9 @@ def main(cfg: DictConfig) -> float:
         raise  # the folder is another run's, or the resume is not this run: write nothing there
     except Exception:
         # recorded in the job's folder, so a failed job of a sweep is visible next to the others
-        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out_dir) / "error.txt").write_text(traceback.format_exc())
+        error = RunFolder(Path(cfg.out_dir)).error
+        error.parent.mkdir(parents=True, exist_ok=True)
+        error.write_text(traceback.format_exc())
         raise
 
 

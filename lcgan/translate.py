@@ -58,14 +58,14 @@ def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def translate_batch(g, vae, conv: Convention, x: torch.Tensor, multiple: int, device: torch.device) -> torch.Tensor:
+def translate_batch(g, vae, convention: Convention, x: torch.Tensor, multiple: int, device: torch.device) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> translated (B, 3, H, W): padded to a multiple of ``multiple``, cropped back."""
     h, w = x.shape[-2:]
     ph, pw = -h % multiple, -w % multiple
     pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
     mode = "reflect" if ph < h and pw < w else "replicate"  # reflection needs the image to be larger than the pad
-    z = conv.raw_to_model(vae.encode(F.pad(x, pad, mode=mode)).to(device), vae.space)
-    y = vae.decode(conv.model_to_raw(g(z).float(), vae.space)).cpu()
+    z = convention.raw_to_model(vae.encode(F.pad(x, pad, mode=mode)).to(device), vae.space)
+    y = vae.decode(convention.model_to_raw(g(z).float(), vae.space)).cpu()
     return y[..., pad[2] : pad[2] + h, pad[0] : pad[0] + w]
 
 

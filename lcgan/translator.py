@@ -212,10 +212,10 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
         except RuntimeError as e:
             raise ValueError(f"checkpoint {path}: {key} does not fit the generator rebuilt as {fmt}: {str(e)[:400]}") from None
         nets.append(net.to(device).eval().requires_grad_(False))
-    conv_d = ck.get("convention") or {"latents_scaled": _setting(data, "latents_scaled", bool, False, path),
-                                      "latent_divisor": _setting(data, "latent_divisor", float, divisor_default, path)}
-    conv = plain_kwargs(Convention, conv_d, f"checkpoint {path}: convention", (), "not an lcgan checkpoint")
-    conv = {k: tuple(v) if isinstance(v, list) else v for k, v in conv.items()}
+    recorded = ck.get("convention") or {"latents_scaled": _setting(data, "latents_scaled", bool, False, path),
+                                        "latent_divisor": _setting(data, "latent_divisor", float, divisor_default, path)}
+    convention_kwargs = plain_kwargs(Convention, recorded, f"checkpoint {path}: convention", (), "not an lcgan checkpoint")
+    convention_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in convention_kwargs.items()}
     vae_cfg = cfg.get("vae")
     if vae_cfg is None:  # the original tool: a diffusers VAE named under visualization (or shared)
         vis = {**_section(cfg, "shared", path), **_section(cfg, "visualization", path)}
@@ -228,9 +228,9 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
             "generator": gen_cfg or type(nets[0]).__name__, "latent_space": ck.get("latent_space"),
             "weights": "EMA" if use_ema and "G_ema" in ck else "raw"}
     try:
-        convention = Convention(**conv)
+        convention = Convention(**convention_kwargs)
     except ValueError as e:
-        raise ValueError(f"checkpoint {path}: convention {conv}: {e}") from None
+        raise ValueError(f"checkpoint {path}: convention {convention_kwargs}: {e}") from None
     return Translator(nets[0], nets[1], convention, channels, getattr(nets[0], "factor", 1), vae_cfg, info,
                       _domain_stats(ck.get("domain_stats"), channels, path))
 

@@ -77,3 +77,10 @@ def save_comparison(sources: torch.Tensor, names: list[str], folders: list[Path]
                 draw.text((x, image.height + 4 + r * LINE), text, fill="black", font=font)
         image = canvas
     save_png(with_notes(image, lines), path)
+
+
+@torch.no_grad()
+def translation_grid(g_ab, g_ba, vae, convention, real_a: torch.Tensor, real_b: torch.Tensor) -> Image.Image:
+    """Columns A, G(A), B, F(B), labelled, decoded through the configured VAE."""
+    decode = lambda z: vae.decode(convention.model_to_raw(z.float(), vae.space))  # noqa: E731
+    return grid([decode(real_a), decode(g_ab(real_a)), decode(real_b), decode(g_ba(real_b))], labels=["A", "G(A)", "B", "F(B)"])

@@ -12,9 +12,9 @@ import time
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lcgan.build import build_gan, build_training, memory_format
 from lcgan.data import UnpairedSampler, place
 from lcgan.devices import resolve_device
-from lcgan.train import auto_switch, build_nets, build_training
 
 
 def warm(cfg: DictConfig, shape: tuple[int, int, int], flip: bool, steps: int = 3) -> float:
@@ -22,9 +22,9 @@ def warm(cfg: DictConfig, shape: tuple[int, int, int], flip: bool, steps: int = 
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     cfg.train.compile = True
-    nets = build_nets(cfg.model, shape[0]).to(device)
-    step = build_training(cfg, nets, device)["step"]
-    layout = torch.channels_last if auto_switch(cfg.train.channels_last, device) else torch.contiguous_format
+    gan = build_gan(cfg.model, shape[0]).to(device)
+    step = build_training(cfg, gan, device).step
+    layout = memory_format(cfg.train.channels_last, device)
     n = 2 * cfg.train.batch_size
     sampler = UnpairedSampler(*(place(torch.randn(n, *shape).contiguous(memory_format=layout), device) for _ in range(2)),
                               cfg.train.batch_size, flip)

@@ -21,19 +21,19 @@ def _vaelight(backend):
 
 def test_generator_learns_from_a_discriminator_of_decoded_pixels():
     torch.manual_seed(0)
-    vae, conv = ApproxVAE(upscale=4), Convention(latent_divisor=2.0)
+    vae, convention = ApproxVAE(upscale=4), Convention(latent_divisor=2.0)
     g = lambda: ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, anchor="identity")  # noqa: E731
     d = lambda: LocalDiscriminator(3, ndf=8, kernel=3)  # noqa: E731
-    nets = CycleGAN(g(), g(), d(), d(), view=Decoded(vae, conv))
+    gan = CycleGAN(g(), g(), d(), d(), view=Decoded(vae, convention))
     a, b = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
-    losses, _, _ = nets.generator_losses(a, b, LossWeights(lambda_cyc=0.0))  # the adversarial terms alone
+    losses, _, _ = gan.generator_losses(a, b, LossWeights(lambda_cyc=0.0))  # the adversarial terms alone
     losses["loss_gan_G"].backward()
-    last = nets.g_ab.net[-1].weight  # zero-initialised residual output: only the D's gradient moves it
+    last = gan.g_ab.net[-1].weight  # zero-initialised residual output: only the D's gradient moves it
     assert last.grad is not None and last.grad.abs().sum() > 0
-    assert nets.d_b.net[0].weight.shape[1] == 3, "the discriminator judges RGB images"
+    assert gan.d_b.net[0].weight.shape[1] == 3, "the discriminator judges RGB images"
     # the pixels it judges are the VAE's decode of the raw latents
-    torch.testing.assert_close(nets.seen(a), vae.decode(conv.model_to_raw(a, vae.space)))
-    assert not any("vae" in k or "view" in k for k in nets.state_dict()), "the VAE's weights are not the model's"
+    torch.testing.assert_close(gan.seen(a), vae.decode(convention.model_to_raw(a, vae.space)))
+    assert not any("vae" in k or "view" in k for k in gan.state_dict()), "the VAE's weights are not the model's"
 
 
 def test_vaelight_torch_decode_passes_gradients_and_equals_decode():
@@ -66,9 +66,9 @@ def test_train_with_decoded_discriminators_saves_and_resumes(tiny_cfg, tmp_path)
 
 
 def test_crop_decodes_one_random_window_of_the_batch():
-    vae, conv = ApproxVAE(upscale=2), Convention(latent_divisor=1.0)
+    vae, convention = ApproxVAE(upscale=2), Convention(latent_divisor=1.0)
     z = torch.randn(3, 4, 12, 10)
-    view = Decoded(vae, conv, crop=4)
+    view = Decoded(vae, convention, crop=4)
     seen = {}
     for _ in range(20):
         x = view(z)
@@ -78,4 +78,4 @@ def test_crop_decodes_one_random_window_of_the_batch():
         assert windows, "the decode of one window of the latents"
         seen[windows[0]] = True
     assert len(seen) > 5, "the window moves"
-    assert Decoded(vae, conv, crop=16)(z).shape == (3, 3, 24, 20), "a crop larger than the latents decodes them whole"
+    assert Decoded(vae, convention, crop=16)(z).shape == (3, 3, 24, 20), "a crop larger than the latents decodes them whole"

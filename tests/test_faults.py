@@ -32,6 +32,7 @@ from hydra.errors import ConfigCompositionException, InstantiationException
 from PIL import Image
 
 from lcgan import checkpoint
+from lcgan.build import LOSS_KEYS
 from lcgan.checkpoint import JsonlLog
 from lcgan.config import ConfigError
 from lcgan.data import latent_folders
@@ -39,7 +40,7 @@ from lcgan.encode import encode, read_manifest
 from lcgan.fid import folder_features
 from lcgan.images import list_images, read_batch, read_rgb
 from lcgan.latent_files import load_latent_file
-from lcgan.train import LOSS_KEYS, train
+from lcgan.train import train
 from tests.conftest import compose_cfg
 from tests.test_encode import encode_cfg
 from tests.test_train import read_log, write_latents
@@ -287,21 +288,21 @@ def test_log_is_appended_never_rewritten_and_keyed_by_epoch(tmp_path):
 
 def poison_at(monkeypatch, call: int, then_signal: bool = False) -> None:
     """From step ``call`` on, G's first weights are NaN: the real step computes NaN losses."""
-    import lcgan.train
+    import lcgan.build
 
-    class Poisoned(lcgan.train.CycleGANStep):
+    class Poisoned(lcgan.build.CycleGANStep):
         calls = 0
 
         def __call__(self, real_a, real_b):
             Poisoned.calls += 1
             if Poisoned.calls == call:
                 with torch.no_grad():
-                    next(self.nets.g_ab.parameters()).fill_(float("nan"))
+                    next(self.gan.g_ab.parameters()).fill_(float("nan"))
                 if then_signal:  # a preemption in the same log window as the NaN
                     os.kill(os.getpid(), signal.SIGTERM)
             return super().__call__(real_a, real_b)
 
-    monkeypatch.setattr(lcgan.train, "CycleGANStep", Poisoned)
+    monkeypatch.setattr(lcgan.build, "CycleGANStep", Poisoned)
 
 
 # 4 steps per epoch; a full epoch file every epoch, to compare last.pt with
@@ -336,20 +337,20 @@ def test_diverging_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pat
                                                  r"\(epoch 1\); stopped without saving: no checkpoint was written yet"):
         run_inprocess(tmp_path / "lr", [*NAN_RUN, "optim.lr=1e6"])
     assert not (tmp_path / "lr" / "model").exists() or not list((tmp_path / "lr" / "model").glob("*.pt"))
-    import lcgan.train
+    import lcgan.build
 
-    class Exploding(lcgan.train.CycleGANStep):
+    class Exploding(lcgan.build.CycleGANStep):
         calls = 0
 
         def __call__(self, real_a, real_b):
             Exploding.calls += 1
             if Exploding.calls == 6:  # epoch 2, its second step: G's weights blow up, every value stays finite
                 with torch.no_grad():
-                    for p in self.nets.g_ab.parameters():
+                    for p in self.gan.g_ab.parameters():
                         p.mul_(1e8)
             return super().__call__(real_a, real_b)
 
-    monkeypatch.setattr(lcgan.train, "CycleGANStep", Exploding)
+    monkeypatch.setattr(lcgan.build, "CycleGANStep", Exploding)
     out = tmp_path / "run"
     with pytest.raises(FloatingPointError, match=r"diverging loss_\w+ .* between steps 5 and 6 \(epoch 2\).*last.pt is the last good"):
         run_inprocess(out, NAN_RUN)
@@ -472,12 +473,12 @@ def test_full_disk_during_training_keeps_the_last_epoch(tmp_path, monkeypatch):
 
 
 def test_unwritable_output_fails_before_the_first_epoch(tmp_path, monkeypatch):
-    import lcgan.train
+    import lcgan.build
 
     def no_step(self, real_a, real_b):  # hours of an epoch must not be lost to a folder that can never be written
         raise AssertionError("a training step ran before the output folder was checked")
 
-    monkeypatch.setattr(lcgan.train.CycleGANStep, "__call__", no_step)
+    monkeypatch.setattr(lcgan.build.CycleGANStep, "__call__", no_step)
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file")
     with pytest.raises(OSError, match=f"cannot write {re.escape(str(blocker))}/run"):  # the run folder's lock, first

@@ -5,8 +5,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lcgan"
-# library -> command imports still to be split (issue 14); each entry names who removes it
-KNOWN = {("bench", "train"), ("warmup", "train")}  # the lead: both reuse train's step builders (build_nets, build_training, ...)
+# library -> command imports still to be split; each entry names who removes it
+KNOWN: set[tuple[str, str]] = set()
 
 
 def imports() -> dict[str, set[str]]:

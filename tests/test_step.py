@@ -12,17 +12,17 @@ from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
 from lcgan.models import PatchDiscriminator, ResnetGenerator
 
 
-def _nets(seed=0):
+def _gan(seed=0):
     torch.manual_seed(seed)
     g = lambda: ResnetGenerator(4, ngf=8, n_blocks=2, n_downsampling=1)  # noqa: E731
     d = lambda: PatchDiscriminator(4, ndf=8, n_layers=2)  # noqa: E731
     return CycleGAN(g(), g(), d(), d())
 
 
-def _run(nets, fuse, steps=3):
-    opt_g = torch.optim.Adam(list(nets.g_ab.parameters()) + list(nets.g_ba.parameters()), lr=1e-3)
-    opt_d = torch.optim.Adam(list(nets.d_a.parameters()) + list(nets.d_b.parameters()), lr=1e-3)
-    step = CycleGANStep(nets, opt_g, opt_d, LossWeights(lambda_id=0.5), FakeBuffer(4), FakeBuffer(4), None,
+def _run(gan, fuse, steps=3):
+    opt_g = torch.optim.Adam(list(gan.g_ab.parameters()) + list(gan.g_ba.parameters()), lr=1e-3)
+    opt_d = torch.optim.Adam(list(gan.d_a.parameters()) + list(gan.d_b.parameters()), lr=1e-3)
+    step = CycleGANStep(gan, opt_g, opt_d, LossWeights(lambda_id=0.5), FakeBuffer(4), FakeBuffer(4), None,
                         torch.amp.GradScaler("cpu", enabled=False), fuse_passes=fuse)
     torch.manual_seed(1)
     out = []
@@ -33,9 +33,9 @@ def _run(nets, fuse, steps=3):
 
 
 def test_fused_generator_passes_match_plain_step():
-    plain_nets = _nets()
-    fused_nets = copy.deepcopy(plain_nets)
-    plain, fused = _run(plain_nets, fuse=False), _run(fused_nets, fuse=True)
+    plain_gan = _gan()
+    fused_gan = copy.deepcopy(plain_gan)
+    plain, fused = _run(plain_gan, fuse=False), _run(fused_gan, fuse=True)
     for p, f in zip(plain, fused):
         for k in p:
             assert abs(p[k] - f[k]) <= 1e-4 * max(1.0, abs(p[k])), (k, p[k], f[k])
@@ -43,7 +43,7 @@ def test_fused_generator_passes_match_plain_step():
     # zero gradient up to rounding, which Adam normalises into arbitrary (and harmless) steps
     z = torch.randn(2, 4, 16, 16) * 0.4
     for name in ("g_ab", "g_ba", "d_a", "d_b"):
-        x, y = getattr(plain_nets, name)(z), getattr(fused_nets, name)(z)
+        x, y = getattr(plain_gan, name)(z), getattr(fused_gan, name)(z)
         assert torch.allclose(x, y, atol=1e-4), name
 
 
@@ -62,16 +62,16 @@ def test_bench_runs_and_compares_on_cpu(tmp_path):
 
 
 def test_r1_penalty_is_the_squared_input_gradient_of_d_on_reals():
-    nets = _nets().eval()  # eval: spectral norm's power iteration does not move between the calls compared
-    opt = torch.optim.Adam(nets.parameters())
-    make = lambda gamma: CycleGANStep(nets, opt, opt, LossWeights(), FakeBuffer(0), FakeBuffer(0), None,  # noqa: E731
+    gan = _gan().eval()  # eval: spectral norm's power iteration does not move between the calls compared
+    opt = torch.optim.Adam(gan.parameters())
+    make = lambda gamma: CycleGANStep(gan, opt, opt, LossWeights(), FakeBuffer(0), FakeBuffer(0), None,  # noqa: E731
                                       torch.amp.GradScaler("cpu", enabled=False), r1_gamma=gamma)
     a, b = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
     p1, p10 = make(1.0).r1_penalty(a, b), make(10.0).r1_penalty(a, b)
     assert p1.item() > 0 and torch.allclose(p10, 10 * p1, rtol=1e-4)
     # by hand: gamma/2 * (E|grad D_A(a)|^2 + E|grad D_B(b)|^2)
     by_hand = 0.0
-    for d, real in ((nets.d_a, a), (nets.d_b, b)):
+    for d, real in ((gan.d_a, a), (gan.d_b, b)):
         x = real.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(d(x).sum(), x)
         by_hand = by_hand + g.pow(2).flatten(1).sum(1).mean()
@@ -85,23 +85,24 @@ def test_training_with_r1_flattens_d_on_reals(tiny_cfg, tmp_path):
     from hydra.utils import instantiate
 
     from lcgan import checkpoint
-    from lcgan.train import build_nets, train
+    from lcgan.build import build_gan
+    from lcgan.train import train
 
     grad_sq = {}
     for gamma in (0, 100):
         out = tmp_path / f"r1_{gamma}"
         train(tiny_cfg(f"train.r1_gamma={gamma}", "train.r1_every=1", "train.epochs=2", "train.vis_every=0", "optim.lr=1e-3", out=out))
         cfg = tiny_cfg()
-        nets = build_nets(cfg.model, 4)
-        nets.d_a.load_state_dict(checkpoint.load(out / "model" / "last.pt")["D_A"])
+        gan = build_gan(cfg.model, 4)
+        gan.d_a.load_state_dict(checkpoint.load(out / "model" / "last.pt")["D_A"])
         x = instantiate(cfg.data).a.requires_grad_(True)  # the run's real A latents (same seed)
-        (g,) = torch.autograd.grad(nets.d_a.eval()(x).sum(), x)
+        (g,) = torch.autograd.grad(gan.d_a.eval()(x).sum(), x)
         grad_sq[gamma] = g.pow(2).flatten(1).sum(1).mean().item()
     assert grad_sq[100] < 0.8 * grad_sq[0]
 
 
 def test_ema_update_is_a_lerp_of_every_float_tensor():
-    from lcgan.train import Ema
+    from lcgan.state import Ema
 
     net = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual", anchor="moment_match")
     ema = Ema(net, decay=0.9)

@@ -14,7 +14,8 @@ from PIL import Image
 
 from lcgan import checkpoint
 from lcgan.baselines import BASELINES
-from lcgan.train import LOSS_KEYS, train
+from lcgan.build import LOSS_KEYS
+from lcgan.train import train
 from lcgan.translator import INFERENCE_KEYS, build_vae, load_translator
 from lcgan.vae import absolute_paths
 from lcgan.vis import LINE

@@ -295,13 +295,13 @@ def test_every_vae_config_composes():
 @pytest.mark.parametrize("latents_scaled", [False, True])
 def test_convention_round_trips_match_hand_computation(latents_scaled):
     space = LatentSpace(channels=4, scaling_factor=0.18215, shift_factor=0.1)
-    conv = Convention(latents_scaled=latents_scaled, latent_divisor=10)
+    convention = Convention(latents_scaled=latents_scaled, latent_divisor=10)
     raw = torch.randn(2, 4, 8, 8) * 5
     file = (raw - 0.1) * 0.18215 if latents_scaled else raw
-    torch.testing.assert_close(conv.raw_to_file(raw, space), file)
-    torch.testing.assert_close(conv.raw_to_model(raw, space), file / 10)
-    torch.testing.assert_close(conv.file_to_raw(file, space), raw, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(conv.model_to_raw(file / 10, space), raw, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(convention.raw_to_file(raw, space), file)
+    torch.testing.assert_close(convention.raw_to_model(raw, space), file / 10)
+    torch.testing.assert_close(convention.file_to_raw(file, space), raw, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(convention.model_to_raw(file / 10, space), raw, rtol=1e-5, atol=1e-5)
 
 
 def test_latent_space_mismatch_is_a_clear_error():

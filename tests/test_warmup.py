@@ -67,7 +67,7 @@ def test_warm_compiles_the_real_step_on_random_latents():
 
 
 def test_auto_compiles_in_the_background_only_on_one_cuda_device():
-    from lcgan.train import background_compile
+    from lcgan.build import background_compile
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert background_compile("auto", cuda, 1)

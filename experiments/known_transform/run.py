@@ -44,6 +44,7 @@ from lcgan import checkpoint
 from lcgan.baselines import BASELINES, fit, sliced_wasserstein
 from lcgan.data import source_key
 from lcgan.images import list_images, read_rgb
+from lcgan.layout import RunFolder
 from lcgan.vae import OnnxVAE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -290,10 +291,10 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
     out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"]}
     for use_ema in (False, True) if "G_ema" in ck else (False,):
         t = load_translator(path, vae.device, use_ema=use_ema)
-        conv = t.convention  # with data.latent_norm=channel, the training domains' statistics
+        convention = t.convention  # with data.latent_norm=channel, the training domains' statistics
         suffix = "_ema" if use_ema else ""
         for name, test in tests.items():
-            z = conv.model_to_raw(t.g_ab(conv.raw_to_model(test["z_x"].to(vae.device), vae.space)), vae.space).cpu()
+            z = convention.model_to_raw(t.g_ab(convention.raw_to_model(test["z_x"].to(vae.device), vae.space)), vae.space).cpu()
             tag = suffix if name == "test" else f"{suffix}_{name}"
             out["psnr" + tag], out["psnr_vae" + tag], out["lpips" + tag], out["val" + tag] = score_latents(vae, test, z, lpips)
     return out
@@ -327,16 +328,17 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
     cfg = compose_train(["+experiment=known_transform", f"data.a_dir={data / 'a'}", f"data.b_dir={data / args.transform / 'b'}",
                          f"vae.encoder_path={enc / 'VAEencoder.onnx'}", f"vae.decoder_path={enc / 'VAEpreview.onnx'}",
                          *overrides, f"seed={seed}", f"out_dir={run}"])
-    if not (run / "model" / f"epoch_{cfg.train.epochs:04d}.pt").is_file():  # a finished run is scored, not retrained
+    folder = RunFolder(run)
+    if not folder.epoch_checkpoint(cfg.train.epochs).is_file():  # a finished run is scored, not retrained
         train(cfg)
-    steps = json.loads((run / "logs" / "train_log.jsonl").read_text().splitlines()[0])["steps"]
-    saved = sorted(int(f.stem.split("_")[1]) for f in (run / "model").glob("epoch_*.pt"))  # every train.ckpt_every epochs, and the last
+    steps = json.loads(folder.log.read_text().splitlines()[0])["steps"]
+    saved = sorted(int(f.stem.split("_")[1]) for f in folder.epoch_checkpoints())  # every train.ckpt_every epochs, and the last
     epochs = sorted({min(saved, key=lambda e: abs(e * steps - s)) for s in args.eval_steps} | {saved[-1]})
-    rows = [score_checkpoint(run / "model" / f"epoch_{e:04d}.pt", vae, tests, lpips) for e in epochs]
-    if (run / "model" / "best.pt").is_file() and cfg.data.val_fraction > 0:
-        rows.append({**score_checkpoint(run / "model" / "best.pt", vae, tests, lpips), "best": True})
+    rows = [score_checkpoint(folder.epoch_checkpoint(e), vae, tests, lpips) for e in epochs]
+    if folder.best.is_file() and cfg.data.val_fraction > 0:
+        rows.append({**score_checkpoint(folder.best, vae, tests, lpips), "best": True})
     if not args.keep_checkpoints:
-        for f in (run / "model").glob("epoch_*.pt"):
+        for f in folder.epoch_checkpoints():
             if int(f.stem.split("_")[1]) not in epochs:
                 f.unlink()
     return rows
@@ -348,7 +350,7 @@ def synthetic_err(overrides: list[str], seed: int, run: Path) -> dict[str, float
 
     keep = [o for o in overrides if not o.startswith(("data.a_dir", "data.b_dir", "data.val_fraction", "data.flip"))]
     train(compose_train([*keep, f"seed={seed}", f"out_dir={run}", "train.vis_every=0"]))
-    log = [json.loads(line) for line in (run / "logs" / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in RunFolder(run).log.read_text().splitlines()]
     last = log[-1]
     return {"err": last["err"], "err_min": min(r["err"] for r in log), "base_mean_shift": (last["base_mean_shift_G"] + last["base_mean_shift_F"]) / 2}
 
