@@ -197,8 +197,9 @@ def bench(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    Path(cfg.bench.output).parent.mkdir(parents=True, exist_ok=True)
-    bench(cfg)
+    with config.user_errors():  # a bad setting: one line, no traceback
+        Path(cfg.bench.output).parent.mkdir(parents=True, exist_ok=True)
+        bench(cfg)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 import difflib
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import takewhile
 from pathlib import Path
 
@@ -23,6 +25,18 @@ from lcgan.schema import DEVICE
 
 class ConfigError(ValueError):
     pass
+
+
+@contextmanager
+def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """An entry point's body: a bad setting (:class:`ConfigError`) or another of ``kinds`` (a refused run folder)
+    ends the command with its own message on stderr and exit status 2, not under a traceback whose frames say
+    nothing to a user. Everything else keeps its traceback: that is a bug to report."""
+    try:
+        yield
+    except (ConfigError, *kinds) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def problems(cfg: DictConfig, prefix: str = "") -> dict[str, list[str]]:

@@ -146,7 +146,8 @@ def encode(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=CONF_DIR, config_name="encode", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    encode(cfg)
+    with config.user_errors():  # a bad setting: one line, no traceback
+        encode(cfg)
 
 
 if __name__ == "__main__":

@@ -337,18 +337,19 @@ def step_stats(device: torch.device) -> dict[str, float]:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    try:
-        if cfg.train.resume:  # the run's own configuration, not the defaults plus this (short) command line
-            cfg = rundir.resume_config(Path(cfg.out_dir), rundir.command_overrides()) or cfg
-        return train(cfg)
-    except rundir.REFUSALS:
-        raise  # the folder is another run's, or the resume is not this run: write nothing there
-    except Exception:
-        # recorded in the job's folder, so a failed job of a sweep is visible next to the others
-        error = RunFolder(Path(cfg.out_dir)).error
-        error.parent.mkdir(parents=True, exist_ok=True)
-        error.write_text(traceback.format_exc())
-        raise
+    with config.user_errors(*rundir.REFUSALS):  # a bad setting or a refused folder: one line, no traceback
+        try:
+            if cfg.train.resume:  # the run's own configuration, not the defaults plus this (short) command line
+                cfg = rundir.resume_config(Path(cfg.out_dir), rundir.command_overrides()) or cfg
+            return train(cfg)
+        except rundir.REFUSALS:
+            raise  # the folder is another run's, or the resume is not this run: write nothing there
+        except Exception:
+            # recorded in the job's folder, so a failed job of a sweep is visible next to the others
+            error = RunFolder(Path(cfg.out_dir)).error
+            error.parent.mkdir(parents=True, exist_ok=True)
+            error.write_text(traceback.format_exc())
+            raise
 
 
 if __name__ == "__main__":

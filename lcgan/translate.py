@@ -167,7 +167,8 @@ def translate_with_metrics(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=CONF_DIR, config_name="translate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    translate(cfg)
+    with config.user_errors():  # a bad setting: one line, no traceback
+        translate(cfg)
 
 
 if __name__ == "__main__":

@@ -786,10 +786,9 @@ def test_cli_config_error_names_the_key_without_a_torch_traceback(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "lcgan.train", "device=cpu", "optim.lr=-1", "train.fake_buffer_size=-1",
                            f"hydra.run.dir={out}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "optim.lr=-1.0: must be a number > 0" in proc.stderr and "train.fake_buffer_size=-1: must be" in proc.stderr
-    frames = re.findall(r'File "([^"]+)"', proc.stderr)
-    assert frames and all(f.startswith(str(ROOT / "lcgan")) for f in frames), proc.stderr  # only lcgan's frames
+    assert proc.stderr.startswith("error: invalid config") and "Traceback" not in proc.stderr, proc.stderr  # the message alone
     assert "ConfigError" in (out / "error.txt").read_text()  # a failed job says why, next to its outputs
     assert not (out / "model").exists()
 
@@ -831,7 +830,7 @@ def test_cli_refused_by_an_earlier_run_writes_nothing_into_its_folder(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     again = subprocess.run([*cmd, "train.lambda_cyc=3"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert again.returncode != 0 and "already holds a training" in again.stderr
+    assert again.returncode == 2 and "already holds a training" in again.stderr and "Traceback" not in again.stderr, again.stderr
     assert not (out / "error.txt").exists()
     assert {p: p.read_bytes() for p in before} == before, "the earlier run's files, .hydra/config.yaml included, are untouched"
 
@@ -958,8 +957,7 @@ def test_cli_resume_takes_the_runs_own_configuration(tmp_path):
     assert refused.returncode != 0
     refusal = r"changes what the run learns: train.lambda_cyc=3.0 \(the run: 10.0\)\. .*hydra.run.dir="
     assert re.search(refusal, refused.stderr), refused.stderr[-2000:]
-    frames = re.findall(r'File "([^"]+)"', refused.stderr)
-    assert all(f.startswith(str(ROOT / "lcgan")) for f in frames) and not (out / "error.txt").exists(), refused.stderr
+    assert "Traceback" not in refused.stderr and not (out / "error.txt").exists(), refused.stderr
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before, "nothing written"
 
 
