@@ -8,11 +8,12 @@ on one device, every :class:`Variant` of :func:`variants` is timed on the same i
 
 - ``current``: what ``lcgan.evaluate`` did before this benchmark's settings (clean-fid's PIL resize on CPU threads,
   cuDNN heuristics), bf16 and fp32 (``current_fp32``), and the per-image loop (batch 1) the issue compares with;
-- the Inception resize on the device (``eval.fid.resize=torch``), cuDNN's autotuner, other batch sizes;
+- the Inception resize on the device (``eval.fid.resize=torch``), cuDNN's autotuner, fp32, other batch sizes,
+  the VAE in bf16 weights, and (``compile``) the VAE through torch.compile;
 - with PNGs written as ``lcgan.evaluate`` writes them (``png``), and as it wrote them before (one thread, zlib 6).
 
-Then a profile pass of two variants synchronises the device around each stage (upload, encode, CLIP of the
-sources, G, decode, uint8, LPIPS, CLIP, Inception resize and forward, host copy, PNG) and reports each one's
+Then a profile pass of :data:`PROFILED` synchronises the device around each stage (encode, CLIP of the sources,
+upload, G, decode, uint8, LPIPS, CLIP, Inception resize and forward, host copy, PNG) and reports each one's
 milliseconds per image: what limits the pipeline. The timed passes themselves never synchronise per stage.
 Agreement: bf16 against fp32 (FID's relative difference, largest per-image LPIPS and CLIP differences) and
 the device resize against clean-fid's (largest pixel difference, FID's relative difference).
@@ -51,6 +52,7 @@ SD15_VAE = dict(  # diffusers' SD1.5 VAE config (stable-diffusion-v1-5/vae/confi
 )
 RESNET9 = dict(ngf=64, n_blocks=9, n_downsampling=2)
 PNG_WRITERS = ("", "pool", "serial")  # none | lcgan.evaluate's (scoring.write_pngs) | evaluate's before: one thread, zlib 6
+PROFILED = ("current_png", "torch_resize_cudnn_benchmark_png", "torch_resize_cudnn_benchmark_vae_bf16")  # stage by stage
 
 
 class RandomKLVAE:
@@ -187,6 +189,97 @@ def agreement(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], mu
     }
 
 
+class EvalBench:
+    """The networks and images of one benchmark run, and the ways to time them: :meth:`timed` (a throughput pass),
+    :meth:`profiled` (stage by stage) and :meth:`features` (Inception alone, for the resize's agreement)."""
+
+    def __init__(self, vae: RandomKLVAE, g: torch.nn.Module, metrics: Metrics, images: torch.Tensor, workers: int,
+                 compile: bool) -> None:
+        self.vae, self.g, self.metrics, self.images = vae, g, metrics, images
+        self.device, self.inception = vae.device, metrics.fid.inception
+        self.vae_bf16, self.vae_compiled = vae.in_bf16(), vae.compiled() if compile else None
+        channels_last(vae.vae, self.vae_bf16.vae, g, metrics.lpips.model, metrics.clip.model)
+        self.conv = Convention()  # model space as training sees it: the default latent divisor
+        self.png_pool = ThreadPoolExecutor(workers, thread_name_prefix="bench-png")
+        self.png_dir = tempfile.TemporaryDirectory(prefix="lcgan-bench-png-")
+
+    def close(self) -> None:
+        self.png_pool.shutdown()
+        self.png_dir.cleanup()
+
+    def _saver(self, writer: str):
+        folder = Path(self.png_dir.name)
+        if writer == "pool":
+            return lambda kind, start, x8: write_pngs(folder, [f"{start + i:05d}" for i in range(len(x8))], x8, self.png_pool)
+        if writer == "serial":  # lcgan.evaluate's writer before: PIL's default zlib level 6, one image after another
+            return lambda kind, start, x8: [Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{start + i:05d}.png")
+                                            for i, img in enumerate(x8)]
+        return None
+
+    @contextmanager
+    def settings(self, v: Variant) -> Iterator[None]:
+        """``v``'s resize and cuDNN autotuner for the duration (both are process-wide switches)."""
+        before = self.inception.resize, torch.backends.cudnn.benchmark
+        self.inception.resize, torch.backends.cudnn.benchmark = v.resize, v.cudnn_benchmark
+        try:
+            yield
+        finally:
+            self.inception.resize, torch.backends.cudnn.benchmark = before
+
+    def pipeline(self, x8: torch.Tensor, v: Variant, timer: StageTimer | None = None) -> dict[str, np.ndarray]:
+        """What ``lcgan.evaluate`` does for one direction: encode, CLIP of the sources, then :func:`score_outputs`."""
+        stage = timer or (lambda name: nullcontext())
+        vae = self.vae_bf16 if v.vae_bf16 else self.vae_compiled if v.compile else self.vae
+        with stage("encode"):  # with the upload of the uint8 sources
+            z_raw = encode(vae, x8, v.batch, v.amp, "encode")
+        with stage("clip_source"), autocast(self.device, v.amp):
+            src_emb = torch.cat([self.metrics.clip.embed(from_uint8(c.to(self.device, non_blocking=True))).float() for c in x8.split(v.batch)])
+        return score_outputs({"model": self.g}, z_raw, x8, src_emb, vae, self.conv, self.metrics, v.batch, v.amp, self._saver(v.png),
+                             timer)["model"]
+
+    def timed(self, v: Variant, n: int) -> dict:
+        """images/s of ``v`` on the first ``n`` images after a warm-up batch, its scores, peak memory and warm-up time."""
+        x8 = self.images[:n]
+        with self.settings(v):
+            t0 = time.perf_counter()
+            self.pipeline(x8[: v.batch], v)  # warm-up: cuDNN algorithm choice, compilation, allocator, threads
+            _sync(self.device)
+            warmup_s = time.perf_counter() - t0
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            t0 = time.perf_counter()
+            scores = self.pipeline(x8, v)
+            _sync(self.device)
+            rate = len(x8) / (time.perf_counter() - t0)
+        peak = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2) if self.device.type == "cuda" else None
+        print(f"  {v}: {rate:.1f} images/s (warm-up {warmup_s:.1f} s)", flush=True)
+        return {"rate": rate, "scores": scores, "peak_mem_gb": peak, "warmup_s": round(warmup_s, 1)}
+
+    def profiled(self, v: Variant, batches: int, gflop: dict[str, float]) -> dict:
+        """Milliseconds per image of each stage of ``v`` over ``batches`` batches, their shares of the whole, and the
+        TFLOP/s of the stages whose GFLOP per image ``gflop`` gives."""
+        x8 = self.images[: batches * v.batch]
+        with self.settings(v):
+            self.pipeline(x8[: v.batch], v)
+            timer = StageTimer(self.device)
+            t0 = time.perf_counter()
+            self.pipeline(x8, v, timer)
+            total = time.perf_counter() - t0
+        ms = lambda s: round(1000 * s / len(x8), 3)  # noqa: E731
+        stages = dict(sorted(timer.seconds.items(), key=lambda kv: -kv[1]))
+        return {"variant": asdict(v), "images": len(x8), "total_ms_per_image": ms(total),
+                "stages_ms_per_image": {k: ms(s) for k, s in stages.items()},
+                "stages_share": {k: round(s / total, 4) for k, s in stages.items()},
+                "unattributed_ms_per_image": ms(total - sum(stages.values())),
+                "tflops_per_s": {k: round(f * len(x8) / stages[k] / 1e3, 2) for k, f in gflop.items() if stages.get(k)}}
+
+    def features(self, v: Variant, batch: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Inception features of every source image with ``v``'s resize (fp32), and the first batch resized."""
+        with self.settings(v):
+            feats = np.concatenate([self.inception(c) for c in self.images.split(batch)])
+            return feats, self.inception.preprocess(self.images[:batch]).cpu()
+
+
 def bench_eval(n_images: int, loop_images: int, batch_size: int, image_size: int, device: torch.device, seed: int = 0,
                batch_sizes: list[int] = (), png: bool = True, profile_batches: int = 4, compile: bool = False,
                vae_config: dict = SD15_VAE, generator: dict = RESNET9, metrics: Metrics | None = None) -> dict:
@@ -205,10 +298,6 @@ def bench_eval(n_images: int, loop_images: int, batch_size: int, image_size: int
     metrics = metrics or Metrics(Lpips("alex", random=True, device=device, seed=seed),
                                  Clip("ViT-B-32", random=True, device=device, seed=seed + 1),
                                  Fid(random=True, device=device, seed=seed + 2, workers=workers))
-    inception = metrics.fid.inception
-    vae_bf16 = vae.in_bf16()
-    channels_last(vae.vae, vae_bf16.vae, g, metrics.lpips.model, metrics.clip.model)
-    conv = Convention()  # model space as training sees it: the default latent divisor
     images = torch.randint(0, 256, (n_images, 3, image_size, image_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
     if device.type == "cuda":
         images = images.pin_memory()
@@ -216,132 +305,66 @@ def bench_eval(n_images: int, loop_images: int, batch_size: int, image_size: int
     print(f"lcgan.bench eval | {describe(device)} | torch {torch.__version__} | {n_images} images at {image_size}px, "
           f"batch {batch_size} (also {', '.join(map(str, batch_sizes)) or 'no other'}), per-image loop on {loop_images} | "
           f"{len(runs)} variants: {', '.join(runs)}", flush=True)
-    png_pool = ThreadPoolExecutor(workers, thread_name_prefix="bench-png")
-    png_dir = tempfile.TemporaryDirectory(prefix="lcgan-bench-png-")
-
-    def saver(writer: str):
-        if writer == "pool":
-            return lambda kind, start, x8: write_pngs(Path(png_dir.name), [f"{start + i:05d}" for i in range(len(x8))], x8, png_pool)
-        if writer == "serial":  # lcgan.evaluate's writer before: PIL's default zlib level 6, one image after another
-            return lambda kind, start, x8: [Image.fromarray(img.permute(1, 2, 0).numpy()).save(Path(png_dir.name) / f"{start + i:05d}.png")
-                                            for i, img in enumerate(x8)]
-        return None
-
-    @contextmanager
-    def settings(v: Variant) -> Iterator[None]:
-        before = inception.resize, torch.backends.cudnn.benchmark
-        inception.resize, torch.backends.cudnn.benchmark = v.resize, v.cudnn_benchmark
-        try:
-            yield
-        finally:
-            inception.resize, torch.backends.cudnn.benchmark = before
-
-    def pipeline(x8: torch.Tensor, v: Variant, timer: StageTimer | None = None) -> dict[str, np.ndarray]:
-        stage = timer or (lambda name: nullcontext())
-        vae_v = vae_bf16 if v.vae_bf16 else vae_compiled if v.compile else vae
-        with stage("encode"):  # with the upload of the uint8 sources
-            z_raw = encode(vae_v, x8, v.batch, v.amp, "encode")
-        with stage("clip_source"), autocast(device, v.amp):
-            src_emb = torch.cat([metrics.clip.embed(from_uint8(c.to(device, non_blocking=True))).float() for c in x8.split(v.batch)])
-        return score_outputs({"model": g}, z_raw, x8, src_emb, vae_v, conv, metrics, v.batch, v.amp, saver(v.png), timer)["model"]
-
-    def timed(v: Variant, x8: torch.Tensor) -> dict:
-        with settings(v):
-            t0 = time.perf_counter()
-            pipeline(x8[: v.batch], v)  # warm-up: cuDNN algorithm choice, compilation, allocator, threads
-            _sync(device)
-            warmup_s = time.perf_counter() - t0
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            t0 = time.perf_counter()
-            res = pipeline(x8, v)
-            _sync(device)
-            rate = len(x8) / (time.perf_counter() - t0)
-        peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
-        print(f"  {v}: {rate:.1f} images/s (warm-up {warmup_s:.1f} s)", flush=True)
-        return {"rate": rate, "scores": res, "peak_mem_gb": peak, "warmup_s": round(warmup_s, 1)}
-
-    def profiled(v: Variant) -> dict:
-        x8 = images[: profile_batches * v.batch]
-        with settings(v):
-            pipeline(x8[: v.batch], v)
-            timer = StageTimer(device)
-            t0 = time.perf_counter()
-            pipeline(x8, v, timer)
-            total = time.perf_counter() - t0
-        ms = lambda s: round(1000 * s / len(x8), 3)  # noqa: E731
-        stages = dict(sorted(timer.seconds.items(), key=lambda kv: -kv[1]))
-        out = {"images": len(x8), "total_ms_per_image": ms(total),
-               "stages_ms_per_image": {k: ms(s) for k, s in stages.items()},
-               "stages_share": {k: round(s / total, 4) for k, s in stages.items()},
-               "unattributed_ms_per_image": ms(total - sum(stages.values())),
-               "tflops_per_s": {k: round(flops[k] * 1e9 * len(x8) / stages[k] / 1e12, 2) for k in flops if stages.get(k)}}
-        return out
-
-    def agreements(scores: dict[str, dict[str, np.ndarray]]) -> dict:
-        """bf16 against fp32 (FIDs against the fp32 features of the sources); the device resize against PIL."""
-        features = {}
-        for name in ("current", "torch_resize"):
-            with settings(runs[name]):
-                features[name] = inception(images)
-                features[f"{name}_resized"] = inception.preprocess(images[:batch_size]).cpu()
-        mu, sigma = gaussian(features["current"])
-        mu_out, sigma_out = gaussian(scores["current_fp32"]["feats"])
-        fid_src = {k: fid_from_features(features[k], mu_out, sigma_out) for k in ("current", "torch_resize")}
-        fast_fp32 = scores["torch_resize_cudnn_benchmark_fp32"]
-        return {
-            "eval_bf16_vs_fp32": _rounded(agreement(scores["current_fp32"], scores["current"], mu, sigma)),
-            "eval_bf16_vs_fp32_fast": _rounded(agreement(fast_fp32, scores["torch_resize_cudnn_benchmark"], mu, sigma)),
-            "eval_vae_bf16_vs_fp32": _rounded(agreement(fast_fp32, scores["torch_resize_cudnn_benchmark_vae_bf16"], mu, sigma)),
-            "eval_torch_vs_pil_resize": {
-                "pixel_max_abs_diff": round(float((features["torch_resize_resized"] - features["current_resized"]).abs().max()), 6),
-                # the random sources (the worst case for a resize) with each resize, against the fp32 outputs' Gaussian
-                "fid_rel_diff_sources": float(abs(fid_src["torch_resize"] - fid_src["current"]) / max(abs(fid_src["current"]), 1e-12)),
-                # the pipeline's outputs (bf16, the same settings but the resize) against the sources' Gaussian
-                "outputs": _rounded(agreement(scores["current"], scores["torch_resize"], mu, sigma, names=("pil", "torch"))),
-            },
-        }
-
-    def speeds() -> dict:
-        loop_rate = results["loop"]["rate"]
-        best = max((k for k in results if k != "loop"), key=lambda k: results[k]["rate"])
-        return {
-            "eval_images": n_images, "eval_image_size": image_size, "eval_batch_size": batch_size,
-            "eval_images_per_s": round(results["current"]["rate"], 1),  # the figures of the earlier rows, for comparison
-            "eval_fp32_images_per_s": round(results["current_fp32"]["rate"], 1),
-            "eval_loop_images_per_s": round(loop_rate, 1),
-            "eval_speedup": round(results["current"]["rate"] / loop_rate, 2),
-            "eval_best": {"variant": best, **asdict(runs[best]), "images_per_s": round(results[best]["rate"], 1),
-                          "speedup_vs_loop": round(results[best]["rate"] / loop_rate, 2)},
-            "eval_variants": {k: {**asdict(runs[k]), "images_per_s": round(r["rate"], 1), "speedup_vs_loop": round(r["rate"] / loop_rate, 2),
-                                  "peak_mem_gb": r["peak_mem_gb"], "warmup_s": r["warmup_s"]} for k, r in results.items()},
-            "eval_failed": failed,
-        }
-
-    flops = vae_flops(vae_config, generator, image_size)
-    vae_compiled = vae.compiled() if compile else None
+    gflop = vae_flops(vae_config, generator, image_size)
+    bench = EvalBench(vae, g, metrics, images, workers, compile)
     results, failed = {}, {}
     try:
         for name, v in runs.items():
             if not v.compile:
-                results[name] = timed(v, images[:loop_images] if name == "loop" else images)
-        profile = {name: {"variant": asdict(runs[name]), **profiled(runs[name])}
-                   for name in ("current_png", "torch_resize_cudnn_benchmark_png", "torch_resize_cudnn_benchmark_vae_bf16")
-                   if profile_batches and name in runs}
-        rest = {"eval_profile": profile, "eval_gflop_per_image": {k: round(v, 2) for k, v in flops.items()},
-                "eval_tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
-                **agreements({k: r["scores"] for k, r in results.items()})}
+                results[name] = bench.timed(v, loop_images if name == "loop" else n_images)
+        profile = {name: bench.profiled(runs[name], profile_batches, gflop) for name in PROFILED if profile_batches and name in runs}
+        measured = {"eval_profile": profile, "eval_gflop_per_image": {k: round(f, 2) for k, f in gflop.items()},
+                    "eval_tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
+                    **agreements(bench, runs, {k: r["scores"] for k, r in results.items()}, batch_size)}
         for name, v in runs.items():
             if v.compile:
-                print(f"lcgan.bench eval, before compiling: {json.dumps({**speeds(), **rest})}", flush=True)
+                print(f"lcgan.bench eval, before compiling: {json.dumps({**speeds(results, runs, failed), **measured})}", flush=True)
                 try:
-                    results[name] = timed(v, images)
+                    results[name] = bench.timed(v, n_images)
                 except Exception as e:  # the compiler's failure is a result too: the rest stands
                     failed[name] = f"{type(e).__name__}: {str(e).strip()[:300]}"
     finally:
-        png_pool.shutdown()
-        png_dir.cleanup()
-    return {**speeds(), **rest}
+        bench.close()
+    return {"eval_images": n_images, "eval_image_size": image_size, "eval_batch_size": batch_size,
+            **speeds(results, runs, failed), **measured}
+
+
+def speeds(results: dict[str, dict], runs: dict[str, Variant], failed: dict[str, str]) -> dict:
+    """images/s of every variant timed, the speed-ups over the per-image loop, and the fastest."""
+    loop_rate = results["loop"]["rate"]
+    best = max((k for k in results if k != "loop"), key=lambda k: results[k]["rate"])
+    return {
+        "eval_images_per_s": round(results["current"]["rate"], 1),  # the figures of the earlier rows, for comparison
+        "eval_fp32_images_per_s": round(results["current_fp32"]["rate"], 1),
+        "eval_loop_images_per_s": round(loop_rate, 1),
+        "eval_speedup": round(results["current"]["rate"] / loop_rate, 2),
+        "eval_best": {"variant": best, **asdict(runs[best]), "images_per_s": round(results[best]["rate"], 1),
+                      "speedup_vs_loop": round(results[best]["rate"] / loop_rate, 2)},
+        "eval_variants": {k: {**asdict(runs[k]), "images_per_s": round(r["rate"], 1), "speedup_vs_loop": round(r["rate"] / loop_rate, 2),
+                              "peak_mem_gb": r["peak_mem_gb"], "warmup_s": r["warmup_s"]} for k, r in results.items()},
+        "eval_failed": failed,
+    }
+
+
+def agreements(bench: EvalBench, runs: dict[str, Variant], scores: dict[str, dict[str, np.ndarray]], batch: int) -> dict:
+    """bf16 against fp32 (every FID against the fp32 features of the sources); the device resize against PIL's."""
+    (src_pil, resized_pil), (src_torch, resized_torch) = (bench.features(runs[k], batch) for k in ("current", "torch_resize"))
+    mu, sigma = gaussian(src_pil)
+    mu_out, sigma_out = gaussian(scores["current_fp32"]["feats"])
+    fid_pil, fid_torch = (fid_from_features(f, mu_out, sigma_out) for f in (src_pil, src_torch))
+    fast_fp32 = scores["torch_resize_cudnn_benchmark_fp32"]
+    return {
+        "eval_bf16_vs_fp32": _rounded(agreement(scores["current_fp32"], scores["current"], mu, sigma)),
+        "eval_bf16_vs_fp32_fast": _rounded(agreement(fast_fp32, scores["torch_resize_cudnn_benchmark"], mu, sigma)),
+        "eval_vae_bf16_vs_fp32": _rounded(agreement(fast_fp32, scores["torch_resize_cudnn_benchmark_vae_bf16"], mu, sigma)),
+        "eval_torch_vs_pil_resize": {
+            "pixel_max_abs_diff": round(float((resized_torch - resized_pil).abs().max()), 6),
+            # the random sources (the worst case for a resize) with each resize, against the fp32 outputs' Gaussian
+            "fid_rel_diff_sources": float(abs(fid_torch - fid_pil) / max(abs(fid_pil), 1e-12)),
+            # the pipeline's outputs (bf16, the same settings but the resize) against the sources' Gaussian
+            "outputs": _rounded(agreement(scores["current"], scores["torch_resize"], mu, sigma, names=("pil", "torch"))),
+        },
+    }
 
 
 def _rounded(d: dict) -> dict:

@@ -54,7 +54,7 @@ FID_MIN_IMAGES = 300  # below this FID is strongly biased upwards (clean-fid/Cho
 OVERVIEW_ROWS = 16  # test images in images/{direction}_overview.png, spread over the set
 ROUND_TRIP_NOTE = "round trip = VAE decode(encode(source)), no generator: the best the VAE allows"
 PIPELINE_DEPTH = 3  # batches whose CPU work (PNGs, Inception resize) may run behind the GPU: bounds pinned memory
-PNG_COMPRESS_LEVEL = 1  # zlib level of the written PNGs (lossless at any level): 1 is ~3x faster to write than PIL's 6, files ~10% larger
+PNG_COMPRESS_LEVEL = 1  # zlib level of the written PNGs (lossless at any level): 1 writes 3.2x faster than PIL's 6, files 3.6% larger (256 px photos)
 # eval block -> (metric name in messages, the setting that supplies its weights): named when a random network stands in
 METRIC_SETTINGS = {"lpips": ("content_lpips", "eval.lpips.backbone_path"),
                    "clip": ("content_clip", "eval.clip.pretrained / eval.clip.cache_dir"),

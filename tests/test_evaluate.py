@@ -468,3 +468,31 @@ def test_devices_resolve_and_choose_for_inference():
     assert amp_enabled("auto", torch.device("cuda")) and auto_batch_size(cpu, 256) == 16
     with pytest.raises(ValueError, match="amp='fp8'"):
         amp_enabled("fp8", cpu)
+
+
+def test_bench_command_hands_every_eval_setting_to_bench_eval(tmp_path, monkeypatch, capsys):
+    """``python -m lcgan.bench bench.eval.enabled=true ...``: each bench.eval key reaches :func:`bench_eval` as the
+    argument of its name, and the JSON (device and torch first) is printed and written to bench.output."""
+    import inspect
+
+    import lcgan.bench
+    import lcgan.bench_eval
+    from tests.conftest import compose_cfg
+
+    calls, signature = [], inspect.signature(lcgan.bench_eval.bench_eval)
+
+    def record(*args, **kwargs):
+        calls.append(signature.bind(*args, **kwargs).arguments)
+        return {"eval_images_per_s": 1.0}
+
+    monkeypatch.setattr(lcgan.bench_eval, "bench_eval", record)
+    out = tmp_path / "eval.json"
+    cfg = compose_cfg("bench", ["bench.eval.enabled=true", "device=cpu", "seed=3", "bench.eval.images=8", "bench.eval.loop_images=2",
+                                "bench.eval.batch_size=4", "bench.eval.batch_sizes=[2,8]", "bench.eval.image_size=64",
+                                "bench.eval.png=false", "bench.eval.profile_batches=0", "bench.eval.compile=true",
+                                f"bench.output={out}", f"out_dir={tmp_path}"])
+    lcgan.bench.bench(cfg)
+    assert calls == [{"n_images": 8, "loop_images": 2, "batch_size": 4, "image_size": 64, "device": torch.device("cpu"), "seed": 3,
+                      "batch_sizes": [2, 8], "png": False, "profile_batches": 0, "compile": True}]
+    assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out.splitlines()[-1]) == {
+        "device": "cpu", "torch": torch.__version__, "eval_images_per_s": 1.0}
