@@ -40,7 +40,7 @@ from lcgan.images import from_uint8, to_unit
 
 RANDOM_HINT = "or eval.random_weights=true to skip the download (random LPIPS/CLIP, numbers not meaningful)"
 INCEPTION_FILE = "inception-2015-12-05.pt"  # the name clean-fid downloads to /tmp
-INCEPTION_SIZE = 299
+INCEPTION_SIZE = 299  # pixels per side of what the Inception sees (clean-fid resizes every image to it)
 RESIZES = ("pil", "torch")  # Inception's resize: clean-fid's PIL on CPU threads | the same filter in torch on the device
 
 
