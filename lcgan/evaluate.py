@@ -6,8 +6,9 @@ A metric network whose weights cannot be had is replaced by a random one for tha
 naming its setting); ``summary.json`` says which metrics are meaningful (``metrics_meaningful``).
 
 The metric networks are the components ``eval.lpips``, ``eval.clip`` and ``eval.fid`` (``_target_`` and settings,
-conf/eval/*.yaml). On CUDA it runs in bf16 autocast (``eval.amp=none``: full precision) with
-``eval.batch_size`` chosen for the GPU when null. The pipeline is :mod:`lcgan.scoring`'s.
+conf/eval/*.yaml). On CUDA ``eval.amp=auto`` runs it in bf16 autocast (default ``none``: full precision), with
+``eval.batch_size`` chosen for the GPU when null and Inception's resize on the GPU (``eval.fid.resize``). The
+pipeline is :mod:`lcgan.scoring`'s, the one ``python -m lcgan.bench bench.eval.enabled=true`` times.
 
 A->B runs G on the A images, B->A runs F on the B images: read (:mod:`lcgan.images`), encode,
 raw -> model space (the checkpoint's :class:`~lcgan.latents.Convention`), translate, back to raw,
@@ -64,7 +65,7 @@ def evaluate(cfg: DictConfig) -> dict:
           f"({translator.info['vae_from']}) | {translator.convention} | A {len(sources['A'].paths)} B {len(sources['B'].paths)} "
           f"images at {ecfg.image_size}px | device {device}, batch {batch}, amp {ecfg.amp} | out {out_dir}")
     summary = run(translator, vae, metrics, sources, refs, out_dir, ecfg.image_size, batch, ecfg.amp, ecfg.latent_baselines,
-                  ecfg.save_images, cfg.seed, fit_baselines_on_inputs=True)
+                  ecfg.save_images, cfg.seed, fit_baselines_on_inputs=True, workers=ecfg.num_workers)
     print_report(summary)
     print(f"wrote {out_dir}/summary.json, metrics.csv, gen/, fid/" + (", images/" if ecfg.save_images else ""))
     log_to_tracker(cfg, summary, out_dir)

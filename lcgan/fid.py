@@ -257,7 +257,8 @@ def kid(feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100, max_subs
 class Fid:
     """FID and KID of image sets against a folder's reference statistics (the ``eval.fid`` block).
 
-    Holds the Inception (``inception_path``, or a random one with ``random``), where reference statistics are
+    Holds the Inception (``inception_path``, or a random one with ``random``; ``resize``: where its 299 px resize
+    runs, :data:`lcgan.metrics.RESIZES`), where reference statistics are
     cached (``stats_root``, else lcgan's cache folder; ``fallback_root`` when that is unwritable) and KID's
     subsets. :attr:`inception` computes features; :meth:`reference` and :meth:`find_reference` give a folder's
     statistics; :meth:`scores` compares a set's features with them.
@@ -265,8 +266,8 @@ class Fid:
 
     def __init__(self, inception_path: str | None = None, random: bool = False, stats_root: str | None = None,
                  fallback_root: str = FALLBACK_ROOT, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                 device: str | torch.device = "cpu", seed: int = 0, workers: int = 4) -> None:
-        self.inception = Inception(path=inception_path, random=random, device=device, seed=seed, workers=workers)
+                 device: str | torch.device = "cpu", seed: int = 0, workers: int = 4, resize: str = "pil") -> None:
+        self.inception = Inception(path=inception_path, random=random, device=device, seed=seed, workers=workers, resize=resize)
         self.random, self.source, self.not_meaningful = random, self.inception.source, self.inception.not_meaningful
         self.stats_root, self.fallback_root = stats_root, fallback_root or FALLBACK_ROOT
         self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size

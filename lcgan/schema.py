@@ -225,6 +225,10 @@ class BenchEval:
     images: int = setting(POSITIVE)
     loop_images: int = setting(POSITIVE)
     batch_size: int = setting(POSITIVE)
+    batch_sizes: list[int] = setting(Rule(lambda v: all(isinstance(b, int) and b >= 1 for b in v), "a list of integers >= 1"))
+    png: bool = setting()
+    profile_batches: int = setting(NON_NEGATIVE)
+    compile: bool = setting()
     image_size: int = setting(at_least(8))
 
 

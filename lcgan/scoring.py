@@ -9,9 +9,10 @@ baselines are scored the same way: the round trip (decode(encode(source)), no tr
 closed-form latent maps of :mod:`lcgan.baselines`.
 
 Fast on a GPU without changing what is measured: bf16 autocast (``amp``, agreement with fp32 measured by
-``lcgan.bench bench.eval.enabled=true``), channels-last weights, scores gathered on the device and copied
-once per direction, and the CPU's share (PNG writing, clean-fid's Inception resize) done by worker threads
-on pinned copies while the GPU computes the next batch.
+``lcgan.bench bench.eval.enabled=true``), channels-last weights, cuDNN's autotuner, scores gathered on the
+device and copied once per direction, Inception's resize on the device (``eval.fid.resize=torch``), and the
+CPU's share (PNG writing, clean-fid's own resize with ``eval.fid.resize=pil``) done by worker threads on pinned
+copies while the GPU computes the next batch. ``lcgan.bench`` times this same code, stage by stage too.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,7 @@ FID_MIN_IMAGES = 300  # below this FID is strongly biased upwards (clean-fid/Cho
 OVERVIEW_ROWS = 16  # test images in images/{direction}_overview.png, spread over the set
 ROUND_TRIP_NOTE = "round trip = VAE decode(encode(source)), no generator: the best the VAE allows"
 PIPELINE_DEPTH = 3  # batches whose CPU work (PNGs, Inception resize) may run behind the GPU: bounds pinned memory
+PNG_COMPRESS_LEVEL = 1  # zlib level of the written PNGs (lossless at any level): 1 writes 3.2x faster than PIL's 6, files 3.6% larger (256 px photos)
 # eval block -> (metric name in messages, the setting that supplies its weights): named when a random network stands in
 METRIC_SETTINGS = {"lpips": ("content_lpips", "eval.lpips.backbone_path"),
                    "clip": ("content_clip", "eval.clip.pretrained / eval.clip.cache_dir"),
@@ -158,71 +161,119 @@ def _pinned(x: torch.Tensor) -> torch.Tensor:
     return host.copy_(x, non_blocking=True)
 
 
+Timer = Callable[[str], AbstractContextManager]  # stage name -> a context that times it (lcgan.bench_eval's profile)
+
+
+def _untimed(stage: str) -> AbstractContextManager:
+    return nullcontext()
+
+
 @torch.no_grad()
 def score_outputs(maps: dict[str, Callable], z_raw: torch.Tensor, src_images: torch.Tensor, src_emb: torch.Tensor, vae,
                   conv: Convention, metrics: Metrics, batch: int, amp: bool,
-                  save: Callable[[str, int, torch.Tensor], None] | None = None) -> dict[str, dict[str, np.ndarray]]:
+                  save: Callable[[str, int, torch.Tensor], None] | None = None,
+                  timer: Timer | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Every output kind of one direction (``maps``: kind -> latent map in model space) scored against its sources:
     per-image ``lpips`` and ``clip`` (cosine to the source embedding ``src_emb``) and Inception ``feats``.
 
     ``save(kind, first_index, uint8 images)`` runs on a worker thread (e.g. writing PNGs). GPU work is queued
-    without waiting for the host; scores stay on the device until one copy at the end.
+    without waiting for the host; scores stay on the device until one copy at the end. With an Inception that
+    resizes on the device, the images go to the host only when ``save`` wants them.
+
+    ``timer(stage)``: a context around each stage (a profile that synchronises in it); with one, host work is
+    waited for at once instead of overlapping the GPU's, so that each stage's time is its own.
     """
-    device, space = z_raw.device, vae.space
+    device, space, inception = z_raw.device, vae.space, metrics.fid.inception
+    stage = timer or _untimed
     lpips_d, clip_d, feats_d = ({k: [] for k in maps} for _ in range(3))
     pending: deque[tuple[str, Future]] = deque()
 
-    def host_work(kind: str, start: int, x8: torch.Tensor, ready: torch.cuda.Event | None) -> torch.Tensor:
+    def host_work(kind: str, start: int, x8: torch.Tensor, ready: torch.cuda.Event | None) -> torch.Tensor | None:
         if ready is not None:
             ready.synchronize()  # this worker waits for the copy, not the GPU's queue
         if save is not None:
-            save(kind, start, x8)
-        return metrics.fid.inception.preprocess(x8)
+            with stage("png"):
+                save(kind, start, x8)
+        if inception.resizes_on_device:
+            return None
+        with stage("inception_resize"):
+            return inception.preprocess(x8)
 
     def take_features(block: bool) -> None:
         while pending and (block or pending[0][1].done()):
             kind, future = pending.popleft()
-            with autocast(device, amp):
-                feats_d[kind].append(metrics.fid.inception.features(future.result()))
+            resized = future.result()
+            if resized is not None:
+                with stage("inception_forward"), autocast(device, amp):
+                    feats_d[kind].append(inception.features(resized))
 
     with ThreadPoolExecutor(1, thread_name_prefix="eval-host") as host:  # one lane: batches leave in order
         for start in tqdm(range(0, len(z_raw), batch), leave=False):
-            z = conv.raw_to_model(z_raw[start : start + batch], space)
-            x_src = from_uint8(src_images[start : start + batch].to(device, non_blocking=True))
+            with stage("upload"):
+                z = conv.raw_to_model(z_raw[start : start + batch], space)
+                x_src = from_uint8(src_images[start : start + batch].to(device, non_blocking=True))
             for kind, fn in maps.items():
                 with autocast(device, amp):
-                    x8 = to_uint8(vae.decode(conv.model_to_raw(fn(z).float(), space)))
-                    x = from_uint8(x8)
-                    lpips_d[kind].append(metrics.lpips(x, x_src))
-                    clip_d[kind].append((metrics.clip.embed(x).float() * src_emb[start : start + batch]).sum(-1))
-                host_copy = _pinned(x8)
-                ready = torch.cuda.Event() if host_copy is not x8 else None
-                if ready is not None:
-                    ready.record()
+                    with stage("translate"):
+                        z_out = conv.model_to_raw(fn(z).float(), space)
+                    with stage("decode"):
+                        decoded = vae.decode(z_out)
+                    with stage("to_uint8"):
+                        x8 = to_uint8(decoded)
+                        x = from_uint8(x8)
+                    with stage("lpips"):
+                        lpips_d[kind].append(metrics.lpips(x, x_src))
+                    with stage("clip"):
+                        clip_d[kind].append((metrics.clip.embed(x).float() * src_emb[start : start + batch]).sum(-1))
+                if inception.resizes_on_device:
+                    with stage("inception_resize"):
+                        resized = inception.preprocess(x8)
+                    with stage("inception_forward"), autocast(device, amp):
+                        feats_d[kind].append(inception.features(resized))
+                    if save is None:
+                        continue  # nothing for the host to do: no copy
+                with stage("host_copy"):
+                    host_copy = _pinned(x8)
+                    ready = torch.cuda.Event() if host_copy is not x8 else None
+                    if ready is not None:
+                        ready.record()
                 pending.append((kind, host.submit(host_work, kind, start, host_copy, ready)))
+                take_features(block=timer is not None)  # a profile times the host's stages alone
             take_features(block=len(pending) > PIPELINE_DEPTH * len(maps))
         take_features(block=True)
     cpu = lambda parts: torch.cat(parts).float().cpu().numpy()  # noqa: E731  one copy per kind and score
     return {k: {"lpips": cpu(lpips_d[k]), "clip": cpu(clip_d[k]), "feats": cpu(feats_d[k])} for k in maps}
 
 
+def write_pngs(folder: Path, names: list[str], x8: torch.Tensor, pool: ThreadPoolExecutor) -> None:
+    """uint8 ``(B, 3, H, W)`` images as ``folder/<name>.png``, one file per thread of ``pool`` (zlib runs outside the GIL)."""
+    def write(name: str, img: torch.Tensor) -> None:
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{name}.png", compress_level=PNG_COMPRESS_LEVEL)
+
+    for _ in pool.map(write, names, x8):  # surfaces a write error here
+        pass
+
+
 # --------------------------------------------------------------------------------------------- a whole run
 
 
 def prepare(translator: Translator, vae, metrics: Metrics) -> None:
-    """Inference layout for the networks: channels-last weights on a GPU (cuDNN's fast NHWC kernels)."""
+    """Inference layout for the networks: channels-last weights on a GPU (cuDNN's fast NHWC kernels), and cuDNN's
+    autotuner, which pays for itself here: every batch but the last has the same shapes."""
     vae_modules = [m for m in vars(vae).values() if isinstance(m, torch.nn.Module)]  # any VAE wrapper's networks
     channels_last(translator.g_ab, translator.g_ba, metrics.lpips.model, metrics.clip.model, *vae_modules)
+    if next(translator.g_ab.parameters()).device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source], refs: dict[str, dict | None],
         out_dir: Path, image_size: int, batch_size: int, amp: str, latent_baselines_on: bool, save_images: bool,
-        seed: int, fit_baselines_on_inputs: bool) -> dict:
+        seed: int, fit_baselines_on_inputs: bool, workers: int = 4) -> dict:
     """Translate both domains, score every output kind, write every output; returns the summary.
 
     ``amp``: ``auto`` (bf16 autocast on CUDA), ``bf16`` or ``none``; ``latent_baselines_on``: score the
     closed-form latent maps too; ``fit_baselines_on_inputs``: without training-domain statistics in the
-    checkpoint, fit those maps on the two sources themselves.
+    checkpoint, fit those maps on the two sources themselves; ``workers``: threads writing PNGs.
     """
     t0 = time.perf_counter()
     device = next(translator.g_ab.parameters()).device
@@ -271,10 +322,10 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
 
         def save(kind: str, start: int, x8: torch.Tensor, written=written, src=src) -> None:
             if kind in written:
-                for name, img in zip(src.names[start : start + len(x8)], x8):
-                    Image.fromarray(img.permute(1, 2, 0).numpy()).save(written[kind] / f"{name}.png")
+                write_pngs(written[kind], src.names[start : start + len(x8)], x8, png_pool)
 
-        res = score_outputs(maps, z_raw[src_d], src.images, src_emb[src_d], vae, conv, metrics, batch_size, use_amp, save)
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="eval-png") as png_pool:
+            res = score_outputs(maps, z_raw[src_d], src.images, src_emb[src_d], vae, conv, metrics, batch_size, use_amp, save)
         ref = refs.get(tgt_d)
         scores = {k: {"content_lpips": float(r["lpips"].mean()), "content_clip": float(r["clip"].mean()),
                       **metrics.fid.scores(r["feats"], ref, seed)} for k, r in res.items()}
@@ -323,7 +374,7 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
         "skipped": [{"domain": d, "path": str(p), "error": e} for d, s in sources.items() for p, e in s.skipped],
         "metric_networks": {"lpips": {"net": metrics.lpips.net, "weights": metrics.lpips.source},
                             "clip": {"model": metrics.clip.name, "pretrained": metrics.clip.tag},
-                            "inception": {"weights": metrics.fid.source, "protocol": "clean-fid 0.1.35 clean mode"}},
+                            "inception": {"weights": metrics.fid.source, "protocol": metrics.fid.inception.protocol}},
         "latent_baselines": {"fit_on": fit_on if use_latent else None,
                              "stats_model_space": {k: [float(x) for x in v] for k, v in stats.items() if k != "maps"} if use_latent else None},
         "beats_means": "model FID against the target folder lower than the baseline's",

@@ -355,20 +355,89 @@ def test_batched_pipeline_equals_the_per_image_loop(tiny):
     assert [s for k, s, _ in saved[: 4 * 2] if k == "model"] == [0, 1, 2, 3]
 
 
-def test_bench_eval_compares_batched_per_image_and_bf16_on_the_cpu(tiny, capsys):
-    """``lcgan.bench bench.eval.enabled=true`` on tiny networks: every figure present and finite; bf16 (forced, also on a
-    CPU) against fp32 on the same images gives differences that are small but not all zero (they were computed)."""
+def test_device_resize_scores_like_clean_fid_and_copies_only_for_save(tiny, monkeypatch):
+    """eval.fid.resize=torch in the pipeline: the same scores as clean-fid's CPU resize (LPIPS and CLIP exactly, the
+    features to rounding), every output still handed to ``save`` in order, and no host copy when nothing is saved."""
+    from lcgan.images import from_uint8
+    from lcgan.latents import Convention
+
+    vae, g, metrics = tiny
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    z_raw = lcgan.scoring.encode(vae, images, 2, False, "encode")
+    src_emb = metrics.clip.embed(from_uint8(images))
+    score = lambda save=None: lcgan.scoring.score_outputs({"model": g}, z_raw, images, src_emb, vae, Convention(), metrics, 2,  # noqa: E731
+                                                          False, save)["model"]
+    pil = score()
+    monkeypatch.setattr(metrics.fid.inception, "resize", "torch")
+    copies = []
+    monkeypatch.setattr(lcgan.scoring, "_pinned", lambda x: copies.append(len(x)) or x)
+    dev = score()
+    assert copies == []
+    saved = []
+    score(lambda kind, start, x8: saved.append((kind, start, x8.shape)))
+    assert saved == [("model", 0, (2, 3, 32, 32)), ("model", 2, (1, 3, 32, 32))] and copies == [2, 1]
+    np.testing.assert_array_equal(dev["lpips"], pil["lpips"])
+    np.testing.assert_array_equal(dev["clip"], pil["clip"])
+    np.testing.assert_allclose(dev["feats"], pil["feats"], rtol=1e-4, atol=1e-4)  # resize rounding (~1e-5 of 255)
+
+
+def test_write_pngs_is_lossless(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    x8 = torch.randint(0, 256, (3, 3, 16, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with ThreadPoolExecutor(2) as pool:
+        lcgan.scoring.write_pngs(tmp_path, ["a", "b", "c"], x8, pool)
+    for name, img in zip("abc", x8):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), img.permute(1, 2, 0).numpy())
+
+
+def test_bench_eval_compares_variants_profiles_stages_and_agreement_on_the_cpu(tiny, capsys, monkeypatch):
+    """``lcgan.bench bench.eval.enabled=true`` on tiny networks: every variant timed, a profile of every stage,
+    finite agreements; bf16 (forced, also on a CPU) against fp32 on the same images gives differences that are
+    small but not all zero (they were computed), and the device resize agrees with clean-fid's. A compiler that
+    fails is reported, after everything else was printed."""
     from lcgan.bench_eval import bench_eval
 
-    r = bench_eval(4, 2, 2, 32, torch.device("cpu"), vae_config=TINY_VAE, generator=TINY_G, metrics=tiny[2])
-    assert "cpu" in capsys.readouterr().out.splitlines()[0]  # names the device
+    def failing_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("inductor: no C++ compiler\nmore")
+        return run
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    r = bench_eval(4, 2, 2, 32, torch.device("cpu"), batch_sizes=[4], profile_batches=1, compile=True, vae_config=TINY_VAE,
+                   generator=TINY_G, metrics=tiny[2])
+    out = capsys.readouterr().out.splitlines()
+    assert "cpu" in out[0]  # names the device
+    assert any(line.startswith("lcgan.bench eval, before compiling: {") for line in out)
+    assert r["eval_failed"] == {"torch_resize_cudnn_benchmark_compiled": "RuntimeError: inductor: no C++ compiler\nmore"}
     assert all(r[k] > 0 for k in ("eval_images_per_s", "eval_fp32_images_per_s", "eval_loop_images_per_s", "eval_speedup"))
+    v = r["eval_variants"]
+    assert set(v) == {"current", "current_fp32", "loop", "torch_resize", "torch_resize_cudnn_benchmark", "current_png_serial",
+                      "current_png", "torch_resize_cudnn_benchmark_png", "torch_resize_cudnn_benchmark_batch4",
+                      "torch_resize_cudnn_benchmark_fp32", "torch_resize_cudnn_benchmark_vae_bf16"}
+    assert all(x["images_per_s"] > 0 for x in v.values()) and v["loop"]["batch"] == 1 and v["current"]["resize"] == "pil"
+    assert r["eval_best"]["variant"] in v and r["eval_best"]["variant"] != "loop"
+    pil, dev = r["eval_profile"]["current_png"], r["eval_profile"]["torch_resize_cudnn_benchmark_png"]
+    expected = {"encode", "clip_source", "upload", "translate", "decode", "to_uint8", "lpips", "clip", "inception_resize",
+                "inception_forward", "host_copy", "png"}
+    assert set(pil["stages_ms_per_image"]) == set(dev["stages_ms_per_image"]) == expected
+    assert all(ms >= 0 for ms in pil["stages_ms_per_image"].values()) and pil["unattributed_ms_per_image"] >= 0
+    assert sum(pil["stages_ms_per_image"].values()) <= pil["total_ms_per_image"]
+    assert set(pil["tflops_per_s"]) == {"encode", "translate", "decode"} and r["eval_gflop_per_image"]["decode"] > 0
+    assert set(r["eval_profile"]) == {"current_png", "torch_resize_cudnn_benchmark_png", "torch_resize_cudnn_benchmark_vae_bf16"}
+    # bf16 weights move more than autocast does (norms and sums in bf16 too), still within bf16's own rounding
+    assert 0 < r["eval_vae_bf16_vs_fp32"]["lpips_max_abs_diff"] < 0.05
     agree = r["eval_bf16_vs_fp32"]
-    assert all(math.isfinite(v) for v in agree.values())
+    assert all(math.isfinite(x) for x in agree.values())
     # bf16 keeps 8 bits of mantissa: LPIPS and cosines move by ~1e-2 at most through these random networks, and FID
     # (4 images against 4, far from the large-sample regime) by well under half
     assert 0 <= agree["lpips_max_abs_diff"] < 0.05 and 0 <= agree["clip_max_abs_diff"] < 0.05 and agree["fid_rel_diff"] < 0.5
     assert agree["lpips_max_abs_diff"] + agree["clip_max_abs_diff"] + agree["fid_rel_diff"] > 0
+    resize = r["eval_torch_vs_pil_resize"]
+    # two float32 implementations of one filter: rounding only (~2e-3 of 255 measured on photos and noise)
+    assert 0 < resize["pixel_max_abs_diff"] < 0.02 and resize["fid_rel_diff_sources"] < 1e-3
+    # the resize is all that differs between these two: LPIPS and CLIP are the same computation
+    assert resize["outputs"]["lpips_max_abs_diff"] == 0 and resize["outputs"]["fid_rel_diff"] < 1e-3
 
 
 def test_agreement_of_two_runs():
@@ -399,3 +468,31 @@ def test_devices_resolve_and_choose_for_inference():
     assert amp_enabled("auto", torch.device("cuda")) and auto_batch_size(cpu, 256) == 16
     with pytest.raises(ValueError, match="amp='fp8'"):
         amp_enabled("fp8", cpu)
+
+
+def test_bench_command_hands_every_eval_setting_to_bench_eval(tmp_path, monkeypatch, capsys):
+    """``python -m lcgan.bench bench.eval.enabled=true ...``: each bench.eval key reaches :func:`bench_eval` as the
+    argument of its name, and the JSON (device and torch first) is printed and written to bench.output."""
+    import inspect
+
+    import lcgan.bench
+    import lcgan.bench_eval
+    from tests.conftest import compose_cfg
+
+    calls, signature = [], inspect.signature(lcgan.bench_eval.bench_eval)
+
+    def record(*args, **kwargs):
+        calls.append(signature.bind(*args, **kwargs).arguments)
+        return {"eval_images_per_s": 1.0}
+
+    monkeypatch.setattr(lcgan.bench_eval, "bench_eval", record)
+    out = tmp_path / "eval.json"
+    cfg = compose_cfg("bench", ["bench.eval.enabled=true", "device=cpu", "seed=3", "bench.eval.images=8", "bench.eval.loop_images=2",
+                                "bench.eval.batch_size=4", "bench.eval.batch_sizes=[2,8]", "bench.eval.image_size=64",
+                                "bench.eval.png=false", "bench.eval.profile_batches=0", "bench.eval.compile=true",
+                                f"bench.output={out}", f"out_dir={tmp_path}"])
+    lcgan.bench.bench(cfg)
+    assert calls == [{"n_images": 8, "loop_images": 2, "batch_size": 4, "image_size": 64, "device": torch.device("cpu"), "seed": 3,
+                      "batch_sizes": [2, 8], "png": False, "profile_batches": 0, "compile": True}]
+    assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out.splitlines()[-1]) == {
+        "device": "cpu", "torch": torch.__version__, "eval_images_per_s": 1.0}
