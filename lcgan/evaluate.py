@@ -94,7 +94,8 @@ def log_to_tracker(cfg: DictConfig, summary: dict, out_dir: Path, max_images: in
 
 @hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    with config.user_errors():  # a bad setting: one line, no traceback
+        evaluate(cfg)
 
 
 if __name__ == "__main__":
