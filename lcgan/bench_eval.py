@@ -199,7 +199,7 @@ class EvalBench:
         self.device, self.inception = vae.device, metrics.fid.inception
         self.vae_bf16, self.vae_compiled = vae.in_bf16(), vae.compiled() if compile else None
         channels_last(vae.vae, self.vae_bf16.vae, g, metrics.lpips.model, metrics.clip.model)
-        self.conv = Convention()  # model space as training sees it: the default latent divisor
+        self.convention = Convention()  # model space as training sees it: the default latent divisor
         self.png_pool = ThreadPoolExecutor(workers, thread_name_prefix="bench-png")
         self.png_dir = tempfile.TemporaryDirectory(prefix="lcgan-bench-png-")
 
@@ -234,7 +234,7 @@ class EvalBench:
             z_raw = encode(vae, x8, v.batch, v.amp, "encode")
         with stage("clip_source"), autocast(self.device, v.amp):
             src_emb = torch.cat([self.metrics.clip.embed(from_uint8(c.to(self.device, non_blocking=True))).float() for c in x8.split(v.batch)])
-        return score_outputs({"model": self.g}, z_raw, x8, src_emb, vae, self.conv, self.metrics, v.batch, v.amp, self._saver(v.png),
+        return score_outputs({"model": self.g}, z_raw, x8, src_emb, vae, self.convention, self.metrics, v.batch, v.amp, self._saver(v.png),
                              timer)["model"]
 
     def timed(self, v: Variant, n: int) -> dict:

@@ -66,11 +66,12 @@ def memory_format(channels_last, device: torch.device) -> torch.memory_format:
     return torch.channels_last if auto_switch(channels_last, device) else torch.contiguous_format
 
 
-def background_compile(value, device: torch.device, world: int) -> bool:
+def background_compile(value, device: torch.device, world: int, decoded: bool = False) -> bool:
     """``train.compile=auto`` on one CUDA device: start eager and compile in the background (:mod:`lcgan.warmup`),
     so the first step does not wait one to two minutes for the compiler. Several processes compile at once
-    (every rank must run the same graphs from the first step)."""
-    return value == "auto" and device.type == "cuda" and world == 1
+    (every rank must run the same graphs from the first step). Not for ``train.d_input=decoded``: the child
+    builds no VAE, so it would fill the caches with another step's graphs."""
+    return value == "auto" and device.type == "cuda" and world == 1 and not decoded
 
 
 class Training(NamedTuple):

@@ -170,7 +170,7 @@ def _untimed(stage: str) -> AbstractContextManager:
 
 @torch.no_grad()
 def score_outputs(maps: dict[str, Callable], z_raw: torch.Tensor, src_images: torch.Tensor, src_emb: torch.Tensor, vae,
-                  conv: Convention, metrics: Metrics, batch: int, amp: bool,
+                  convention: Convention, metrics: Metrics, batch: int, amp: bool,
                   save: Callable[[str, int, torch.Tensor], None] | None = None,
                   timer: Timer | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Every output kind of one direction (``maps``: kind -> latent map in model space) scored against its sources:
@@ -210,12 +210,12 @@ def score_outputs(maps: dict[str, Callable], z_raw: torch.Tensor, src_images: to
     with ThreadPoolExecutor(1, thread_name_prefix="eval-host") as host:  # one lane: batches leave in order
         for start in tqdm(range(0, len(z_raw), batch), leave=False):
             with stage("upload"):
-                z = conv.raw_to_model(z_raw[start : start + batch], space)
+                z = convention.raw_to_model(z_raw[start : start + batch], space)
                 x_src = from_uint8(src_images[start : start + batch].to(device, non_blocking=True))
             for kind, fn in maps.items():
                 with autocast(device, amp):
                     with stage("translate"):
-                        z_out = conv.model_to_raw(fn(z).float(), space)
+                        z_out = convention.model_to_raw(fn(z).float(), space)
                     with stage("decode"):
                         decoded = vae.decode(z_out)
                     with stage("to_uint8"):
@@ -277,7 +277,7 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
     """
     t0 = time.perf_counter()
     device = next(translator.g_ab.parameters()).device
-    conv, space, use_amp = translator.convention, vae.space, amp_enabled(amp, device)
+    convention, space, use_amp = translator.convention, vae.space, amp_enabled(amp, device)
     check_channels(translator.channels, space, f"checkpoint {translator.info['path']}")
     side = image_size // space.downsample
     if image_size % space.downsample or side % translator.factor:
@@ -297,7 +297,7 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
     if not use_latent:
         maps_by_dir = {"A2B": {}, "B2A": {}}
     elif stats is None:  # no training-domain statistics in the checkpoint: fit on the test folders themselves
-        ms = {d: conv.raw_to_model(z, space).cpu() for d, z in z_raw.items()}
+        ms = {d: convention.raw_to_model(z, space).cpu() for d, z in z_raw.items()}
         maps_by_dir = fit_all(ms["A"], ms["B"])
         stats = {f"{d.lower()}_{k}": v for d in "AB" for k, v in zip(("mean", "std"), channel_stats(ms[d]))}
         fit_on = "the encoded test folders eval.testA_dir / eval.testB_dir (the checkpoint carries no training-domain stats)"
@@ -325,7 +325,7 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
                 write_pngs(written[kind], src.names[start : start + len(x8)], x8, png_pool)
 
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="eval-png") as png_pool:
-            res = score_outputs(maps, z_raw[src_d], src.images, src_emb[src_d], vae, conv, metrics, batch_size, use_amp, save)
+            res = score_outputs(maps, z_raw[src_d], src.images, src_emb[src_d], vae, convention, metrics, batch_size, use_amp, save)
         ref = refs.get(tgt_d)
         scores = {k: {"content_lpips": float(r["lpips"].mean()), "content_clip": float(r["clip"].mean()),
                       **metrics.fid.scores(r["feats"], ref, seed)} for k, r in res.items()}
@@ -366,7 +366,7 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
         "metrics_not_meaningful_because": {m: "; ".join(r) or None for m, r in metric_reasons.items()},
         "checkpoint": translator.info,
         "vae": vae.describe(),
-        "convention": conv.as_dict(),
+        "convention": convention.as_dict(),
         "latent_space": space.as_dict(),
         "image_size": image_size,
         "inference": {"device": str(device), "batch_size": batch_size, "bf16_autocast": use_amp},

@@ -185,8 +185,10 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     group.broadcast_params(gan)
     if group.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
         torch.manual_seed(cfg.seed + group.rank)
-    background = background_compile(tc.compile, device, group.world)
-    step, sched_g, sched_d = build_training(cfg, gan, device, group, compile=False if background else None)
+    background = background_compile(tc.compile, device, group.world, decoded=view is not None)
+    # decoded (train.d_input): the warm-up child builds no VAE, and that step was never timed compiled: auto stays eager
+    eager = background or (view is not None and tc.compile == "auto")
+    step, sched_g, sched_d = build_training(cfg, gan, device, group, compile=False if eager else None)
     layout = memory_format(tc.channels_last, device)
     sampler = UnpairedSampler(place(group.shard(domains.a).contiguous(memory_format=layout), device),
                               place(group.shard(domains.b).contiguous(memory_format=layout), device), tc.batch_size, domains.flip)

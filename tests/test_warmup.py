@@ -73,3 +73,4 @@ def test_auto_compiles_in_the_background_only_on_one_cuda_device():
     assert background_compile("auto", cuda, 1)
     assert not background_compile("auto", cuda, 2), "several ranks compile at once: the same graphs from the first step"
     assert not background_compile("auto", cpu, 1) and not background_compile(True, cuda, 1) and not background_compile(False, cuda, 1)
+    assert not background_compile("auto", cuda, 1, decoded=True), "the child builds no VAE: it cannot warm up a decoded step"
