@@ -31,12 +31,22 @@ class ConfigError(ValueError):
 def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
     """An entry point's body: a bad setting (:class:`ConfigError`) or another of ``kinds`` (a refused run folder)
     ends the command with its own message on stderr and exit status 2, not under a traceback whose frames say
-    nothing to a user. Everything else keeps its traceback: that is a bug to report."""
+    nothing to a user. Everything else keeps its traceback: that is a bug to report. A job of a sweep (``-m``)
+    raises as before, so that Hydra records it as failed, reports it and goes on with the other jobs."""
     try:
         yield
     except (ConfigError, *kinds) as e:
+        if _in_sweep():
+            raise
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def problems(cfg: DictConfig, prefix: str = "") -> dict[str, list[str]]:
