@@ -50,7 +50,7 @@ def probe_view(view: Decoded, z: torch.Tensor) -> tuple[int, int]:
     """Decode one latent with gradients before any training: a VAE that cannot (onnxruntime) fails now,
     with the fix; returns the decoded size."""
     try:
-        x = view(z.requires_grad_(True))
+        x = view(z.detach().requires_grad_(True))  # a new leaf: the data itself never requires grad
     except (ValueError, NotImplementedError) as e:
         raise ValueError(f"train.d_input=decoded: {e}") from e
     return tuple(x.shape[-2:])
