@@ -29,13 +29,14 @@ class ConfigError(ValueError):
 
 @contextmanager
 def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
-    """An entry point's body: a bad setting (:class:`ConfigError`) or another of ``kinds`` (a refused run folder)
-    ends the command with its own message on stderr and exit status 2, not under a traceback whose frames say
-    nothing to a user. Everything else keeps its traceback: that is a bug to report. A job of a sweep (``-m``)
+    """An entry point's body: a bad setting (:class:`ConfigError`), a missing file or weights (``FileNotFoundError``,
+    whose messages name the setting) or another of ``kinds`` (a refused run folder) ends the command with its own
+    message on stderr and exit status 2, not under a traceback whose frames say nothing to a user. Everything else
+    keeps its traceback: that is a bug to report. A job of a sweep (``-m``)
     raises as before, so that Hydra records it as failed, reports it and goes on with the other jobs."""
     try:
         yield
-    except (ConfigError, *kinds) as e:
+    except (ConfigError, FileNotFoundError, *kinds) as e:
         if _in_sweep():
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -821,6 +821,14 @@ ONE_EPOCH = [*SYN, "train.epochs=1", "data.n_a=8", "data.n_b=8"]
 
 
 @pytest.mark.slow
+def test_cli_missing_input_folder_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lcgan.encode", "vae=approx", f"input_dir={tmp_path / 'nope'}",
+                           f"output_dir={tmp_path / 'latents'}", "image_size=64"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: input_dir=") and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "latents").exists()
+
+
+@pytest.mark.slow
 def test_cli_refused_by_an_earlier_run_writes_nothing_into_its_folder(tmp_path):
     # Hydra saves .hydra/ before train() can refuse: the refused run overwrote the earlier run's recorded
     # config, and main() wrote an error.txt that made lcgan.report call the finished run failed
