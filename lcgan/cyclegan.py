@@ -192,8 +192,8 @@ class CycleGANStep:
         discriminator that memorises a few hundred latents. Eager and fp32: double backward."""
         total = torch.zeros((), device=real_a.device)
         for disc, real in ((self.gan.d_a, real_a), (self.gan.d_b, real_b)):
-            with torch.no_grad():
-                x = self.gan.seen(real).float()
+            with torch.no_grad():  # detach: without a view, seen() is the batch itself, which must not start requiring grad
+                x = self.gan.seen(real).detach().float()
             x.requires_grad_(True)
             (grad,) = torch.autograd.grad(disc(x).sum(), x, create_graph=True)
             total = total + grad.pow(2).flatten(1).sum(1).mean()

@@ -69,6 +69,7 @@ def test_r1_penalty_is_the_squared_input_gradient_of_d_on_reals():
     a, b = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
     p1, p10 = make(1.0).r1_penalty(a, b), make(10.0).r1_penalty(a, b)
     assert p1.item() > 0 and torch.allclose(p10, 10 * p1, rtol=1e-4)
+    assert not a.requires_grad and not b.requires_grad, "the penalty differentiates a copy, never the batch itself"
     # by hand: gamma/2 * (E|grad D_A(a)|^2 + E|grad D_B(b)|^2)
     by_hand = 0.0
     for d, real in ((gan.d_a, a), (gan.d_b, b)):
