@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lcgan.buffer import FakeBuffer
+from lcgan.spectrum import spectrum_loss
 
 
 @dataclass(frozen=True)
@@ -21,16 +22,17 @@ class LossWeights:
     lambda_cyc: float = 10.0  # L1 cycle consistency, both directions
     lambda_id: float = 0.0  # identity loss weight *relative to lambda_cyc*, as in the CycleGAN code (which uses 0.5); train.lambda_id's default
     d_loss_scale: float = 0.5  # halves D's loss so it learns slower than G (CycleGAN reference)
-    lambda_swd: float = 0.0  # sliced Wasserstein distance between fake and real k x k latent patches, both directions
-    swd_kernel: int = 1  # k: 1 matches the distribution of latent vectors (colour), 3 also local texture
+    lambda_swd: float = 0.0  # sliced Wasserstein distance between fake and real k x k patches of what D judges, both directions
+    swd_kernel: int = 1  # k: latent cells (1: latent vectors, colour; 3: also local texture), or pixels under d_input=decoded
+    lambda_spec: float = 0.0  # squared distance of G(A)'s decoded log power spectrum to B's (lcgan.spectrum), both directions
 
 
-SWD_PROJECTIONS = 128  # random directions per step: enough for <= 36-dim patches, cheap next to the networks
+SWD_PROJECTIONS = 128  # fresh random directions per step (latent 3x3 patches: 36 dims, 5x5 RGB pixels: 75), cheap next to the networks
 
 
 def sliced_wasserstein(fake: torch.Tensor, real: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Differentiable sliced Wasserstein-1 distance between the k x k patches of two equal-sized batches
-    ``(B, C, h, w)``: project on fresh random directions, sort, compare (Deshpande et al. 2018, Heitz et
+    """Differentiable sliced Wasserstein-1 distance between the k x k patches of two batches
+    ``(B, C, h, w)`` of equal size: project on fresh random directions, sort, compare (Deshpande et al. 2018, Heitz et
     al. 2021). A direct, non-adversarial pull of G(A)'s patch distribution onto B's that cannot memorise
     content: it only sees the bag of patches."""
     patches = lambda z: F.unfold(z.float(), kernel).transpose(1, 2).reshape(-1, z.shape[1] * kernel * kernel)  # noqa: E731
@@ -57,6 +59,13 @@ class Decoded:
     def __init__(self, vae, convention, crop: int = 0) -> None:
         self.vae, self.convention, self.crop = vae, convention, crop
 
+    def centre(self, z: torch.Tensor) -> torch.Tensor:
+        """The same view without chance: the centre window (a domain's statistics, the same every run)."""
+        h, w = z.shape[-2:]
+        ch, cw = (min(self.crop, h), min(self.crop, w)) if self.crop else (h, w)
+        z = z[..., (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+        return self.vae.decode(self.convention.model_to_raw(z.float(), self.vae.space))
+
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         h, w = z.shape[-2:]
         if 0 < self.crop < max(h, w):
@@ -76,6 +85,9 @@ class CycleGAN(nn.Module):
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
         self.view = view  # a plain callable, not a submodule: nothing of it is saved
+        # (A, B) log power spectra of the domains as the discriminators see them (lambda_spec); data, recomputed
+        # from the training latents at every start, never saved
+        self.spectra: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def seen(self, z: torch.Tensor) -> torch.Tensor:
         return z if self.view is None else self.view(z)
@@ -96,8 +108,9 @@ class CycleGAN(nn.Module):
                 idt_a = self.g_ba(real_a)
         rec_a = self.g_ba(fake_b)
         rec_b = self.g_ab(fake_a)
-        loss_gan_G = lsgan(self.d_b(self.seen(fake_b)), 1.0)
-        loss_gan_F = lsgan(self.d_a(self.seen(fake_a)), 1.0)
+        seen_b, seen_a = self.seen(fake_b), self.seen(fake_a)  # decoded once, judged by D and measured by the SWD
+        loss_gan_G = lsgan(self.d_b(seen_b), 1.0)
+        loss_gan_F = lsgan(self.d_a(seen_a), 1.0)
         loss_cyc = ((rec_a.float() - real_a).abs().mean() + (rec_b.float() - real_b).abs().mean()) * weights.lambda_cyc
         if use_id:
             loss_id = ((idt_b.float() - real_b).abs().mean() + (idt_a.float() - real_a).abs().mean()) * weights.lambda_cyc * weights.lambda_id
@@ -105,12 +118,19 @@ class CycleGAN(nn.Module):
             loss_id = torch.zeros((), device=real_a.device)
         if weights.lambda_swd > 0:
             k = weights.swd_kernel
-            loss_swd = (sliced_wasserstein(fake_b, real_b, k) + sliced_wasserstein(fake_a, real_a, k)) * weights.lambda_swd
+            with torch.no_grad():
+                target_b, target_a = self.seen(real_b), self.seen(real_a)
+            loss_swd = (sliced_wasserstein(seen_b, target_b, k) + sliced_wasserstein(seen_a, target_a, k)) * weights.lambda_swd
         else:
             loss_swd = torch.zeros((), device=real_a.device)
-        loss_G = loss_gan_G + loss_gan_F + loss_cyc + loss_id + loss_swd
+        if weights.lambda_spec > 0:
+            spec_a, spec_b = self.spectra
+            loss_spec = (spectrum_loss(seen_b, spec_b) + spectrum_loss(seen_a, spec_a)) * weights.lambda_spec
+        else:
+            loss_spec = torch.zeros((), device=real_a.device)
+        loss_G = loss_gan_G + loss_gan_F + loss_cyc + loss_id + loss_swd + loss_spec
         losses = {"loss_G": loss_G, "loss_gan_G": loss_gan_G, "loss_gan_F": loss_gan_F, "loss_cyc": loss_cyc, "loss_id": loss_id,
-                  "loss_swd": loss_swd}
+                  "loss_swd": loss_swd, "loss_spec": loss_spec}
         return losses, fake_a.detach(), fake_b.detach()
 
     def discriminator_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, weights: LossWeights) -> torch.Tensor:

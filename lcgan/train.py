@@ -34,6 +34,7 @@ from lcgan.latents import check_channels
 from lcgan.layout import RunFolder
 from lcgan.loggers import NullLogger
 from lcgan.preempt import StopRequest
+from lcgan.spectrum import domain_spectrum
 from lcgan.state import TrainState
 from lcgan.vae import absolute_paths
 from lcgan.vis import save_png, translation_grid
@@ -170,6 +171,12 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     view = Decoded(vae, domains.convention, tc.d_crop) if tc.d_input == "decoded" else None
     gan = build_gan(cfg.model, domains.channels, view).to(device)
     check_sizes(gan, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
+    if tc.lambda_spec > 0:
+        if view is None:
+            raise config.ConfigError("train.lambda_spec > 0 compares decoded images' spectra: set train.d_input=decoded "
+                                     "(or train.lambda_spec=0)")
+        # the targets: each domain's spectrum, from up to 1024 latents spread over it (data, never saved)
+        gan.spectra = tuple(domain_spectrum(view.centre, z[::max(1, len(z) // 1024)].to(device)) for z in (domains.a, domains.b))
     # the closed-form baselines, fitted once on the training domains (model space, never test data):
     # the anchors below, the validation scores, and what evaluation compares with (saved as data)
     stats_a, stats_b = channel_stats(domains.a), channel_stats(domains.b)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lcgan import checkpoint
-from lcgan.cyclegan import CycleGAN, Decoded, LossWeights
+from lcgan.cyclegan import CycleGAN, Decoded, LossWeights, sliced_wasserstein
 from lcgan.latents import Convention
 from lcgan.models import LocalDiscriminator, ResnetGenerator
 from lcgan.train import train
@@ -34,6 +34,25 @@ def test_generator_learns_from_a_discriminator_of_decoded_pixels():
     # the pixels it judges are the VAE's decode of the raw latents
     torch.testing.assert_close(gan.seen(a), vae.decode(convention.model_to_raw(a, vae.space)))
     assert not any("vae" in k or "view" in k for k in gan.state_dict()), "the VAE's weights are not the model's"
+
+
+def test_swd_measures_the_decoded_pixels_under_a_decoded_view():
+    # the SWD compares patches of what the discriminators judge: here 3-channel pixels, 4x the latents' size
+    torch.manual_seed(0)
+    vae, convention = ApproxVAE(upscale=4), Convention(latent_divisor=2.0)
+    g = lambda: ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, anchor="identity")  # noqa: E731
+    d = lambda: LocalDiscriminator(3, ndf=8, kernel=3)  # noqa: E731
+    gan = CycleGAN(g(), g(), d(), d(), view=Decoded(vae, convention))
+    a, b = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
+    weights = LossWeights(lambda_cyc=0.0, lambda_swd=1.0, swd_kernel=5)  # 5 > the latents' 4 cells: only pixels have 5x5 patches
+    torch.manual_seed(1)
+    losses, fake_a, fake_b = gan.generator_losses(a, b, weights)
+    torch.manual_seed(1)  # the same random projections
+    pix = lambda z: vae.decode(convention.model_to_raw(z, vae.space))  # noqa: E731
+    expected = sliced_wasserstein(pix(fake_b), pix(b), 5) + sliced_wasserstein(pix(fake_a), pix(a), 5)
+    torch.testing.assert_close(losses["loss_swd"].detach(), expected)
+    losses["loss_swd"].backward()
+    assert gan.g_ab.net[-1].weight.grad.abs().sum() > 0, "the pixel SWD reaches G through the decoder"
 
 
 def test_vaelight_torch_decode_passes_gradients_and_equals_decode():
