@@ -30,6 +30,7 @@ and, with ``eval.save_images=true``, one such labelled panel per image with its 
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import hydra
@@ -50,6 +51,11 @@ def evaluate(cfg: DictConfig) -> dict:
     config.check(cfg)
     ecfg, device = cfg.eval, resolve_device(cfg.device)
     translator, vae = load_models(cfg.checkpoint, cfg.get("vae"), device, ecfg.use_ema)
+    if ecfg.compile and not vae.networks():
+        print(f"WARNING: eval.compile=true: the VAE ({type(vae).__name__}) runs no torch network to compile "
+              "(an ONNX VAE: set vae.backend=torch)", file=sys.stderr)
+    elif ecfg.compile:
+        vae.compile()
     metrics = build_metrics(ecfg, device, cfg.seed, ecfg.num_workers)
     note_random(metrics)
     batch = ecfg.batch_size or auto_batch_size(device, ecfg.image_size)

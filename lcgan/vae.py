@@ -63,6 +63,16 @@ class VAE:
         """What a manifest or summary records about this VAE."""
         return {"class": type(self).__name__, **self.space.as_dict()}
 
+    def networks(self) -> list[torch.nn.Module]:
+        """The torch networks that ``encode`` and ``decode`` call (none for onnxruntime or the linear preview)."""
+        return [m for m in vars(self).values() if isinstance(m, torch.nn.Module)]
+
+    def compile(self, backend: str = "inductor") -> None:
+        """``torch.compile`` those networks in place (``eval.compile``): their norms and activations fuse. Shapes are
+        static: each new batch shape compiles once more (the last, smaller batch of a folder too)."""
+        for net in self.networks():
+            net.compile(dynamic=False, backend=backend)
+
 
 class ApproxVAE(VAE):
     """No weights: the linear latent-preview approximation of the SD1.x VAE.
@@ -216,6 +226,9 @@ class DiffusersVAE(VAE):
     def describe(self) -> dict:
         return {**super().describe(), **self.source, "dtype": str(self.dtype).removeprefix("torch."),
                 "sample_posterior": self.sample_posterior}
+
+    def networks(self) -> list[torch.nn.Module]:
+        return [self.vae.encoder, self.vae.decoder]  # AutoencoderKL.encode/decode call these (its own forward is unused)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from PIL import Image
 
 import lcgan.scoring
 import lcgan.translate
+import lcgan.vae
 from lcgan import checkpoint, fid
 from lcgan.evaluate import evaluate
 from lcgan.rundir import checkpoint_tag
@@ -211,6 +212,28 @@ def test_translate_one_image_builds_no_metric_network(setup, tmp_path, monkeypat
     assert Image.open(tmp_path / "out" / "cat.png").size == (60, 40)
     with pytest.raises(ValueError, match=r"image=.* is the metric mode's: add metrics=true"):
         translate(compose_cfg("translate", [f"checkpoint={ckpt}", f"image={image}", "device=cpu", *vae]))
+
+
+@pytest.mark.slow
+def test_compiled_vae_evaluates_the_same(setup, evaluated, tmp_path, monkeypatch):
+    """eval.compile=true compiles the VAE's networks (here with torch.compile's eager backend: the wiring and
+    the math, without minutes of CPU compilation) and scores as the plain run does."""
+    root, ckpt, vae = setup
+    compiled = []
+    original = lcgan.vae.VAE.compile
+    def eager_compile(self, backend="inductor"):
+        original(self, backend="eager")
+        compiled.extend(self.networks())
+    monkeypatch.setattr(lcgan.vae.VAE, "compile", eager_compile)
+    cfg = compose_cfg("eval", [f"checkpoint={ckpt}", f"eval.testA_dir={root / 'A'}", f"eval.testB_dir={root / 'B'}",
+                               f"eval.out_dir={tmp_path / 'out'}", "eval.compile=true", *common(root, vae),
+                               "vae.backend=torch"])  # onnxruntime runs no torch network: nothing to compile
+    summary = evaluate(cfg)
+    assert len(compiled) == 2 and all(net._compiled_call_impl is not None for net in compiled), "encoder and decoder"
+    for d in ("A2B", "B2A"):
+        ours, plain = summary["directions"][d]["model"], evaluated[0]["directions"][d]["model"]
+        for key in ("content_lpips", "content_clip", "fid"):
+            assert ours[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), (d, key)
 
 
 def test_default_output_folders_name_the_run():
