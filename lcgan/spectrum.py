@@ -4,10 +4,11 @@ content of a few hundred photographs hardly moves (``train.lambda_spec``).
 Each image is cut into 8x8 patches (stride 4); each patch channel goes through the 2-D DCT-II; the power of each
 (channel, frequency) is averaged over the batch and every patch, and its log taken. A Gaussian blur divides the
 power of a frequency by about the same factor in every photo, so the log moves by the same amount whatever the
-photo shows. Measured on 96 raw 128 px crops of the shared photos: soft focus moves this statistic by 6.5 (RMS
-over channels and frequencies), sharpening by 1.2, darkened edges by 1.5, while two sets of 16 random photos
-differ by 0.2-0.4. The same crops' 7x7 pixel-patch covariances differ more between two photo sets than between
-sharp and blurred (experiments/known_transform/README.md).
+photo shows. Measured on the transform suite's photos (128 px crops, experiments/known_transform/noise_floor.py):
+soft focus moves it by 5.0 (RMS over colours and frequencies), sharpening by 1.3, darkened edges by 1.3, while
+two batches of 16 crops differ by 0.2-0.6 by chance. The covariance of 7x7 pixel patches, by contrast, differs
+more between two such batches than between sharp and blurred photo sets. Seeing the transform is not learning
+it, though: as a loss it lost on the suite (README, "Training quality").
 """
 from __future__ import annotations
 
