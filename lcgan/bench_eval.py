@@ -44,6 +44,7 @@ from lcgan.latents import Convention, LatentSpace
 from lcgan.metrics import Clip, Lpips
 from lcgan.models import ResnetGenerator
 from lcgan.scoring import Metrics, encode, score_outputs, write_pngs
+from lcgan.vae import VAE
 
 SD15_VAE = dict(  # diffusers' SD1.5 VAE config (stable-diffusion-v1-5/vae/config.json)
     in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, sample_size=512,
@@ -55,7 +56,7 @@ PNG_WRITERS = ("", "pool", "serial")  # none | lcgan.evaluate's (scoring.write_p
 PROFILED = ("current_png", "torch_resize_cudnn_benchmark_png", "torch_resize_cudnn_benchmark_vae_bf16")  # stage by stage
 
 
-class RandomKLVAE:
+class RandomKLVAE(VAE):
     """A randomly initialised diffusers ``AutoencoderKL`` of ``config``, in lcgan's VAE interface (raw latents).
 
     :meth:`in_bf16`: a copy with bf16 weights that runs outside autocast, so that GroupNorm, SiLU and the residual

@@ -260,8 +260,7 @@ def write_pngs(folder: Path, names: list[str], x8: torch.Tensor, pool: ThreadPoo
 def prepare(translator: Translator, vae, metrics: Metrics) -> None:
     """Inference layout for the networks: channels-last weights on a GPU (cuDNN's fast NHWC kernels), and cuDNN's
     autotuner, which pays for itself here: every batch but the last has the same shapes."""
-    vae_modules = [m for m in vars(vae).values() if isinstance(m, torch.nn.Module)]  # any VAE wrapper's networks
-    channels_last(translator.g_ab, translator.g_ba, metrics.lpips.model, metrics.clip.model, *vae_modules)
+    channels_last(translator.g_ab, translator.g_ba, metrics.lpips.model, metrics.clip.model, *vae.networks())
     if next(translator.g_ab.parameters()).device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 

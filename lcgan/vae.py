@@ -64,7 +64,7 @@ class VAE:
         return {"class": type(self).__name__, **self.space.as_dict()}
 
     def networks(self) -> list[torch.nn.Module]:
-        """The torch networks that ``encode`` and ``decode`` call (none for onnxruntime or the linear preview)."""
+        """The torch networks this VAE runs (none for onnxruntime or the linear preview)."""
         return [m for m in vars(self).values() if isinstance(m, torch.nn.Module)]
 
     def compile(self, backend: str = "inductor") -> None:
@@ -227,8 +227,9 @@ class DiffusersVAE(VAE):
         return {**super().describe(), **self.source, "dtype": str(self.dtype).removeprefix("torch."),
                 "sample_posterior": self.sample_posterior}
 
-    def networks(self) -> list[torch.nn.Module]:
-        return [self.vae.encoder, self.vae.decoder]  # AutoencoderKL.encode/decode call these (its own forward is unused)
+    def compile(self, backend: str = "inductor") -> None:
+        for net in (self.vae.encoder, self.vae.decoder):  # what AutoencoderKL.encode/decode call (its forward is unused)
+            net.compile(dynamic=False, backend=backend)
 
 
 # ---------------------------------------------------------------------------------------------

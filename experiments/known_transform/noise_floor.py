@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from run import TRANSFORMS, photo_crops, split_photos
 
 from lcgan.spectrum import log_spectrum
-from run import TRANSFORMS, photo_crops, split_photos
 
 
 def patch_cov(x: torch.Tensor, k: int = 7) -> torch.Tensor:
@@ -39,7 +39,8 @@ def main() -> None:
     a, _ = photo_crops(split["a"], 2, 128, args.seed)
     b, _ = photo_crops(split["b"], 2, 128, args.seed + 1)
     print(f"{len(a)} A crops, {len(b)} B crops of 128 px (seed {args.seed})")
-    print("| transform | cov: A vs T(B) | cov: T(A) vs T(B) | cov: batch vs batch | spectrum: A vs T(B) | spectrum: T(A) vs T(B) | spectrum: batch vs batch |")
+    print("| transform | cov: A vs T(B) | cov: T(A) vs T(B) | cov: batch vs batch "
+          "| spectrum: A vs T(B) | spectrum: T(A) vs T(B) | spectrum: batch vs batch |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, t in TRANSFORMS.items():
         ta, tb = t(a), t(b)
