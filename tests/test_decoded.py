@@ -19,12 +19,17 @@ def _vaelight(backend):
                    sum_decoder_outputs=True, backend=backend)
 
 
-def test_generator_learns_from_a_discriminator_of_decoded_pixels():
+def _decoded_gan():
+    """A tiny CycleGAN whose discriminators judge the linear preview VAE's RGB decode (4x the latents' size)."""
     torch.manual_seed(0)
     vae, convention = ApproxVAE(upscale=4), Convention(latent_divisor=2.0)
     g = lambda: ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, anchor="identity")  # noqa: E731
     d = lambda: LocalDiscriminator(3, ndf=8, kernel=3)  # noqa: E731
-    gan = CycleGAN(g(), g(), d(), d(), view=Decoded(vae, convention))
+    return vae, convention, CycleGAN(g(), g(), d(), d(), view=Decoded(vae, convention))
+
+
+def test_generator_learns_from_a_discriminator_of_decoded_pixels():
+    vae, convention, gan = _decoded_gan()
     a, b = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     losses, _, _ = gan.generator_losses(a, b, LossWeights(lambda_cyc=0.0))  # the adversarial terms alone
     losses["loss_gan_G"].backward()
@@ -38,11 +43,7 @@ def test_generator_learns_from_a_discriminator_of_decoded_pixels():
 
 def test_swd_measures_the_decoded_pixels_under_a_decoded_view():
     # the SWD compares patches of what the discriminators judge: here 3-channel pixels, 4x the latents' size
-    torch.manual_seed(0)
-    vae, convention = ApproxVAE(upscale=4), Convention(latent_divisor=2.0)
-    g = lambda: ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, anchor="identity")  # noqa: E731
-    d = lambda: LocalDiscriminator(3, ndf=8, kernel=3)  # noqa: E731
-    gan = CycleGAN(g(), g(), d(), d(), view=Decoded(vae, convention))
+    vae, convention, gan = _decoded_gan()
     a, b = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
     weights = LossWeights(lambda_cyc=0.0, lambda_swd=1.0, swd_kernel=5)  # 5 > the latents' 4 cells: only pixels have 5x5 patches
     torch.manual_seed(1)
