@@ -79,7 +79,7 @@ class ApproxVAE(VAE):
 
     Good enough to see colours and layout of training pictures; decoded images are at latent
     resolution upsampled ``upscale`` times. ``encode`` is the least-squares inverse of the same
-    map on 8x8-averaged pixels, only meant for smoke tests.
+    map on ``upscale x upscale``-averaged pixels (so a round trip keeps the latent size), only meant for smoke tests.
     """
 
     def __init__(self, device: str = "cpu", upscale: int = 8) -> None:
@@ -97,7 +97,7 @@ class ApproxVAE(VAE):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(x.float().to(self.device), self.space.downsample)
+        x = F.avg_pool2d(x.float().to(self.device), self.upscale)
         scaled = torch.einsum("brhw,rc->bchw", x, torch.linalg.pinv(self.rgb))
         return scaled / self.space.scaling_factor
 
