@@ -66,7 +66,8 @@ class Decoded:
         z = z[..., (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
         return self.vae.decode(self.convention.model_to_raw(z.float(), self.vae.space))
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+    def window(self, z: torch.Tensor) -> torch.Tensor:
+        """One random ``crop x crop`` window of the batch (all of it without a crop), in raw latents."""
         h, w = z.shape[-2:]
         if 0 < self.crop < max(h, w):
             ch, cw = min(self.crop, h), min(self.crop, w)
@@ -74,7 +75,14 @@ class Decoded:
             # compiled graph for every position (a Python int would specialise the graph on it)
             i, j = (torch.randint(0, n, (1,), device=z.device) for n in (h - ch + 1, w - cw + 1))
             z = z.index_select(-2, torch.arange(ch, device=z.device) + i).index_select(-1, torch.arange(cw, device=z.device) + j)
-        return self.vae.decode_with_grad(self.convention.model_to_raw(z.float(), self.vae.space))
+        return self.convention.model_to_raw(z.float(), self.vae.space)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode_with_grad(self.window(z))
+
+    def images(self, z: torch.Tensor) -> torch.Tensor:
+        """The same random view without gradients (any VAE backend, ONNX Runtime's too)."""
+        return self.vae.decode(self.window(z)).to(z.device)
 
 
 class CycleGAN(nn.Module):

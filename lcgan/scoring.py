@@ -172,7 +172,7 @@ def _untimed(stage: str) -> AbstractContextManager:
 def score_outputs(maps: dict[str, Callable], z_raw: torch.Tensor, src_images: torch.Tensor, src_emb: torch.Tensor, vae,
                   convention: Convention, metrics: Metrics, batch: int, amp: bool,
                   save: Callable[[str, int, torch.Tensor], None] | None = None,
-                  timer: Timer | None = None) -> dict[str, dict[str, np.ndarray]]:
+                  timer: Timer | None = None, pixel: dict[str, Callable] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Every output kind of one direction (``maps``: kind -> latent map in model space) scored against its sources:
     per-image ``lpips`` and ``clip`` (cosine to the source embedding ``src_emb``) and Inception ``feats``.
 
@@ -182,7 +182,9 @@ def score_outputs(maps: dict[str, Callable], z_raw: torch.Tensor, src_images: to
 
     ``timer(stage)``: a context around each stage (a profile that synchronises in it); with one, host work is
     waited for at once instead of overlapping the GPU's, so that each stage's time is its own.
+    ``pixel``: kind -> a filter applied to that kind's decoded images (the model's ``train.post_filter``).
     """
+    pixel = pixel or {}
     device, space, inception = z_raw.device, vae.space, metrics.fid.inception
     stage = timer or _untimed
     lpips_d, clip_d, feats_d = ({k: [] for k in maps} for _ in range(3))
@@ -218,6 +220,8 @@ def score_outputs(maps: dict[str, Callable], z_raw: torch.Tensor, src_images: to
                         z_out = convention.model_to_raw(fn(z).float(), space)
                     with stage("decode"):
                         decoded = vae.decode(z_out)
+                        if kind in pixel:
+                            decoded = pixel[kind](decoded).clamp(-1, 1)
                     with stage("to_uint8"):
                         x8 = to_uint8(decoded)
                         x = from_uint8(x8)
@@ -324,7 +328,9 @@ def run(translator: Translator, vae, metrics: Metrics, sources: dict[str, Source
                 write_pngs(written[kind], src.names[start : start + len(x8)], x8, png_pool)
 
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="eval-png") as png_pool:
-            res = score_outputs(maps, z_raw[src_d], src.images, src_emb[src_d], vae, convention, metrics, batch_size, use_amp, save)
+            post = translator.pixel_filter(gen_name)
+            res = score_outputs(maps, z_raw[src_d], src.images, src_emb[src_d], vae, convention, metrics, batch_size, use_amp, save,
+                                pixel={"model": post} if post is not None else None)
         ref = refs.get(tgt_d)
         scores = {k: {"content_lpips": float(r["lpips"].mean()), "content_clip": float(r["clip"].mean()),
                       **metrics.fid.scores(r["feats"], ref, seed)} for k, r in res.items()}

@@ -15,6 +15,7 @@ import torch
 from lcgan import checkpoint
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN
+from lcgan.postfilter import FilterTrainer
 from lcgan.translator import INFERENCE_KEYS
 
 # where the run stands, beside the objects' state dicts; a checkpoint without a key gets the default
@@ -45,8 +46,10 @@ class TrainState:
     training domains' statistics): saved in every checkpoint for evaluation, checked on resume, never loaded."""
 
     def __init__(self, gan: CycleGAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sched_g: Any, sched_d: Any,
-                 scaler: torch.amp.GradScaler, buffer_a: FakeBuffer, buffer_b: FakeBuffer, ema_decay: float, record: dict) -> None:
+                 scaler: torch.amp.GradScaler, buffer_a: FakeBuffer, buffer_b: FakeBuffer, ema_decay: float, record: dict,
+                 post: FilterTrainer | None = None) -> None:
         self.gan, self.opt_g, self.opt_d, self.sched_g, self.sched_d = gan, opt_g, opt_d, sched_g, sched_d
+        self.post = post  # train.post_filter: the pixel post-filters and their optimizer
         self.scaler, self.buffer_a, self.buffer_b, self.record = scaler, buffer_a, buffer_b, record
         # EMA of the generators' weights: what pictures, validation and evaluation use when on
         self.ema = [Ema(gan.g_ab, ema_decay), Ema(gan.g_ba, ema_decay)] if ema_decay > 0 else []
@@ -59,7 +62,8 @@ class TrainState:
         return {"G": n.g_ab, "F": n.g_ba, "D_A": n.d_a, "D_B": n.d_b, "opt_G": self.opt_g, "opt_D": self.opt_d,
                 "sched_G": self.sched_g, "sched_D": self.sched_d, "scaler": self.scaler,
                 "buffer_A": self.buffer_a, "buffer_B": self.buffer_b,
-                **({"G_ema": self.ema[0].module, "F_ema": self.ema[1].module} if self.ema else {})}
+                **({"G_ema": self.ema[0].module, "F_ema": self.ema[1].module} if self.ema else {}),
+                **({"post_filter": self.post.filters, "opt_post": self.post.opt} if self.post else {})}
 
     def required(self) -> list[str]:
         """The keys a checkpoint must hold for this state to resume from it."""

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from lcgan import CONF_DIR, checkpoint, config, distributed, progress, rundir
+from lcgan import CONF_DIR, checkpoint, config, distributed, postfilter, progress, rundir
 from lcgan.baselines import channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
 from lcgan.build import LOSS_KEYS, background_compile, build_gan, build_training, check_sizes, memory_format, probe_view
 from lcgan.compile_cache import BackgroundCompile
@@ -33,6 +33,7 @@ from lcgan.distributed import ProcessGroup
 from lcgan.latents import check_channels
 from lcgan.layout import RunFolder
 from lcgan.loggers import NullLogger
+from lcgan.postfilter import FilterTrainer
 from lcgan.preempt import StopRequest
 from lcgan.spectrum import domain_spectrum
 from lcgan.state import TrainState
@@ -79,6 +80,7 @@ class Run:
     log: checkpoint.JsonlLog
     logger: Any
     compiler: BackgroundCompile | None = None  # train.compile=auto on one GPU: the step compiles meanwhile
+    post: FilterTrainer | None = None  # train.post_filter: the pixel post-filters, fitted after every step
 
 
 def train(cfg: DictConfig) -> float:
@@ -132,6 +134,8 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> f
             for i in bar:
                 real_a, real_b = sampler.batch(state.order, i, group.device)
                 losses = run.step(real_a, real_b)
+                if run.post:
+                    run.post(state.gan, real_a, real_b)
                 state.update_ema()
                 window.add(losses)
                 due = (i + 1) % tc.log_every == 0 or i + 1 == steps
@@ -186,9 +190,18 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     maps = fit_all(domains.a, domains.b, *groups)
     domain_stats = {"a_mean": stats_a[0].tolist(), "a_std": stats_a[1].tolist(), "b_mean": stats_b[0].tolist(), "b_std": stats_b[1].tolist(),
                     "maps": {direction: {k: m.as_dict() for k, m in by_kind.items()} for direction, by_kind in maps.items()}}
-    if gan.g_ab.anchor != "identity":  # start G and F at a baseline fitted on the training domains
-        gan.g_ab.set_anchor(maps["A2B"][gan.g_ab.anchor])
-        gan.g_ba.set_anchor(maps["B2A"][gan.g_ba.anchor])
+    post, anchors = None, {d: m[gan.g_ab.anchor] for d, m in maps.items()} if gan.g_ab.anchor != "identity" else None
+    if tc.post_filter:
+        if group.world > 1:
+            raise config.ConfigError("train.post_filter is single-process for now (each rank would fit its own filters): "
+                                     "train on one GPU, or set train.post_filter=0")
+        view_pf = view if view is not None else Decoded(vae, domains.convention, tc.d_crop)
+        post, decoupled = postfilter.setup(tc.post_filter, tc.post_filter_lr, view_pf, domains.a.to(device), domains.b.to(device),
+                                           *groups, gan.g_ab.anchor, cfg.seed)
+        anchors = decoupled or anchors
+    if anchors:  # start G and F at a baseline fitted on the training domains (decoupled from the filters' part)
+        gan.g_ab.set_anchor(anchors["A2B"])
+        gan.g_ba.set_anchor(anchors["B2A"])
     group.broadcast_params(gan)
     if group.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
         torch.manual_seed(cfg.seed + group.rank)
@@ -206,10 +219,10 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     if saved_cfg.get("vae"):
         saved_cfg["vae"] = absolute_paths(saved_cfg["vae"])
     record = {"cfg": saved_cfg, "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats}
-    state = TrainState(gan, step.opt_g, step.opt_d, sched_g, sched_d, step.scaler, step.buffer_a, step.buffer_b, tc.ema_decay, record)
+    state = TrainState(gan, step.opt_g, step.opt_d, sched_g, sched_d, step.scaler, step.buffer_a, step.buffer_b, tc.ema_decay, record, post)
     compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, folder.compile_log) if background else None
     return Run(tc, group, folder, domains, vae, maps, state, step, sampler, vis_a, vis_b,
-               checkpoint.JsonlLog(folder.log), logger, compiler)
+               checkpoint.JsonlLog(folder.log), logger, compiler, post)
 
 
 def resume(run: Run, path: Path, cfg: DictConfig) -> None:
@@ -286,7 +299,8 @@ def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None
     metrics = {"epoch": epoch + 1, "time_sec": round(seconds, 3), **means,
                "lr": lr, "steps": steps,  # 3 significant digits: a slow run's rate never rounds to 0
                **({"pairs_per_sec": float(f"{pairs_per_sec:.3g}")} if pairs_per_sec is not None else {}),
-               **({"world_size": group.world, "ddp_in_sync": in_sync} if group.world > 1 else {})}
+               **({"world_size": group.world, "ddp_in_sync": in_sync} if group.world > 1 else {}),
+               **({"loss_pf": run.post.take_mean()} if run.post else {})}
     g_ab, g_ba = state.eval_generators
     if domains.truth is not None:
         metrics.update(score_synthetic(g_ab, g_ba, domains.a, domains.b, domains.truth, maps=run.maps))

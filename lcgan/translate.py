@@ -58,14 +58,16 @@ def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def translate_batch(g, vae, convention: Convention, x: torch.Tensor, multiple: int, device: torch.device) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] -> translated (B, 3, H, W): padded to a multiple of ``multiple``, cropped back."""
+def translate_batch(g, vae, convention: Convention, x: torch.Tensor, multiple: int, device: torch.device, post=None) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> translated (B, 3, H, W): padded to a multiple of ``multiple``, cropped back;
+    ``post``: the generator's pixel post-filter (``train.post_filter``), applied to the decoded images."""
     h, w = x.shape[-2:]
     ph, pw = -h % multiple, -w % multiple
     pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
     mode = "reflect" if ph < h and pw < w else "replicate"  # reflection needs the image to be larger than the pad
     z = convention.raw_to_model(vae.encode(F.pad(x, pad, mode=mode)).to(device), vae.space)
-    y = vae.decode(convention.model_to_raw(g(z).float(), vae.space)).cpu()
+    y = vae.decode(convention.model_to_raw(g(z).float(), vae.space))
+    y = (post(y.to(device)).clamp(-1, 1) if post is not None else y).cpu()
     return y[..., pad[2] : pad[2] + h, pad[0] : pad[0] + w]
 
 
@@ -96,7 +98,7 @@ def translate_files(cfg: DictConfig) -> dict:
     translator, vae = load_models(cfg.checkpoint, cfg.get("vae"), device, cfg.eval.use_ema)
     ckpt = Path(translator.info["path"])
     check_channels(translator.channels, vae.space, f"checkpoint {ckpt}")
-    g = getattr(translator, DIRECTIONS[cfg.direction][2])
+    g, post = getattr(translator, DIRECTIONS[cfg.direction][2]), translator.pixel_filter(DIRECTIONS[cfg.direction][2])
     multiple = vae.space.downsample * translator.factor
     out_dir = Path(cfg.output_dir or TRANSLATE_ROOT / checkpoint_tag(ckpt) / f"{src.stem}_{cfg.direction}")
     print(f"lcgan.translate | {ckpt} | {cfg.direction} | {len(files)} image(s) from {src} | device {device} | out {out_dir} "
@@ -119,7 +121,7 @@ def translate_files(cfg: DictConfig) -> dict:
         for i in range(0, len(names), cfg.batch_size):
             chunk = names[i : i + cfg.batch_size]
             with autocast(device, amp_enabled(cfg.eval.amp, device)):
-                y = translate_batch(g, vae, translator.convention, torch.stack([images[n] for n in chunk]), multiple, device)
+                y = translate_batch(g, vae, translator.convention, torch.stack([images[n] for n in chunk]), multiple, device, post)
             for name, pixels in zip(chunk, to_uint8(y).permute(0, 2, 3, 1).cpu()):
                 (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 save_png(Image.fromarray(pixels.numpy()), out_dir / name)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from lcgan import checkpoint as ckpt_io
 from lcgan.latents import Convention
 from lcgan.models import ResnetGenerator
+from lcgan.postfilter import PostFilters
 from lcgan.vae import ApproxVAE, DiffusersVAE, OnnxVAE, TinyVAE
 
 # A checkpoint's config is data: the only classes it may name, built with plain keyword values
@@ -29,7 +30,7 @@ _SCALARS = (bool, int, float, str, type(None))
 # What :func:`load_translator` reads of a checkpoint: a generators-only file (``model/epoch_XXXX.pt``
 # under ``train.epoch_files=generators``) holds exactly these, and a full training checkpoint more
 # ("G_ema"/"F_ema" only with ``train.ema_decay > 0``; "epoch"/"metrics" are shown, not needed).
-INFERENCE_KEYS = ("G", "F", "G_ema", "F_ema", "cfg", "convention", "latent_space", "domain_stats", "epoch", "metrics")
+INFERENCE_KEYS = ("G", "F", "G_ema", "F_ema", "post_filter", "cfg", "convention", "latent_space", "domain_stats", "epoch", "metrics")
 
 
 def _fits(value, hint) -> bool:
@@ -97,6 +98,11 @@ class Translator:
     vae_cfg: dict | None  # the training-time VAE config, when the checkpoint names one
     info: dict = field(default_factory=dict)
     domain_stats: dict | None = None  # training-domain channel stats, model space: a_mean, a_std, b_mean, b_std
+    post: PostFilters | None = None  # train.post_filter: pixel filters applied after decoding G's (g_ab) and F's (g_ba) output
+
+    def pixel_filter(self, gen_name: str) -> torch.nn.Module | None:
+        """What follows generator ``gen_name`` ("g_ab" or "g_ba") after decoding, if the run trained post-filters."""
+        return getattr(self.post, gen_name) if self.post is not None else None
 
 
 def resolve_checkpoint(spec: str) -> Path:
@@ -231,8 +237,11 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
         convention = Convention(**convention_kwargs)
     except ValueError as e:
         raise ValueError(f"checkpoint {path}: convention {convention_kwargs}: {e}") from None
+    post = PostFilters.from_state(ck["post_filter"], f"checkpoint {path}: post_filter").to(device) if "post_filter" in ck else None
+    if post is not None:
+        info["post_filter"] = f"{post.g_ab.size}x{post.g_ab.size} pixels"
     return Translator(nets[0], nets[1], convention, channels, getattr(nets[0], "factor", 1), vae_cfg, info,
-                      _domain_stats(ck.get("domain_stats"), channels, path))
+                      _domain_stats(ck.get("domain_stats"), channels, path), post)
 
 
 def _section(cfg: dict, key: str, path: Path) -> dict:

@@ -1,0 +1,126 @@
+"""train.post_filter (lcgan/postfilter.py): the filter's shape rules, that the spectrum alone recovers a blur, the
+checkpoint's filters checked as data, training, resume and translation with them, and the decoupled anchor."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lcgan import checkpoint
+from lcgan.baselines import fit
+from lcgan.latents import Convention, LatentSpace
+from lcgan.postfilter import PixelFilter, PostFilters, decoupled, fit_filter
+from lcgan.spectrum import domain_spectrum
+from lcgan.train import train
+from lcgan.translate import translate_batch
+from lcgan.translator import load_translator
+from lcgan.vae import ApproxVAE
+
+
+class PixelsVAE:
+    """Latents that are their own images."""
+
+    space = LatentSpace(channels=3, scaling_factor=1.0, downsample=1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def blur(x: torch.Tensor) -> torch.Tensor:
+    k = torch.tensor([0.25, 0.5, 0.25])
+    k = (k[:, None] * k[None]).expand(x.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k, groups=x.shape[1])
+
+
+def test_starts_at_identity_keeps_the_mean_and_never_shifts():
+    filt = PixelFilter(5)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(filt(x), x), "started at the identity"
+    with torch.no_grad():
+        filt.raw.copy_(torch.rand(3, 5, 5) + 0.1)
+    assert torch.allclose(filt(torch.full((1, 3, 8, 8), 0.3)), torch.full((1, 3, 8, 8), 0.3)), "sums to 1: a flat image is kept"
+    impulse = torch.zeros(1, 3, 15, 15)
+    impulse[..., 7, 7] = 1
+    y = filt(impulse)
+    assert torch.allclose(y, y.flip(-1, -2)), "zero phase: the response is centred on the pixel"
+    with pytest.raises(ValueError, match="odd"):
+        PixelFilter(4)
+
+
+def test_the_spectrum_alone_recovers_a_blur():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 3, 24, 24, generator=gen), torch.randn(64, 3, 24, 24, generator=gen)
+    target = domain_spectrum(lambda z: blur(z), b)  # another set of images, blurred: no pairs
+    filt = fit_filter(a, target, size=3, steps=300, batch=16, lr=0.02, seed=0)
+    with torch.no_grad():
+        before, after = (a - blur(a)).pow(2).mean(), (filt(a) - blur(a)).pow(2).mean()
+    assert after < 0.05 * before, f"filtered images are the blurred ones: {after:.4f} vs identity's {before:.4f}"
+    assert not filt.raw.requires_grad
+
+
+def test_a_checkpoints_filters_are_data_checked_before_use():
+    good = PostFilters(3).state_dict()
+    assert torch.equal(PostFilters.from_state(good, "ck").g_ab.raw, good["g_ab.raw"])
+    bad = {"missing a key": {"g_ab.raw": good["g_ab.raw"]},
+           "not a tensor": {**good, "g_ba.raw": [[1.0]]},
+           "not finite": {**good, "g_ba.raw": torch.full((3, 3, 3), math.nan)},
+           "even side": {k: torch.ones(3, 4, 4) for k in good},
+           "two shapes": {**good, "g_ba.raw": torch.ones(3, 5, 5)}}
+    for why, state in bad.items():
+        with pytest.raises(ValueError, match="ck"):
+            PostFilters.from_state(state, "ck")
+            pytest.fail(why)
+
+
+@pytest.mark.slow
+def test_training_fits_the_filters_saves_them_and_translation_applies_them(tiny_cfg, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_cfg("train.post_filter=3", "train.ckpt_every=1", "vae.upscale=2"))
+    last, gen = checkpoint.load(out / "model" / "last.pt"), checkpoint.load(out / "model" / "epoch_0002.pt")
+    assert {"post_filter", "opt_post"} <= last.keys() and torch.equal(gen["post_filter"]["g_ab.raw"], last["post_filter"]["g_ab.raw"])
+    assert not torch.equal(last["post_filter"]["g_ab.raw"], PostFilters(3).g_ab.raw), "fitted, not left at the identity"
+    rows = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss_pf"]) for r in rows)
+    translator = load_translator(out / "model" / "epoch_0002.pt", torch.device("cpu"))
+    assert translator.info["post_filter"] == "3x3 pixels"
+    vae = ApproxVAE(upscale=2)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    plain = translate_batch(translator.g_ab, vae, translator.convention, x, 2, torch.device("cpu"))
+    filtered = translate_batch(translator.g_ab, vae, translator.convention, x, 2, torch.device("cpu"), translator.pixel_filter("g_ab"))
+    torch.testing.assert_close(filtered, translator.post.g_ab(plain).clamp(-1, 1))
+    assert not torch.equal(filtered, plain)
+
+
+@pytest.mark.slow
+def test_resume_restores_the_filters_exactly(tiny_cfg, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ("train.post_filter=3", "vae.upscale=2", "optim.lr_constant_epochs=2", "optim.lr_decay_epochs=2")
+    train(tiny_cfg("train.epochs=3", *common, out=straight))
+    train(tiny_cfg("train.epochs=2", *common, out=split))
+    train(tiny_cfg("train.epochs=3", *common, "train.resume=true", out=split))
+    a, b = (checkpoint.load(run / "model" / "last.pt") for run in (straight, split))
+    for key in ("g_ab.raw", "g_ba.raw"):
+        assert torch.equal(a["post_filter"][key], b["post_filter"][key])
+    assert torch.equal(a["G"]["net.1.weight"], b["G"]["net.1.weight"])
+
+
+def test_the_decoupled_anchor_removes_what_the_filter_explains():
+    """A VAE whose latents are its images: B = blurred A. Fitted on the latents themselves the moment-matching map
+    shrinks the variance (a latent blur); fitted decoupled from a filter that blurs, it is left (almost) nothing."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 3, 16, 16, generator=gen) * 0.15  # images in [-1, 1]
+    b = blur(torch.randn(64, 3, 16, 16, generator=gen) * 0.15)
+    vae = PixelsVAE()
+    h = PixelFilter(3)
+    with torch.no_grad():
+        h.raw.copy_(torch.tensor([0.25, 0.5, 0.25])[:, None] * torch.tensor([0.25, 0.5, 0.25])[None])
+    moved = decoupled(a, h, vae, Convention(latent_divisor=1.0))
+    plain, free = fit("moment_match", a, b), fit("moment_match", moved, b)
+    assert (plain.weight[:, :, 0, 0].diagonal() < 0.7).all(), "the latent map would blur by shrinking"
+    torch.testing.assert_close(free.weight[:, :, 0, 0].diagonal(), torch.ones(3), atol=0.1, rtol=0)
