@@ -13,6 +13,7 @@ from tests.shared import SHARED, shared_path
 SCRIPT = CONF.parent / "experiments" / "known_transform" / "run.py"
 TINY = ["device=cpu", "train.epochs=1", "train.batch_size=4", "train.log_every=1", "train.vis_every=0", "train.n_vis=2",
         "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8"]
+PF = ["--pixel-filter", "3", "--pixel-filter-steps", "10"]  # a 3x3 post-filter, barely fitted: the plumbing
 
 
 def load_script():
@@ -60,7 +61,7 @@ def test_benchmark_tiny(tmp_path):
     for folder in ("kodak24", "cbsd68", "mcmaster"):
         shared_path(f"data/{folder}")
     result = load_script().main(["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64",
-                                 "--crops", "2", "--eval-steps", "1", "--name", "tiny", "--lpips", "random", *TINY])
+                                 "--crops", "2", "--eval-steps", "1", "--name", "tiny", "--lpips", "random", *PF, *TINY])
     base = result["baselines"]["test"]
     for row in ("identity", "mean_shift", "moment_match", "gaussian_ot", "patch_ot", "paired_affine", "oracle"):
         assert all(math.isfinite(v) for v in base[row]), row
@@ -69,11 +70,17 @@ def test_benchmark_tiny(tmp_path):
     (rows,) = result["runs"].values()
     assert [r["epoch"] for r in rows] == [1] and math.isfinite(rows[0]["psnr"]) and math.isfinite(rows[0]["val"])
     assert base["oracle"][2] >= 0 and math.isfinite(rows[0]["lpips"]), "LPIPS (a random backbone here) beside PSNR"
+    assert math.isfinite(rows[0]["psnr_pf"]), "--pixel-filter: the checkpoint's G with its fitted filter"
     if "afhq" in result["baselines"]:  # photos of another collection, never trained on
         assert math.isfinite(rows[0]["psnr_afhq"])
     md = (tmp_path / "results_grade_tiny.md").read_text()
     assert "| mean_shift |" in md and "| gaussian_ot |" in md and "| oracle |" in md and "| model | " in md
     assert sorted(p.name for p in (tmp_path / "runs" / "grade" / "tiny" / "seed0" / "model").glob("epoch_*.pt")) == ["epoch_0001.pt"]
+    # without training, once per data folder: each closed-form map with a filter after it, and decoupled from it
+    base = load_script().main(["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64", "--crops", "2",
+                               "--no-train", "--lpips", "off", *PF, "--name", "baselines"])["baselines"]["test"]
+    assert base["identity"][0] == pytest.approx(result["baselines"]["test"]["identity"][0]), "the same data folder"
+    assert math.isfinite(base["identity+pf"][0]) and math.isfinite(base["mean_shift+pf (decoupled)"][0])
 
 
 def test_summarize_groups_seeds_and_takes_medians(tmp_path):

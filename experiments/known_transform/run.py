@@ -20,6 +20,13 @@ Training is ``lcgan.train.train(cfg)`` on the real config: ``conf/train.yaml`` +
 Outputs (under ``--out``): ``data_<size>px/`` (latent folders a/, b/, test.pt; reused when present),
 ``runs/<transform>/<name>/seed<k>/`` (training runs), ``results_<transform>_<name>.json`` and ``.md`` (the table).
 
+``--pixel-filter 9`` adds, for identity, every closed-form map and every scored checkpoint, the same
+map followed by a 9x9 pixel post-filter (:mod:`lcgan.postfilter`) fitted without pairs on the map's decodes of
+the A-train latents against B-train's decoded spectrum: rows ``<map>+pf`` (with ``--no-train``: one copy per data
+folder) and keys ``psnr_pf``. Rows ``<map>+pf (decoupled)``: the filter fitted first, on identity's decodes; the
+closed-form map then fitted between ``encode(h * decode(A))`` and ``encode(decode(B))`` (one VAE round trip on
+each side), so the latent map is left the difference the filter does not explain; then a filter refitted after it.
+
 Every row also gets ``val``: a score needs no truth, the sliced Wasserstein distance between the
 translated latents of one half of the test photos and the true target latents of the *other* half
 (unpaired, as a user's held-out folders would be); ``summarize.py`` reports how its ranking agrees
@@ -45,6 +52,8 @@ from lcgan.baselines import BASELINES, fit, sliced_wasserstein
 from lcgan.data import source_key
 from lcgan.images import list_images, read_rgb
 from lcgan.layout import RunFolder
+from lcgan.postfilter import fit_filter
+from lcgan.spectrum import domain_spectrum
 from lcgan.vae import OnnxVAE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -261,6 +270,43 @@ def score_latents(vae: OnnxVAE, test: dict, z: torch.Tensor, lpips=None) -> tupl
     return psnr(x, test["y"]).mean().item(), psnr(x, test["y_rec"]).mean().item(), dist, unpaired_val(z, test)
 
 
+class PostFilter:
+    """``--pixel-filter``: fits a post-filter on a map's decodes of the A-train latents against B-train's decoded
+    spectrum (on the VAE's device) and scores the filtered decodes of the test latents."""
+
+    def __init__(self, vae: OnnxVAE, z_a: torch.Tensor, z_b: torch.Tensor, size: int, steps: int) -> None:
+        self.vae, self.z_a, self.size, self.steps = vae, z_a, size, steps
+        self.target = domain_spectrum(self.decode, z_b)
+        self.fitted: dict[str, torch.nn.Module] = {}  # closed-form map -> its filter, shared by the test sets
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.vae.decode(c.to(self.vae.device)).to(self.vae.device) for c in z.split(32)])
+
+    @torch.no_grad()
+    def round_trip(self, z: torch.Tensor, h=None) -> torch.Tensor:
+        """``encode(h * decode(z))`` (``h`` None: the identity), on the CPU as the latent folders are."""
+        out = []
+        for c in z.split(32):
+            x = self.decode(c)
+            out.append(self.vae.encode((h(x) if h is not None else x).clamp(-1, 1)).cpu())
+        return torch.cat(out)
+
+    def fit(self, mapping, seed: int):
+        with torch.no_grad():
+            images = self.decode(torch.cat([mapping(c) for c in self.z_a.split(64)]))
+        return fit_filter(images, self.target, self.size, self.steps, seed=seed)
+
+    def score(self, h, test: dict, z: torch.Tensor) -> tuple[float, float, float, float]:
+        return score_filtered(self.vae, h, test, z)
+
+
+@torch.no_grad()
+def score_filtered(vae: OnnxVAE, h, test: dict, z: torch.Tensor) -> tuple[float, float, float, float]:
+    """Like :func:`score_latents` for ``h * decode(z)`` (``h`` a pixel filter on the VAE's device): LPIPS and val (a latent score) left out."""
+    x = torch.cat([h(vae.decode(c.to(vae.device)).to(vae.device)).clamp(-1, 1).cpu() for c in z.split(32)])
+    return psnr(x, test["y"]).mean().item(), psnr(x, test["y_rec"]).mean().item(), math.nan, math.nan
+
+
 def paired_affine(z_x: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
     """The paired upper bound: a 1x1 affine latent map fitted by least squares on the pairs themselves, applied to them."""
     c = z_x.shape[1]
@@ -270,11 +316,25 @@ def paired_affine(z_x: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
     return (xs @ coef).T.reshape(c, len(z_x), *z_x.shape[2:]).transpose(0, 1).float()
 
 
-def baseline_rows(vae: OnnxVAE, test: dict, a: tuple[torch.Tensor, list[str]], b: tuple[torch.Tensor, list[str]], lpips=None) -> dict[str, tuple]:
+def baseline_rows(vae: OnnxVAE, test: dict, a: tuple[torch.Tensor, list[str]], b: tuple[torch.Tensor, list[str]], lpips=None,
+                  post: PostFilter | None = None) -> dict[str, tuple]:
     """The rows that need no training: (PSNR vs truth, PSNR vs oracle reconstruction, LPIPS, val)."""
-    rows = {"identity": score_latents(vae, test, test["z_x"], lpips)}
-    for kind in BASELINES:
-        rows[kind] = score_latents(vae, test, fit(kind, a[0], b[0], a[1], b[1])(test["z_x"]), lpips)
+    maps = {"identity": lambda z: z, **{kind: fit(kind, a[0], b[0], a[1], b[1]) for kind in BASELINES}}
+    rows = {}
+    for kind, m in maps.items():
+        rows[kind] = score_latents(vae, test, m(test["z_x"]), lpips)
+    if post is not None:
+        for kind, m in maps.items():
+            if kind not in post.fitted:
+                post.fitted[kind] = post.fit(m, seed=0)
+            rows[kind + "+pf"] = post.score(post.fitted[kind], test, m(test["z_x"]))
+        if "decoupled" not in post.fitted:
+            a_f, b_rt = post.round_trip(a[0], post.fitted["identity"]), post.round_trip(b[0])
+            post.fitted["decoupled"] = {kind: fit(kind, a_f, b_rt, a[1], b[1]) for kind in BASELINES}
+        for kind, m in post.fitted["decoupled"].items():
+            if kind + "~" not in post.fitted:
+                post.fitted[kind + "~"] = post.fit(m, seed=0)
+            rows[kind + "+pf (decoupled)"] = post.score(post.fitted[kind + "~"], test, m(test["z_x"]))
     rows["paired_affine"] = score_latents(vae, test, paired_affine(test["z_x"], test["z_y"]), lpips)
     rows["oracle"] = score_latents(vae, test, test["z_y"], lpips)
     rows["pixels_identity"] = (psnr(test["x"], test["y"]).mean().item(), math.nan, math.nan, math.nan)
@@ -282,9 +342,12 @@ def baseline_rows(vae: OnnxVAE, test: dict, a: tuple[torch.Tensor, list[str]], b
 
 
 @torch.no_grad()
-def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=None) -> dict[str, float]:
+def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=None, post: PostFilter | None = None,
+                     seed: int = 0) -> dict[str, float]:
     """PSNR of decode(G(z)) vs the truth on every test set, with G (and G_ema when the run kept one),
-    rebuilt as lcgan.evaluate does (an allow-list of our own classes, never the file's config)."""
+    rebuilt as lcgan.evaluate does (an allow-list of our own classes, never the file's config);
+    with post-filters in the checkpoint (``train.post_filter``), also G followed by its filter (``psnr_pf``); else with
+    ``post``, G followed by a pixel post-filter fitted here on G's translations of A-train."""
     from lcgan.translator import load_translator
 
     ck = checkpoint.load(path)
@@ -293,10 +356,16 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
         t = load_translator(path, vae.device, use_ema=use_ema)
         convention = t.convention  # with data.latent_norm=channel, the training domains' statistics
         suffix = "_ema" if use_ema else ""
+        g = lambda z, t=t, c=convention: c.model_to_raw(t.g_ab(c.raw_to_model(z.to(vae.device), vae.space)), vae.space).cpu()  # noqa: E731
+        h = t.pixel_filter("g_ab")
+        if h is None and post is not None:
+            h = post.fit(g, seed)
         for name, test in tests.items():
-            z = convention.model_to_raw(t.g_ab(convention.raw_to_model(test["z_x"].to(vae.device), vae.space)), vae.space).cpu()
+            z = g(test["z_x"])
             tag = suffix if name == "test" else f"{suffix}_{name}"
             out["psnr" + tag], out["psnr_vae" + tag], out["lpips" + tag], out["val" + tag] = score_latents(vae, test, z, lpips)
+            if h is not None:
+                out["psnr_pf" + tag], out["psnr_vae_pf" + tag] = score_filtered(vae, h, test, z)[:2]
     return out
 
 
@@ -320,7 +389,8 @@ def compose_train(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
-def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path, vae: OnnxVAE, tests: dict, lpips=None) -> list[dict]:
+def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path, vae: OnnxVAE, tests: dict, lpips=None,
+                    post: PostFilter | None = None) -> list[dict]:
     """Train one seed, score the checkpoints nearest to ``--eval-steps`` and best.pt; delete the other epoch files."""
     from lcgan.train import train
 
@@ -334,9 +404,9 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
     steps = json.loads(folder.log.read_text().splitlines()[0])["steps"]
     saved = sorted(int(f.stem.split("_")[1]) for f in folder.epoch_checkpoints())  # every train.ckpt_every epochs, and the last
     epochs = sorted({min(saved, key=lambda e: abs(e * steps - s)) for s in args.eval_steps} | {saved[-1]})
-    rows = [score_checkpoint(folder.epoch_checkpoint(e), vae, tests, lpips) for e in epochs]
+    rows = [score_checkpoint(folder.epoch_checkpoint(e), vae, tests, lpips, post, seed) for e in epochs]
     if folder.best.is_file() and cfg.data.val_fraction > 0:
-        rows.append({**score_checkpoint(folder.best, vae, tests, lpips), "best": True})
+        rows.append({**score_checkpoint(folder.best, vae, tests, lpips, post, seed), "best": True})
     if not args.keep_checkpoints:
         for f in folder.epoch_checkpoints():
             if int(f.stem.split("_")[1]) not in epochs:
@@ -408,6 +478,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "on = required; random = a random backbone (checks the plumbing, meaningless values)")
     ap.add_argument("--lpips-backbone", default=None, help="torchvision AlexNet state dict for LPIPS (e.g. alexnet-owt-7be5be79.pth); "
                                                             "default: torchvision's cache/download")
+    ap.add_argument("--pixel-filter", type=int, default=0, help="N > 0: also score every map followed by an N x N pixel post-filter "
+                                                                  "fitted without pairs (lcgan.postfilter; rows <map>+pf)")
+    ap.add_argument("--pixel-filter-steps", type=int, default=300, help="Adam steps of each filter's fit (batches of 32 decodes)")
     ap.add_argument("--keep-checkpoints", action="store_true", help="keep every epoch_XXXX.pt (default: only the scored ones)")
     args = ap.parse_intermixed_args(argv)  # recipe overrides may come before or after the options
     args.eval_steps = [int(s) for s in args.eval_steps.split(",") if s]
@@ -421,7 +494,8 @@ def main(argv: list[str] | None = None) -> dict:
     tests = {k: with_truth(vae, v, args.transform) for k, v in sets.items()}
     z_a, z_b = load_folder(data / "a"), load_folder(data / args.transform / "b")
     lpips = load_lpips(args.lpips, args.lpips_backbone)
-    base = {k: baseline_rows(vae, t, z_a, z_b, lpips) for k, t in tests.items()}
+    post = PostFilter(vae, z_a[0], z_b[0], args.pixel_filter, args.pixel_filter_steps) if args.pixel_filter else None
+    base = {k: baseline_rows(vae, t, z_a, z_b, lpips, post if args.no_train else None) for k, t in tests.items()}
     sizes = (f"transform {args.transform}; A-train {len(z_a[0])} latents, B-train {len(z_b[0])}, "
              + ", ".join(f"{k} {len(t['x'])} crops ({len(t['photos'])} photos)" for k, t in tests.items())
              + f"; {args.image_size}px -> latents {list(z_a[0].shape[1:])}; recipe: {' '.join(args.overrides) or '(preset defaults)'}")
@@ -430,7 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_train:
         for seed in (int(s) for s in args.seeds.split(",")):
             run = args.out / "runs" / args.transform / name / f"seed{seed}"
-            runs[seed] = train_and_score(args, data.resolve(), args.overrides, seed, run, vae, tests, lpips)
+            runs[seed] = train_and_score(args, data.resolve(), args.overrides, seed, run, vae, tests, lpips, post)
             print(f"  seed {seed}: " + " | ".join(f"epoch {r['epoch']}{' best' if r.get('best') else ''} {r['psnr']:.2f} dB" for r in runs[seed]))
             if args.synthetic:
                 synth[seed] = synthetic_err(args.overrides, seed, args.out / "runs" / args.transform / name / f"synthetic_seed{seed}")

@@ -76,6 +76,7 @@ def table(base: dict, recipes: dict[str, dict]) -> str:
 
 TIE_DB = 0.05  # differences this small are within seed-to-seed spread (0.01-0.05 dB): a tie, not a win
 UNPAIRED = ("identity", *BASELINES)  # rows a user without pairs can have (results of older runs may lack some)
+FILTERED = (*(f"{k}+pf" for k in UNPAIRED), *(f"{k}+pf (decoupled)" for k in BASELINES))  # run.py --pixel-filter --no-train
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -121,12 +122,19 @@ def suite_table(results: list[dict]) -> str:
             for row in rows:
                 if not row.get("best"):
                     recipes[name][r["transform"]][row["step"]][int(seed)] = row
+                    if "psnr_pf" in row:  # run.py --pixel-filter: the same checkpoint with its fitted post-filter
+                        overrides[name + " + pixel filter"] = overrides[name]
+                        pf = {k.replace("_pf", ""): v for k, v in row.items() if "_pf" in k}
+                        no_val = {k: None for k in row if k.startswith("val")}  # a latent score: the filter acts on pixels
+                        recipes[name + " + pixel filter"][r["transform"]][row["step"]][int(seed)] = {**row, **pf, **no_val}
     out = []
     for test_set in next(iter(base.values())):
         tag = "" if test_set == "test" else f"_{test_set}"
         out += [f"### test set `{test_set}`: PSNR vs truth, dB", "",
                 "| row | " + " | ".join(transforms) + " |", "| --- |" + " --- |" * len(transforms)]
-        for k in (*UNPAIRED, "paired_affine", "oracle"):
+        for k in (*UNPAIRED, *FILTERED, "paired_affine", "oracle"):
+            if k in FILTERED and not any(k in base[t][test_set] for t in transforms):
+                continue
             cells = (f"{base[t][test_set][k][0]:.2f}" if k in base.get(t, {}).get(test_set, {}) else "" for t in transforms)
             out.append(f"| {k} | " + " | ".join(cells) + " |")
         verdicts = []
@@ -147,14 +155,17 @@ def suite_table(results: list[dict]) -> str:
                 rows = base[t][test_set]
                 best = max(rows[k][0] for k in UNPAIRED if k in rows) if t != "null" else rows["identity"][0] - 0.2
                 margin = statistics.median(vals) - best
-                wins.append(f"{t} {'yes' if margin > TIE_DB else 'tie' if margin > -TIE_DB else 'no'} ({margin:+.2f})")
+                filtered = [rows[k][0] for k in FILTERED if k in rows]  # fitted, but no training of G
+                vs_pf = f"; vs the best map + pixel filter {statistics.median(vals) - max(filtered):+.2f}" if filtered and t != "null" else ""
+                wins.append(f"{t} {'yes' if margin > TIE_DB else 'tie' if margin > -TIE_DB else 'no'} ({margin:+.2f}{vs_pf})")
             verdicts.append(f"- `{name}` (`{' '.join(overrides[name]) or '(defaults)'}`), median at {last} steps minus the best of identity and "
                             f"every unpaired closed-form map (null: minus identity's - 0.2 dB): " + ", ".join(wins))
         out += ["", *verdicts, ""]
         agree = []
         for t in transforms:
             pts = [(base[t][test_set][k][3], base[t][test_set][k][0]) for k in UNPAIRED if k in base[t][test_set]]
-            pts += [(row["val" + tag], row["psnr" + tag]) for name in recipes for rows in recipes[name].get(t, {}).values() for row in rows.values()]
+            pts += [(row["val" + tag], row["psnr" + tag]) for name in recipes for rows in recipes[name].get(t, {}).values()
+                    for row in rows.values() if row.get("val" + tag) is not None]
             agree.append(f"{t} {spearman([-v for v, _ in pts], [p for _, p in pts]):+.2f} (n={len(pts)})")
         out += ["Rank agreement of the unpaired validation score (lower is better) with PSNR over the unpaired baselines and every "
                 "scored checkpoint (Spearman): " + ", ".join(agree), ""]
