@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import sys
 import time
 import traceback
 from contextlib import nullcontext
@@ -195,6 +196,9 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
         if group.world > 1:
             raise config.ConfigError("train.post_filter is single-process for now (each rank would fit its own filters): "
                                      "train on one GPU, or set train.post_filter=0")
+        if device.type == "cuda" and getattr(vae, "backend", "torch") != "torch" and group.main:
+            print("WARNING: train.post_filter decodes a crop of G(a) and F(b) every step, and this ONNX VAE runs on ONNX Runtime "
+                  "on the CPU: set vae.backend=torch to decode on the GPU", file=sys.stderr)
         view_pf = view if view is not None else Decoded(vae, domains.convention, tc.d_crop)
         post, decoupled = postfilter.setup(tc.post_filter, tc.post_filter_lr, view_pf, domains.a.to(device), domains.b.to(device),
                                            *groups, gan.g_ab.anchor, cfg.seed)
