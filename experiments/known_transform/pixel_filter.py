@@ -16,35 +16,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from run import REPO, decode, encode, load_folder, load_vae, psnr, score_latents, with_truth
 
 from lcgan.baselines import BASELINES, fit
-from lcgan.spectrum import domain_spectrum, spectrum_loss
+from lcgan.postfilter import fit_filter  # the filter and its fit, as train.post_filter uses them
+from lcgan.spectrum import domain_spectrum
 
 K = 9
-
-
-def apply(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The filter of parameters ``raw`` (3, K, K) on images ``x``: symmetric, normalised to sum 1 per colour."""
-    k = (raw + raw.flip(-1, -2)) / 2
-    k = k / k.sum(dim=(-1, -2), keepdim=True)
-    return F.conv2d(F.pad(x, (K // 2,) * 4, mode="reflect"), k.unsqueeze(1), groups=3)
-
-
-def fit_filter(xa: torch.Tensor, target: torch.Tensor, steps: int, batch: int, lr: float, seed: int) -> torch.Tensor:
-    raw = torch.zeros(3, K, K)
-    raw[:, K // 2, K // 2] = 1.0
-    raw.requires_grad_(True)
-    opt = torch.optim.Adam([raw], lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        x = xa[torch.randint(0, len(xa), (batch,), generator=gen)]
-        loss = spectrum_loss(apply(raw, x), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return raw.detach()
 
 
 def main() -> None:
@@ -70,9 +48,9 @@ def main() -> None:
         b, groups_b = load_folder(data / transform / "b")
         test = with_truth(vae, torch.load(data / "test.pt", weights_only=True), transform)
         target = domain_spectrum(lambda z: decode(vae, z), b)
-        raw = fit_filter(xa, target, args.steps, args.batch, args.lr, args.seed)
+        h = fit_filter(xa, target, K, args.steps, args.batch, args.lr, args.seed)
         with torch.no_grad():
-            filtered = apply(raw, decode(vae, test["z_x"]))
+            filtered = h(decode(vae, test["z_x"]))
         score = lambda z, test=test: score_latents(vae, test, z)[0]  # noqa: E731
         closed = max((score(fit(k, a, b, groups_a, groups_b)(test["z_x"])), k) for k in BASELINES)
         print(f"| {transform} | {score(test['z_x']):.2f} | {closed[0]:.2f} ({closed[1]}) | {score(encode(vae, filtered)):.2f} "
