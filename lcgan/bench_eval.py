@@ -127,8 +127,10 @@ def variants(batch: int, batch_sizes: list[int], png: bool, compile: bool = Fals
     if png:
         out.update(current_png_serial=replace(current, png="serial"), current_png=replace(current, png="pool"),
                    torch_resize_cudnn_benchmark_png=replace(fast, png="pool"))
-    if compile:
-        out.update(torch_resize_cudnn_benchmark_compiled=replace(fast, compile=True))
+    if compile:  # in bf16 autocast, also in bf16 weights, and in fp32 (evaluate's default eval.amp=none)
+        out.update(torch_resize_cudnn_benchmark_compiled=replace(fast, compile=True),
+                   torch_resize_cudnn_benchmark_compiled_vae_bf16=replace(fast, compile=True, vae_bf16=True),
+                   torch_resize_cudnn_benchmark_compiled_fp32=replace(fast, compile=True, amp=False))
     return out
 
 
@@ -198,8 +200,10 @@ class EvalBench:
                  compile: bool) -> None:
         self.vae, self.g, self.metrics, self.images = vae, g, metrics, images
         self.device, self.inception = vae.device, metrics.fid.inception
-        self.vae_bf16, self.vae_compiled = vae.in_bf16(), vae.compiled() if compile else None
+        self.vae_bf16 = vae.in_bf16()
+        self.vae_compiled = {False: vae.compiled(), True: self.vae_bf16.compiled()} if compile else {}  # by bf16 weights
         channels_last(vae.vae, self.vae_bf16.vae, g, metrics.lpips.model, metrics.clip.model)
+        self.source_gaussian = None  # Inception Gaussian of the sources (set by agreements(), used for the compiled variants)
         self.convention = Convention()  # model space as training sees it: the default latent divisor
         self.png_pool = ThreadPoolExecutor(workers, thread_name_prefix="bench-png")
         self.png_dir = tempfile.TemporaryDirectory(prefix="lcgan-bench-png-")
@@ -230,7 +234,7 @@ class EvalBench:
     def pipeline(self, x8: torch.Tensor, v: Variant, timer: StageTimer | None = None) -> dict[str, np.ndarray]:
         """What ``lcgan.evaluate`` does for one direction: encode, CLIP of the sources, then :func:`score_outputs`."""
         stage = timer or (lambda name: nullcontext())
-        vae = self.vae_bf16 if v.vae_bf16 else self.vae_compiled if v.compile else self.vae
+        vae = self.vae_compiled[v.vae_bf16] if v.compile else self.vae_bf16 if v.vae_bf16 else self.vae
         with stage("encode"):  # with the upload of the uint8 sources
             z_raw = encode(vae, x8, v.batch, v.amp, "encode")
         with stage("clip_source"), autocast(self.device, v.amp):
@@ -324,6 +328,10 @@ def bench_eval(n_images: int, loop_images: int, batch_size: int, image_size: int
                     results[name] = bench.timed(v, n_images)
                 except Exception as e:  # the compiler's failure is a result too: the rest stands
                     failed[name] = f"{type(e).__name__}: {str(e).strip()[:300]}"
+                else:  # what compiling (and its dtype) does to the numbers: against the uncompiled fp32 pipeline
+                    measured[f"eval_{name.removeprefix('torch_resize_cudnn_benchmark_')}_vs_fp32"] = _rounded(agreement(
+                        results["torch_resize_cudnn_benchmark_fp32"]["scores"], results[name]["scores"], *bench.source_gaussian,
+                        names=("fp32", "compiled")))
     finally:
         bench.close()
     return {"eval_images": n_images, "eval_image_size": image_size, "eval_batch_size": batch_size,
@@ -350,7 +358,7 @@ def speeds(results: dict[str, dict], runs: dict[str, Variant], failed: dict[str,
 def agreements(bench: EvalBench, runs: dict[str, Variant], scores: dict[str, dict[str, np.ndarray]], batch: int) -> dict:
     """bf16 against fp32 (every FID against the fp32 features of the sources); the device resize against PIL's."""
     (src_pil, resized_pil), (src_torch, resized_torch) = (bench.features(runs[k], batch) for k in ("current", "torch_resize"))
-    mu, sigma = gaussian(src_pil)
+    mu, sigma = bench.source_gaussian = gaussian(src_pil)  # kept for the compiled variants' agreement
     mu_out, sigma_out = gaussian(scores["current_fp32"]["feats"])
     fid_pil, fid_torch = (fid_from_features(f, mu_out, sigma_out) for f in (src_pil, src_torch))
     fast_fp32 = scores["torch_resize_cudnn_benchmark_fp32"]

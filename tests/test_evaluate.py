@@ -421,23 +421,34 @@ def test_bench_eval_compares_variants_profiles_stages_and_agreement_on_the_cpu(t
     fails is reported, after everything else was printed."""
     from lcgan.bench_eval import bench_eval
 
-    def failing_compile(fn, **kwargs):
+    calls = []
+
+    def compile_then_fail(fn, **kwargs):  # the fp32-weight VAE's encode and decode compile (as themselves), the bf16 twin's fail
+        calls.append(fn)
+        if len(calls) <= 2:
+            return fn
+
         def run(*args):
             raise RuntimeError("inductor: no C++ compiler\nmore")
         return run
 
-    monkeypatch.setattr(torch, "compile", failing_compile)
+    monkeypatch.setattr(torch, "compile", compile_then_fail)
     r = bench_eval(4, 2, 2, 32, torch.device("cpu"), batch_sizes=[4], profile_batches=1, compile=True, vae_config=TINY_VAE,
                    generator=TINY_G, metrics=tiny[2])
     out = capsys.readouterr().out.splitlines()
     assert "cpu" in out[0]  # names the device
     assert any(line.startswith("lcgan.bench eval, before compiling: {") for line in out)
-    assert r["eval_failed"] == {"torch_resize_cudnn_benchmark_compiled": "RuntimeError: inductor: no C++ compiler\nmore"}
+    assert r["eval_failed"] == {"torch_resize_cudnn_benchmark_compiled_vae_bf16": "RuntimeError: inductor: no C++ compiler\nmore"}
+    # a compiled variant's numbers against the uncompiled fp32 pipeline: the same computation in fp32 agrees exactly
+    same = r["eval_compiled_fp32_vs_fp32"]
+    assert same["fid_fp32"] == same["fid_compiled"] and same["fid_rel_diff"] == same["lpips_max_abs_diff"] == same["clip_max_abs_diff"] == 0
+    assert all(math.isfinite(x) for x in r["eval_compiled_vs_fp32"].values()) and "eval_compiled_vae_bf16_vs_fp32" not in r
     assert all(r[k] > 0 for k in ("eval_images_per_s", "eval_fp32_images_per_s", "eval_loop_images_per_s", "eval_speedup"))
     v = r["eval_variants"]
     assert set(v) == {"current", "current_fp32", "loop", "torch_resize", "torch_resize_cudnn_benchmark", "current_png_serial",
                       "current_png", "torch_resize_cudnn_benchmark_png", "torch_resize_cudnn_benchmark_batch4",
-                      "torch_resize_cudnn_benchmark_fp32", "torch_resize_cudnn_benchmark_vae_bf16"}
+                      "torch_resize_cudnn_benchmark_fp32", "torch_resize_cudnn_benchmark_vae_bf16",
+                      "torch_resize_cudnn_benchmark_compiled", "torch_resize_cudnn_benchmark_compiled_fp32"}
     assert all(x["images_per_s"] > 0 for x in v.values()) and v["loop"]["batch"] == 1 and v["current"]["resize"] == "pil"
     assert r["eval_best"]["variant"] in v and r["eval_best"]["variant"] != "loop"
     pil, dev = r["eval_profile"]["current_png"], r["eval_profile"]["torch_resize_cudnn_benchmark_png"]
