@@ -93,12 +93,23 @@ class CycleGAN(nn.Module):
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
         self.view = view  # a plain callable, not a submodule: nothing of it is saved
+        # train.post_filter under d_input=decoded: (G's filter, F's filter), a plain tuple (saved by the training state,
+        # not here). The discriminators then judge each fake filtered, as evaluate outputs it, and G and F are pushed
+        # toward what the filter leaves to do: no blur the filter would add again. The filters stay constants to them.
+        self.post: tuple[nn.Module, nn.Module] | None = None
         # (A, B) log power spectra of the domains as the discriminators see them (lambda_spec); data, recomputed
         # from the training latents at every start, never saved
         self.spectra: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def seen(self, z: torch.Tensor) -> torch.Tensor:
         return z if self.view is None else self.view(z)
+
+    def seen_fake(self, z: torch.Tensor, into_b: bool) -> torch.Tensor:
+        """A translation as its discriminator judges it: G's (``into_b``) or F's, filtered by its post-filter if any."""
+        x = self.seen(z)
+        if self.post is None or self.view is None:
+            return x
+        return self.post[0 if into_b else 1](x, frozen=True)
 
     def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor, weights: LossWeights,
                          fused: bool = False) -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -116,7 +127,7 @@ class CycleGAN(nn.Module):
                 idt_a = self.g_ba(real_a)
         rec_a = self.g_ba(fake_b)
         rec_b = self.g_ab(fake_a)
-        seen_b, seen_a = self.seen(fake_b), self.seen(fake_a)  # decoded once, judged by D and measured by the SWD
+        seen_b, seen_a = self.seen_fake(fake_b, True), self.seen_fake(fake_a, False)  # decoded once, judged by D and measured by the SWD
         loss_gan_G = lsgan(self.d_b(seen_b), 1.0)
         loss_gan_F = lsgan(self.d_a(seen_a), 1.0)
         loss_cyc = ((rec_a.float() - real_a).abs().mean() + (rec_b.float() - real_b).abs().mean()) * weights.lambda_cyc
@@ -144,7 +155,7 @@ class CycleGAN(nn.Module):
     def discriminator_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, weights: LossWeights) -> torch.Tensor:
         """One shared D loss for both discriminators: D(real)->1, D(fake)->0."""
         with torch.no_grad():  # no gradient reaches G from here: skip the decoder's backward graph too
-            real, fake = self.seen(real), self.seen(fake)
+            real, fake = self.seen(real), self.seen_fake(fake, into_b=disc is self.d_b)  # D_B judges G's fakes
         return (lsgan(disc(real), 1.0) + lsgan(disc(fake), 0.0)) * weights.d_loss_scale
 
 

@@ -37,10 +37,12 @@ class PixelFilter(nn.Module):
         k = (self.raw + self.raw.flip(-1, -2)) / 2  # point symmetric: a real, zero-phase frequency response
         return k / k.sum(dim=(-1, -2), keepdim=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """``frozen``: the kernel as a constant: gradients reach ``x`` (G, through the decoder), never the filter."""
         r = self.size // 2
         mode = "reflect" if min(x.shape[-2:]) > r else "replicate"  # reflection needs the image larger than the pad
-        k = self.kernel().to(x.dtype).unsqueeze(1)
+        k = self.kernel()
+        k = (k.detach() if frozen else k).to(x.dtype).unsqueeze(1)
         return F.conv2d(F.pad(x, (r,) * 4, mode=mode), k, groups=x.shape[1])
 
 

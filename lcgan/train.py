@@ -203,6 +203,8 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
         post, decoupled = postfilter.setup(tc.post_filter, tc.post_filter_lr, view_pf, domains.a.to(device), domains.b.to(device),
                                            *groups, gan.g_ab.anchor, cfg.seed)
         anchors = decoupled or anchors
+        if view is not None:  # d_input=decoded: the discriminators judge the fakes filtered (CycleGAN.post)
+            gan.post = (post.filters.g_ab, post.filters.g_ba)
     if anchors:  # start G and F at a baseline fitted on the training domains (decoupled from the filters' part)
         gan.g_ab.set_anchor(anchors["A2B"])
         gan.g_ba.set_anchor(anchors["B2A"])

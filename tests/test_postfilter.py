@@ -124,3 +124,59 @@ def test_the_decoupled_anchor_removes_what_the_filter_explains():
     plain, free = fit("moment_match", a, b), fit("moment_match", moved, b)
     assert (plain.weight[:, :, 0, 0].diagonal() < 0.7).all(), "the latent map would blur by shrinking"
     torch.testing.assert_close(free.weight[:, :, 0, 0].diagonal(), torch.ones(3), atol=0.1, rtol=0)
+
+
+def test_decoded_discriminators_judge_the_fakes_filtered_and_never_train_the_filters():
+    """train.post_filter under d_input=decoded: D_B judges G's fakes through G's filter, D_A F's fakes through F's, both
+    in G's loss and in D's; the reals stay as they are; G gets gradients through the filter, the filter none."""
+    from lcgan.cyclegan import CycleGAN, LossWeights
+
+    torch.manual_seed(0)
+    conv = lambda: torch.nn.Conv2d(3, 3, 3, padding=1)  # noqa: E731
+    seen = {}
+
+    class Recorder(torch.nn.Module):  # a discriminator that remembers what it judged last
+        def __init__(self, name):
+            super().__init__()
+            self.name, self.net = name, torch.nn.Conv2d(3, 1, 1)
+
+        def forward(self, x):
+            seen[self.name] = x.detach().clone()
+            return self.net(x)
+
+    gan = CycleGAN(conv(), conv(), Recorder("d_a"), Recorder("d_b"), view=lambda z: z * 0.5)  # a "decoder"
+    g_filter, f_filter = PixelFilter(3), PixelFilter(3)
+    with torch.no_grad():
+        g_filter.raw.copy_(torch.rand(3, 3, 3))
+        f_filter.raw.copy_(torch.rand(3, 3, 3))
+    gan.post = (g_filter, f_filter)
+    a, b = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    losses, fake_a, fake_b = gan.generator_losses(a, b, LossWeights())
+    torch.testing.assert_close(seen["d_b"], g_filter(fake_b * 0.5))
+    torch.testing.assert_close(seen["d_a"], f_filter(fake_a * 0.5))
+    losses["loss_G"].backward()
+    assert gan.g_ab.weight.grad.abs().sum() > 0 and g_filter.raw.grad is None and f_filter.raw.grad is None
+    gan.discriminator_loss(gan.d_b, b, fake_b, LossWeights())  # reals first, then the fakes
+    torch.testing.assert_close(seen["d_b"], g_filter(fake_b * 0.5))
+    gan.discriminator_loss(gan.d_a, a, fake_a, LossWeights())
+    torch.testing.assert_close(seen["d_a"], f_filter(fake_a * 0.5))
+    gan.post = None  # without filters: the decode alone
+    gan.discriminator_loss(gan.d_b, b, fake_b, LossWeights())
+    torch.testing.assert_close(seen["d_b"], fake_b * 0.5)
+
+
+@pytest.mark.slow
+def test_training_with_decoded_discriminators_judges_through_the_filters(tiny_cfg, tmp_path, monkeypatch):
+    """train.d_input=decoded with train.post_filter: the run hands the filters to the discriminators' view."""
+    from lcgan.cyclegan import CycleGAN
+
+    judged, plain = [], CycleGAN.seen_fake
+
+    def record(self, z, into_b):
+        judged.append(self.post is not None)
+        return plain(self, z, into_b)
+
+    monkeypatch.setattr(CycleGAN, "seen_fake", record)
+    train(tiny_cfg("train.post_filter=3", "train.d_input=decoded", "train.d_crop=0", "vae.upscale=2", "train.epochs=1"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert judged and all(judged) and all(math.isfinite(r["loss_G"]) and math.isfinite(r["loss_pf"]) for r in rows)
