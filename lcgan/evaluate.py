@@ -51,11 +51,6 @@ def evaluate(cfg: DictConfig) -> dict:
     config.check(cfg)
     ecfg, device = cfg.eval, resolve_device(cfg.device)
     translator, vae = load_models(cfg.checkpoint, cfg.get("vae"), device, ecfg.use_ema)
-    if ecfg.compile and not vae.networks():
-        print(f"WARNING: eval.compile=true: the VAE ({type(vae).__name__}) runs no torch network to compile "
-              "(an ONNX VAE: set vae.backend=torch)", file=sys.stderr)
-    elif ecfg.compile:
-        vae.compile()
     metrics = build_metrics(ecfg, device, cfg.seed, ecfg.num_workers)
     note_random(metrics)
     batch = ecfg.batch_size or auto_batch_size(device, ecfg.image_size)
@@ -67,15 +62,34 @@ def evaluate(cfg: DictConfig) -> dict:
         sources[d] = read_source(list_images(folder), folder, ecfg.image_size, ecfg.num_workers)
         r = metrics.fid.reference(folder, ecfg.image_size, batch, ecfg.num_workers)
         refs[d] = {**r, "dir": str(folder), "stats_dir": str(r["stats_dir"]) if r["stats_dir"] else None}
+    compiled = compile_vae(vae, ecfg.compile, device, len(sources["A"].paths) + len(sources["B"].paths))
     print(f"lcgan.evaluate | {ckpt} ({translator.info['format']}, epoch {translator.info['epoch']}) | VAE {vae.describe()} "
           f"({translator.info['vae_from']}) | {translator.convention} | A {len(sources['A'].paths)} B {len(sources['B'].paths)} "
-          f"images at {ecfg.image_size}px | device {device}, batch {batch}, amp {ecfg.amp} | out {out_dir}")
+          f"images at {ecfg.image_size}px | device {device}, batch {batch}, amp {ecfg.amp}{', VAE compiled' if compiled else ''} | out {out_dir}")
     summary = run(translator, vae, metrics, sources, refs, out_dir, ecfg.image_size, batch, ecfg.amp, ecfg.latent_baselines,
                   ecfg.save_images, cfg.seed, fit_baselines_on_inputs=True, workers=ecfg.num_workers)
     print_report(summary)
     print(f"wrote {out_dir}/summary.json, metrics.csv, gen/, fid/" + (", images/" if ecfg.save_images else ""))
     log_to_tracker(cfg, summary, out_dir)
     return summary
+
+
+# images (both directions) from which eval.compile=auto compiles the VAE: its one-time ~30 s compile repays itself from
+# about here (one H200, experiments/bench/README.md: fp32 122 -> 222 images/s, bf16 autocast 144 -> 392)
+COMPILE_FROM_IMAGES = 8000
+
+
+def compile_vae(vae, setting, device, n_images: int) -> bool:
+    """``eval.compile``: true, false, or auto (on CUDA, from :data:`COMPILE_FROM_IMAGES` images). Whether it compiled."""
+    want = device.type == "cuda" and n_images >= COMPILE_FROM_IMAGES if setting == "auto" else bool(setting)
+    if want and not vae.networks():
+        if setting is True:  # auto passes over a VAE it cannot compile quietly
+            print(f"WARNING: eval.compile=true: the VAE ({type(vae).__name__}) runs no torch network to compile "
+                  "(an ONNX VAE: set vae.backend=torch)", file=sys.stderr)
+        return False
+    if want:
+        vae.compile()
+    return want
 
 
 def log_to_tracker(cfg: DictConfig, summary: dict, out_dir: Path, max_images: int = 64) -> None:

@@ -288,7 +288,7 @@ class EvalSection:
     image_size: int = setting(at_least(8, " (a multiple of 8 * the generator's factor)"))
     batch_size: Optional[int] = setting(at_least(1, " (or null: chosen for the device)"))
     amp: str = setting(one_of("auto", "bf16", "none"))
-    compile: bool = setting()
+    compile: Any = setting(SWITCH)
     num_workers: int = setting(NON_NEGATIVE)
     out_dir: Optional[str] = setting()
     save_images: bool = setting()

@@ -236,6 +236,30 @@ def test_compiled_vae_evaluates_the_same(setup, evaluated, tmp_path, monkeypatch
             assert ours[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), (d, key)
 
 
+def test_eval_compile_auto_compiles_only_where_it_repays(capsys):
+    """eval.compile=auto: on CUDA from COMPILE_FROM_IMAGES images, never on a CPU; true warns about a VAE with no torch
+    network (ONNX Runtime), auto passes over it quietly."""
+    from lcgan.evaluate import COMPILE_FROM_IMAGES, compile_vae
+
+    class Vae:
+        def __init__(self, nets):
+            self.nets, self.compiled = nets, False
+
+        def networks(self):
+            return self.nets
+
+        def compile(self):
+            self.compiled = True
+
+    cuda, cpu, many = torch.device("cuda"), torch.device("cpu"), COMPILE_FROM_IMAGES
+    assert compile_vae(v := Vae([1]), "auto", cuda, many) and v.compiled
+    assert not compile_vae(v := Vae([1]), "auto", cuda, many - 1) and not v.compiled
+    assert not compile_vae(v := Vae([1]), "auto", cpu, 10 * many) and not v.compiled
+    assert compile_vae(v := Vae([1]), True, cpu, 1) and v.compiled
+    assert not compile_vae(Vae([]), "auto", cuda, many) and capsys.readouterr().err == ""
+    assert not compile_vae(Vae([]), True, cuda, 1) and "vae.backend=torch" in capsys.readouterr().err
+
+
 def test_default_output_folders_name_the_run():
     """last.pt of two runs must not share outputs/eval/last."""
     one, two = (checkpoint_tag(Path(f"outputs/train/2026-11-29/{t}/model/last.pt")) for t in ("11-00-00", "12-00-00"))
