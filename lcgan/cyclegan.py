@@ -199,6 +199,7 @@ class CycleGANStep:
         self.r1_gamma, self.r1_every, self.steps = r1_gamma, r1_every, 0
         self.fuse_passes, self._want_graphs = fuse_passes, cuda_graphs
         self.compiled = self.cuda_graphs = False
+        self.fakes: tuple[torch.Tensor, torch.Tensor] | None = None  # (F(b), G(a)) of the last step
         self._g_losses, self._d_losses = self._g_losses_eager, self._d_losses_eager
         if compile:
             self.compile_now()
@@ -246,6 +247,7 @@ class CycleGANStep:
         for p in self.d_params:
             p.requires_grad_(False)
         losses, fake_a, fake_b = self._g_losses(real_a, real_b)
+        self.fakes = fake_a, fake_b  # this step's translations (detached): train.post_filter fits on them, no second G pass
         self.opt_g.zero_grad(set_to_none=True)
         scaler.scale(losses["loss_G"]).backward()
         if self.grad_sync:

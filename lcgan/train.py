@@ -136,7 +136,7 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> f
                 real_a, real_b = sampler.batch(state.order, i, group.device)
                 losses = run.step(real_a, real_b)
                 if run.post:
-                    run.post(state.gan, real_a, real_b)
+                    run.post(*run.step.fakes)
                 state.update_ema()
                 window.add(losses)
                 due = (i + 1) % tc.log_every == 0 or i + 1 == steps
