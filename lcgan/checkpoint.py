@@ -148,11 +148,13 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    # torch wants CPU byte tensors, but a checkpoint loaded with map_location="cuda" holds them on the GPU
+    torch.set_rng_state(state["torch"].cpu())
     version, _, gauss = random.getstate()
     random.setstate((version, tuple(state["python"]), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):  # a machine with fewer GPUs sets those it has
+            torch.cuda.set_rng_state(s.cpu(), i)
 
 
 def append_jsonl(path: str | Path, row: dict) -> None:
