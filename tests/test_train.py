@@ -144,14 +144,6 @@ def test_rng_state_restores_from_states_loaded_onto_another_device():
     assert torch.equal(torch.rand(4), want)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the RNG states come back on the GPU only there")
-def test_resume_on_cuda(tiny_cfg, tmp_path):
-    out = tmp_path / "run"
-    train(tiny_cfg("device=cuda", "train.epochs=1", out=out))
-    train(tiny_cfg("device=cuda", "train.epochs=2", "train.resume=true", out=out))
-    assert [r["epoch"] for r in read_log(out)] == [1, 2]
-
-
 @pytest.mark.slow
 def test_epoch_files_generators_full_or_none_and_the_newest_kept(tiny_cfg, tmp_path):
     """Checkpoint disk bounded (issue 15): epoch files hold the generators alone unless train.epoch_files=full,
