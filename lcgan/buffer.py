@@ -25,6 +25,8 @@ class FakeBuffer:
         fakes = fakes.detach()
         if self.data is None:
             self.data = torch.empty((self.size, *fakes.shape[1:]), dtype=fakes.dtype, device=fakes.device)
+        elif self.data.dtype != fakes.dtype or self.data.device != fakes.device:  # resumed from a run in another precision or place
+            self.data = self.data.to(device=fakes.device, dtype=fakes.dtype)
         n_new = min(self.size - self.count, len(fakes))
         if n_new > 0:
             self.data[self.count:self.count + n_new] = fakes[:n_new]

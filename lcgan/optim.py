@@ -63,3 +63,18 @@ def adam(
         fused = bool(params) and params[0].is_cuda
     opt = torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=fused or None, foreach=None if fused else True)
     return opt, ConstantThenLinear(opt, *schedule_epochs(epochs, lr_constant_epochs, lr_decay_epochs))
+
+
+KERNEL_FLAGS = ("fused", "foreach", "capturable")  # how this run's optimizer steps, not what it has learnt
+
+
+def load_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """``opt.load_state_dict(state)``, keeping this run's kernel flags and memory layout. A checkpoint holds
+    those of the run that saved it (fused and channels-last on CUDA); loaded as they are into a run on another
+    device or layout, fused Adam updates wrongly (CPU: no layout check) or refuses to step (CUDA)."""
+    mine = [{k: g[k] for k in KERNEL_FLAGS if k in g} for g in opt.param_groups]
+    opt.load_state_dict({**state, "param_groups": [{**saved, **own} for saved, own in zip(state["param_groups"], mine)]})
+    for p, s in opt.state.items():
+        for k, v in s.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                s[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)  # the moments laid out like their parameter

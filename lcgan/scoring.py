@@ -239,8 +239,8 @@ def score_outputs(maps: dict[str, Callable], z_raw: torch.Tensor, src_images: to
                 with stage("host_copy"):
                     host_copy = _pinned(x8)
                     ready = torch.cuda.Event() if host_copy is not x8 else None
-                    if ready is not None:
-                        ready.record()
+                    if ready is not None:  # on x8's GPU: the current device is GPU 0 whatever eval's device is
+                        ready.record(torch.cuda.current_stream(x8.device))
                 pending.append((kind, host.submit(host_work, kind, start, host_copy, ready)))
                 take_features(block=timer is not None)  # a profile times the host's stages alone
             take_features(block=len(pending) > PIPELINE_DEPTH * len(maps))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from lcgan import checkpoint
+from lcgan import checkpoint, optim
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN
 from lcgan.postfilter import FilterTrainer
@@ -77,7 +77,12 @@ class TrainState:
         """Restore from ``ck`` (checked first by :func:`lcgan.rundir.check_resume`); with ``restore_rng``
         the RNG states too, so the resumed run draws what the uninterrupted one would."""
         for key, obj in self.objects().items():
-            obj.load_state_dict(ck[key])
+            if isinstance(obj, torch.optim.Optimizer):
+                optim.load_state(obj, ck[key])
+            elif isinstance(obj, torch.amp.GradScaler) and not ck[key]:
+                continue  # saved by a run without loss scaling (CPU, bf16): this one starts at the initial scale
+            else:
+                obj.load_state_dict(ck[key])
         for key, default in PROGRESS.items():
             setattr(self, key, ck.get(key, default))
         if restore_rng:

@@ -243,6 +243,9 @@ def resume(run: Run, path: Path, cfg: DictConfig) -> None:
                         run.domains.convention.as_dict(), state.record["domain_stats"], (len(run.sampler.a), len(run.sampler.b)))
     # other ranks keep their own seeds: exact resume is single-process
     state.load_state_dict(ck, restore_rng=cfg.train.resume_restore_rng and group.main)
+    if isinstance(state.order, dict):  # a mid-epoch order, loaded onto the GPU; this run may keep a domain pinned on the host
+        state.order = {k: v.to(d.device) if isinstance(v := state.order.get(k), torch.Tensor) else v
+                       for k, d in (("perm_a", run.sampler.a), ("perm_b", run.sampler.b))}
     if group.main:
         if state.metrics:
             run.log.append(state.metrics)  # the crash may have come between checkpoint and log line

@@ -1,6 +1,7 @@
 """End to end on CPU: train on synthetic latents and on .pt folders, resume exactly."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -14,7 +15,10 @@ from PIL import Image
 
 from lcgan import checkpoint
 from lcgan.baselines import BASELINES
+from lcgan.buffer import FakeBuffer
 from lcgan.build import LOSS_KEYS
+from lcgan.optim import adam, load_state
+from lcgan.state import TrainState
 from lcgan.train import train
 from lcgan.translator import INFERENCE_KEYS, build_vae, load_translator
 from lcgan.vae import absolute_paths
@@ -142,6 +146,50 @@ def test_rng_state_restores_from_states_loaded_onto_another_device():
     want = torch.rand(4)
     checkpoint.set_rng_state({**state, "torch": _OnTheGpu(state["torch"])})
     assert torch.equal(torch.rand(4), want)
+
+
+def test_optimizer_state_of_a_fused_channels_last_run_steps_as_adam_here():
+    # a CUDA run's checkpoint (fused Adam, channels-last moments) resumed on the CPU: as saved, fused CPU Adam
+    # (which does not check layouts) would update from moments read in the wrong order
+    torch.manual_seed(0)
+    there = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    saved = torch.optim.Adam(there.parameters(), lr=0.1, betas=(0.5, 0.999), fused=True)
+    for _ in range(2):
+        there(torch.randn(2, 3, 6, 6).to(memory_format=torch.channels_last)).square().mean().backward()
+        saved.step()
+        saved.zero_grad()
+    here = torch.nn.Conv2d(3, 4, 3)
+    here.load_state_dict(there.state_dict())
+    opt, _ = adam(here.parameters(), epochs=1, lr=0.1)
+    load_state(opt, copy.deepcopy(saved.state_dict()))
+    assert opt.param_groups[0]["foreach"] and not opt.param_groups[0]["fused"], "this run's kernels, not the checkpoint's"
+    want = []
+    for p, q in zip(here.parameters(), there.parameters()):  # Adam's third step by hand, from the saved moments
+        p.grad = torch.randn_like(p)
+        m = 0.5 * saved.state[q]["exp_avg"] + 0.5 * p.grad
+        v = 0.999 * saved.state[q]["exp_avg_sq"] + 0.001 * p.grad**2
+        want.append(p.detach() - 0.1 * (m / (1 - 0.5**3)) / ((v / (1 - 0.999**3)).sqrt() + 1e-8))
+    opt.step()
+    for p, w in zip(here.parameters(), want):
+        torch.testing.assert_close(p.detach(), w, atol=1e-6, rtol=1e-5)
+
+
+def test_scaler_and_replay_buffer_resume_from_a_run_in_another_precision():
+    class Only(TrainState):  # the state's resume loop over just these objects
+        def __init__(self, objects):
+            self._objects = objects
+
+        def objects(self):
+            return self._objects
+
+    scaler = torch.amp.GradScaler("cpu", enabled=True)  # fp16 here; the checkpoint's run had no loss scaling
+    bf16 = FakeBuffer(4)
+    bf16.query(torch.randn(4, 2, 3, 3).bfloat16())
+    buffer = FakeBuffer(4)
+    Only({"scaler": scaler, "buffer_A": buffer}).load_state_dict({"scaler": {}, "buffer_A": bf16.state_dict()}, restore_rng=False)
+    assert scaler.get_scale() == 2.0**16, "starts at the initial scale"
+    out = buffer.query(torch.randn(4, 2, 3, 3))
+    assert out.dtype == buffer.data.dtype == torch.float32 and buffer.count == 4
 
 
 @pytest.mark.slow
