@@ -240,7 +240,9 @@ def check_resume(ck: dict, path: Path, need: list[str], cfg: dict, networks: dic
 
 # What a resume may change in the run's recorded configuration: how long it runs (the LR schedule follows;
 # resume stays exact), how it reports, draws and saves, how it starts, the tracker, and speed switches with
-# the same math. Everything else is what the run learns: changing it is a new run. A key or group prefix.
+# the same math (and `device`: a CUDA run computes under train.amp, the CPU in fp32, so the numbers move at the
+# switch, but the optimizer, buffers and RNG carry over). Everything else is what the run learns: changing it
+# is a new run. A key or group prefix.
 SAFE_ON_RESUME = (
     "train.epochs", "optim.lr_constant_epochs", "optim.lr_decay_epochs",
     "train.log_every", "train.vis_every", "train.n_vis", "train.ckpt_every", "train.epoch_files", "train.keep_epochs",
