@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import subprocess
 
 import pytest
 
@@ -126,3 +128,20 @@ def test_suite_summary_medians_verdicts_and_rank_agreement(tmp_path):
     assert "sepia yes (+0.30)" in md and "null yes (+0.50)" in md, "null is judged against identity's - 0.2 dB"
     assert "`train.lambda_swd=1`" in md and "device=cuda" not in md
     assert "sepia +1.00" in md, "val (lower is better) ranks the checkpoints as PSNR does"
+
+
+def test_suite_deals_its_processes_out_over_kt_gpus(tmp_path):
+    fake = tmp_path / "bin" / "python3"  # stands for run.py: notes which GPU each process was given
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "gpu=${CUDA_VISIBLE_DEVICES:-none} $*"\n')
+    fake.chmod(0o755)
+    suite = CONF.parent / "experiments" / "known_transform" / "suite.sh"
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KT_OUT": str(tmp_path / "out"), "KT_TRANSFORMS": "grade null"}
+    for gpus, want in (("0,1", ["gpu=0", "gpu=1", "gpu=0", "gpu=1"]), ("", ["gpu=none"] * 4)):
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+        done = subprocess.run(["bash", str(suite), "r", "0,1", "device=cuda"], env={**env, "KT_GPUS": gpus},
+                              capture_output=True, text=True, check=True)
+        assert "suite r: 4 runs, 0 failed" in done.stdout
+        logs = [(tmp_path / "out" / "logs" / f"{t}_r_s{s}.log").read_text() for t in ("grade", "null") for s in (0, 1)]
+        assert [line.split()[0] for line in logs] == want, gpus
+        assert all("--transform" in line and line.rstrip().endswith("device=cuda") for line in logs)
