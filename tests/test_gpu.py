@@ -6,6 +6,7 @@ because the checkpoint's RNG states came back on the GPU; nothing on the CPU cou
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -13,8 +14,8 @@ import torch
 from lcgan.build import LOSS_KEYS
 from lcgan.evaluate import evaluate
 from lcgan.train import train
-from tests.conftest import compose_cfg
-from tests.test_evaluate import common, evaluated, setup  # noqa: F401  the CPU evaluation the GPU one is held to
+from tests.conftest import TINY, TINY_SYNTHETIC, compose_cfg
+from tests.shared import shared_images, shared_path
 from tests.test_train import read_log
 
 pytestmark = [pytest.mark.gpu,
@@ -46,15 +47,31 @@ def test_compiled_step_with_cuda_graphs_trains(tiny_cfg, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2] and all(math.isfinite(r[k]) for r in rows for k in LOSS_KEYS)
 
 
-def test_evaluation_on_cuda_scores_as_on_the_cpu(setup, evaluated, tmp_path):  # noqa: F811
-    root, ckpt, vae = setup
-    cpu, _ = evaluated
-    args = [o for o in common(root, vae) if not o.startswith("device=")]
-    cfg = compose_cfg("eval", [f"checkpoint={ckpt}", f"eval.testA_dir={root / 'A'}", f"eval.testB_dir={root / 'B'}",
-                               f"eval.out_dir={tmp_path / 'out'}", *args, "device=cuda", "eval.compile=false"])
-    gpu = evaluate(cfg)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 2-epoch CPU checkpoint, 3 cats (A) and 3 dogs (B), and the vaelight VAE overrides (no Inception download:
+    eval=smoke's metrics are random networks, the same on both devices)."""
+    root = tmp_path_factory.mktemp("gpu_eval")
+    vae = ["vae=vaelight", f"vae.encoder_path={shared_path('weights/vaelight/VAEencoder.onnx')}",
+           f"vae.decoder_path={shared_path('weights/vaelight/VAEpreview.onnx')}"]
+    train(compose_cfg("train", [*TINY, *TINY_SYNTHETIC, "train.vis_every=0", f"out_dir={root / 'run'}"]))
+    for domain, src in (("A", "data/afhq_stargan_v2/cat"), ("B", "data/afhq_stargan_v2/dog")):
+        (root / domain).mkdir()
+        for p in shared_images(src, limit=3):
+            shutil.copy(p, root / domain / p.name)
+    return root, vae
+
+
+def test_evaluation_on_cuda_scores_as_on_the_cpu(tiny_run):
+    root, vae = tiny_run
+    summaries = {}
+    for device in ("cpu", "cuda"):
+        cfg = compose_cfg("eval", [f"checkpoint={root / 'run' / 'model' / 'last.pt'}", f"eval.testA_dir={root / 'A'}",
+                                   f"eval.testB_dir={root / 'B'}", f"eval.out_dir={root / device}", *vae, "eval=smoke",
+                                   "eval.image_size=128", f"device={device}", "eval.compile=false"])
+        summaries[device] = evaluate(cfg)
     for direction in ("A2B", "B2A"):
-        g, c = gpu["directions"][direction]["model"], cpu["directions"][direction]["model"]
+        g, c = (summaries[d]["directions"][direction]["model"] for d in ("cuda", "cpu"))
         assert g["content_lpips"] == pytest.approx(c["content_lpips"], abs=2e-3), direction
         assert g["content_clip"] == pytest.approx(c["content_clip"], abs=2e-3), direction
         assert g["fid"] == pytest.approx(c["fid"], rel=5e-2), direction
