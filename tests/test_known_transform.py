@@ -70,7 +70,9 @@ def test_benchmark_tiny(tmp_path):
     assert base["oracle"][0] > base["identity"][0], "encoding the graded truth beats not translating"
     assert base["mean_shift"][0] > base["identity"][0], "the grade shifts the domains' channel means"
     (rows,) = result["runs"].values()
-    assert [r["epoch"] for r in rows] == [1] and math.isfinite(rows[0]["psnr"]) and math.isfinite(rows[0]["val"])
+    assert [(r["epoch"], r.get("best")) for r in rows] == [(1, None), (1, True)], "the scored epoch, then best.pt"
+    assert math.isfinite(rows[0]["psnr"]) and math.isfinite(rows[0]["val"])
+    assert rows[1]["best_by"] == "loss_cyc" and rows[1]["psnr"] == pytest.approx(rows[0]["psnr"]), "no val split: the cycle loss kept it"
     assert base["oracle"][2] >= 0 and math.isfinite(rows[0]["lpips"]), "LPIPS (a random backbone here) beside PSNR"
     assert math.isfinite(rows[0]["psnr_pf"]), "--pixel-filter: the checkpoint's G with its fitted filter"
     if "afhq" in result["baselines"]:  # photos of another collection, never trained on
@@ -121,13 +123,18 @@ def test_suite_summary_medians_verdicts_and_rank_agreement(tmp_path):
         for seed, gain in ((0, 0.3), (1, 0.5), (2, 0.1)):
             best = ident + 2.0 if t == "sepia" else ident
             results.append({"name": f"rec_s{seed}", "transform": t, "overrides": ["device=cuda", "train.lambda_swd=1"],
-                            "baselines": {"test": rows(ident)}, "runs": {str(seed): [{"epoch": 2, "step": 10, "psnr": best + gain, "val": -gain}]}})
+                            "baselines": {"test": rows(ident)}, "runs": {str(seed): [
+                                {"epoch": 2, "step": 10, "psnr": best + gain, "val": -gain},
+                                {"epoch": 1, "step": 5, "psnr": best - 1.0 + gain, "val": 9.0, "best": True, "best_by": "loss_cyc"}]}})
     md = summarize.suite_table(results)
     [row] = [line for line in md.splitlines() if line.startswith("| rec @ 10 steps |")]
     assert "**20.30** (20.30, 20.50, 20.10)" in row, "median of the seeds, each seed listed"
     assert "sepia yes (+0.30)" in md and "null yes (+0.50)" in md, "null is judged against identity's - 0.2 dB"
     assert "`train.lambda_swd=1`" in md and "device=cuda" not in md
-    assert "sepia +1.00" in md, "val (lower is better) ranks the checkpoints as PSNR does"
+    assert "sepia +1.00" in md, "val (lower is better) ranks the checkpoints as PSNR does (best.pt, a checkpoint again, left out)"
+    [row] = [line for line in md.splitlines() if line.startswith("| rec best.pt |")]
+    assert "**19.30** (19.30, 19.50, 19.10)" in row, "best.pt: a row of its own, whatever epoch each seed kept"
+    assert "`rec best.pt` (`train.lambda_swd=1`), median at best.pt" in md and "sepia no (-0.70)" in md
 
 
 def test_suite_deals_its_processes_out_over_kt_gpus(tmp_path):

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from lcgan import checkpoint
-from lcgan.baselines import BASELINES, fit, sliced_wasserstein
+from lcgan.baselines import BASELINES, fit, sliced_wasserstein, validation_key
 from lcgan.data import source_key
 from lcgan.images import list_images, read_rgb
 from lcgan.layout import RunFolder
@@ -405,8 +405,9 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
     saved = sorted(int(f.stem.split("_")[1]) for f in folder.epoch_checkpoints())  # every train.ckpt_every epochs, and the last
     epochs = sorted({min(saved, key=lambda e: abs(e * steps - s)) for s in args.eval_steps} | {saved[-1]})
     rows = [score_checkpoint(folder.epoch_checkpoint(e), vae, tests, lpips, post, seed) for e in epochs]
-    if folder.best.is_file() and cfg.data.val_fraction > 0:
-        rows.append({**score_checkpoint(folder.best, vae, tests, lpips, post, seed), "best": True})
+    if folder.best.is_file():  # kept by the run's validation metric: held-out SWD (data.val_fraction > 0), else the cycle loss
+        last = json.loads(folder.log.read_text().splitlines()[-1])
+        rows.append({**score_checkpoint(folder.best, vae, tests, lpips, post, seed), "best": True, "best_by": validation_key(last)})
     if not args.keep_checkpoints:
         for f in folder.epoch_checkpoints():
             if int(f.stem.split("_")[1]) not in epochs:

@@ -74,6 +74,7 @@ def table(base: dict, recipes: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEST = -1  # the "step" of best.pt rows: whichever epoch the run's validation metric kept
 TIE_DB = 0.05  # differences this small are within seed-to-seed spread (0.01-0.05 dB): a tie, not a win
 UNPAIRED = ("identity", *BASELINES)  # rows a user without pairs can have (results of older runs may lack some)
 FILTERED = (*(f"{k}+pf" for k in UNPAIRED), *(f"{k}+pf (decoupled)" for k in BASELINES))  # run.py --pixel-filter --no-train
@@ -120,13 +121,15 @@ def suite_table(results: list[dict]) -> str:
         overrides[name] = [o for o in r["overrides"] if not o.startswith(SPEED_KEYS)]
         for seed, rows in r["runs"].items():
             for row in rows:
-                if not row.get("best"):
-                    recipes[name][r["transform"]][row["step"]][int(seed)] = row
-                    if "psnr_pf" in row:  # run.py --pixel-filter: the same checkpoint with its fitted post-filter
-                        overrides[name + " + pixel filter"] = overrides[name]
-                        pf = {k.replace("_pf", ""): v for k, v in row.items() if "_pf" in k}
-                        no_val = {k: None for k in row if k.startswith("val")}  # a latent score: the filter acts on pixels
-                        recipes[name + " + pixel filter"][r["transform"]][row["step"]][int(seed)] = {**row, **pf, **no_val}
+                # best.pt, the checkpoint a user without ground truth keeps: a recipe of its own, at no fixed step
+                label, step = (f"{name} best.pt", BEST) if row.get("best") else (name, row["step"])
+                overrides[label] = overrides[name]
+                recipes[label][r["transform"]][step][int(seed)] = row
+                if "psnr_pf" in row:  # run.py --pixel-filter: the same checkpoint with its fitted post-filter
+                    overrides[label + " + pixel filter"] = overrides[name]
+                    pf = {k.replace("_pf", ""): v for k, v in row.items() if "_pf" in k}
+                    no_val = {k: None for k in row if k.startswith("val")}  # a latent score: the filter acts on pixels
+                    recipes[label + " + pixel filter"][r["transform"]][step][int(seed)] = {**row, **pf, **no_val}
     out = []
     for test_set in next(iter(base.values())):
         tag = "" if test_set == "test" else f"_{test_set}"
@@ -145,7 +148,7 @@ def suite_table(results: list[dict]) -> str:
                 for t in transforms:
                     vals = [row["psnr" + tag] for _, row in sorted(recipes[name].get(t, {}).get(step, {}).items())]
                     cells.append(median_cell(vals) if vals else "")
-                out.append(f"| {name} @ {step} steps | " + " | ".join(cells) + " |")
+                out.append(f"| {name}{'' if step == BEST else f' @ {step} steps'} | " + " | ".join(cells) + " |")
             last = steps[-1]
             wins = []
             for t in transforms:
@@ -158,14 +161,15 @@ def suite_table(results: list[dict]) -> str:
                 filtered = [rows[k][0] for k in FILTERED if k in rows]  # fitted, but no training of G
                 vs_pf = f"; vs the best map + pixel filter {statistics.median(vals) - max(filtered):+.2f}" if filtered and t != "null" else ""
                 wins.append(f"{t} {'yes' if margin > TIE_DB else 'tie' if margin > -TIE_DB else 'no'} ({margin:+.2f}{vs_pf})")
-            verdicts.append(f"- `{name}` (`{' '.join(overrides[name]) or '(defaults)'}`), median at {last} steps minus the best of identity and "
+            at = "best.pt" if last == BEST else f"{last} steps"
+            verdicts.append(f"- `{name}` (`{' '.join(overrides[name]) or '(defaults)'}`), median at {at} minus the best of identity and "
                             f"every unpaired closed-form map (null: minus identity's - 0.2 dB): " + ", ".join(wins))
         out += ["", *verdicts, ""]
         agree = []
         for t in transforms:
             pts = [(base[t][test_set][k][3], base[t][test_set][k][0]) for k in UNPAIRED if k in base[t][test_set]]
             pts += [(row["val" + tag], row["psnr" + tag]) for name in recipes for rows in recipes[name].get(t, {}).values()
-                    for row in rows.values() if row.get("val" + tag) is not None]
+                    for row in rows.values() if row.get("val" + tag) is not None and not row.get("best")]  # best.pt: a scored epoch again
             agree.append(f"{t} {spearman([-v for v, _ in pts], [p for _, p in pts]):+.2f} (n={len(pts)})")
         out += ["Rank agreement of the unpaired validation score (lower is better) with PSNR over the unpaired baselines and every "
                 "scored checkpoint (Spearman): " + ", ".join(agree), ""]
