@@ -34,7 +34,8 @@ def log_spectrum(x: torch.Tensor) -> torch.Tensor:
     n, c = x.shape[:2]
     patches = F.unfold(x.float(), PATCH, stride=STRIDE)  # (B, C*64, L)
     patches = patches.view(n, c, PATCH * PATCH, -1)
-    coef = torch.einsum("fp,ncpl->ncfl", dct_basis(device=x.device), patches)
+    with torch.autocast(x.device.type, enabled=False):  # in fp32 like the target: bf16 moved the log power by ~0.01
+        coef = torch.einsum("fp,ncpl->ncfl", dct_basis(device=x.device), patches)
     return torch.log(coef.pow(2).mean(dim=(0, 3)) + FLOOR)
 
 

@@ -23,6 +23,15 @@ def test_dct_basis_is_orthonormal():
     torch.testing.assert_close(b @ b.T, torch.eye(64), atol=1e-5, rtol=0)
 
 
+def test_log_spectrum_stays_fp32_under_bf16_autocast():
+    # the training step runs under autocast; the target spectrum is fp32, so the loss must compare like with like
+    x = torch.rand(4, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = log_spectrum(x)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, log_spectrum(x), atol=1e-5, rtol=1e-5)
+
+
 def test_blur_moves_the_spectrum_far_more_than_other_content():
     torch.manual_seed(0)
     one, other = torch.randn(16, 3, 32, 32), torch.randn(16, 3, 32, 32)  # two "photo sets" of the same kind
