@@ -5,11 +5,14 @@ because the checkpoint's RNG states came back on the GPU; nothing on the CPU cou
 """
 from __future__ import annotations
 
+import csv
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lcgan.build import LOSS_KEYS
 from lcgan.evaluate import evaluate
@@ -75,3 +78,21 @@ def test_evaluation_on_cuda_scores_as_on_the_cpu(tiny_run):
         assert g["content_lpips"] == pytest.approx(c["content_lpips"], abs=2e-3), direction
         assert g["content_clip"] == pytest.approx(c["content_clip"], abs=2e-3), direction
         assert g["fid"] == pytest.approx(c["fid"], rel=5e-2), direction
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs: evaluation on cuda:1")
+def test_evaluation_on_the_second_gpu_writes_what_the_first_does(tiny_run):
+    # the host copy's event was once recorded on GPU 0 whatever the device: cuda:1's PNGs could be read before they landed
+    root, vae = tiny_run
+    written = []
+    for i, device in enumerate(("cuda:0", "cuda:1")):
+        out = root / f"gpu{i}"
+        evaluate(compose_cfg("eval", [f"checkpoint={root / 'run' / 'model' / 'last.pt'}", f"eval.testA_dir={root / 'A'}",
+                                      f"eval.testB_dir={root / 'B'}", f"eval.out_dir={out}", *vae, "eval=smoke",
+                                      "eval.image_size=128", f"device={device}", "eval.compile=false",
+                                      "eval.fid.resize=pil", "eval.save_images=true"]))
+        rows = list(csv.DictReader((out / "metrics.csv").open()))
+        written.append([np.asarray(Image.open(r["gen_path"]), dtype=np.int16) for r in rows])
+    assert len(written[1]) == 6
+    for a, b in zip(*written):
+        assert np.abs(a - b).max() <= 1
