@@ -43,6 +43,15 @@ def test_train_and_resume_on_cuda_as_one_run(tiny_cfg, tmp_path, amp):
             assert rb[k] == pytest.approx(ra[k], rel=2e-2, abs=1e-3), (amp, ra["epoch"], k)
 
 
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_r1_penalty_under_autocast_trains(tiny_cfg, tmp_path, amp):
+    # a double backward through the discriminator under autocast (fp16: through the GradScaler too)
+    out = tmp_path / amp
+    train(tiny_cfg("device=cuda", "train.compile=false", f"train.amp={amp}", "train.r1_gamma=10", "train.r1_every=2", out=out))
+    rows = read_log(out)
+    assert all(math.isfinite(r[k]) for r in rows for k in LOSS_KEYS)
+
+
 def test_compiled_step_with_cuda_graphs_trains(tiny_cfg, tmp_path):
     out = tmp_path / "run"
     train(tiny_cfg("device=cuda", "train.compile=true", "train.cuda_graphs=true", "train.epochs=2", out=out))
