@@ -135,6 +135,7 @@ def test_suite_summary_medians_verdicts_and_rank_agreement(tmp_path):
     [row] = [line for line in md.splitlines() if line.startswith("| rec best.pt |")]
     assert "**19.30** (19.30, 19.50, 19.10)" in row, "best.pt: a row of its own, whatever epoch each seed kept"
     assert "`rec best.pt` (`train.lambda_swd=1`), median at best.pt" in md and "sepia no (-0.70)" in md
+    assert "- `rec best.pt` minus the best scored checkpoint of its run (median over seeds): sepia -1.00, null -1.00" in md
 
 
 def test_suite_deals_its_processes_out_over_kt_gpus(tmp_path):

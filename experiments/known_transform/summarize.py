@@ -165,6 +165,22 @@ def suite_table(results: list[dict]) -> str:
             verdicts.append(f"- `{name}` (`{' '.join(overrides[name]) or '(defaults)'}`), median at {at} minus the best of identity and "
                             f"every unpaired closed-form map (null: minus identity's - 0.2 dB): " + ", ".join(wins))
         out += ["", *verdicts, ""]
+        regrets = []  # what best.pt gave up against the best checkpoint the suite scored in the same run (0: it kept that one)
+        for name in recipes:
+            if not name.endswith(" best.pt"):
+                continue
+            cells = []
+            for t in transforms:
+                kept = recipes[name].get(t, {}).get(BEST, {})
+                scored = recipes[name.removesuffix(" best.pt")].get(t, {})
+                gaps = [row["psnr" + tag] - max(by_seed[seed]["psnr" + tag] for by_seed in scored.values() if seed in by_seed)
+                        for seed, row in kept.items() if any(seed in by_seed for by_seed in scored.values())]
+                if gaps:
+                    cells.append(f"{t} {statistics.median(gaps):+.2f}")
+            if cells:
+                regrets.append(f"- `{name}` minus the best scored checkpoint of its run (median over seeds): " + ", ".join(cells))
+        if regrets:
+            out += ["What `best.pt` (no ground truth) gave up against the best checkpoint the suite scored:", *regrets, ""]
         agree = []
         for t in transforms:
             pts = [(base[t][test_set][k][3], base[t][test_set][k][0]) for k in UNPAIRED if k in base[t][test_set]]
