@@ -68,12 +68,17 @@ def adam(
 KERNEL_FLAGS = ("fused", "foreach", "capturable")  # how this run's optimizer steps, not what it has learnt
 
 
-def load_state(opt: torch.optim.Optimizer, state: dict) -> None:
+def load_state(opt: torch.optim.Optimizer, state: dict, name: str = "optimizer") -> None:
     """``opt.load_state_dict(state)``, keeping this run's kernel flags and memory layout. A checkpoint holds
     those of the run that saved it (fused and channels-last on CUDA); loaded as they are into a run on another
-    device or layout, fused Adam updates wrongly (CPU: no layout check) or refuses to step (CUDA)."""
+    device or layout, fused Adam updates wrongly (CPU: no layout check) or refuses to step (CUDA).
+    ``name``: the checkpoint key, for the error when ``state`` is not this optimizer's."""
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not (isinstance(groups, list) and len(groups) == len(opt.param_groups) and all(isinstance(g, dict) for g in groups)):
+        raise ValueError(f"checkpoint key {name!r} is not a state of this run's optimizer ({len(opt.param_groups)} parameter "
+                         "group(s)); resume from a checkpoint of this run, or start a new one")
     mine = [{k: g[k] for k in KERNEL_FLAGS if k in g} for g in opt.param_groups]
-    opt.load_state_dict({**state, "param_groups": [{**saved, **own} for saved, own in zip(state["param_groups"], mine)]})
+    opt.load_state_dict({**state, "param_groups": [{**saved, **own} for saved, own in zip(groups, mine)]})
     for p, s in opt.state.items():
         for k, v in s.items():
             if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():

@@ -78,7 +78,7 @@ class TrainState:
         the RNG states too, so the resumed run draws what the uninterrupted one would."""
         for key, obj in self.objects().items():
             if isinstance(obj, torch.optim.Optimizer):
-                optim.load_state(obj, ck[key])
+                optim.load_state(obj, ck[key], key)
             elif isinstance(obj, torch.amp.GradScaler) and not ck[key]:
                 continue  # saved by a run without loss scaling (CPU, bf16): this one starts at the initial scale
             else:

@@ -39,19 +39,25 @@ SIZE = 128  # 16x16 latents: the size the tiny synthetic run trained on
 PANEL_WIDTH = 3 * (SIZE + 2) + 2  # source | translation | round trip, 2px gaps
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A 2-epoch checkpoint, 3 cats (A, plus a broken file) and 3 dogs (B) copied to a temp folder, the VAE overrides."""
-    root = tmp_path_factory.mktemp("eval")
-    enc, dec = shared_path("weights/vaelight/VAEencoder.onnx"), shared_path("weights/vaelight/VAEpreview.onnx")
-    real_inception()  # skip early without the Inception file
+def tiny_run(root: Path) -> list[str]:
+    """A 2-epoch checkpoint in ``root/run``, 3 cats in ``root/A`` and 3 dogs in ``root/B``; the VAE overrides."""
+    vae = ["vae=vaelight", f"vae.encoder_path={shared_path('weights/vaelight/VAEencoder.onnx')}",
+           f"vae.decoder_path={shared_path('weights/vaelight/VAEpreview.onnx')}"]
     train(compose_cfg("train", [*TINY, *TINY_SYNTHETIC, "train.vis_every=0", f"out_dir={root / 'run'}"]))
     for domain, src in (("A", "data/afhq_stargan_v2/cat"), ("B", "data/afhq_stargan_v2/dog")):
         (root / domain).mkdir()
         for p in shared_images(src, limit=3):
             shutil.copy(p, root / domain / p.name)
+    return vae
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """:func:`tiny_run` plus a broken file in A: (folder, checkpoint, VAE overrides)."""
+    root = tmp_path_factory.mktemp("eval")
+    real_inception()  # skip early without the Inception file
+    vae = tiny_run(root)
     (root / "A" / "readme.jpg").write_text("a text file named .jpg")
-    vae = ["vae=vaelight", f"vae.encoder_path={enc}", f"vae.decoder_path={dec}"]
     return root, root / "run" / "model" / "last.pt", vae
 
 

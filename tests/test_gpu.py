@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from PIL import Image
 from lcgan.build import LOSS_KEYS
 from lcgan.evaluate import evaluate
 from lcgan.train import train
-from tests.conftest import TINY, TINY_SYNTHETIC, compose_cfg
-from tests.shared import shared_images, shared_path
+from tests.conftest import compose_cfg
+from tests.test_evaluate import tiny_run
 from tests.test_train import read_log
 
 pytestmark = [pytest.mark.gpu,
@@ -60,22 +59,15 @@ def test_compiled_step_with_cuda_graphs_trains(tiny_cfg, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A 2-epoch CPU checkpoint, 3 cats (A) and 3 dogs (B), and the vaelight VAE overrides (no Inception download:
-    eval=smoke's metrics are random networks, the same on both devices)."""
+def tiny(tmp_path_factory):
+    """test_evaluate's tiny run and photos (eval=smoke below: random metric networks, the same on both devices, no
+    Inception weights needed): (folder, VAE overrides)."""
     root = tmp_path_factory.mktemp("gpu_eval")
-    vae = ["vae=vaelight", f"vae.encoder_path={shared_path('weights/vaelight/VAEencoder.onnx')}",
-           f"vae.decoder_path={shared_path('weights/vaelight/VAEpreview.onnx')}"]
-    train(compose_cfg("train", [*TINY, *TINY_SYNTHETIC, "train.vis_every=0", f"out_dir={root / 'run'}"]))
-    for domain, src in (("A", "data/afhq_stargan_v2/cat"), ("B", "data/afhq_stargan_v2/dog")):
-        (root / domain).mkdir()
-        for p in shared_images(src, limit=3):
-            shutil.copy(p, root / domain / p.name)
-    return root, vae
+    return root, tiny_run(root)
 
 
-def test_evaluation_on_cuda_scores_as_on_the_cpu(tiny_run):
-    root, vae = tiny_run
+def test_evaluation_on_cuda_scores_as_on_the_cpu(tiny):
+    root, vae = tiny
     summaries = {}
     for device in ("cpu", "cuda"):
         cfg = compose_cfg("eval", [f"checkpoint={root / 'run' / 'model' / 'last.pt'}", f"eval.testA_dir={root / 'A'}",
@@ -90,9 +82,9 @@ def test_evaluation_on_cuda_scores_as_on_the_cpu(tiny_run):
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs: evaluation on cuda:1")
-def test_evaluation_on_the_second_gpu_writes_what_the_first_does(tiny_run):
+def test_evaluation_on_the_second_gpu_writes_what_the_first_does(tiny):
     # the host copy's event was once recorded on GPU 0 whatever the device: cuda:1's PNGs could be read before they landed
-    root, vae = tiny_run
+    root, vae = tiny
     written = []
     for i, device in enumerate(("cuda:0", "cuda:1")):
         out = root / f"gpu{i}"

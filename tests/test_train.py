@@ -174,6 +174,13 @@ def test_optimizer_state_of_a_fused_channels_last_run_steps_as_adam_here():
         torch.testing.assert_close(p.detach(), w, atol=1e-6, rtol=1e-5)
 
 
+def test_optimizer_state_that_is_not_this_optimizers_is_named():
+    opt, _ = adam(torch.nn.Conv2d(3, 4, 3).parameters(), epochs=1)
+    for bad in ({"state": {}}, {"state": {}, "param_groups": [{}, {}]}, {"state": {}, "param_groups": ["x"]}, [1]):
+        with pytest.raises(ValueError, match="checkpoint key 'opt_G' is not a state of this run's optimizer"):
+            load_state(opt, bad, "opt_G")
+
+
 def test_scaler_and_replay_buffer_resume_from_a_run_in_another_precision():
     class Only(TrainState):  # the state's resume loop over just these objects
         def __init__(self, objects):
