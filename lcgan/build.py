@@ -20,7 +20,7 @@ from lcgan.cyclegan import CycleGAN, CycleGANStep, Decoded, LossWeights
 from lcgan.distributed import ProcessGroup
 
 # the losses a step returns, in the order the loop sums them on the device and logs them
-LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd", "loss_spec")
+LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd", "loss_spec", "loss_anchor")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
 
@@ -98,7 +98,8 @@ def build_training(cfg: DictConfig, gan: CycleGAN, device: torch.device, group: 
     amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
     weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale,
-                          lambda_swd=tc.lambda_swd, swd_kernel=tc.swd_kernel, lambda_spec=tc.lambda_spec)
+                          lambda_swd=tc.lambda_swd, swd_kernel=tc.swd_kernel, lambda_spec=tc.lambda_spec,
+                          lambda_anchor=tc.lambda_anchor)
     step = CycleGANStep(gan, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
                         amp_dtype, scaler, compile=auto_switch(tc.compile, device) if compile is None else compile,
                         cuda_graphs=auto_switch(tc.cuda_graphs, device),

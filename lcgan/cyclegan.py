@@ -25,6 +25,7 @@ class LossWeights:
     lambda_swd: float = 0.0  # sliced Wasserstein distance between fake and real k x k patches of what D judges, both directions
     swd_kernel: int = 1  # k: latent cells (1: latent vectors, colour; 3: also local texture), or pixels under d_input=decoded
     lambda_spec: float = 0.0  # squared distance of G(A)'s decoded log power spectrum to B's (lcgan.spectrum), both directions
+    lambda_anchor: float = 0.0  # L1 of the residual generators' correction |G(a) - anchor(a)|: least action, moves only where D insists
 
 
 SWD_PROJECTIONS = 128  # fresh random directions per step (latent 3x3 patches: 36 dims, 5x5 RGB pixels: 75), cheap next to the networks
@@ -147,9 +148,14 @@ class CycleGAN(nn.Module):
             loss_spec = (spectrum_loss(seen_b, spec_b) + spectrum_loss(seen_a, spec_a)) * weights.lambda_spec
         else:
             loss_spec = torch.zeros((), device=real_a.device)
-        loss_G = loss_gan_G + loss_gan_F + loss_cyc + loss_id + loss_swd + loss_spec
+        if weights.lambda_anchor > 0:  # the anchor is one small linear conv: cheaper than keeping net(z) apart in the generator
+            loss_anchor = ((fake_b.float() - self.g_ab.base(real_a)).abs().mean()
+                           + (fake_a.float() - self.g_ba.base(real_b)).abs().mean()) * weights.lambda_anchor
+        else:
+            loss_anchor = torch.zeros((), device=real_a.device)
+        loss_G = loss_gan_G + loss_gan_F + loss_cyc + loss_id + loss_swd + loss_spec + loss_anchor
         losses = {"loss_G": loss_G, "loss_gan_G": loss_gan_G, "loss_gan_F": loss_gan_F, "loss_cyc": loss_cyc, "loss_id": loss_id,
-                  "loss_swd": loss_swd, "loss_spec": loss_spec}
+                  "loss_swd": loss_swd, "loss_spec": loss_spec, "loss_anchor": loss_anchor}
         return losses, fake_a.detach(), fake_b.detach()
 
     def discriminator_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, weights: LossWeights) -> torch.Tensor:

@@ -94,12 +94,17 @@ class ResnetGenerator(nn.Module):
         self.anchor_weight.copy_(linear_map.weight)
         self.anchor_bias.copy_(linear_map.bias)
 
+    def base(self, z: torch.Tensor) -> torch.Tensor:
+        """The map a residual output starts from and corrects: its anchor (or ``z`` for ``anchor=identity``)."""
+        if self.output != "residual":
+            raise ValueError("a tanh generator has no starting map: train.lambda_anchor needs model.generator.output=residual")
+        return z if self.anchor == "identity" else apply_linear(z, self.anchor_weight, self.anchor_bias)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.net(z)
         if self.output == "tanh":
             return torch.tanh(out)
-        base = z if self.anchor == "identity" else apply_linear(z, self.anchor_weight, self.anchor_bias)
-        return base + out
+        return self.base(z) + out
 
 
 def _legacy_anchor(state: dict, prefix: str, *args) -> None:

@@ -88,6 +88,7 @@ class TrainSection:
     lambda_swd: float = setting(at_least(0, " (0: no sliced Wasserstein loss)", integer=False))
     swd_kernel: int = setting(Rule(lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1"))
     lambda_spec: float = setting(at_least(0, " (0: no spectrum loss)", integer=False))
+    lambda_anchor: float = setting(at_least(0, " (0: no pull toward the generators' starting map)", integer=False))
     post_filter: int = setting(Rule(lambda v: v == 0 or (v >= 1 and v % 2 == 1), "0 (off) or an odd filter side in pixels, e.g. 9"))
     post_filter_lr: float = setting(above(0))
     d_input: str = setting(one_of("latent", "decoded"))

@@ -176,6 +176,9 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     view = Decoded(vae, domains.convention, tc.d_crop) if tc.d_input == "decoded" else None
     gan = build_gan(cfg.model, domains.channels, view).to(device)
     check_sizes(gan, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
+    if tc.lambda_anchor > 0 and cfg.model.generator.get("output", "residual") != "residual":
+        raise config.ConfigError("train.lambda_anchor > 0 pulls a residual generator toward its starting map, and a tanh "
+                                 "generator has none: set model.generator.output=residual (or train.lambda_anchor=0)")
     if tc.lambda_spec > 0:
         if view is None:
             raise config.ConfigError("train.lambda_spec > 0 compares decoded images' spectra: set train.d_input=decoded "

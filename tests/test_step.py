@@ -114,3 +114,46 @@ def test_ema_update_is_a_lerp_of_every_float_tensor():
     ema.update(net)
     for k, v in ema.module.state_dict().items():
         assert torch.allclose(v, 0.9 * before[k] + 0.1 * (before[k] + 1.0), atol=1e-6), k
+
+
+def test_anchor_loss_is_the_l1_of_each_generators_correction():
+    from lcgan.baselines import LinearMap
+
+    gan = _gan()
+    w = torch.eye(4).view(4, 4, 1, 1) * 0.5
+    for g, shift in ((gan.g_ab, 0.3), (gan.g_ba, -0.2)):
+        g.anchor = "gaussian_ot"
+        g.set_anchor(LinearMap(w.clone(), torch.full((4,), shift)))
+        torch.nn.init.normal_(g.net[-1].weight, std=0.05)  # a correction that is not zero
+    a, b = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+    losses, fake_a, fake_b = gan.generator_losses(a, b, LossWeights(lambda_anchor=2.0))
+    expected = 2.0 * ((fake_b - (a * 0.5 + 0.3)).abs().mean() + (fake_a - (b * 0.5 - 0.2)).abs().mean())
+    torch.testing.assert_close(losses["loss_anchor"].detach(), expected)
+    assert expected > 0
+    assert gan.generator_losses(a, b, LossWeights())[0]["loss_anchor"] == 0
+
+
+def test_anchor_loss_keeps_the_generators_nearer_their_start():
+    moved = {}
+    for weight in (0.0, 50.0):
+        gan = _gan()
+        opt_g = torch.optim.Adam(list(gan.g_ab.parameters()) + list(gan.g_ba.parameters()), lr=1e-3)
+        opt_d = torch.optim.Adam(list(gan.d_a.parameters()) + list(gan.d_b.parameters()), lr=1e-3)
+        step = CycleGANStep(gan, opt_g, opt_d, LossWeights(lambda_anchor=weight), FakeBuffer(4), FakeBuffer(4), None,
+                            torch.amp.GradScaler("cpu", enabled=False))
+        torch.manual_seed(1)
+        for _ in range(30):
+            step(torch.randn(4, 4, 16, 16) * 0.4, torch.randn(4, 4, 16, 16) * 0.4 + 0.5)
+        z = torch.randn(8, 4, 16, 16) * 0.4
+        with torch.no_grad():
+            moved[weight] = (gan.g_ab(z) - gan.g_ab.base(z)).abs().mean().item()
+    assert moved[50.0] < 0.5 * moved[0.0], moved
+
+
+def test_anchor_loss_on_a_tanh_generator_is_refused_naming_the_settings(tiny_cfg, tmp_path):
+    from lcgan.config import ConfigError
+    from lcgan.train import train
+
+    with pytest.raises(ConfigError, match=r"train.lambda_anchor.*model.generator.output=residual"):
+        train(tiny_cfg("train.lambda_anchor=1", "model.generator.output=tanh", "model.generator.anchor=identity", "train.epochs=1"))
+    assert not (tmp_path / "run" / "model" / "last.pt").exists()
