@@ -19,7 +19,8 @@ from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, Decoded, LossWeights
 from lcgan.distributed import ProcessGroup
 
-# the losses a step returns, in the order the loop sums them on the device and logs them
+# the losses a step returns, in the order the loop sums them on the device and logs them; append-only: a mid-epoch
+# checkpoint keeps its sums in this order, and an older one (fewer keys) resumes with the new ones at 0 (train._loss_sums)
 LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd", "loss_spec", "loss_anchor")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 

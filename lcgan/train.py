@@ -176,7 +176,7 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     view = Decoded(vae, domains.convention, tc.d_crop) if tc.d_input == "decoded" else None
     gan = build_gan(cfg.model, domains.channels, view).to(device)
     check_sizes(gan, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
-    if tc.lambda_anchor > 0 and cfg.model.generator.get("output", "residual") != "residual":
+    if tc.lambda_anchor > 0 and getattr(gan.g_ab, "output", None) != "residual":
         raise config.ConfigError("train.lambda_anchor > 0 pulls a residual generator toward its starting map, and a tanh "
                                  "generator has none: set model.generator.output=residual (or train.lambda_anchor=0)")
     if tc.lambda_spec > 0:
@@ -234,6 +234,18 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
                checkpoint.JsonlLog(folder.log), logger, compiler, post)
 
 
+def _loss_sums(sums, path: Path) -> torch.Tensor | None:
+    """A mid-epoch checkpoint's loss sums (data, checked), extended with zeros for losses added to ``LOSS_KEYS`` since
+    an older lcgan saved it (the tuple only grows at its end), so that run continues where it stopped."""
+    if sums is None:
+        return None
+    if not (isinstance(sums, torch.Tensor) and sums.is_floating_point() and sums.dim() == 1 and len(sums) <= len(LOSS_KEYS)):
+        what = f"a {tuple(sums.shape)} {sums.dtype} tensor" if isinstance(sums, torch.Tensor) else type(sums).__name__
+        raise ValueError(f"cannot resume from {path}: its mid-epoch loss sums ('sums') are {what}, not a float vector of at most "
+                         f"{len(LOSS_KEYS)} numbers; resume from an epoch's end checkpoint (train.resume_path=...) or start a new run")
+    return torch.cat([sums, sums.new_zeros(len(LOSS_KEYS) - len(sums))])
+
+
 def resume(run: Run, path: Path, cfg: DictConfig) -> None:
     """Continue the training saved at ``path``: check that it is this run, restore everything, note the resume."""
     if not path.is_file():
@@ -249,6 +261,7 @@ def resume(run: Run, path: Path, cfg: DictConfig) -> None:
     if isinstance(state.order, dict):  # a mid-epoch order, loaded onto the GPU; this run may keep a domain pinned on the host
         state.order = {k: v.to(d.device) if isinstance(v := state.order.get(k), torch.Tensor) else v
                        for k, d in (("perm_a", run.sampler.a), ("perm_b", run.sampler.b))}
+    state.sums = _loss_sums(state.sums, path)
     if group.main:
         if state.metrics:
             run.log.append(state.metrics)  # the crash may have come between checkpoint and log line

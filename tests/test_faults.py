@@ -14,6 +14,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import struct
 import subprocess
@@ -914,6 +915,19 @@ def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
     checkpoint.save(ck, mid)
     with pytest.raises(ValueError, match=r"train.batch_size: 8 in the checkpoint, 4 now; it stopped mid-epoch \(step 1\)"):
         run_inprocess(out, [*resume, f"train.resume_path={mid}", "train.batch_size=4"])
+    # an older lcgan's mid-epoch sums (before loss_spec and loss_anchor) continue; sums that are not a loss vector are refused
+    for bad, what in ((torch.zeros(len(LOSS_KEYS) + 1), rf"a \({len(LOSS_KEYS) + 1},\) torch.float32 tensor"), ([0.0], "list")):
+        checkpoint.save({**ck, "sums": bad}, tmp_path / "bad_sums.pt")
+        with pytest.raises(ValueError, match=rf"loss sums \('sums'\) are {what}, not a float vector"):
+            run_inprocess(out, [*resume, f"train.resume_path={tmp_path / 'bad_sums.pt'}"])
+    old = tmp_path / "old_sums.pt"
+    checkpoint.save({**ck, "sums": torch.full((len(LOSS_KEYS) - 2,), 3.0)}, old)
+    older = tmp_path / "older_run"
+    shutil.copytree(out, older)
+    (older / "logs" / "train_log.jsonl").unlink()  # so the resumed epoch writes its own line (the log keeps one per epoch)
+    run_inprocess(older, [*resume, f"train.resume_path={old}"])
+    line = read_log(older)[0]  # epoch 1: the saved step's sums (3 each) and this run's second step, over 2 steps
+    assert line["epoch"] == 1 and line["loss_cyc"] > 1.5 and line["loss_anchor"] == 0
     fewer = tmp_path / "A_fewer"
     fewer.mkdir()
     for p in sorted(a.iterdir())[:10]:

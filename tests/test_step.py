@@ -22,7 +22,7 @@ def _gan(seed=0):
 def _run(gan, fuse, steps=3):
     opt_g = torch.optim.Adam(list(gan.g_ab.parameters()) + list(gan.g_ba.parameters()), lr=1e-3)
     opt_d = torch.optim.Adam(list(gan.d_a.parameters()) + list(gan.d_b.parameters()), lr=1e-3)
-    step = CycleGANStep(gan, opt_g, opt_d, LossWeights(lambda_id=0.5), FakeBuffer(4), FakeBuffer(4), None,
+    step = CycleGANStep(gan, opt_g, opt_d, LossWeights(lambda_id=0.5, lambda_anchor=1.0), FakeBuffer(4), FakeBuffer(4), None,
                         torch.amp.GradScaler("cpu", enabled=False), fuse_passes=fuse)
     torch.manual_seed(1)
     out = []
