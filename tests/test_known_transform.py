@@ -124,8 +124,9 @@ def test_suite_summary_medians_verdicts_and_rank_agreement(tmp_path):
             best = ident + 2.0 if t == "sepia" else ident
             results.append({"name": f"rec_s{seed}", "transform": t, "overrides": ["device=cuda", "train.lambda_swd=1"],
                             "baselines": {"test": rows(ident)}, "runs": {str(seed): [
-                                {"epoch": 2, "step": 10, "psnr": best + gain, "val": -gain},
-                                {"epoch": 1, "step": 5, "psnr": best - 1.0 + gain, "val": 9.0, "best": True, "best_by": "loss_cyc"}]}})
+                                {"epoch": 2, "step": 10, "psnr": best + gain, "val": -gain, "psnr_pf": best + gain + 0.1},
+                                {"epoch": 1, "step": 5, "psnr": best - 1.0 + gain, "val": 9.0, "best": True, "best_by": "loss_cyc",
+                                 "psnr_pf": best - 0.5 + gain}]}})
     md = summarize.suite_table(results)
     [row] = [line for line in md.splitlines() if line.startswith("| rec @ 10 steps |")]
     assert "**20.30** (20.30, 20.50, 20.10)" in row, "median of the seeds, each seed listed"
@@ -136,6 +137,7 @@ def test_suite_summary_medians_verdicts_and_rank_agreement(tmp_path):
     assert "**19.30** (19.30, 19.50, 19.10)" in row, "best.pt: a row of its own, whatever epoch each seed kept"
     assert "`rec best.pt` (`train.lambda_swd=1`), median at best.pt" in md and "sepia no (-0.70)" in md
     assert "- `rec best.pt` minus the best scored checkpoint of its run (median over seeds): sepia -1.00, null -1.00" in md
+    assert "- `rec best.pt + pixel filter` minus the best scored checkpoint of its run (median over seeds): sepia -0.60, null -0.60" in md
 
 
 def test_suite_deals_its_processes_out_over_kt_gpus(tmp_path):

@@ -167,12 +167,12 @@ def suite_table(results: list[dict]) -> str:
         out += ["", *verdicts, ""]
         regrets = []  # what best.pt gave up against the best checkpoint the suite scored in the same run (0: it kept that one)
         for name in recipes:
-            if not name.endswith(" best.pt"):
+            if not name.endswith((" best.pt", " best.pt + pixel filter")):  # the filtered output is what evaluate writes
                 continue
             cells = []
             for t in transforms:
                 kept = recipes[name].get(t, {}).get(BEST, {})
-                scored = recipes[name.removesuffix(" best.pt")].get(t, {})
+                scored = recipes[name.replace(" best.pt", "", 1)].get(t, {})
                 gaps = [row["psnr" + tag] - max(by_seed[seed]["psnr" + tag] for by_seed in scored.values() if seed in by_seed)
                         for seed, row in kept.items() if any(seed in by_seed for by_seed in scored.values())]
                 if gaps:
