@@ -150,6 +150,16 @@ def test_anchor_loss_keeps_the_generators_nearer_their_start():
     assert moved[50.0] < 0.5 * moved[0.0], moved
 
 
+def test_a_run_logs_the_anchor_loss(tiny_cfg, tmp_path):
+    import json
+
+    from lcgan.train import train
+
+    train(tiny_cfg("train.lambda_anchor=1", "train.epochs=1", "train.vis_every=0"))
+    [line] = [json.loads(x) for x in (tmp_path / "run" / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert line["loss_anchor"] > 0  # the generators moved off their start, and the run says by how much
+
+
 def test_anchor_loss_on_a_tanh_generator_is_refused_naming_the_settings(tiny_cfg, tmp_path):
     from lcgan.config import ConfigError
     from lcgan.train import train
