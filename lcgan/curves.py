@@ -19,6 +19,13 @@ from lcgan.checkpoint import atomic_write_bytes
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 LOSSES = ("loss_G", "loss_D", "loss_cyc", "loss_id")
+# the losses a train.lambda_* switches on (0 otherwise): drawn and reported only for runs that have them
+EXTRA_LOSSES = ("loss_swd", "loss_spec", "loss_anchor")
+
+
+def losses_of(rows: list[dict]) -> tuple[str, ...]:
+    """:data:`LOSSES` and those of :data:`EXTRA_LOSSES` that are not 0 in some row (log lines or sweep jobs)."""
+    return (*LOSSES, *(k for k in EXTRA_LOSSES if any(r.get(k) for r in rows)))
 
 
 def load_font(size: int) -> ImageFont.ImageFont:
@@ -94,7 +101,7 @@ def plot_curves(rows: list[dict], panel: tuple[int, int] = (480, 300)) -> Image.
         return img
     epochs = [r["epoch"] for r in rows]
     get = lambda k: [float(r.get(k, math.nan)) for r in rows]  # noqa: E731
-    losses = [(k.removeprefix("loss_"), get(k), PALETTE[i], False) for i, k in enumerate(LOSSES)]
+    losses = [(k.removeprefix("loss_"), get(k), PALETTE[i], False) for i, k in enumerate(losses_of(rows))]
     _panel(draw, (0, 0, pw, ph), "losses", epochs, losses)
     key = validation_key(rows[-1]) or "val_metric"
     metric = [(key, get(key), PALETTE[3], False)]

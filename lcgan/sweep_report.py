@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from lcgan.baselines import BASELINES, validation_key
 from lcgan.checkpoint import atomic_write_bytes
-from lcgan.curves import LOSSES, PALETTE, load_font
+from lcgan.curves import EXTRA_LOSSES, LOSSES, PALETTE, load_font, losses_of
 from lcgan.layout import RunFolder, run_folders
 
 STATUS_ORDER = {"completed": 0, "incomplete": 1, "failed": 2}
@@ -119,7 +119,7 @@ def read_job(job: Path, root: Path) -> dict:
         status = "incomplete"  # running, killed (OOM, time limit) or preempted
     last = rows[-1] if rows else {}
     out = {"job": str(job.relative_to(root)) or ".", "status": status, "epochs": f"{done}/{epochs}", "overrides": overrides}
-    out.update({k: last[k] for k in LOSSES if k in last})
+    out.update({k: last[k] for k in (*LOSSES, *EXTRA_LOSSES) if k in last})
     for k in ("err", "err_G", "err_F", "val_swd"):
         if k in last:
             out[k] = last[k]
@@ -203,7 +203,7 @@ def columns(rows: list[dict], keys: list[str], metric: str, max_eval: int | None
     """Table columns in reading order; ``max_eval`` caps the ``eval/*`` ones (the Markdown table)."""
     present = list(dict.fromkeys(k for r in rows for k in r))
     fixed = ["job", "status", *keys, "epochs", metric]
-    rest = [*LOSSES, "err", "err_G", "err_F", "val_swd", *(f"base_{n}" for n in BASELINES), "beats_baselines"]
+    rest = [*losses_of(rows), "err", "err_G", "err_F", "val_swd", *(f"base_{n}" for n in BASELINES), "beats_baselines"]
     evals = sorted(k for k in present if k.startswith("eval/"))[:max_eval]
     return [c for c in dict.fromkeys([*fixed, *rest, *evals, "error"]) if c in present or c in fixed]
 

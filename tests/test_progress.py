@@ -90,3 +90,17 @@ def test_cli_closing_note_gives_a_resume_command_that_runs(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert [r["epoch"] for r in read_log(out / "logs" / "train_log.jsonl")] == [1, 2]
     assert (out / "logs" / "curves.png").is_file()
+
+
+def test_curves_and_sweep_columns_show_an_extra_loss_only_where_a_run_has_it():
+    from lcgan.sweep_report import columns
+
+    rows = [{"epoch": e, "loss_G": 2.0 / e, "loss_D": 1.0, "loss_cyc": 0.5 / e, "loss_id": 0.0, "loss_swd": 0.0, "loss_anchor": 0.1 * e,
+             "err": 0.3 / e} for e in (1, 2, 3)]
+    off = [{**r, "loss_anchor": 0.0} for r in rows]
+    left = lambda rs: np.asarray(plot_curves(rs))[:, :480]  # noqa: E731  the losses' panel
+    assert (left(rows) != left(off)).any(), "the anchor loss gets its own line"
+    assert np.array_equal(np.asarray(plot_curves(off)), np.asarray(plot_curves([{k: v for k, v in r.items() if k not in
+                                                                                ("loss_swd", "loss_anchor")} for r in off])))
+    cols = columns([{"job": "0", "status": "completed", **rows[-1]}], [], "err")
+    assert "loss_anchor" in cols and "loss_swd" not in cols
