@@ -1,0 +1,93 @@
+"""Does a discriminator of decoded pixels see the transform, or the photos? A probe, no generator, CPU.
+
+Each discriminator (the project's own classes, on RGB pixels) is trained with the LSGAN loss to tell B-train's
+decodes (real) from the decodes of A-train moved by the start map (fake: the shrunk Gaussian-OT map, where G
+starts), on random 64 px crops, one of each crop's two flips. Then each image gets the mean of D's output, and
+the AUC of real over fake is reported on the photos D trained on (``train``) and on the held-out test photos
+(``test``: decode(start(x)) against the truth's round trip decode(encode(T(x)))). On ``null`` (B untransformed)
+anything above 0.5 on ``train`` is memorised content and ``test`` must be ~0.5; on a transform, ``test`` above
+0.5 is the signal that would reach G. Results: ``results/d_probe.md``.
+
+    python experiments/known_transform/run.py --transform dark_edges --no-train --image-size 256 --lpips off --out OUT
+    python experiments/known_transform/d_probe.py --transforms dark_edges,null --out OUT   # the same OUT
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from run import REPO, decode, load_folder, load_vae, with_truth
+
+from lcgan.baselines import fit
+from lcgan.models import LocalDiscriminator, PatchDiscriminator
+
+PROBES = {"local 9 px": lambda: LocalDiscriminator(3, 64, 9), "local 25 px": lambda: LocalDiscriminator(3, 64, 25),
+          "PatchGAN 2 layers (34 px)": lambda: PatchDiscriminator(3, 64, 2)}
+
+
+def auc(pos: list[float], neg: list[float]) -> float:
+    """P(a real image scores above a fake one), ties counted half."""
+    p, n = torch.tensor(pos)[:, None], torch.tensor(neg)[None, :]
+    return ((p > n).float().mean() + 0.5 * (p == n).float().mean()).item()
+
+
+def probe(make, real: torch.Tensor, fake: torch.Tensor, steps: int, seed: int, crop: int = 64, batch: int = 16):
+    torch.manual_seed(seed)
+    d = make()
+    opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))  # the training's D optimiser
+    gen = torch.Generator().manual_seed(seed)
+
+    def crops(x):
+        i = torch.randint(0, len(x), (batch,), generator=gen)
+        r, c = torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=gen).tolist()
+        return x[i, :, r:r + crop, c:c + crop]
+
+    for _ in range(steps):
+        loss = (d(crops(real)) - 1).pow(2).mean() + d(crops(fake)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def score(x: torch.Tensor) -> list[float]:
+        return torch.cat([d(c).mean(dim=(1, 2, 3)) for c in x.split(16)]).tolist()
+
+    return score
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--transforms", default="dark_edges,null")
+    ap.add_argument("--anchor", default="gaussian_ot_shrunk", help="the start map that makes the fakes")
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    data = args.out / f"data_{args.image_size}px_4crops"
+    vae = load_vae(args.shared)
+    a, groups_a = load_folder(data / "a")
+    print(f"start map {args.anchor}, {args.steps} D steps of 16 crops of 64 px, seed {args.seed}; AUC of real over fake, "
+          "training photos / held-out test photos")
+    print("| transform | " + " | ".join(PROBES) + " |")
+    print("| --- |" + " --- |" * len(PROBES))
+    for transform in args.transforms.split(","):
+        t0 = time.time()
+        b, groups_b = load_folder(data / transform / "b")
+        start = fit(args.anchor, a, b, groups_a, groups_b)
+        fake, real = decode(vae, start(a[::2])), decode(vae, b[::2])  # files sort as crop, crop_flip: one of each
+        test = with_truth(vae, torch.load(data / "test.pt", weights_only=True), transform)
+        test_fake, n = decode(vae, start(test["z_x"])), len(test["z_x"])
+        cells = []
+        for make in PROBES.values():
+            score = probe(make, real, fake, args.steps, args.seed)
+            cells.append(f"{auc(score(real[:n]), score(fake[:n])):.3f} / {auc(score(test['y_rec']), score(test_fake)):.3f}")
+        print(f"| {transform} | " + " | ".join(cells) + f" |  ({time.time() - t0:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
