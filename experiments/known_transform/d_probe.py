@@ -23,8 +23,8 @@ from run import REPO, decode, load_folder, load_vae, with_truth
 from lcgan.baselines import fit
 from lcgan.models import LocalDiscriminator, PatchDiscriminator
 
-PROBES = {"local 9 px": lambda: LocalDiscriminator(3, 64, 9), "local 25 px": lambda: LocalDiscriminator(3, 64, 25),
-          "PatchGAN 2 layers (34 px)": lambda: PatchDiscriminator(3, 64, 2)}
+PROBES = {"local 9 px": lambda aug: LocalDiscriminator(3, 64, 9, aug), "local 25 px": lambda aug: LocalDiscriminator(3, 64, 25, aug),
+          "PatchGAN 2 layers (34 px)": lambda aug: PatchDiscriminator(3, 64, 2, aug)}
 
 
 def auc(pos: list[float], neg: list[float]) -> float:
@@ -33,9 +33,10 @@ def auc(pos: list[float], neg: list[float]) -> float:
     return ((p > n).float().mean() + 0.5 * (p == n).float().mean()).item()
 
 
-def probe(make, real: torch.Tensor, fake: torch.Tensor, steps: int, seed: int, crop: int = 64, batch: int = 16):
+def probe(make, real: torch.Tensor, fake: torch.Tensor, steps: int, seed: int, crop: int = 64, batch: int = 16,
+          augment: str = ""):
     torch.manual_seed(seed)
-    d = make()
+    d = make(augment)
     opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))  # the training's D optimiser
     gen = torch.Generator().manual_seed(seed)
 
@@ -49,6 +50,8 @@ def probe(make, real: torch.Tensor, fake: torch.Tensor, steps: int, seed: int, c
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+    d.eval()  # scoring sees the images themselves (DiffAugment acts in training mode only)
 
     @torch.no_grad()
     def score(x: torch.Tensor) -> list[float]:
@@ -66,15 +69,19 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crop", type=int, default=64, help="training crop size in pixels")
+    ap.add_argument("--augment", default="", help="DiffAugment policy of the discriminators (model.discriminator.augment)")
+    ap.add_argument("--probes", default=",".join(PROBES), help="which discriminators, by name")
     args = ap.parse_args()
     torch.set_num_threads(2)
     data = args.out / f"data_{args.image_size}px_4crops"
     vae = load_vae(args.shared)
     a, groups_a = load_folder(data / "a")
-    print(f"start map {args.anchor}, {args.steps} D steps of 16 crops of 64 px, seed {args.seed}; AUC of real over fake, "
-          "training photos / held-out test photos")
-    print("| transform | " + " | ".join(PROBES) + " |")
-    print("| --- |" + " --- |" * len(PROBES))
+    probes = {name: PROBES[name] for name in args.probes.split(",")}
+    print(f"start map {args.anchor}, {args.steps} D steps of 16 crops of {args.crop} px, augment {args.augment!r}, "
+          f"seed {args.seed}; AUC of real over fake, training photos / held-out test photos")
+    print("| transform | " + " | ".join(probes) + " |")
+    print("| --- |" + " --- |" * len(probes))
     for transform in args.transforms.split(","):
         t0 = time.time()
         b, groups_b = load_folder(data / transform / "b")
@@ -83,8 +90,8 @@ def main() -> None:
         test = with_truth(vae, torch.load(data / "test.pt", weights_only=True), transform)
         test_fake, n = decode(vae, start(test["z_x"])), len(test["z_x"])
         cells = []
-        for make in PROBES.values():
-            score = probe(make, real, fake, args.steps, args.seed)
+        for make in probes.values():
+            score = probe(make, real, fake, args.steps, args.seed, args.crop, augment=args.augment)
             cells.append(f"{auc(score(real[:n]), score(fake[:n])):.3f} / {auc(score(test['y_rec']), score(test_fake)):.3f}")
         print(f"| {transform} | " + " | ".join(cells) + f" |  ({time.time() - t0:.0f} s)", flush=True)
 
