@@ -2,8 +2,8 @@
 
 The suite scores every recipe on one random split of the photos (``run.py --split-seed 0``). Each transform's bar is
 the best of identity and the unpaired closed-form maps on that split's test photos, so which map sets it, and by how
-much, is partly the split's luck. This prints, per transform, each split's best map and its margin over the next
-best, and how often each map is best: the variation a recipe's verdict inherits from the split.
+much, is partly the split's luck. This prints every map's score on each split, and per transform each split's best
+map with its margin over the next best: the variation a recipe's verdict inherits from the split.
 
     for s in 1 2; do for t in grade sepia split_tone soft_focus sharpen dark_edges null; do
       python experiments/known_transform/run.py --transform $t --no-train --image-size 256 --lpips off --split-seed $s --out OUT$s
@@ -17,11 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from summarize import TIE_DB
-
-UNPAIRED = ("identity", "mean_shift", "moment_match", "gaussian_ot", "patch_ot", "gaussian_ot_shrunk", "patch_ot_shrunk")
-ORDER = ("grade", "sepia", "split_tone", "soft_focus", "sharpen", "dark_edges", "null")
-
+from summarize import ORDER, TIE_DB, UNPAIRED
 
 LABELS = {"suite_256px": "split0"}  # the suite's own results folder holds run.py's default split (--split-seed 0)
 
@@ -48,7 +44,8 @@ def main() -> None:
           f"({', '.join(splits)}); each transform's bar in bold\n")
     print("| transform | map | " + " | ".join(splits) + " |")
     print("| --- | --- |" + " --- |" * len(splits))
-    for t in [t for t in ORDER if t in rows] + sorted(set(rows) - set(ORDER)):
+    transforms = [t for t in ORDER if t in rows] + sorted(set(rows) - set(ORDER))
+    for t in transforms:
         for m in UNPAIRED:
             cells = []
             for s in splits:
@@ -58,7 +55,7 @@ def main() -> None:
             print(f"| {t} | {m} | " + " | ".join(cells) + " |")
     print("\nPer transform: the best map of each split and its margin over the second best (a tie within "
           f"{TIE_DB} dB is within seed-to-seed spread)\n")
-    for t in [t for t in ORDER if t in rows]:
+    for t in transforms:
         parts = []
         for s in splits:
             if s in rows[t]:

@@ -77,6 +77,7 @@ def table(base: dict, recipes: dict[str, dict]) -> str:
 BEST = -1  # the "step" of best.pt rows: whichever epoch the run's validation metric kept
 TIE_DB = 0.05  # differences this small are within seed-to-seed spread (0.01-0.05 dB): a tie, not a win
 UNPAIRED = ("identity", *BASELINES)  # rows a user without pairs can have (results of older runs may lack some)
+ORDER = ("grade", "sepia", "split_tone", "soft_focus", "sharpen", "dark_edges", "null")  # run.py's transforms, table order
 FILTERED = (*(f"{k}+pf" for k in UNPAIRED), *(f"{k}+pf (decoupled)" for k in BASELINES))  # run.py --pixel-filter --no-train
 
 
@@ -105,8 +106,7 @@ def suite_table(results: list[dict]) -> str:
     """Per test set: rows without training and each recipe at each scored step (median over seeds, seeds
     in brackets), a column per transform; whether each recipe beats identity and every unpaired
     closed-form map; and how well the unpaired validation score ranks checkpoints and baselines like PSNR."""
-    transforms = [t for t in ("grade", "sepia", "split_tone", "soft_focus", "sharpen", "dark_edges", "null")
-                  if any(r["transform"] == t for r in results)]
+    transforms = [t for t in ORDER if any(r["transform"] == t for r in results)]
     transforms += sorted({r["transform"] for r in results} - set(transforms))
     base: dict = defaultdict(lambda: defaultdict(dict))  # transform -> test set -> row; files of older runs may lack rows
     for r in results:
