@@ -94,15 +94,19 @@ class PostFilters(nn.Module):
 class FilterTrainer:
     """Keeps the post-filters fitted to the generators as they train: after every training step one Adam step on a
     decoded random crop of that step's G(a) and F(b) (``view``), detached, toward the other domain's log spectrum. No
-    gradient reaches G or F from here. Their mean loss is read once per epoch."""
+    gradient reaches G or F from here. Their mean loss is read once per epoch. ``lr=0`` keeps the filters where
+    :func:`setup` fitted them (no decode, no step): the start's filters, to which the generators' anchors were decoupled."""
 
     def __init__(self, filters: PostFilters, view, spectra: tuple[torch.Tensor, torch.Tensor], lr: float) -> None:
         self.filters, self.view, (self.spec_a, self.spec_b) = filters, view, spectra
+        self.frozen = lr == 0
         self.opt = torch.optim.Adam(filters.parameters(), lr=lr)
         self.total, self.count = torch.zeros((), device=self.spec_a.device), 0
 
     def __call__(self, fake_a: torch.Tensor, fake_b: torch.Tensor) -> None:
         """One step on the translations F(b) and G(a) the training step just made (``CycleGANStep.fakes``)."""
+        if self.frozen:
+            return
         with torch.no_grad():
             seen_b, seen_a = self.view.images(fake_b), self.view.images(fake_a)
         loss = spectrum_loss(self.filters.g_ab(seen_b), self.spec_b) + spectrum_loss(self.filters.g_ba(seen_a), self.spec_a)

@@ -90,7 +90,7 @@ class TrainSection:
     lambda_spec: float = setting(at_least(0, " (0: no spectrum loss)", integer=False))
     lambda_anchor: float = setting(at_least(0, " (0: no pull toward the generators' starting map)", integer=False))
     post_filter: int = setting(Rule(lambda v: v == 0 or (v >= 1 and v % 2 == 1), "0 (off) or an odd filter side in pixels, e.g. 9"))
-    post_filter_lr: float = setting(above(0))
+    post_filter_lr: float = setting(at_least(0, " (0: keep the filters fitted at the start)", integer=False))
     d_input: str = setting(one_of("latent", "decoded"))
     d_crop: int = setting(at_least(0, " (0: decode the whole latents)"))
     r1_gamma: float = setting(at_least(0, " (0: no R1 penalty)", integer=False))
@@ -223,6 +223,9 @@ class WandbLogger:  # lcgan.loggers.WandbLogger
 # ---------------------------------------------------------------------------- lcgan.bench (conf/bench.yaml: train's keys and these)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class BenchEval:
     enabled: bool = setting()
@@ -233,6 +236,8 @@ class BenchEval:
     png: bool = setting()
     profile_batches: int = setting(NON_NEGATIVE)
     compile: bool = setting()
+    compile_modes: list[str] = setting(Rule(lambda v: all(m in COMPILE_MODES for m in v),
+                                            f"a list of torch.compile modes: {', '.join(COMPILE_MODES)}"))
     image_size: int = setting(at_least(8))
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from lcgan import checkpoint
 from lcgan.baselines import fit
 from lcgan.latents import Convention, LatentSpace
-from lcgan.postfilter import PixelFilter, PostFilters, decoupled, fit_filter
+from lcgan.postfilter import FilterTrainer, PixelFilter, PostFilters, decoupled, fit_filter
 from lcgan.spectrum import domain_spectrum
 from lcgan.train import train
 from lcgan.translate import translate_batch
@@ -95,6 +95,31 @@ def test_training_fits_the_filters_saves_them_and_translation_applies_them(tiny_
     filtered = translate_batch(translator.g_ab, vae, translator.convention, x, 2, torch.device("cpu"), translator.pixel_filter("g_ab"))
     torch.testing.assert_close(filtered, translator.post.g_ab(plain).clamp(-1, 1))
     assert not torch.equal(filtered, plain)
+
+
+def test_a_zero_learning_rate_keeps_the_start_filters_without_decoding():
+    """``train.post_filter_lr=0``: the filters stay as :func:`lcgan.postfilter.setup` fitted them (those the anchors
+    were decoupled from), and no step decodes anything; a positive rate moves them."""
+    class NoDecode:
+        def images(self, z):
+            raise AssertionError("a frozen filter trainer decoded")
+
+    filters = PostFilters(3)
+    spectra = tuple(domain_spectrum(lambda z: z, torch.rand(4, 3, 8, 8) * s) for s in (1, 2))
+    with torch.no_grad():
+        filters.g_ab.raw.add_(0.1)
+    start = {k: v.clone() for k, v in filters.state_dict().items()}
+    frozen = FilterTrainer(filters, NoDecode(), spectra, lr=0)
+    frozen(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
+    assert all(torch.equal(v, start[k]) for k, v in filters.state_dict().items()) and frozen.take_mean() == 0
+    moving = FilterTrainer(filters, PixelsVAEView(), spectra, lr=0.01)
+    moving(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
+    assert not torch.equal(filters.g_ab.raw, start["g_ab.raw"])
+
+
+class PixelsVAEView:
+    def images(self, z):
+        return z
 
 
 @pytest.mark.slow
