@@ -131,7 +131,8 @@ def bench(cfg: DictConfig) -> dict:
 
         result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__,
                   **bench_eval(bc.eval.images, bc.eval.loop_images, bc.eval.batch_size, bc.eval.image_size, device, cfg.seed,
-                               list(bc.eval.batch_sizes), bc.eval.png, bc.eval.profile_batches, bc.eval.compile)}
+                               list(bc.eval.batch_sizes), bc.eval.png, bc.eval.profile_batches, bc.eval.compile,
+                               list(bc.eval.compile_modes))}
         checkpoint.atomic_write_bytes(bc.output, (json.dumps(result, indent=2) + "\n").encode())
         print(json.dumps(result))
         return result

@@ -82,9 +82,9 @@ class RandomKLVAE(VAE):
         twin._encode, twin._decode = self._calls(twin.vae)
         return twin
 
-    def compiled(self) -> RandomKLVAE:
+    def compiled(self, mode: str = "default") -> RandomKLVAE:
         twin = copy.copy(self)
-        twin._encode, twin._decode = (torch.compile(f, dynamic=False) for f in self._calls(self.vae))
+        twin._encode, twin._decode = (torch.compile(f, dynamic=False, mode=mode) for f in self._calls(self.vae))
         return twin
 
     def _dtype_context(self):
@@ -112,11 +112,12 @@ class Variant:
     png: str = ""  # PNG_WRITERS: write every output as evaluate does
     vae_bf16: bool = False  # the VAE in bf16 weights outside autocast (RandomKLVAE.in_bf16; lcgan.vae has no such setting yet)
     compile: bool = False  # the VAE's encode and decode through torch.compile (RandomKLVAE.compiled)
+    compile_mode: str = "default"  # torch.compile's mode (e.g. max-autotune-no-cudagraphs: Triton convolution templates too)
 
 
-def variants(batch: int, batch_sizes: list[int], png: bool, compile: bool = False) -> dict[str, Variant]:
+def variants(batch: int, batch_sizes: list[int], png: bool, compile: bool = False, compile_modes: list[str] = ()) -> dict[str, Variant]:
     """The variants timed, by name: ``current`` first (the reference), then one change at a time; the compiled VAE
-    last (minutes of compilation on a fresh machine)."""
+    last (minutes of compilation on a fresh machine), also at every batch size and in every extra compile mode."""
     current = Variant("pil", True, batch, False)
     fast = Variant("torch", True, batch, True)
     out = {"current": current, "current_fp32": replace(current, amp=False), "loop": replace(current, batch=1),
@@ -131,6 +132,9 @@ def variants(batch: int, batch_sizes: list[int], png: bool, compile: bool = Fals
         out.update(torch_resize_cudnn_benchmark_compiled=replace(fast, compile=True),
                    torch_resize_cudnn_benchmark_compiled_vae_bf16=replace(fast, compile=True, vae_bf16=True),
                    torch_resize_cudnn_benchmark_compiled_fp32=replace(fast, compile=True, amp=False))
+        out.update({f"torch_resize_cudnn_benchmark_compiled_batch{b}": replace(fast, compile=True, batch=b) for b in batch_sizes if b != batch})
+        out.update({f"torch_resize_cudnn_benchmark_compiled_{m.replace('-', '_')}": replace(fast, compile=True, compile_mode=m)
+                    for m in compile_modes})
     return out
 
 
@@ -197,11 +201,13 @@ class EvalBench:
     :meth:`profiled` (stage by stage) and :meth:`features` (Inception alone, for the resize's agreement)."""
 
     def __init__(self, vae: RandomKLVAE, g: torch.nn.Module, metrics: Metrics, images: torch.Tensor, workers: int,
-                 compile: bool) -> None:
+                 compile: bool, compile_modes: list[str] = ()) -> None:
         self.vae, self.g, self.metrics, self.images = vae, g, metrics, images
         self.device, self.inception = vae.device, metrics.fid.inception
         self.vae_bf16 = vae.in_bf16()
-        self.vae_compiled = {False: vae.compiled(), True: self.vae_bf16.compiled()} if compile else {}  # by bf16 weights
+        # by (bf16 weights, compile mode); torch.compile is lazy: nothing compiles before a variant runs
+        self.vae_compiled = {(False, "default"): vae.compiled(), (True, "default"): self.vae_bf16.compiled(),
+                             **{(False, m): vae.compiled(m) for m in compile_modes}} if compile else {}
         channels_last(vae.vae, self.vae_bf16.vae, g, metrics.lpips.model, metrics.clip.model)
         self.source_gaussian = None  # Inception Gaussian of the sources (set by agreements(), used for the compiled variants)
         self.convention = Convention()  # model space as training sees it: the default latent divisor
@@ -234,7 +240,7 @@ class EvalBench:
     def pipeline(self, x8: torch.Tensor, v: Variant, timer: StageTimer | None = None) -> dict[str, np.ndarray]:
         """What ``lcgan.evaluate`` does for one direction: encode, CLIP of the sources, then :func:`score_outputs`."""
         stage = timer or (lambda name: nullcontext())
-        vae = self.vae_compiled[v.vae_bf16] if v.compile else self.vae_bf16 if v.vae_bf16 else self.vae
+        vae = self.vae_compiled[v.vae_bf16, v.compile_mode] if v.compile else self.vae_bf16 if v.vae_bf16 else self.vae
         with stage("encode"):  # with the upload of the uint8 sources
             z_raw = encode(vae, x8, v.batch, v.amp, "encode")
         with stage("clip_source"), autocast(self.device, v.amp):
@@ -287,13 +293,14 @@ class EvalBench:
 
 def bench_eval(n_images: int, loop_images: int, batch_size: int, image_size: int, device: torch.device, seed: int = 0,
                batch_sizes: list[int] = (), png: bool = True, profile_batches: int = 4, compile: bool = False,
-               vae_config: dict = SD15_VAE, generator: dict = RESNET9, metrics: Metrics | None = None) -> dict:
+               compile_modes: list[str] = (), vae_config: dict = SD15_VAE, generator: dict = RESNET9, metrics: Metrics | None = None) -> dict:
     """Time every :func:`variants` entry, profile three of them stage by stage, and measure the agreement of bf16
     with fp32 and of the device resize with clean-fid's; returns the numbers.
 
     ``batch_size``: the batch of the comparison (``batch_sizes``: more, for the fastest settings); ``png``: also
     time PNG writing; ``profile_batches``: batches of the profile pass (0: none); ``compile``: also time the VAE
-    through torch.compile, last (everything else is printed before it starts: a run cut short keeps it);
+    through torch.compile, last (everything else is printed before it starts: a run cut short keeps it), at every batch
+    size and in each of ``compile_modes`` too, and profile the compiled bf16 variant stage by stage;
     ``metrics``: the metric networks (default: random LPIPS-alex, CLIP ViT-B-32 and Inception-v3 at full size).
     """
     torch.manual_seed(seed)
@@ -306,12 +313,12 @@ def bench_eval(n_images: int, loop_images: int, batch_size: int, image_size: int
     images = torch.randint(0, 256, (n_images, 3, image_size, image_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
     if device.type == "cuda":
         images = images.pin_memory()
-    runs = variants(batch_size, list(batch_sizes), png, compile)
+    runs = variants(batch_size, list(batch_sizes), png, compile, list(compile_modes))
     print(f"lcgan.bench eval | {describe(device)} | torch {torch.__version__} | {n_images} images at {image_size}px, "
           f"batch {batch_size} (also {', '.join(map(str, batch_sizes)) or 'no other'}), per-image loop on {loop_images} | "
           f"{len(runs)} variants: {', '.join(runs)}", flush=True)
     gflop = vae_flops(vae_config, generator, image_size)
-    bench = EvalBench(vae, g, metrics, images, workers, compile)
+    bench = EvalBench(vae, g, metrics, images, workers, compile, list(compile_modes))
     results, failed = {}, {}
     try:
         for name, v in runs.items():
@@ -332,6 +339,8 @@ def bench_eval(n_images: int, loop_images: int, batch_size: int, image_size: int
                     measured[f"eval_{name.removeprefix('torch_resize_cudnn_benchmark_')}_vs_fp32"] = _rounded(agreement(
                         results["torch_resize_cudnn_benchmark_fp32"]["scores"], results[name]["scores"], *bench.source_gaussian,
                         names=("fp32", "compiled")))
+                    if name == "torch_resize_cudnn_benchmark_compiled" and profile_batches:  # where the compiled time goes
+                        measured["eval_profile_compiled"] = bench.profiled(v, profile_batches, gflop)
     finally:
         bench.close()
     return {"eval_images": n_images, "eval_image_size": image_size, "eval_batch_size": batch_size,

@@ -473,12 +473,15 @@ def test_bench_eval_compares_variants_profiles_stages_and_agreement_on_the_cpu(t
     same = r["eval_compiled_fp32_vs_fp32"]
     assert same["fid_fp32"] == same["fid_compiled"] and same["fid_rel_diff"] == same["lpips_max_abs_diff"] == same["clip_max_abs_diff"] == 0
     assert all(math.isfinite(x) for x in r["eval_compiled_vs_fp32"].values()) and "eval_compiled_vae_bf16_vs_fp32" not in r
+    assert r["eval_variants"]["torch_resize_cudnn_benchmark_compiled_batch4"]["batch"] == 4  # the compiled VAE at every batch size
+    assert set(r["eval_profile_compiled"]["stages_ms_per_image"]) >= {"encode", "decode"}  # where the compiled time goes
     assert all(r[k] > 0 for k in ("eval_images_per_s", "eval_fp32_images_per_s", "eval_loop_images_per_s", "eval_speedup"))
     v = r["eval_variants"]
     assert set(v) == {"current", "current_fp32", "loop", "torch_resize", "torch_resize_cudnn_benchmark", "current_png_serial",
                       "current_png", "torch_resize_cudnn_benchmark_png", "torch_resize_cudnn_benchmark_batch4",
                       "torch_resize_cudnn_benchmark_fp32", "torch_resize_cudnn_benchmark_vae_bf16",
-                      "torch_resize_cudnn_benchmark_compiled", "torch_resize_cudnn_benchmark_compiled_fp32"}
+                      "torch_resize_cudnn_benchmark_compiled", "torch_resize_cudnn_benchmark_compiled_fp32",
+                      "torch_resize_cudnn_benchmark_compiled_batch4"}
     assert all(x["images_per_s"] > 0 for x in v.values()) and v["loop"]["batch"] == 1 and v["current"]["resize"] == "pil"
     assert r["eval_best"]["variant"] in v and r["eval_best"]["variant"] != "loop"
     pil, dev = r["eval_profile"]["current_png"], r["eval_profile"]["torch_resize_cudnn_benchmark_png"]
@@ -554,9 +557,10 @@ def test_bench_command_hands_every_eval_setting_to_bench_eval(tmp_path, monkeypa
     cfg = compose_cfg("bench", ["bench.eval.enabled=true", "device=cpu", "seed=3", "bench.eval.images=8", "bench.eval.loop_images=2",
                                 "bench.eval.batch_size=4", "bench.eval.batch_sizes=[2,8]", "bench.eval.image_size=64",
                                 "bench.eval.png=false", "bench.eval.profile_batches=0", "bench.eval.compile=true",
-                                f"bench.output={out}", f"out_dir={tmp_path}"])
+                                "bench.eval.compile_modes=[max-autotune-no-cudagraphs]", f"bench.output={out}", f"out_dir={tmp_path}"])
     lcgan.bench.bench(cfg)
     assert calls == [{"n_images": 8, "loop_images": 2, "batch_size": 4, "image_size": 64, "device": torch.device("cpu"), "seed": 3,
-                      "batch_sizes": [2, 8], "png": False, "profile_batches": 0, "compile": True}]
+                      "batch_sizes": [2, 8], "png": False, "profile_batches": 0, "compile": True,
+                      "compile_modes": ["max-autotune-no-cudagraphs"]}]
     assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out.splitlines()[-1]) == {
         "device": "cpu", "torch": torch.__version__, "eval_images_per_s": 1.0}
