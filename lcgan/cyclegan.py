@@ -245,7 +245,12 @@ class CycleGANStep:
             total = total + grad.pow(2).flatten(1).sum(1).mean()
         return total * self.r1_gamma / 2
 
-    def __call__(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, real_a: torch.Tensor, real_b: torch.Tensor, target_a: torch.Tensor | None = None,
+                 target_b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One G step and one D step. ``target_a``/``target_b`` (``train.d_targets=unfiltered``): what the
+        discriminators take as real instead of ``real_a``/``real_b`` (the generators still translate the real ones)."""
+        target_a = real_a if target_a is None else target_a
+        target_b = real_b if target_b is None else target_b
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # outputs of the last step may be overwritten now
         scaler = self.scaler
@@ -264,13 +269,13 @@ class CycleGANStep:
         # D step on fakes from the replay buffer
         fake_a = self.buffer_a.query(fake_a)
         fake_b = self.buffer_b.query(fake_b)
-        loss_D_A, loss_D_B = self._d_losses(real_a, fake_a, real_b, fake_b)
+        loss_D_A, loss_D_B = self._d_losses(target_a, fake_a, target_b, fake_b)
         loss_D = loss_D_A + loss_D_B
         self.opt_d.zero_grad(set_to_none=True)
         scaler.scale(loss_D).backward()
         if self.r1_gamma > 0 and self.steps % self.r1_every == 0:
             # lazy R1 (StyleGAN2): the penalty every r1_every steps, scaled up by r1_every
-            scaler.scale(self.r1_penalty(real_a, real_b) * self.r1_every).backward()
+            scaler.scale(self.r1_penalty(target_a, target_b) * self.r1_every).backward()
         self.steps += 1
         if self.grad_sync:
             self.grad_sync(self.d_params)

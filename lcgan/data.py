@@ -203,15 +203,23 @@ class UnpairedSampler:
     An epoch is ``max(N_a, N_b) // batch_size`` steps; the smaller domain is reshuffled as often
     as needed. Permutations are drawn on the data's device from torch's global RNG, so they are
     covered by the RNG state a checkpoint saves, and indexing never leaves the device.
+
+    ``targets`` (``train.d_targets=unfiltered``): one tensor per domain, latent for latent, that the discriminators take
+    as real instead; drawn with the same indices and flips, so they are stacked on the domains' channels and
+    :meth:`batch` returns ``(a, b, target_a, target_b)``.
     """
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, batch_size: int, flip: bool = False) -> None:
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, batch_size: int, flip: bool = False,
+                 targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         smaller = min(len(a), len(b))
         if batch_size > smaller:
             raise ValueError(
                 f"train.batch_size={batch_size} is larger than the smaller domain ({smaller} latents); "
                 "lower train.batch_size or add data"
             )
+        self.channels = a.shape[1] if targets else None  # where a stacked target's channels start
+        if targets:
+            a, b = torch.cat([a, targets[0].to(a)], 1), torch.cat([b, targets[1].to(b)], 1)
         self.a, self.b, self.batch_size, self.flip = a, b, batch_size, flip
         self.steps_per_epoch = max(len(a), len(b)) // batch_size
 
@@ -232,8 +240,12 @@ class UnpairedSampler:
             z = torch.where(mask, z.flip(-1), z)
         return z
 
-    def batch(self, order: dict[str, torch.Tensor], step: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._take(self.a, order["perm_a"], step, device), self._take(self.b, order["perm_b"], step, device)
+    def batch(self, order: dict[str, torch.Tensor], step: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        a, b = self._take(self.a, order["perm_a"], step, device), self._take(self.b, order["perm_b"], step, device)
+        if self.channels is None:
+            return a, b
+        c = self.channels
+        return a[:, :c], b[:, :c], a[:, c:], b[:, c:]
 
 
 def place(z: torch.Tensor, device: torch.device, max_fraction: float = 0.5) -> torch.Tensor:

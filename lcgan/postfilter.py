@@ -145,6 +145,16 @@ def decoupled(z: torch.Tensor, h: PixelFilter, vae, convention) -> torch.Tensor:
     return torch.cat(out)
 
 
+@torch.no_grad()
+def unfiltered(a: torch.Tensor, b: torch.Tensor, filters: PostFilters, view) -> tuple[torch.Tensor, torch.Tensor]:
+    """``train.d_targets=unfiltered``: each domain with the other direction's filter undone to first order,
+    ``b - (encode(h_ab * x) - encode(x))`` (``x`` the decodes of ``b``; likewise ``a`` with ``h_ba``): latents whose
+    images, once filtered by the filter that follows the generator into that domain, look like the domain's own.
+    A latent discriminator that takes these as real asks G for what its filter does not add, instead of asking G to
+    add the filter's blur or sharpening a second time. Needs filters that stay as fitted (``post_filter_lr=0``)."""
+    return 2 * a - decoupled(a, filters.g_ba, view.vae, view.convention), 2 * b - decoupled(b, filters.g_ab, view.vae, view.convention)
+
+
 def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a: list[str] | None, groups_b: list[str] | None,
           anchor: str, seed: int) -> tuple[FilterTrainer, dict | None]:
     """``train.post_filter``: the filters' trainer and, unless ``anchor`` is ``identity``, the generators' decoupled start maps.

@@ -133,8 +133,7 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> f
                        leave=False, disable=not group.main,
                        bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
             for i in bar:
-                real_a, real_b = sampler.batch(state.order, i, group.device)
-                losses = run.step(real_a, real_b)
+                losses = run.step(*sampler.batch(state.order, i, group.device))  # (a, b[, D's targets of a, of b])
                 if run.post:
                     run.post(*run.step.fakes)
                 state.update_ema()
@@ -195,6 +194,10 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     domain_stats = {"a_mean": stats_a[0].tolist(), "a_std": stats_a[1].tolist(), "b_mean": stats_b[0].tolist(), "b_std": stats_b[1].tolist(),
                     "maps": {direction: {k: m.as_dict() for k, m in by_kind.items()} for direction, by_kind in maps.items()}}
     post, anchors = None, {d: m[gan.g_ab.anchor] for d, m in maps.items()} if gan.g_ab.anchor != "identity" else None
+    targets = None  # train.d_targets=unfiltered: what the discriminators take as real (UnpairedSampler)
+    if tc.d_targets == "unfiltered" and not (tc.post_filter and tc.post_filter_lr == 0 and view is None):
+        raise config.ConfigError("train.d_targets=unfiltered undoes the post-filters fitted at the start: it needs "
+                                 "train.post_filter > 0, train.post_filter_lr=0 and train.d_input=latent (or train.d_targets=real)")
     if tc.post_filter:
         if group.world > 1:
             raise config.ConfigError("train.post_filter is single-process for now (each rank would fit its own filters): "
@@ -206,6 +209,8 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
         post, decoupled = postfilter.setup(tc.post_filter, tc.post_filter_lr, view_pf, domains.a.to(device), domains.b.to(device),
                                            *groups, gan.g_ab.anchor, cfg.seed)
         anchors = decoupled or anchors
+        if tc.d_targets == "unfiltered":
+            targets = postfilter.unfiltered(domains.a.to(device), domains.b.to(device), post.filters, view_pf)
         if view is not None:  # d_input=decoded: the discriminators judge the fakes filtered (CycleGAN.post)
             gan.post = (post.filters.g_ab, post.filters.g_ba)
     if anchors:  # start G and F at a baseline fitted on the training domains (decoupled from the filters' part)
@@ -220,7 +225,8 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     step, sched_g, sched_d = build_training(cfg, gan, device, group, compile=False if eager else None)
     layout = memory_format(tc.channels_last, device)
     sampler = UnpairedSampler(place(group.shard(domains.a).contiguous(memory_format=layout), device),
-                              place(group.shard(domains.b).contiguous(memory_format=layout), device), tc.batch_size, domains.flip)
+                              place(group.shard(domains.b).contiguous(memory_format=layout), device), tc.batch_size, domains.flip,
+                              targets and tuple(group.shard(t).contiguous(memory_format=layout) for t in targets))
     # a fixed picture batch spread over each domain, one latent per source image (no mirrored flip copies)
     vis_a = domains.a[spread_picks(len(domains.a), domains.files_a, tc.n_vis)].to(device)
     vis_b = domains.b[spread_picks(len(domains.b), domains.files_b, tc.n_vis)].to(device)

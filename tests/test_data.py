@@ -104,6 +104,20 @@ def test_batch_larger_than_domain(tmp_path):
         UnpairedSampler(torch.zeros(5, 4, 8, 8), torch.zeros(9, 4, 8, 8), 8)
 
 
+def test_discriminator_targets_come_with_their_own_latents_and_flips():
+    """``UnpairedSampler(..., targets=)``: each target is drawn with its latent's index and mirror flip."""
+    torch.manual_seed(0)
+    a, b = torch.randn(6, 4, 8, 8), torch.randn(9, 4, 8, 8)
+    sampler = UnpairedSampler(a, b, 3, flip=True, targets=(a * 10, b - 5))
+    order = sampler.epoch()
+    for step in range(sampler.steps_per_epoch):
+        real_a, real_b, target_a, target_b = sampler.batch(order, step, torch.device("cpu"))
+        torch.testing.assert_close(target_a, real_a * 10)
+        torch.testing.assert_close(target_b, real_b - 5)
+        assert real_a.shape == (3, 4, 8, 8)
+    assert len(UnpairedSampler(a, b, 3).batch(order, 0, torch.device("cpu"))) == 2  # no targets: (a, b) as before
+
+
 def test_config_errors_name_the_key(tiny_cfg):
     for override in ("optim.lrr=1", "train.batch_size=abc"):  # unknown key, wrong type: refused while composing
         with pytest.raises(ConfigCompositionException, match=override):

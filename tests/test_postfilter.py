@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lcgan import checkpoint
+from lcgan import checkpoint, config
 from lcgan.baselines import fit
 from lcgan.latents import Convention, LatentSpace
-from lcgan.postfilter import FilterTrainer, PixelFilter, PostFilters, decoupled, fit_filter
+from lcgan.postfilter import FilterTrainer, PixelFilter, PostFilters, decoupled, fit_filter, unfiltered
 from lcgan.spectrum import domain_spectrum
 from lcgan.train import train
 from lcgan.translate import translate_batch
@@ -149,6 +149,34 @@ def test_the_decoupled_anchor_removes_what_the_filter_explains():
     plain, free = fit("moment_match", a, b), fit("moment_match", moved, b)
     assert (plain.weight[:, :, 0, 0].diagonal() < 0.7).all(), "the latent map would blur by shrinking"
     torch.testing.assert_close(free.weight[:, :, 0, 0].diagonal(), torch.ones(3), atol=0.1, rtol=0)
+
+
+def test_unfiltered_targets_undo_the_filter_into_each_domain():
+    """``train.d_targets=unfiltered`` on a VAE whose latents are its images: B's targets undo G's filter (a blur here),
+    ``2b - blur(b)``, and A's undo F's (the identity here: A unchanged); swapping the two filters would fail."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(8, 3, 16, 16, generator=gen) * 0.15 for _ in range(2))
+    filters = PostFilters(3)
+    with torch.no_grad():
+        filters.g_ab.raw.copy_(torch.tensor([0.25, 0.5, 0.25])[:, None] * torch.tensor([0.25, 0.5, 0.25])[None])
+
+    class View:
+        vae, convention = PixelsVAE(), Convention(latent_divisor=1.0)
+
+    target_a, target_b = unfiltered(a, b, filters, View())
+    torch.testing.assert_close(target_a, a)
+    torch.testing.assert_close(target_b, 2 * b - filters.g_ab(b))
+    assert not torch.allclose(target_b, b, atol=1e-3)
+
+
+def test_training_against_unfiltered_targets_and_its_preconditions(tiny_cfg, tmp_path):
+    """The targets are computed once from the start's filters: the run trains (finite losses); a filter that keeps training would make them stale, so that combination is refused, naming the settings."""
+    common = ("train.post_filter=3", "vae.upscale=2", "train.d_targets=unfiltered")
+    with pytest.raises(config.ConfigError, match="train.post_filter_lr=0"):
+        train(tiny_cfg(*common, "train.epochs=1", out=tmp_path / "moving"))
+    train(tiny_cfg(*common, "train.post_filter_lr=0", "train.epochs=1"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert rows and all(math.isfinite(r["loss_D"]) and math.isfinite(r["loss_G"]) for r in rows)
 
 
 def test_decoded_discriminators_judge_the_fakes_filtered_and_never_train_the_filters():
