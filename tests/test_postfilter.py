@@ -170,7 +170,8 @@ def test_unfiltered_targets_undo_the_filter_into_each_domain():
 
 
 def test_training_against_unfiltered_targets_and_its_preconditions(tiny_cfg, tmp_path):
-    """The targets are computed once from the start's filters: the run trains (finite losses); a filter that keeps training would make them stale, so that combination is refused, naming the settings."""
+    """The targets are computed once from the start's filters: the run trains (finite losses); a filter that kept
+    training would make them stale, so that combination is refused, naming the settings."""
     common = ("train.post_filter=3", "vae.upscale=2", "train.d_targets=unfiltered")
     with pytest.raises(config.ConfigError, match="train.post_filter_lr=0"):
         train(tiny_cfg(*common, "train.epochs=1", out=tmp_path / "moving"))
