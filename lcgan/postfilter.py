@@ -155,13 +155,27 @@ def unfiltered(a: torch.Tensor, b: torch.Tensor, filters: PostFilters, view) -> 
     return 2 * a - decoupled(a, filters.g_ba, view.vae, view.convention), 2 * b - decoupled(b, filters.g_ab, view.vae, view.convention)
 
 
+@torch.no_grad()
+def round_trip(z: torch.Tensor, h: PixelFilter | None, vae, convention) -> torch.Tensor:
+    """Model-space latents ``z`` through the VAE and back, their images filtered by ``h`` on the way (None: not)."""
+    enc = lambda img: convention.raw_to_model(vae.encode(img.clamp(-1, 1)).to(z.device).float(), vae.space)  # noqa: E731
+    out = []
+    for c in z.split(16):
+        x = vae.decode(convention.model_to_raw(c.float(), vae.space)).to(z.device)
+        out.append(enc(h(x) if h is not None else x))
+    return torch.cat(out)
+
+
 def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a: list[str] | None, groups_b: list[str] | None,
-          anchor: str, seed: int) -> tuple[FilterTrainer, dict | None]:
+          anchor: str, seed: int, decouple: str = "difference") -> tuple[FilterTrainer, dict | None]:
     """``train.post_filter``: the filters' trainer and, unless ``anchor`` is ``identity``, the generators' decoupled start maps.
 
     From up to :data:`SUBSAMPLE` latents of each domain (model space, on the device): each domain's log spectrum (of
     ``view.centre``: deterministic), a first filter each way fitted on the untranslated decodes (where the trained
-    filters start), and the ``anchor`` map fitted from the decoupled latents of :func:`decoupled` to the other domain.
+    filters start), and the ``anchor`` map fitted from the decoupled latents to the other domain: ``decouple`` is
+    ``difference`` (:func:`decoupled` fitted to the raw other domain) or ``round_trip`` (:func:`round_trip` with the
+    filter fitted to the other domain's plain round trip: both sides carry the VAE's own loss, so it cancels exactly
+    in the comparison rather than to first order).
     """
     (za, ga), (zb, gb) = subsample(a, groups_a), subsample(b, groups_b)
     spec_a, spec_b = (domain_spectrum(view.centre, z) for z in (za, zb))
@@ -173,6 +187,16 @@ def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a
     anchors = None
     if anchor != "identity":
         vae, convention = view.vae, view.convention
-        anchors = {"A2B": fit(anchor, decoupled(za, first_ab, vae, convention).cpu(), zb.cpu(), ga, gb),
-                   "B2A": fit(anchor, decoupled(zb, first_ba, vae, convention).cpu(), za.cpu(), gb, ga)}
+        if decouple == "round_trip":
+            plain_a, plain_b = (round_trip(z, None, vae, convention).cpu() for z in (za, zb))
+            vals = torch.linalg.eigvalsh(torch.cov(plain_a.double().transpose(0, 1).flatten(1)))
+            if vals[0] < 1e-6 * vals[-1]:  # a map between round trips would then blow up that direction of raw latents
+                raise ValueError("train.post_filter_decouple=round_trip: this VAE's round trip loses a latent direction (e.g. the "
+                                 "approx preview's 3 colours for 4 channels), so no map fitted between round trips applies to raw "
+                                 "latents: set train.post_filter_decouple=difference")
+            moved_a, moved_b = (round_trip(z, h, vae, convention).cpu() for z, h in ((za, first_ab), (zb, first_ba)))
+        else:
+            plain_a, plain_b = za.cpu(), zb.cpu()
+            moved_a, moved_b = (decoupled(z, h, vae, convention).cpu() for z, h in ((za, first_ab), (zb, first_ba)))
+        anchors = {"A2B": fit(anchor, moved_a, plain_b, ga, gb), "B2A": fit(anchor, moved_b, plain_a, gb, ga)}
     return FilterTrainer(filters, view, (spec_a, spec_b), lr), anchors

@@ -91,6 +91,7 @@ class TrainSection:
     lambda_anchor: float = setting(at_least(0, " (0: no pull toward the generators' starting map)", integer=False))
     post_filter: int = setting(Rule(lambda v: v == 0 or (v >= 1 and v % 2 == 1), "0 (off) or an odd filter side in pixels, e.g. 9"))
     post_filter_lr: float = setting(at_least(0, " (0: keep the filters fitted at the start)", integer=False))
+    post_filter_decouple: str = setting(one_of("difference", "round_trip"))
     d_input: str = setting(one_of("latent", "decoded"))
     d_targets: str = setting(one_of("real", "unfiltered"))
     d_crop: int = setting(at_least(0, " (0: decode the whole latents)"))

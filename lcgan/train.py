@@ -207,7 +207,7 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
                   "on the CPU: set vae.backend=torch to decode on the GPU", file=sys.stderr)
         view_pf = view if view is not None else Decoded(vae, domains.convention, tc.d_crop)
         post, decoupled = postfilter.setup(tc.post_filter, tc.post_filter_lr, view_pf, domains.a.to(device), domains.b.to(device),
-                                           *groups, gan.g_ab.anchor, cfg.seed)
+                                           *groups, gan.g_ab.anchor, cfg.seed, tc.post_filter_decouple)
         anchors = decoupled or anchors
         if tc.d_targets == "unfiltered":
             targets = postfilter.unfiltered(domains.a.to(device), domains.b.to(device), post.filters, view_pf)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from lcgan import checkpoint, config
 from lcgan.baselines import fit
 from lcgan.latents import Convention, LatentSpace
-from lcgan.postfilter import FilterTrainer, PixelFilter, PostFilters, decoupled, fit_filter, unfiltered
+from lcgan.postfilter import FilterTrainer, PixelFilter, PostFilters, decoupled, fit_filter, round_trip, unfiltered
 from lcgan.spectrum import domain_spectrum
 from lcgan.train import train
 from lcgan.translate import translate_batch
@@ -151,6 +151,27 @@ def test_the_decoupled_anchor_removes_what_the_filter_explains():
     torch.testing.assert_close(free.weight[:, :, 0, 0].diagonal(), torch.ones(3), atol=0.1, rtol=0)
 
 
+def test_a_round_trip_decoupling_cancels_a_lossy_vaes_own_loss():
+    """``train.post_filter_decouple=round_trip`` through a VAE that blurs on the way in: B = blurred photos and a filter
+    that blurs; both sides pass the VAE once, so the map fitted apart from the filter is left (almost) nothing to do.
+    The difference decoupling compares a round trip's change with raw B and is left a spurious variance change."""
+
+    class BlurringVAE(PixelsVAE):
+        def encode(self, x):
+            return blur(x)
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 3, 16, 16, generator=gen) * 0.15
+    b = blur(torch.randn(64, 3, 16, 16, generator=gen) * 0.15)
+    vae, convention, h = BlurringVAE(), Convention(latent_divisor=1.0), PixelFilter(3)
+    with torch.no_grad():
+        h.raw.copy_(torch.tensor([0.25, 0.5, 0.25])[:, None] * torch.tensor([0.25, 0.5, 0.25])[None])
+    trip = fit("moment_match", round_trip(a, h, vae, convention), round_trip(b, None, vae, convention))
+    diff = fit("moment_match", decoupled(a, h, vae, convention), b)
+    torch.testing.assert_close(trip.weight[:, :, 0, 0].diagonal(), torch.ones(3), atol=0.1, rtol=0)
+    assert ((diff.weight[:, :, 0, 0].diagonal() - 1).abs() > 0.1).all()
+
+
 def test_unfiltered_targets_undo_the_filter_into_each_domain():
     """``train.d_targets=unfiltered`` on a VAE whose latents are its images: B's targets undo G's filter (a blur here),
     ``2b - blur(b)``, and A's undo F's (the identity here: A unchanged); swapping the two filters would fail."""
@@ -171,10 +192,13 @@ def test_unfiltered_targets_undo_the_filter_into_each_domain():
 
 def test_training_against_unfiltered_targets_and_its_preconditions(tiny_cfg, tmp_path):
     """The targets are computed once from the start's filters: the run trains (finite losses); a filter that kept
-    training would make them stale, so that combination is refused, naming the settings."""
+    training would make them stale, so that combination is refused, naming the settings. (So is a round-trip
+    decoupling through a VAE whose round trip loses a latent direction.)"""
     common = ("train.post_filter=3", "vae.upscale=2", "train.d_targets=unfiltered")
     with pytest.raises(config.ConfigError, match="train.post_filter_lr=0"):
         train(tiny_cfg(*common, "train.epochs=1", out=tmp_path / "moving"))
+    with pytest.raises(ValueError, match="set train.post_filter_decouple=difference"):  # the approx preview: 3 colours, 4 channels
+        train(tiny_cfg(*common, "train.post_filter_lr=0", "train.epochs=1", "train.post_filter_decouple=round_trip", out=tmp_path / "rt"))
     train(tiny_cfg(*common, "train.post_filter_lr=0", "train.epochs=1"))
     rows = [json.loads(line) for line in (tmp_path / "run" / "logs" / "train_log.jsonl").read_text().splitlines()]
     assert rows and all(math.isfinite(r["loss_D"]) and math.isfinite(r["loss_G"]) for r in rows)

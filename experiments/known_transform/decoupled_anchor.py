@@ -34,19 +34,25 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crop", type=int, default=16, help="latent cells of the centre crop the filters and spectra see "
+                    "(train.d_crop: 16 = 128 px; 0: the whole image)")
+    ap.add_argument("--decouple", choices=("difference", "round_trip"), default="difference",
+                    help="difference: z + encode(h x) - encode(x) fitted to B (what lcgan.postfilter.setup does); "
+                         "round_trip: encode(h x) fitted to encode(decode(b)), both sides through the VAE (run.py's rows; "
+                         "train.post_filter_decouple)")
     args = ap.parse_args()
     data = args.out / f"data_{args.image_size}px_4crops"
     vae = load_vae(args.shared)
-    view = Decoded(vae, Convention(latent_divisor=1.0), crop=16)  # model space = raw latents: the maps are affine, the scale cancels
+    view = Decoded(vae, Convention(latent_divisor=1.0), crop=args.crop)  # model space = raw latents: the maps are affine, the scale cancels
     a, groups_a = load_folder(data / "a")
-    print(f"anchor {args.anchor}, 9x9 filters, seed {args.seed}; PSNR dB on the test crops")
+    print(f"anchor {args.anchor}, 9x9 filters, crop {args.crop}, decoupled by {args.decouple}, seed {args.seed}; PSNR dB on the test crops")
     print("| transform | identity | anchor | decoupled anchor | + first filter (training starts here) | + filter refitted on it |")
     print("| --- | --- | --- | --- | --- | --- |")
     for transform in args.transforms.split(","):
         t0 = time.time()
         b, groups_b = load_folder(data / transform / "b")
         test = with_truth(vae, torch.load(data / "test.pt", weights_only=True), transform)
-        trainer, anchors = setup(9, 0.01, view, a, b, groups_a, groups_b, args.anchor, args.seed)
+        trainer, anchors = setup(9, 0.01, view, a, b, groups_a, groups_b, args.anchor, args.seed, args.decouple)
         plain, free = fit(args.anchor, a, b, groups_a, groups_b), anchors["A2B"]
         z = free(test["z_x"])
         with torch.no_grad():
