@@ -133,16 +133,24 @@ def subsample(z: torch.Tensor, groups: list[str] | None) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
+def round_trips(z: torch.Tensor, filters: list[PixelFilter | None], vae, convention) -> list[torch.Tensor]:
+    """Model-space latents ``z`` through the VAE and back once per filter, their images filtered by it on the way
+    (None: not): ``encode(h * decode(z))``, each chunk decoded once for all of them."""
+    enc = lambda img: convention.raw_to_model(vae.encode(img.clamp(-1, 1)).to(z.device).float(), vae.space)  # noqa: E731
+    out = [[] for _ in filters]
+    for c in z.split(16):
+        x = vae.decode(convention.model_to_raw(c.float(), vae.space)).to(z.device)
+        for trips, h in zip(out, filters):
+            trips.append(enc(h(x) if h is not None else x))
+    return [torch.cat(trips) for trips in out]
+
+
 def decoupled(z: torch.Tensor, h: PixelFilter, vae, convention) -> torch.Tensor:
     """Model-space latents ``z`` moved by what ``h`` does to their images: ``z + encode(h * x) - encode(x)``, ``x`` their
     decodes. The difference of two round trips through the VAE, so the round trip's own loss cancels to first order.
     A closed-form map fitted from these, not from ``z``, is left the part of the transform the filter does not explain."""
-    enc = lambda img: convention.raw_to_model(vae.encode(img.clamp(-1, 1)).to(z.device).float(), vae.space)  # noqa: E731
-    out = []
-    for c in z.split(16):
-        x = vae.decode(convention.model_to_raw(c.float(), vae.space)).to(z.device)
-        out.append(c + enc(h(x)) - enc(x))
-    return torch.cat(out)
+    moved, plain = round_trips(z, [h, None], vae, convention)
+    return z + moved - plain
 
 
 @torch.no_grad()
@@ -153,17 +161,6 @@ def unfiltered(a: torch.Tensor, b: torch.Tensor, filters: PostFilters, view) -> 
     A latent discriminator that takes these as real asks G for what its filter does not add, instead of asking G to
     add the filter's blur or sharpening a second time. Needs filters that stay as fitted (``post_filter_lr=0``)."""
     return 2 * a - decoupled(a, filters.g_ba, view.vae, view.convention), 2 * b - decoupled(b, filters.g_ab, view.vae, view.convention)
-
-
-@torch.no_grad()
-def round_trip(z: torch.Tensor, h: PixelFilter | None, vae, convention) -> torch.Tensor:
-    """Model-space latents ``z`` through the VAE and back, their images filtered by ``h`` on the way (None: not)."""
-    enc = lambda img: convention.raw_to_model(vae.encode(img.clamp(-1, 1)).to(z.device).float(), vae.space)  # noqa: E731
-    out = []
-    for c in z.split(16):
-        x = vae.decode(convention.model_to_raw(c.float(), vae.space)).to(z.device)
-        out.append(enc(h(x) if h is not None else x))
-    return torch.cat(out)
 
 
 def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a: list[str] | None, groups_b: list[str] | None,
@@ -188,13 +185,13 @@ def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a
     if anchor != "identity":
         vae, convention = view.vae, view.convention
         if decouple == "round_trip":
-            plain_a, plain_b = (round_trip(z, None, vae, convention).cpu() for z in (za, zb))
+            (moved_a, plain_a), (moved_b, plain_b) = ((t.cpu() for t in round_trips(z, [h, None], vae, convention))
+                                                      for z, h in ((za, first_ab), (zb, first_ba)))
             vals = torch.linalg.eigvalsh(torch.cov(plain_a.double().transpose(0, 1).flatten(1)))
             if vals[0] < 1e-6 * vals[-1]:  # a map between round trips would then blow up that direction of raw latents
                 raise ValueError("train.post_filter_decouple=round_trip: this VAE's round trip loses a latent direction (e.g. the "
                                  "approx preview's 3 colours for 4 channels), so no map fitted between round trips applies to raw "
                                  "latents: set train.post_filter_decouple=difference")
-            moved_a, moved_b = (round_trip(z, h, vae, convention).cpu() for z, h in ((za, first_ab), (zb, first_ba)))
         else:
             plain_a, plain_b = za.cpu(), zb.cpu()
             moved_a, moved_b = (decoupled(z, h, vae, convention).cpu() for z, h in ((za, first_ab), (zb, first_ba)))
