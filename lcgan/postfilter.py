@@ -170,7 +170,7 @@ def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a
     From up to :data:`SUBSAMPLE` latents of each domain (model space, on the device): each domain's log spectrum (of
     ``view.centre``: deterministic), a first filter each way fitted on the untranslated decodes (where the trained
     filters start), and the ``anchor`` map fitted from the decoupled latents to the other domain: ``decouple`` is
-    ``difference`` (:func:`decoupled` fitted to the raw other domain) or ``round_trip`` (:func:`round_trip` with the
+    ``difference`` (:func:`decoupled` fitted to the raw other domain) or ``round_trip`` (:func:`round_trips` with the
     filter fitted to the other domain's plain round trip: both sides carry the VAE's own loss, so it cancels exactly
     in the comparison rather than to first order).
     """
@@ -187,8 +187,8 @@ def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a
         if decouple == "round_trip":
             (moved_a, plain_a), (moved_b, plain_b) = ((t.cpu() for t in round_trips(z, [h, None], vae, convention))
                                                       for z, h in ((za, first_ab), (zb, first_ba)))
-            vals = torch.linalg.eigvalsh(torch.cov(plain_a.double().transpose(0, 1).flatten(1)))
-            if vals[0] < 1e-6 * vals[-1]:  # a map between round trips would then blow up that direction of raw latents
+            vals = [torch.linalg.eigvalsh(torch.cov(p.double().transpose(0, 1).flatten(1))) for p in (plain_a, plain_b)]
+            if any(v[0] < 1e-6 * v[-1] for v in vals):  # a map between round trips would then blow up that direction of raw latents
                 raise ValueError("train.post_filter_decouple=round_trip: this VAE's round trip loses a latent direction (e.g. the "
                                  "approx preview's 3 colours for 4 channels), so no map fitted between round trips applies to raw "
                                  "latents: set train.post_filter_decouple=difference")
