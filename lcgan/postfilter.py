@@ -160,7 +160,11 @@ def unfiltered(a: torch.Tensor, b: torch.Tensor, filters: PostFilters, view) -> 
     images, once filtered by the filter that follows the generator into that domain, look like the domain's own.
     A latent discriminator that takes these as real asks G for what its filter does not add, instead of asking G to
     add the filter's blur or sharpening a second time. Needs filters that stay as fitted (``post_filter_lr=0``)."""
-    return 2 * a - decoupled(a, filters.g_ba, view.vae, view.convention), 2 * b - decoupled(b, filters.g_ab, view.vae, view.convention)
+    def undone(z: torch.Tensor, h: PixelFilter) -> torch.Tensor:
+        moved, plain = round_trips(z, [h, None], view.vae, view.convention)
+        return z - (moved - plain)
+
+    return undone(a, filters.g_ba), undone(b, filters.g_ab)
 
 
 def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a: list[str] | None, groups_b: list[str] | None,
