@@ -124,7 +124,8 @@ def test_suite_summary_medians_verdicts_and_rank_agreement(tmp_path):
             best = ident + 2.0 if t == "sepia" else ident
             results.append({"name": f"rec_s{seed}", "transform": t, "overrides": ["device=cuda", "train.lambda_swd=1"],
                             "baselines": {"test": rows(ident)}, "runs": {str(seed): [
-                                {"epoch": 2, "step": 10, "psnr": best + gain, "val": -gain, "psnr_pf": best + gain + 0.1},
+                                {"epoch": 2, "step": 10, "psnr": best + gain, "val": -gain, "psnr_pf": best + gain + 0.1,
+                                 "psnr_ema": best + 2 * gain, "psnr_pf_ema": best + 2 * gain + 0.1, "val_ema": -2 * gain},
                                 {"epoch": 1, "step": 5, "psnr": best - 1.0 + gain, "val": 9.0, "best": True, "best_by": "loss_cyc",
                                  "psnr_pf": best - 0.5 + gain}]}})
     md = summarize.suite_table(results)
@@ -138,6 +139,11 @@ def test_suite_summary_medians_verdicts_and_rank_agreement(tmp_path):
     assert "`rec best.pt` (`train.lambda_swd=1`), median at best.pt" in md and "sepia no (-0.70)" in md
     assert "- `rec best.pt` minus the best scored checkpoint of its run (median over seeds): sepia -1.00, null -1.00" in md
     assert "- `rec best.pt + pixel filter` minus the best scored checkpoint of its run (median over seeds): sepia -0.60, null -0.60" in md
+    # train.ema_decay > 0: the EMA generator of the same checkpoints is a recipe of its own, its filtered output too
+    [row] = [line for line in md.splitlines() if line.startswith("| rec (EMA) + pixel filter @ 10 steps |")]
+    assert "**20.70** (20.70, 21.10, 20.30)" in row, "psnr_pf_ema of each seed"
+    assert "`rec (EMA)` (`train.lambda_swd=1`), median at 10 steps" in md and "sepia yes (+0.60)" in md
+    assert not any(line.startswith("| rec (EMA) best.pt") for line in md.splitlines()), "no EMA scores of best.pt were given"
 
 
 def test_suite_deals_its_processes_out_over_kt_gpus(tmp_path):

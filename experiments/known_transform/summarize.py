@@ -120,16 +120,19 @@ def suite_table(results: list[dict]) -> str:
             continue
         overrides[name] = [o for o in r["overrides"] if not o.startswith(SPEED_KEYS)]
         for seed, rows in r["runs"].items():
-            for row in rows:
-                # best.pt, the checkpoint a user without ground truth keeps: a recipe of its own, at no fixed step
-                label, step = (f"{name} best.pt", BEST) if row.get("best") else (name, row["step"])
-                overrides[label] = overrides[name]
-                recipes[label][r["transform"]][step][int(seed)] = row
-                if "psnr_pf" in row:  # run.py --pixel-filter: the same checkpoint with its fitted post-filter
-                    overrides[label + " + pixel filter"] = overrides[name]
-                    pf = {k.replace("_pf", ""): v for k, v in row.items() if "_pf" in k}
-                    no_val = {k: None for k in row if k.startswith("val")}  # a latent score: the filter acts on pixels
-                    recipes[label + " + pixel filter"][r["transform"]][step][int(seed)] = {**row, **pf, **no_val}
+            for scored in rows:
+                # train.ema_decay > 0: the same checkpoint's EMA generator, a recipe of its own ("<name> (EMA)")
+                ema = {k.replace("_ema", ""): v for k, v in scored.items() if "_ema" in k}
+                for base_name, row in ((name, scored), *(((f"{name} (EMA)", {**scored, **ema}),) if ema else ())):
+                    # best.pt, the checkpoint a user without ground truth keeps: a recipe of its own, at no fixed step
+                    label, step = (f"{base_name} best.pt", BEST) if row.get("best") else (base_name, row["step"])
+                    overrides[base_name] = overrides[label] = overrides[name]
+                    recipes[label][r["transform"]][step][int(seed)] = row
+                    if "psnr_pf" in row:  # run.py --pixel-filter: the same checkpoint with its fitted post-filter
+                        overrides[label + " + pixel filter"] = overrides[name]
+                        pf = {k.replace("_pf", ""): v for k, v in row.items() if "_pf" in k}
+                        no_val = {k: None for k in row if k.startswith("val")}  # a latent score: the filter acts on pixels
+                        recipes[label + " + pixel filter"][r["transform"]][step][int(seed)] = {**row, **pf, **no_val}
     out = []
     for test_set in next(iter(base.values())):
         tag = "" if test_set == "test" else f"_{test_set}"
