@@ -161,3 +161,27 @@ def test_suite_deals_its_processes_out_over_kt_gpus(tmp_path):
         logs = [(tmp_path / "out" / "logs" / f"{t}_r_s{s}.log").read_text() for t in ("grade", "null") for s in (0, 1)]
         assert [line.split()[0] for line in logs] == want, gpus
         assert all("--transform" in line and line.rstrip().endswith("device=cuda") for line in logs)
+
+
+def test_latent_folders_appear_whole_and_the_first_writer_wins(tmp_path):
+    """The suite's parallel processes all find a fresh data folder empty: each writes privately, one rename wins."""
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    write = load_script()._write_domain
+    vae = SimpleNamespace(encode=lambda x: x[:, :1, ::8, ::8] * 2, describe=lambda: {"kind": "fake"},
+                          space=SimpleNamespace(as_dict=lambda: {"channels": 1}))
+    x, names = torch.rand(3, 3, 16, 16), ["p0_crop0", "p1_crop0", "p2_crop0"]
+    folder = tmp_path / "sepia" / "b"
+    write(folder, x, names, vae, ["p0", "p1", "p2"], "sepia")
+    first = {f.name: f.read_bytes() for f in folder.iterdir()}
+    assert len(first) == 7 and json.loads(first["manifest.json"])["count"] == 3
+    write(folder, x + 1, names, vae, ["p0", "p1", "p2"], "sepia")  # a later process: its copy is dropped
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == first
+    assert [p.name for p in folder.parent.iterdir()] == ["b"], "no private folder left behind"
+    (folder / "manifest.json").unlink()  # a folder an interrupted older run left half-written
+    with pytest.raises(ValueError, match=r"sepia/b holds latents without a manifest.json .* delete that folder"):
+        write(folder, x, names, vae, ["p0", "p1", "p2"], "sepia")
+    assert [p.name for p in folder.parent.iterdir()] == ["b"]

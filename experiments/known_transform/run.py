@@ -35,10 +35,12 @@ with PSNR's.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
 import re
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -206,16 +208,35 @@ def load_vae(shared: Path, device: str = "cpu") -> OnnxVAE:
 
 
 def _write_domain(folder: Path, x: torch.Tensor, names: list[str], vae: OnnxVAE, photos: list[str], transform: str) -> None:
-    """Latents of each crop and of its pixel flip (flip the pixels, not the latents, as lcgan.encode does), with a manifest."""
+    """Latents of each crop and of its pixel flip (flip the pixels, not the latents, as lcgan.encode does), with a manifest.
+    Written whole into a private folder, then renamed into place: the suite's parallel processes each find the data
+    folder empty on a fresh machine, and none may read another's half-written latents. The first rename wins; the
+    others, the same deterministic crops, are dropped."""
     z = encode(vae, torch.cat([x, x.flip(-1)]))
-    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     for i, name in enumerate(names):
-        torch.save(z[i].clone(), folder / f"{name}.pt")
-        torch.save(z[i + len(names)].clone(), folder / f"{name}_flip.pt")
+        torch.save(z[i].clone(), tmp / f"{name}.pt")
+        torch.save(z[i + len(names)].clone(), tmp / f"{name}_flip.pt")
     manifest = {"lcgan_manifest": 1, "vae": vae.describe(), "latent_space": vae.space.as_dict(), "latents_scaled": False,
                 "image_size": x.shape[-1], "latent_shape": list(z.shape[1:]), "flip_copies": True, "count": len(names),
                 "files": 2 * len(names), "photos": photos, "transform": transform}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    try:
+        tmp.rename(folder)
+    except OSError:  # the folder exists: another process's complete copy, or a leftover of an interrupted older run
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "manifest.json").is_file():
+            raise ValueError(f"{folder} holds latents without a manifest.json (a run interrupted while writing it); "
+                             "delete that folder and run again") from None
+
+
+def _save_atomic(obj, path: Path) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``: a parallel reader sees the whole file or none."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    checkpoint.atomic_write_bytes(path, buf.getvalue())
 
 
 def prepare(shared: Path, folder: Path, transform: str, size: int, crops: int, n_photos: int | None, seed: int, vae: OnnxVAE) -> dict:
@@ -236,7 +257,7 @@ def prepare(shared: Path, folder: Path, transform: str, size: int, crops: int, n
             if not photos:
                 continue
             x, names = photo_crops(photos, crops, size, seed + offset)
-            torch.save({"x": x, "names": names, "photos": rel(photos)}, path)
+            _save_atomic({"x": x, "names": names, "photos": rel(photos)}, path)
         sets[key] = torch.load(path, weights_only=True)
     return sets
 
@@ -515,9 +536,9 @@ def main(argv: list[str] | None = None) -> dict:
               "device": torch.cuda.get_device_name() if torch.cuda.is_available() and any(o.startswith("device=cuda") for o in args.overrides)
               else f"CPU ({os.cpu_count()} cores)"}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"results_{args.transform}_{name}.json").write_text(json.dumps(result, indent=2))
+    checkpoint.atomic_write_bytes(args.out / f"results_{args.transform}_{name}.json", json.dumps(result, indent=2).encode())
     md = table(f"{args.transform}: {name}", base, runs, synth, sizes)
-    (args.out / f"results_{args.transform}_{name}.md").write_text(md)
+    checkpoint.atomic_write_bytes(args.out / f"results_{args.transform}_{name}.md", md.encode())
     print(md)
     return result
 
