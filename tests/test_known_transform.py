@@ -185,3 +185,29 @@ def test_latent_folders_appear_whole_and_the_first_writer_wins(tmp_path):
     with pytest.raises(ValueError, match=r"sepia/b holds latents without a manifest.json .* delete that folder"):
         write(folder, x, names, vae, ["p0", "p1", "p2"], "sepia")
     assert [p.name for p in folder.parent.iterdir()] == ["b"]
+
+
+def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
+    fake = tmp_path / "bin" / "python3"  # stands for run.py: notes its arguments, one line per call, in call order
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n')
+    fake.chmod(0o755)
+    recipes = tmp_path / "recipes.txt"
+    recipes.write_text("# a comment\nrA 0,1 train.lambda_id=0\n\nrB 2 train.ema_decay=0.999\n")
+    screen = CONF.parent / "experiments" / "known_transform" / "screen.sh"
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KT_OUT": str(tmp_path / "out"),
+           "KT_TRANSFORMS": "grade null", "KT_STEPS": "1012,2024", "KT_RESUME": "1"}
+    env.pop("KT_GPUS", None)
+    done = subprocess.run(["bash", str(screen), str(recipes)], env=env, capture_output=True, text=True, check=True)
+    assert "screen: 2 recipes, 0 with failed runs" in done.stdout
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert "--no-train" in calls[0] and "--transform grade" in calls[0], "A and the test sets first, by one process"
+    assert sum("--no-train" in c for c in calls) == 2 and all("--no-train" not in c for c in calls[2:])
+    runs = calls[2:]
+    assert len(runs) == 6, "(2 + 1 seeds) x 2 transforms"
+    assert all("train.epochs=92" in c and "train.ckpt_every=46" in c and "train.resume=true" in c and "--eval-steps 1012,2024" in c
+               for c in runs)
+    assert sum("train.lambda_id=0" in c and "--name rA_s" in c for c in runs) == 4
+    assert sum("train.ema_decay=0.999" in c and "--name rB_s2" in c for c in runs) == 2
+    bad = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "KT_STEPS": "500"}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "whole number of 22-step epochs" in bad.stderr

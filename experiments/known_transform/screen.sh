@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Several recipes of the transform suite at once, under the suite's protocol (256 px, constant lr 2e-4, scored at two lengths).
+#   experiments/known_transform/screen.sh RECIPES [run.py options ...]
+# RECIPES: one recipe a line, "NAME SEEDS OVERRIDES..." ('#' starts a comment), e.g.
+#   pfTpRUe 0,1,2 train.post_filter=9 vae.backend=torch model.generator.anchor=patch_ot_shrunk train.ema_decay=0.999
+# KT_STEPS (default 506,1012) are the scored steps, the last one the run's length (22 steps an epoch); KT_RESUME=1
+# continues each run's last.pt to that length (the 2x check: the same file with KT_STEPS=1012,2024). KT_OUT, KT_GPUS,
+# KT_TRANSFORMS as in suite.sh. First the data and the closed-form rows (results_<transform>_baselines.json, one
+# process for the shared folders, then one per transform), then every recipe's suite in parallel.
+set -euo pipefail
+recipes=$1
+shift
+here=$(dirname "$0")
+out=${KT_OUT:-outputs/known_transform}
+steps=${KT_STEPS:-506,1012}
+last=${steps##*,}
+(( last % 22 == 0 )) || { echo "KT_STEPS: the last step ($last) must be a whole number of 22-step epochs" >&2; exit 2; }
+first=${steps%%,*}
+epochs=$(( last / 22 )) every=$(( first / 22 > 0 ? first / 22 : 1 ))  # a checkpoint at each scored length
+constant=$(( epochs > 100 ? epochs : 100 ))  # the documented runs' constant lr, whatever the length
+transforms=(${KT_TRANSFORMS:-grade sepia split_tone soft_focus sharpen dark_edges null})
+KT="$here/run.py --out $out --image-size 256 --vae-device cuda --lpips off --no-train --name baselines $*"
+mkdir -p "$out/logs"
+python3 $KT --transform "${transforms[0]}" >"$out/logs/baselines_${transforms[0]}.log" 2>&1  # A, the test sets
+for t in "${transforms[@]:1}"; do python3 $KT --transform "$t" >"$out/logs/baselines_$t.log" 2>&1 & done
+wait
+COMMON=(--image-size 256 --vae-device cuda --lpips off --eval-steps "$steps" "$@" device=cuda train.compile=false
+        train.cuda_graphs=false train.vis_every=0 train.epochs=$epochs train.ckpt_every=$every
+        optim.lr_constant_epochs=$constant optim.lr_decay_epochs=100)
+[ "${KT_RESUME:-0}" = 1 ] && COMMON+=(train.resume=true)
+pids=()
+while read -r name seeds rest; do
+  [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
+  KT_OUT=$out bash "$here/suite.sh" "$name" "$seeds" "${COMMON[@]}" $rest >"$out/logs/suite_$name.log" 2>&1 &
+  pids+=($!)
+done <"$recipes"
+fail=0
+for p in "${pids[@]}"; do wait "$p" || fail=$((fail + 1)); done
+cat "$out"/logs/suite_*.log
+echo "screen: ${#pids[@]} recipes, $fail with failed runs; summarize: python $here/summarize.py $out/results_*.json"
