@@ -123,7 +123,8 @@ def suite_table(results: list[dict]) -> str:
             for scored in rows:
                 # train.ema_decay > 0: the same checkpoint's EMA generator, a recipe of its own ("<name> (EMA)")
                 ema = {k.replace("_ema", ""): v for k, v in scored.items() if "_ema" in k}
-                for base_name, row in ((name, scored), *(((f"{name} (EMA)", {**scored, **ema}),) if ema else ())):
+                variants = [(name, scored)] + ([(f"{name} (EMA)", {**scored, **ema})] if ema else [])
+                for base_name, row in variants:
                     # best.pt, the checkpoint a user without ground truth keeps: a recipe of its own, at no fixed step
                     label, step = (f"{base_name} best.pt", BEST) if row.get("best") else (base_name, row["step"])
                     overrides[base_name] = overrides[label] = overrides[name]
