@@ -335,6 +335,17 @@ def test_anchored_generators_start_at_the_baseline(tiny_cfg, tmp_path, anchor):
     assert "anchor_weight" in ck["G"] and set(ck["domain_stats"]["maps"]["A2B"]) == set(BASELINES), "every baseline saved as data"
 
 
+def test_ema_begins_at_the_anchored_start(tiny_cfg, tmp_path):
+    # the EMA is copied from G after the anchor is set: with G frozen (lr ~0) and a slow decay it stays the start;
+    # copied before, it would still hold the unanchored generator's weights (the README's EMA share of the start)
+    train(tiny_cfg("model.generator.anchor=moment_match", "optim.lr=1e-12", "train.ema_decay=0.99", "train.epochs=1"))
+    ck = checkpoint.load(tmp_path / "run" / "model" / "last.pt")
+    for net in ("G", "F"):
+        anchored = ck[net]["anchor_weight"]
+        assert not torch.equal(anchored, torch.eye(4).view(4, 4, 1, 1)), "the test needs a start that is not the identity"
+        assert torch.allclose(ck[f"{net}_ema"]["anchor_weight"], anchored, atol=1e-6)
+
+
 def test_anchor_needs_a_residual_output():
     from lcgan.models import ResnetGenerator
 
