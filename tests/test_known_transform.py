@@ -188,9 +188,9 @@ def test_latent_folders_appear_whole_and_the_first_writer_wins(tmp_path):
 
 
 def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
-    fake = tmp_path / "bin" / "python3"  # stands for run.py: notes its arguments, one line per call, in call order
+    fake = tmp_path / "bin" / "python3"  # stands for run.py: notes its arguments in call order; with FAIL=null the closed-form pass fails
     fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n')
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\ncase "$FAIL $*" in *null*--no-train*) exit 3;; esac\n')
     fake.chmod(0o755)
     recipes = tmp_path / "recipes.txt"
     recipes.write_text("# a comment\nrA 0,1 train.lambda_id=0\n\nrB 2 train.ema_decay=0.999\n")
@@ -209,5 +209,13 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
                for c in runs)
     assert sum("train.lambda_id=0" in c and "--name rA_s" in c for c in runs) == 4
     assert sum("train.ema_decay=0.999" in c and "--name rB_s2" in c for c in runs) == 2
+    for t in ("grade", "null"):  # a resume: the closed-form rows are there
+        (tmp_path / "out" / f"results_{t}_baselines.json").write_text("{}")
+    subprocess.run(["bash", str(screen), str(recipes)], env=env, capture_output=True, text=True, check=True)
+    again = (tmp_path / "calls").read_text().splitlines()[len(calls):]
+    assert len(again) == 6 and not any("--no-train" in c for c in again), "no second pass over the data"
+    (tmp_path / "out" / "results_null_baselines.json").unlink()
+    failed = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "FAIL": "null"}, capture_output=True, text=True)
+    assert failed.returncode == 1 and "baselines of null failed" in failed.stderr, "a failed closed-form pass stops the screen"
     bad = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "KT_STEPS": "500"}, capture_output=True, text=True)
     assert bad.returncode == 2 and "whole number of 22-step epochs" in bad.stderr

@@ -5,8 +5,8 @@
 #   pfTpRUe 0,1,2 train.post_filter=9 vae.backend=torch model.generator.anchor=patch_ot_shrunk train.ema_decay=0.999
 # KT_STEPS (default 506,1012) are the scored steps, the last one the run's length (22 steps an epoch); KT_RESUME=1
 # continues each run's last.pt to that length (the 2x check: the same file with KT_STEPS=1012,2024). KT_OUT, KT_GPUS,
-# KT_TRANSFORMS as in suite.sh. First the data and the closed-form rows (results_<transform>_baselines.json, one
-# process for the shared folders, then one per transform), then every recipe's suite in parallel.
+# KT_TRANSFORMS as in suite.sh. First the data and the closed-form rows (results_<transform>_baselines.json, where
+# missing: one process for the shared folders, then one per transform), then every recipe's suite in parallel.
 set -euo pipefail
 recipes=$1
 shift
@@ -21,9 +21,14 @@ constant=$(( epochs > 100 ? epochs : 100 ))  # the documented runs' constant lr,
 transforms=(${KT_TRANSFORMS:-grade sepia split_tone soft_focus sharpen dark_edges null})
 KT="$here/run.py --out $out --image-size 256 --vae-device cuda --lpips off --no-train --name baselines $*"
 mkdir -p "$out/logs"
-python3 $KT --transform "${transforms[0]}" >"$out/logs/baselines_${transforms[0]}.log" 2>&1  # A, the test sets
-for t in "${transforms[@]:1}"; do python3 $KT --transform "$t" >"$out/logs/baselines_$t.log" 2>&1 & done
-wait
+todo=() pids=()
+for t in "${transforms[@]}"; do [ -f "$out/results_${t}_baselines.json" ] || todo+=("$t"); done  # a resume has them
+for i in "${!todo[@]}"; do
+  python3 $KT --transform "${todo[$i]}" >"$out/logs/baselines_${todo[$i]}.log" 2>&1 &
+  pids+=($!)
+  [ "$i" = 0 ] && { wait "$!" || { echo "baselines of ${todo[0]} failed: $out/logs/baselines_${todo[0]}.log" >&2; exit 1; }; }  # A and the test sets, once
+done
+for i in "${!pids[@]}"; do wait "${pids[$i]}" || { echo "baselines of ${todo[$i]} failed: $out/logs/baselines_${todo[$i]}.log" >&2; exit 1; }; done
 COMMON=(--image-size 256 --vae-device cuda --lpips off --eval-steps "$steps" "$@" device=cuda train.compile=false
         train.cuda_graphs=false train.vis_every=0 train.epochs=$epochs train.ckpt_every=$every
         optim.lr_constant_epochs=$constant optim.lr_decay_epochs=100)
