@@ -136,7 +136,7 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> f
                 losses = run.step(*sampler.batch(state.order, i, group.device))  # (a, b[, D's targets of a, of b])
                 if run.post:
                     run.post(*run.step.fakes)
-                state.update_ema()
+                state.update_ema(epoch * steps + i)
                 window.add(losses)
                 due = (i + 1) % tc.log_every == 0 or i + 1 == steps
                 if due:  # the loop's one read-back from the device
@@ -234,7 +234,8 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     if saved_cfg.get("vae"):
         saved_cfg["vae"] = absolute_paths(saved_cfg["vae"])
     record = {"cfg": saved_cfg, "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats}
-    state = TrainState(gan, step.opt_g, step.opt_d, sched_g, sched_d, step.scaler, step.buffer_a, step.buffer_b, tc.ema_decay, record, post)
+    state = TrainState(gan, step.opt_g, step.opt_d, sched_g, sched_d, step.scaler, step.buffer_a, step.buffer_b, tc.ema_decay, record, post,
+                       tc.ema_warmup)
     compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, folder.compile_log) if background else None
     return Run(tc, group, folder, domains, vae, maps, state, step, sampler, vis_a, vis_b,
                checkpoint.JsonlLog(folder.log), logger, compiler, post)

@@ -116,6 +116,25 @@ def test_ema_update_is_a_lerp_of_every_float_tensor():
         assert torch.allclose(v, 0.9 * before[k] + 0.1 * (before[k] + 1.0), atol=1e-6), k
 
 
+def test_ema_warmup_ramps_the_decay_with_the_step():
+    from lcgan.state import Ema
+
+    net = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual", anchor="moment_match")
+    for step, decay in ((0, 0.1), (8, 0.5), (10_000, 0.999)):  # min(0.999, (1 + step) / (10 + step))
+        ema = Ema(net, decay=0.999, warmup=True)
+        start = [t.clone() for t in ema.module.parameters()]
+        moved = copy.deepcopy(net)
+        with torch.no_grad():
+            for t in moved.parameters():
+                t.add_(1.0)
+        ema.update(moved, step)
+        for s, v in zip(start, ema.module.parameters()):
+            assert torch.allclose(v, s + (1 - decay), atol=1e-5), step
+    plain = Ema(net, decay=0.999)
+    plain.update(moved, 0)  # without warm-up the first update moves by 1 - decay, whatever the step
+    assert torch.allclose(next(plain.module.parameters()), next(net.parameters()) + 0.001, atol=1e-6)
+
+
 def test_anchor_loss_is_the_l1_of_each_generators_correction():
     from lcgan.baselines import LinearMap
 
