@@ -27,21 +27,22 @@ PROGRESS = {"epoch": 0, "step": 0, "order": None, "sums": None, "metrics": None,
 class Ema:
     """Exponential moving average of a generator's weights: ``ema = decay * ema + (1 - decay) * w``
     after every step, one fused foreach kernel and no host sync (torch's AveragedModel reads its
-    update counter back from the device on every step). It begins as a copy of G's start; with ``warmup``
-    the decay of update ``step`` (0-based) is ``min(decay, (1 + step) / (10 + step))``, as diffusers' EMAModel
-    has it, so the start's share fades within the first steps (at 0.999 without it, 37% is left after 1000)."""
+    update counter back from the device on every step). It begins as a copy of G's start, which keeps a share
+    ``decay ** steps`` of it (37% after 1000 steps at 0.999). With ``debias`` that share is taken out as Adam's
+    bias correction does: update ``step`` (0-based) moves by ``(1 - decay) / (1 - decay ** (step + 1))``, so the
+    average holds only trained weights, over the same horizon."""
 
-    def __init__(self, net: torch.nn.Module, decay: float, warmup: bool = False) -> None:
+    def __init__(self, net: torch.nn.Module, decay: float, debias: bool = False) -> None:
         self.module = copy.deepcopy(net).eval().requires_grad_(False)
-        self.decay, self.warmup = decay, warmup
+        self.decay, self.debias = decay, debias
 
     @torch.no_grad()
     def update(self, net: torch.nn.Module, step: int = 0) -> None:
         """``step``: how many updates came before this one (the run's optimisation step): a host integer, no sync."""
-        decay = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+        weight = (1 - self.decay) / (1 - self.decay ** (step + 1)) if self.debias else 1 - self.decay
         mine = [t for t in (*self.module.parameters(), *self.module.buffers()) if t.is_floating_point()]
         theirs = [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
-        torch._foreach_lerp_(mine, theirs, 1 - decay)
+        torch._foreach_lerp_(mine, theirs, weight)
 
 
 class TrainState:
@@ -51,12 +52,12 @@ class TrainState:
 
     def __init__(self, gan: CycleGAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sched_g: Any, sched_d: Any,
                  scaler: torch.amp.GradScaler, buffer_a: FakeBuffer, buffer_b: FakeBuffer, ema_decay: float, record: dict,
-                 post: FilterTrainer | None = None, ema_warmup: bool = False) -> None:
+                 post: FilterTrainer | None = None, ema_debias: bool = False) -> None:
         self.gan, self.opt_g, self.opt_d, self.sched_g, self.sched_d = gan, opt_g, opt_d, sched_g, sched_d
         self.post = post  # train.post_filter: the pixel post-filters and their optimizer
         self.scaler, self.buffer_a, self.buffer_b, self.record = scaler, buffer_a, buffer_b, record
         # EMA of the generators' weights: what pictures, validation and evaluation use when on
-        self.ema = [Ema(gan.g_ab, ema_decay, ema_warmup), Ema(gan.g_ba, ema_decay, ema_warmup)] if ema_decay > 0 else []
+        self.ema = [Ema(gan.g_ab, ema_decay, ema_debias), Ema(gan.g_ba, ema_decay, ema_debias)] if ema_decay > 0 else []
         for key, default in PROGRESS.items():
             setattr(self, key, default)
 

@@ -235,7 +235,7 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
         saved_cfg["vae"] = absolute_paths(saved_cfg["vae"])
     record = {"cfg": saved_cfg, "latent_space": vae.space.as_dict(), "convention": domains.convention.as_dict(), "domain_stats": domain_stats}
     state = TrainState(gan, step.opt_g, step.opt_d, sched_g, sched_d, step.scaler, step.buffer_a, step.buffer_b, tc.ema_decay, record, post,
-                       tc.ema_warmup)
+                       tc.ema_debias)
     compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, folder.compile_log) if background else None
     return Run(tc, group, folder, domains, vae, maps, state, step, sampler, vis_a, vis_b,
                checkpoint.JsonlLog(folder.log), logger, compiler, post)

@@ -116,23 +116,26 @@ def test_ema_update_is_a_lerp_of_every_float_tensor():
         assert torch.allclose(v, 0.9 * before[k] + 0.1 * (before[k] + 1.0), atol=1e-6), k
 
 
-def test_ema_warmup_ramps_the_decay_with_the_step():
+def test_ema_debias_keeps_no_share_of_the_start():
     from lcgan.state import Ema
 
     net = ResnetGenerator(4, ngf=8, n_blocks=1, n_downsampling=1, output="residual", anchor="moment_match")
-    for step, decay in ((0, 0.1), (8, 0.5), (10_000, 0.999)):  # min(0.999, (1 + step) / (10 + step))
-        ema = Ema(net, decay=0.999, warmup=True)
-        start = [t.clone() for t in ema.module.parameters()]
-        moved = copy.deepcopy(net)
+    start = [t.clone() for t in net.parameters()]
+    debiased, plain = Ema(net, decay=0.9, debias=True), Ema(net, decay=0.9)
+    trained = []
+    for step in range(5):  # G moves to start + step + 1 at each update
         with torch.no_grad():
-            for t in moved.parameters():
+            for t in net.parameters():
                 t.add_(1.0)
-        ema.update(moved, step)
-        for s, v in zip(start, ema.module.parameters()):
-            assert torch.allclose(v, s + (1 - decay), atol=1e-5), step
-    plain = Ema(net, decay=0.999)
-    plain.update(moved, 0)  # without warm-up the first update moves by 1 - decay, whatever the step
-    assert torch.allclose(next(plain.module.parameters()), next(net.parameters()) + 0.001, atol=1e-6)
+        trained.append(step + 1.0)
+        debiased.update(net, step)
+        plain.update(net, step)
+    weights = torch.tensor([0.9 ** (4 - s) for s in range(5)])
+    mean = float((weights * torch.tensor(trained)).sum() / weights.sum())  # the decay-weighted mean of trained weights only
+    share = 0.9 ** 5  # what the plain EMA keeps of the start
+    for s0, d, p in zip(start, debiased.module.parameters(), plain.module.parameters()):
+        assert torch.allclose(d, s0 + mean, atol=1e-5)
+        assert torch.allclose(p, s0 + (1 - share) * mean, atol=1e-5)
 
 
 def test_anchor_loss_is_the_l1_of_each_generators_correction():

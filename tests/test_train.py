@@ -116,8 +116,8 @@ def test_checkpoint_records_absolute_vae_paths(tiny_cfg, tmp_path, monkeypatch):
 def test_resume_is_exact(tiny_cfg, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     # the schedule fixed (by default it follows train.epochs, so a 2-epoch run is another run): the cut falls where decay starts
-    # the EMA's warm-up decay depends on the run's step count, which the resumed half must continue, not restart
-    common = ("train.fake_buffer_size=4", "data.flip=true", "train.ema_decay=0.99", "train.ema_warmup=true",
+    # the debiased EMA's step depends on the run's step count, which the resumed half must continue, not restart
+    common = ("train.fake_buffer_size=4", "data.flip=true", "train.ema_decay=0.9", "train.ema_debias=true",
               "optim.lr_constant_epochs=2", "optim.lr_decay_epochs=2")
     train(tiny_cfg("train.epochs=4", *common, out=straight))
     train(tiny_cfg("train.epochs=2", *common, out=split))
