@@ -244,8 +244,10 @@ class UnpairedSampler:
         a, b = self._take(self.a, order["perm_a"], step, device), self._take(self.b, order["perm_b"], step, device)
         if self.channels is None:
             return a, b
+        # dense halves in the batch's own layout: the compiled step's graphs and CUDA graphs see the strides of (a, b)
+        fmt = torch.channels_last if a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         c = self.channels
-        return a[:, :c], b[:, :c], a[:, c:], b[:, c:]
+        return tuple(x.contiguous(memory_format=fmt) for x in (a[:, :c], b[:, :c], a[:, c:], b[:, c:]))
 
 
 def place(z: torch.Tensor, device: torch.device, max_fraction: float = 0.5) -> torch.Tensor:

@@ -145,12 +145,17 @@ def round_trips(z: torch.Tensor, filters: list[PixelFilter | None], vae, convent
     return [torch.cat(trips) for trips in out]
 
 
-def decoupled(z: torch.Tensor, h: PixelFilter, vae, convention) -> torch.Tensor:
-    """Model-space latents ``z`` moved by what ``h`` does to their images: ``z + encode(h * x) - encode(x)``, ``x`` their
-    decodes. The difference of two round trips through the VAE, so the round trip's own loss cancels to first order.
-    A closed-form map fitted from these, not from ``z``, is left the part of the transform the filter does not explain."""
+def filter_shift(z: torch.Tensor, h: PixelFilter, vae, convention) -> torch.Tensor:
+    """What ``h`` does to the images of model-space latents ``z``, as a latent move: ``encode(h * x) - encode(x)``, ``x``
+    their decodes. The difference of two round trips through the VAE, so the round trip's own loss cancels to first order."""
     moved, plain = round_trips(z, [h, None], vae, convention)
-    return z + moved - plain
+    return moved - plain
+
+
+def decoupled(z: torch.Tensor, h: PixelFilter, vae, convention) -> torch.Tensor:
+    """``z`` moved by what ``h`` does to its images (:func:`filter_shift`). A closed-form map fitted from these, not
+    from ``z``, is left the part of the transform the filter does not explain."""
+    return z + filter_shift(z, h, vae, convention)
 
 
 @torch.no_grad()
@@ -160,11 +165,7 @@ def unfiltered(a: torch.Tensor, b: torch.Tensor, filters: PostFilters, view) -> 
     images, once filtered by the filter that follows the generator into that domain, look like the domain's own.
     A latent discriminator that takes these as real asks G for what its filter does not add, instead of asking G to
     add the filter's blur or sharpening a second time. Needs filters that stay as fitted (``post_filter_lr=0``)."""
-    def undone(z: torch.Tensor, h: PixelFilter) -> torch.Tensor:
-        moved, plain = round_trips(z, [h, None], view.vae, view.convention)
-        return z - (moved - plain)
-
-    return undone(a, filters.g_ba), undone(b, filters.g_ab)
+    return tuple(z - filter_shift(z, h, view.vae, view.convention) for z, h in ((a, filters.g_ba), (b, filters.g_ab)))
 
 
 def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a: list[str] | None, groups_b: list[str] | None,

@@ -206,11 +206,13 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
             print("WARNING: train.post_filter decodes a crop of G(a) and F(b) every step, and this ONNX VAE runs on ONNX Runtime "
                   "on the CPU: set vae.backend=torch to decode on the GPU", file=sys.stderr)
         view_pf = view if view is not None else Decoded(vae, domains.convention, tc.d_crop)
-        post, decoupled = postfilter.setup(tc.post_filter, tc.post_filter_lr, view_pf, domains.a.to(device), domains.b.to(device),
+        a_dev, b_dev = domains.a.to(device), domains.b.to(device)
+        post, decoupled = postfilter.setup(tc.post_filter, tc.post_filter_lr, view_pf, a_dev, b_dev,
                                            *groups, gan.g_ab.anchor, cfg.seed, tc.post_filter_decouple)
         anchors = decoupled or anchors
         if tc.d_targets == "unfiltered":
-            targets = postfilter.unfiltered(domains.a.to(device), domains.b.to(device), post.filters, view_pf)
+            targets = postfilter.unfiltered(a_dev, b_dev, post.filters, view_pf)
+        del a_dev, b_dev  # the sampler places the domains itself (on the device when they fit)
         if view is not None:  # d_input=decoded: the discriminators judge the fakes filtered (CycleGAN.post)
             gan.post = (post.filters.g_ab, post.filters.g_ba)
     if anchors:  # start G and F at a baseline fitted on the training domains (decoupled from the filters' part)

@@ -116,6 +116,13 @@ def test_discriminator_targets_come_with_their_own_latents_and_flips():
         torch.testing.assert_close(target_b, real_b - 5)
         assert real_a.shape == (3, 4, 8, 8)
     assert len(UnpairedSampler(a, b, 3).batch(order, 0, torch.device("cpu"))) == 2  # no targets: (a, b) as before
+    # each a dense tensor with the strides the step sees without targets (compiled graphs guard on strides),
+    # not a channel slice of the stacked batch; channels-last domains (train.channels_last) too
+    for layout in (torch.contiguous_format, torch.channels_last):
+        fmt = lambda z, layout=layout: z.contiguous(memory_format=layout)  # noqa: E731
+        plain = UnpairedSampler(fmt(a), fmt(b), 3).batch(order, 0, torch.device("cpu"))
+        both = UnpairedSampler(fmt(a), fmt(b), 3, targets=(fmt(a * 10), fmt(b - 5))).batch(order, 0, torch.device("cpu"))
+        assert [x.stride() for x in both] == [x.stride() for x in plain] * 2, layout
 
 
 def test_config_errors_name_the_key(tiny_cfg):
