@@ -217,5 +217,7 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
     (tmp_path / "out" / "results_null_baselines.json").unlink()
     failed = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "FAIL": "null"}, capture_output=True, text=True)
     assert failed.returncode == 1 and "baselines of null failed" in failed.stderr, "a failed closed-form pass stops the screen"
+    missing = subprocess.run(["bash", str(screen), str(tmp_path / "nope.txt")], env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "nope.txt is not a file" in missing.stderr
     bad = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "KT_STEPS": "500"}, capture_output=True, text=True)
     assert bad.returncode == 2 and "whole number of 22-step epochs" in bad.stderr

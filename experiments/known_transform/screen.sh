@@ -8,6 +8,7 @@
 # KT_TRANSFORMS as in suite.sh. First the data and the closed-form rows (results_<transform>_baselines.json, where
 # missing: one process for the shared folders, then one per transform), then every recipe's suite in parallel.
 set -euo pipefail
+[ -f "${1:-}" ] || { echo "usage: $0 RECIPES [run.py options ...]: RECIPES is a file of lines \"NAME SEEDS OVERRIDES...\" (${1:-none given} is not a file)" >&2; exit 2; }
 recipes=$1
 shift
 here=$(dirname "$0")
