@@ -7,8 +7,10 @@ and prints one JSON object as its last line (also written to ``bench.output``).
 
 ``compare=true`` also runs, in the same process and on the same inputs, the plain eager step:
 same model, fp16 autocast with GradScaler on CUDA, no compilation or graphs, NCHW, each batch
-copied from host memory as a DataLoader would. It reports the speed-up and how far the losses of
-the two steps drift apart over ``bench.compare_steps`` identical steps from identical weights.
+copied from host memory as a DataLoader would. It reports the speed-up (pairs/s over pairs/s; with
+``bench.eager_batch_size`` the reference keeps its own batch, the first rows of the same batches, while
+the optimized step runs ``train.batch_size``) and how far the losses of the two steps drift apart over
+``bench.compare_steps`` identical steps from identical weights (at ``train.batch_size`` both).
 """
 from __future__ import annotations
 
@@ -167,13 +169,21 @@ def bench(cfg: DictConfig) -> dict:
     }
     if cfg.compare:
         eager_cfg = _variant(cfg, eager=True, amp=bc.eager_amp)
-        eager = run_steps(eager_cfg, state, batches, bc.steps, device, from_host=True, warmup=bc.eager_warmup)
+        # the reference keeps its own batch (bench.eager_batch_size): a larger optimized batch is compared in pairs/s
+        eager_bs = bc.eager_batch_size or tc.batch_size
+        if eager_bs > tc.batch_size:
+            raise ValueError(f"bench.eager_batch_size={eager_bs} is larger than train.batch_size={tc.batch_size}; "
+                             "set it to the reference's batch, at most the optimized step's")
+        eager_batches = [(a[:eager_bs], b[:eager_bs]) for a, b in batches]
+        eager = run_steps(eager_cfg, state, eager_batches, bc.steps, device, from_host=True, warmup=bc.eager_warmup)
+        eager_pairs_per_s = eager_bs * 1000 / eager["ms_per_step"]
         result.update(
+            eager_batch_size=eager_bs,
             eager_ms_per_step=round(eager["ms_per_step"], 3),
-            eager_pairs_per_s=round(tc.batch_size * 1000 / eager["ms_per_step"], 1),
-            eager_tflops_per_s=round(flops / (eager["ms_per_step"] / 1000) / 1e12, 2),
+            eager_pairs_per_s=round(eager_pairs_per_s, 1),
+            eager_tflops_per_s=round(flops * eager_bs / tc.batch_size / (eager["ms_per_step"] / 1000) / 1e12, 2),
             eager_peak_mem_gb=eager["peak_mem_gb"],
-            speedup=round(eager["ms_per_step"] / fast["ms_per_step"], 2),
+            speedup=round(tc.batch_size * 1000 / fast["ms_per_step"] / eager_pairs_per_s, 2),  # pairs/s over pairs/s
         )
         # Agreement: N identical steps from identical weights and inputs. GAN training amplifies
         # rounding, so the optimized step's drift from the plain step in the same dtype is judged

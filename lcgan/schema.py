@@ -254,6 +254,7 @@ class BenchSection:
     n_batches: int = setting(POSITIVE)
     compare_steps: int = setting(POSITIVE)
     eager_amp: str = setting(AMP)
+    eager_batch_size: Optional[int] = setting(Rule(lambda v: v is None or v >= 1, "null or an integer >= 1"))
     eval: BenchEval = setting()
     profile: bool = setting()
     output: str = setting()

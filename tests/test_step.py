@@ -61,6 +61,23 @@ def test_bench_runs_and_compares_on_cpu(tmp_path):
     assert (tmp_path / "bench.json").read_text().strip().startswith("{")
 
 
+def test_bench_compares_a_larger_batch_with_the_reference_batch_in_pairs_per_second(tmp_path):
+    from tests.conftest import compose_cfg
+
+    tiny = ["model=small", "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8",
+            "model.discriminator.n_layers=2", "train.batch_size=4", "bench.latent_size=16", "bench.steps=2", "bench.warmup=1",
+            "bench.eager_warmup=1", "bench.compare_steps=2", "compare=true", f"out_dir={tmp_path}", "device=cpu"]
+    result = bench(compose_cfg("bench", tiny + ["bench.eager_batch_size=2"]))
+    assert result["eager_batch_size"] == 2 and result["settings"]["batch_size"] == 4
+    # pairs/s of each at its own batch: 2 pairs per eager step, 4 per optimized step
+    assert result["eager_pairs_per_s"] == round(2000 / result["eager_ms_per_step"], 1)
+    assert abs(result["speedup"] - result["pairs_per_s"] / result["eager_pairs_per_s"]) < 0.02
+    # the agreement still compares identical steps at the optimized batch
+    assert result["rel_loss_diff_optimized_vs_eager_same_dtype"]["max_2_steps"] < 1e-3
+    with pytest.raises(ValueError, match="bench.eager_batch_size=8 is larger than train.batch_size=4"):
+        bench(compose_cfg("bench", tiny + ["bench.eager_batch_size=8"]))
+
+
 def test_r1_penalty_is_the_squared_input_gradient_of_d_on_reals():
     gan = _gan().eval()  # eval: spectral norm's power iteration does not move between the calls compared
     opt = torch.optim.Adam(gan.parameters())
