@@ -138,6 +138,11 @@ def bench(cfg: DictConfig) -> dict:
         checkpoint.atomic_write_bytes(bc.output, (json.dumps(result, indent=2) + "\n").encode())
         print(json.dumps(result))
         return result
+    # the plain eager reference keeps its own batch (bench.eager_batch_size): a larger optimized batch is compared in pairs/s
+    eager_bs = bc.eager_batch_size or tc.batch_size
+    if cfg.compare and eager_bs > tc.batch_size:  # refused before minutes of compilation, not after
+        raise config.ConfigError(f"bench.eager_batch_size={eager_bs} is larger than train.batch_size={tc.batch_size}; "
+                         "set it to the reference's batch, at most the optimized step's")
     torch.manual_seed(cfg.seed)
     gan = build_gan(cfg.model, bc.channels)
     check_sizes(gan, (bc.latent_size, bc.latent_size))
@@ -169,11 +174,6 @@ def bench(cfg: DictConfig) -> dict:
     }
     if cfg.compare:
         eager_cfg = _variant(cfg, eager=True, amp=bc.eager_amp)
-        # the reference keeps its own batch (bench.eager_batch_size): a larger optimized batch is compared in pairs/s
-        eager_bs = bc.eager_batch_size or tc.batch_size
-        if eager_bs > tc.batch_size:
-            raise ValueError(f"bench.eager_batch_size={eager_bs} is larger than train.batch_size={tc.batch_size}; "
-                             "set it to the reference's batch, at most the optimized step's")
         eager_batches = [(a[:eager_bs], b[:eager_bs]) for a, b in batches]
         eager = run_steps(eager_cfg, state, eager_batches, bc.steps, device, from_host=True, warmup=bc.eager_warmup)
         eager_pairs_per_s = eager_bs * 1000 / eager["ms_per_step"]
