@@ -193,7 +193,7 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
     fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\ncase "$FAIL $*" in *null*--no-train*) exit 3;; esac\n')
     fake.chmod(0o755)
     recipes = tmp_path / "recipes.txt"
-    recipes.write_text("# a comment\nrA 0,1 train.lambda_id=0\n\nrB 2 train.ema_decay=0.999\n")
+    recipes.write_text("# a comment\nrA 0,1 train.lambda_id=0\n\nrB 2 train.ema_decay=0.999 train.batch_size=64\n")
     screen = CONF.parent / "experiments" / "known_transform" / "screen.sh"
     env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KT_OUT": str(tmp_path / "out"),
            "KT_TRANSFORMS": "grade null", "KT_STEPS": "1012,2024", "KT_RESUME": "1"}
@@ -205,10 +205,11 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
     assert sum("--no-train" in c for c in calls) == 2 and all("--no-train" not in c for c in calls[2:])
     runs = calls[2:]
     assert len(runs) == 6, "(2 + 1 seeds) x 2 transforms"
-    assert all("train.epochs=92" in c and "train.ckpt_every=46" in c and "train.resume=true" in c and "--eval-steps 1012,2024" in c
-               for c in runs)
-    assert sum("train.lambda_id=0" in c and "--name rA_s" in c for c in runs) == 4
-    assert sum("train.ema_decay=0.999" in c and "--name rB_s2" in c for c in runs) == 2
+    assert all("train.resume=true" in c and "--eval-steps 1012,2024" in c for c in runs)
+    # whole epochs of each recipe's batch: 22 steps an epoch at 16 (46 and 92 epochs), 5 at 64 (202 and 404)
+    assert sum("train.lambda_id=0" in c and "--name rA_s" in c and "train.epochs=92 train.ckpt_every=46" in c for c in runs) == 4
+    assert sum("train.ema_decay=0.999" in c and "--name rB_s2" in c and "train.epochs=404 train.ckpt_every=202" in c
+               for c in runs) == 2
     for t in ("grade", "null"):  # a resume: the closed-form rows are there
         (tmp_path / "out" / f"results_{t}_baselines.json").write_text("{}")
     subprocess.run(["bash", str(screen), str(recipes)], env=env, capture_output=True, text=True, check=True)
@@ -219,5 +220,5 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
     assert failed.returncode == 1 and "baselines of null failed" in failed.stderr, "a failed closed-form pass stops the screen"
     missing = subprocess.run(["bash", str(screen), str(tmp_path / "nope.txt")], env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "nope.txt is not a file" in missing.stderr
-    bad = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "KT_STEPS": "500"}, capture_output=True, text=True)
-    assert bad.returncode == 2 and "whole number of 22-step epochs" in bad.stderr
+    bad = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "KT_STEPS": "2024,1012"}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "KT_STEPS=2024,1012: give the scored steps" in bad.stderr

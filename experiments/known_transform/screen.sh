@@ -3,8 +3,10 @@
 #   experiments/known_transform/screen.sh RECIPES [run.py options ...]
 # RECIPES: one recipe a line, "NAME SEEDS OVERRIDES..." ('#' starts a comment), e.g.
 #   pfTpRUe 0,1,2 train.post_filter=9 vae.backend=torch model.generator.anchor=patch_ot_shrunk train.ema_decay=0.999
-# KT_STEPS (default 506,1012) are the scored steps, the last one the run's length (22 steps an epoch); KT_RESUME=1
-# continues each run's last.pt to that length (the 2x check: the same file with KT_STEPS=1012,2024). KT_OUT, KT_GPUS,
+# KT_STEPS (default 506,1012) are the scored steps, the last one the run's length, in whole epochs of each recipe's
+# batch (352 latents a domain: 22 steps an epoch at the default batch 16, 5 at train.batch_size=64, where 1012 steps
+# run as 202 epochs); KT_RESUME=1 continues each run's last.pt to that length (the 2x check: the same file with
+# KT_STEPS=1012,2024). KT_OUT, KT_GPUS,
 # KT_TRANSFORMS as in suite.sh. First the data and the closed-form rows (results_<transform>_baselines.json, where
 # missing: one process for the shared folders, then one per transform), then every recipe's suite in parallel.
 set -euo pipefail
@@ -14,11 +16,18 @@ shift
 here=$(dirname "$0")
 out=${KT_OUT:-outputs/known_transform}
 steps=${KT_STEPS:-506,1012}
-last=${steps##*,}
-(( last % 22 == 0 )) || { echo "KT_STEPS: the last step ($last) must be a whole number of 22-step epochs" >&2; exit 2; }
-first=${steps%%,*}
-epochs=$(( last / 22 )) every=$(( first / 22 > 0 ? first / 22 : 1 ))  # a checkpoint at each scored length
-constant=$(( epochs > 100 ? epochs : 100 ))  # the documented runs' constant lr, whatever the length
+first=${steps%%,*} last=${steps##*,}
+[[ $steps =~ ^[0-9]+(,[0-9]+)*$ ]] && (( first > 0 && last >= first )) \
+  || { echo "KT_STEPS=$steps: give the scored steps, e.g. 506,1012 (positive, the last the longest)" >&2; exit 2; }
+latents=352  # A-train and B-train each: 44 photos x 4 crops x 2 flips (run.py's split)
+lengths() {  # "EPOCHS EVERY CONSTANT" for a recipe's overrides: whole epochs of its batch, a checkpoint at each scored length
+  local bs=16 o
+  for o in "$@"; do [[ $o == train.batch_size=* ]] && bs=${o#*=}; done
+  local per=$(( latents / bs > 0 ? latents / bs : 1 ))
+  local every=$(( (first + per / 2) / per > 0 ? (first + per / 2) / per : 1 ))
+  local epochs=$(( (last + per * every / 2) / (per * every) * every ))
+  echo "$epochs $every $(( epochs > 100 ? epochs : 100 ))"  # the documented runs' constant lr, whatever the length
+}
 transforms=(${KT_TRANSFORMS:-grade sepia split_tone soft_focus sharpen dark_edges null})
 KT="$here/run.py --out $out --image-size 256 --vae-device cuda --lpips off --no-train --name baselines $*"
 mkdir -p "$out/logs"
@@ -31,13 +40,15 @@ for i in "${!todo[@]}"; do
 done
 for i in "${!pids[@]}"; do wait "${pids[$i]}" || { echo "baselines of ${todo[$i]} failed: $out/logs/baselines_${todo[$i]}.log" >&2; exit 1; }; done
 COMMON=(--image-size 256 --vae-device cuda --lpips off --eval-steps "$steps" "$@" device=cuda train.compile=false
-        train.cuda_graphs=false train.vis_every=0 train.epochs=$epochs train.ckpt_every=$every
-        optim.lr_constant_epochs=$constant optim.lr_decay_epochs=100)
+        train.cuda_graphs=false train.vis_every=0 optim.lr_decay_epochs=100)
 [ "${KT_RESUME:-0}" = 1 ] && COMMON+=(train.resume=true)
 pids=()
 while read -r name seeds rest; do
   [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
-  KT_OUT=$out bash "$here/suite.sh" "$name" "$seeds" "${COMMON[@]}" $rest >"$out/logs/suite_$name.log" 2>&1 &
+  read -r epochs every constant <<<"$(lengths $rest)"
+  echo "screen: $name: $epochs epochs, a checkpoint every $every"
+  KT_OUT=$out bash "$here/suite.sh" "$name" "$seeds" "${COMMON[@]}" train.epochs=$epochs train.ckpt_every=$every \
+    optim.lr_constant_epochs=$constant $rest >"$out/logs/suite_$name.log" 2>&1 &
   pids+=($!)
 done <"$recipes"
 fail=0
