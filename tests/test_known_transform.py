@@ -220,5 +220,11 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
     assert failed.returncode == 1 and "baselines of null failed" in failed.stderr, "a failed closed-form pass stops the screen"
     missing = subprocess.run(["bash", str(screen), str(tmp_path / "nope.txt")], env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "nope.txt is not a file" in missing.stderr
+    calls_before = len((tmp_path / "calls").read_text().splitlines())
+    subprocess.run(["bash", str(screen), str(recipes), "train.batch_size=32"], env=env, capture_output=True, text=True, check=True)
+    wide = (tmp_path / "calls").read_text().splitlines()[calls_before:]
+    # a batch given to the whole screen counts too (11 steps an epoch: 92 and 184), and a recipe's own batch wins
+    assert sum("--name rA_s" in c and "train.epochs=184 train.ckpt_every=92" in c for c in wide) == 4
+    assert sum("--name rB_s2" in c and "train.epochs=404 train.ckpt_every=202" in c for c in wide) == 2
     bad = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "KT_STEPS": "2024,1012"}, capture_output=True, text=True)
     assert bad.returncode == 2 and "KT_STEPS=2024,1012: give the scored steps" in bad.stderr

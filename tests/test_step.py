@@ -47,13 +47,16 @@ def test_fused_generator_passes_match_plain_step():
         assert torch.allclose(x, y, atol=1e-4), name
 
 
+# lcgan.bench with compare=true on CPU in seconds: a tiny model, batch 4, 2 timed steps
+TINY_BENCH = ["model=small", "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8",
+              "model.discriminator.n_layers=2", "train.batch_size=4", "bench.latent_size=16", "bench.steps=2", "bench.warmup=1",
+              "bench.eager_warmup=1", "bench.compare_steps=2", "compare=true", "device=cpu"]
+
+
 def test_bench_runs_and_compares_on_cpu(tmp_path):
     from tests.conftest import compose_cfg
 
-    cfg = compose_cfg("bench", ["model=small", "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8",
-                                "model.discriminator.n_layers=2", "train.batch_size=4", "bench.latent_size=16", "bench.steps=2", "bench.warmup=1",
-                                "bench.eager_warmup=1", "bench.compare_steps=2", "compare=true", f"out_dir={tmp_path}",
-                                "device=cpu"])
+    cfg = compose_cfg("bench", [*TINY_BENCH, f"out_dir={tmp_path}"])
     result = bench(cfg)
     assert result["pairs_per_s"] > 0 and result["gflop_per_step"] > 0 and result["speedup"] > 0
     # on CPU the "optimized" step is the plain one with stacked generator passes: same math
@@ -64,9 +67,7 @@ def test_bench_runs_and_compares_on_cpu(tmp_path):
 def test_bench_compares_a_larger_batch_with_the_reference_batch_in_pairs_per_second(tmp_path):
     from tests.conftest import compose_cfg
 
-    tiny = ["model=small", "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8",
-            "model.discriminator.n_layers=2", "train.batch_size=4", "bench.latent_size=16", "bench.steps=2", "bench.warmup=1",
-            "bench.eager_warmup=1", "bench.compare_steps=2", "compare=true", f"out_dir={tmp_path}", "device=cpu"]
+    tiny = [*TINY_BENCH, f"out_dir={tmp_path}"]
     result = bench(compose_cfg("bench", tiny + ["bench.eager_batch_size=2"]))
     assert result["eager_batch_size"] == 2 and result["settings"]["batch_size"] == 4
     # pairs/s of each at its own batch: 2 pairs per eager step, 4 per optimized step

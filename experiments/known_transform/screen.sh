@@ -20,7 +20,8 @@ first=${steps%%,*} last=${steps##*,}
 [[ $steps =~ ^[0-9]+(,[0-9]+)*$ ]] && (( first > 0 && last >= first )) \
   || { echo "KT_STEPS=$steps: give the scored steps, e.g. 506,1012 (positive, the last the longest)" >&2; exit 2; }
 latents=352  # A-train and B-train each: 44 photos x 4 crops x 2 flips (run.py's split)
-lengths() {  # "EPOCHS EVERY CONSTANT" for a recipe's overrides: whole epochs of its batch, a checkpoint at each scored length
+lengths() {  # "EPOCHS EVERY CONSTANT" for a recipe's overrides (after the screen's own: the last batch wins, as in Hydra):
+             # whole epochs of its batch, a checkpoint at each scored length
   local bs=16 o
   for o in "$@"; do [[ $o == train.batch_size=* ]] && bs=${o#*=}; done
   local per=$(( latents / bs > 0 ? latents / bs : 1 ))
@@ -45,7 +46,7 @@ COMMON=(--image-size 256 --vae-device cuda --lpips off --eval-steps "$steps" "$@
 pids=()
 while read -r name seeds rest; do
   [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
-  read -r epochs every constant <<<"$(lengths $rest)"
+  read -r epochs every constant <<<"$(lengths "$@" $rest)"
   echo "screen: $name: $epochs epochs, a checkpoint every $every"
   KT_OUT=$out bash "$here/suite.sh" "$name" "$seeds" "${COMMON[@]}" train.epochs=$epochs train.ckpt_every=$every \
     optim.lr_constant_epochs=$constant $rest >"$out/logs/suite_$name.log" 2>&1 &
