@@ -13,7 +13,7 @@ Without pairs one cannot score a map, only ask whether what it adds over the poo
 *conditional move* (the mean squared latent difference between the bin maps and the pooled map, over A's cells) is
 compared with the same move between random re-splits of the pooled photos (16, as ``lcgan.baselines`` shrinks its
 maps), giving a permutation p-value, and a James-Stein factor ``1 - chance / move`` that pulls the bin maps toward the
-shrunk pooled map (``shrunk``). PSNR on the held-out test crops, as every row of the suite.
+shrunk pooled map (``shrunk``). PSNR on the held-out test crops (``--test afhq``: another collection), as every row of the suite.
 
     python experiments/known_transform/run.py --transform dark_edges --no-train --image-size 256 --lpips off --out OUT
     python experiments/known_transform/conditional_ot.py --transforms dark_edges,null --out OUT   # the same OUT
@@ -123,12 +123,13 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
     ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--test", choices=("test", "afhq"), default="test", help="the held-out crops of the training collection, or of another")
     args = ap.parse_args()
     data = args.out / f"data_{args.image_size}px_4crops"
     vae = load_vae(args.shared)
     a, groups_a = load_folder(data / "a")
     reference, src = texture(a).reshape(-1).sort().values, bin_moments(a, groups_a, args.bins)
-    print(f"{args.bins} texture bins, {K}x{K} latent patches; PSNR dB on the test crops; move: conditional move "
+    print(f"{args.bins} texture bins, {K}x{K} latent patches; PSNR dB on the {args.test} crops; move: conditional move "
           f"(chance: median of {NULL_PERMUTATIONS} re-splits), p: share of re-splits moving as far")
     print("| transform | patch OT (pooled) | conditional OT | its move (chance), p | + shrunk | conditional shift "
           "| its move (chance), p | + shrunk |")
@@ -136,7 +137,7 @@ def main() -> None:
     for transform in args.transforms.split(","):
         t0 = time.time()
         b, groups_b = load_folder(data / transform / "b")
-        test = with_truth(vae, torch.load(data / "test.pt", weights_only=True), transform)
+        test = with_truth(vae, torch.load(data / f"{args.test}.pt", weights_only=True), transform)
         tgt = bin_moments(b, groups_b, args.bins)
         score = lambda z, test=test: score_latents(vae, test, z)[0]  # noqa: E731
         factor = shrink_factor(pooled(src), pooled(tgt), a.shape[1], K)
