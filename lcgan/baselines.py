@@ -123,6 +123,20 @@ class GroupMoments:
         n, mean = n.sum(), total.sum(0) / n.sum()
         return mean, (outer.sum(0) - n * torch.outer(mean, mean)) / (n - 1).clamp_min(1)
 
+    def join(self, other: GroupMoments) -> GroupMoments:
+        """Both sets of groups, ``self``'s first: the pool that :func:`resplits` re-splits."""
+        return GroupMoments(*(torch.cat([x, y]) for x, y in zip((self.count, self.total, self.outer), (other.count, other.total, other.outer))))
+
+
+def resplits(n_pooled: int, n_first: int, permutations: int = NULL_PERMUTATIONS) -> Iterable[torch.Tensor]:
+    """Random re-splits of ``n_pooled`` pooled groups into ``n_first`` and the rest, as bool masks of the first
+    (seeded: the same splits every call): the permutation null behind the shrunk maps."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(permutations):
+        keep = torch.zeros(n_pooled, dtype=torch.bool)
+        keep[torch.randperm(n_pooled, generator=gen)[:n_first]] = True
+        yield keep
+
 
 def group_ids(groups: list[str] | None, n: int) -> torch.Tensor:
     """Group index per latent, at most ``MAX_GROUPS`` (random buckets of whole groups beyond); each latent alone if None."""
@@ -184,13 +198,10 @@ def shrink_factor(src: GroupMoments, tgt: GroupMoments, channels: int, k: int, p
     the mean displacement of maps between random re-splits of the pooled groups (same sizes): what two
     samples of one distribution produce. 0 on two domains that differ only by sampling, ~1 on a strong shift."""
     move = _move(_gaussian_ot(src.moments(), tgt.moments(), channels, k), *src.moments())
-    pooled = GroupMoments(*(torch.cat([x, y]) for x, y in zip((src.count, src.total, src.outer), (tgt.count, tgt.total, tgt.outer))))
-    n_src, gen, chance = len(src.count), torch.Generator().manual_seed(0), []
-    if n_src < 2 or len(tgt.count) < 2:
+    if len(src.count) < 2 or len(tgt.count) < 2:
         return 1.0  # one group a side: no way to tell chance from change
-    for _ in range(permutations):
-        keep = torch.zeros(len(pooled.count), dtype=torch.bool)
-        keep[torch.randperm(len(keep), generator=gen)[:n_src]] = True
+    pooled, chance = src.join(tgt), []
+    for keep in resplits(len(pooled.count), len(src.count), permutations):
         m_src, m_tgt = pooled.moments(keep), pooled.moments(~keep)
         chance.append(_move(_gaussian_ot(m_src, m_tgt, channels, k), *m_src))
     return min(1.0, max(0.0, 1.0 - sum(chance) / len(chance) / max(move, 1e-30)))

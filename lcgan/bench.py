@@ -142,7 +142,7 @@ def bench(cfg: DictConfig) -> dict:
     eager_bs = bc.eager_batch_size or tc.batch_size
     if cfg.compare and eager_bs > tc.batch_size:  # refused before minutes of compilation, not after
         raise config.ConfigError(f"bench.eager_batch_size={eager_bs} is larger than train.batch_size={tc.batch_size}; "
-                         "set it to the reference's batch, at most the optimized step's")
+                                 "set it to the reference's batch, at most the optimized step's")
     torch.manual_seed(cfg.seed)
     gan = build_gan(cfg.model, bc.channels)
     check_sizes(gan, (bc.latent_size, bc.latent_size))

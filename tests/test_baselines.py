@@ -153,3 +153,15 @@ def test_shrinkage_counts_source_images_not_latents():
     mean, cov = m.moments()
     flat = a.transpose(0, 1).reshape(4, -1).double()
     assert torch.allclose(mean, flat.mean(1)) and torch.allclose(cov, torch.cov(flat), atol=1e-9)
+
+
+def test_resplits_split_the_pool_into_the_first_sides_size_the_same_way_every_call():
+    from lcgan.baselines import _patch_moments, resplits
+
+    masks = list(resplits(10, 4, permutations=5))
+    assert len(masks) == 5 and all(m.dtype == torch.bool and int(m.sum()) == 4 for m in masks)
+    assert len({tuple(m.tolist()) for m in masks}) > 1, "each re-split is drawn anew"
+    assert all(torch.equal(x, y) for x, y in zip(masks, resplits(10, 4, permutations=5))), "seeded: a map's shrinkage is reproducible"
+    a, b = _patch_moments(torch.randn(3, 4, 4, 4), 1), _patch_moments(torch.randn(2, 4, 4, 4), 1)
+    joined = a.join(b)
+    assert torch.equal(joined.total, torch.cat([a.total, b.total])) and len(joined.count) == 5

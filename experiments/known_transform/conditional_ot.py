@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from run import REPO, load_folder, load_vae, score_latents, with_truth
 
-from lcgan.baselines import NULL_PERMUTATIONS, PATCH_OT_KERNEL, GroupMoments, LinearMap, _gaussian_ot, group_ids, shrink_factor, shrunk
+from lcgan.baselines import NULL_PERMUTATIONS, PATCH_OT_KERNEL, GroupMoments, LinearMap, _gaussian_ot, group_ids, resplits, shrink_factor, shrunk
 
 K = PATCH_OT_KERNEL
 
@@ -96,14 +96,8 @@ def bin_maps(src: list[GroupMoments], tgt: list[GroupMoments], kind: str, channe
 
 def permutation_null(src: list[GroupMoments], tgt: list[GroupMoments], kind: str, channels: int) -> list[float]:
     """The conditional move between random re-splits of the pooled photos (each cell keeps its own domain's bin)."""
-    both = [GroupMoments(*(torch.cat([x, y]) for x, y in zip((s.count, s.total, s.outer), (t.count, t.total, t.outer))))
-            for s, t in zip(src, tgt)]
-    n_src, gen, moves = len(src[0].count), torch.Generator().manual_seed(0), []
-    for _ in range(NULL_PERMUTATIONS):
-        keep = torch.zeros(len(both[0].count), dtype=torch.bool)
-        keep[torch.randperm(len(keep), generator=gen)[:n_src]] = True
-        moves.append(bin_maps(both, both, kind, channels, keep)[2])
-    return moves
+    both = [s.join(t) for s, t in zip(src, tgt)]
+    return [bin_maps(both, both, kind, channels, keep)[2] for keep in resplits(len(both[0].count), len(src[0].count))]
 
 
 def apply(maps: list[LinearMap], reference: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
