@@ -5,6 +5,7 @@ Shapes are latents: ``(B, C, h, w)`` with C the VAE's latent channels (4 for SD1
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -12,17 +13,65 @@ from lcgan.augment import DiffAugment
 from lcgan.baselines import BASELINES, LinearMap, apply_linear, kernel
 
 
+class InstanceNorm(nn.Module):
+    """The CycleGAN reference's InstanceNorm (no affine, no running stats); compiled, it keeps its input's layout.
+
+    ``nn.InstanceNorm2d`` runs as a batch norm over the ``(1, N*C, H, W)`` view, a view that needs NCHW:
+    in a channels-last network each normalised activation, and its ReLU, left NCHW and was copied back
+    to NHWC for the next convolution (about half of the layout copies that took 18% of the compiled
+    step's GPU time on an H200; :class:`ReflectionPad` most of the rest; ``experiments/bench/README.md``).
+    Compiled, it is :func:`instance_norm`, which Inductor fuses into a kernel or two that keep the layout.
+    Eager, it stays torch's one kernel: the five of :func:`instance_norm` made the uncompiled step (the
+    start of a CUDA run, any CPU run) 25% slower on an H200. No parameters or buffers: checkpoints of
+    either class load into the other.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.channels, self.eps = channels, eps  # channels: for the repr and torch's class (lcgan.bench)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return instance_norm(x, self.eps)
+        return F.instance_norm(x, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, eps={self.eps}"
+
+
+def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Instance normalisation in plain ops, so the output keeps ``x``'s memory layout; statistics in fp32
+    (as cuDNN computes them) whatever the autocast dtype, the result in ``x``'s dtype."""
+    x32 = x.float()
+    var, mean = torch.var_mean(x32, dim=(2, 3), correction=0, keepdim=True)
+    return ((x32 - mean) * torch.rsqrt(var + eps)).to(x.dtype)
+
+
+class ReflectionPad(nn.ReflectionPad2d):
+    """``nn.ReflectionPad2d`` that returns a channels-last input's padding channels-last.
+
+    Torch's pad returns NCHW whatever it is given. Compiled, that NCHW tensor is what the step saves for the
+    backward of the convolution it feeds, and each weight gradient copied it to NHWC again (76 copies a
+    step of resnet9 on an H200); the forward wrote it twice, once in each layout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return out.contiguous(memory_format=torch.channels_last)
+        return out
+
+
 def _norm(channels: int) -> nn.Module:
-    # affine=False, no running stats: the CycleGAN reference's InstanceNorm
-    return nn.InstanceNorm2d(channels)
+    return InstanceNorm(channels)
 
 
 class ResnetBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels),
+            ReflectionPad(1), nn.Conv2d(channels, channels, 3), _norm(channels), nn.ReLU(True),
+            ReflectionPad(1), nn.Conv2d(channels, channels, 3), _norm(channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +118,7 @@ class ResnetGenerator(nn.Module):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} must be an integer >= {low}")
         self.output = output
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
+        layers: list[nn.Module] = [ReflectionPad(3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
         ch = ngf
         for _ in range(n_downsampling):
             layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), _norm(ch * 2), nn.ReLU(True)]
@@ -82,7 +131,7 @@ class ResnetGenerator(nn.Module):
         if output == "residual":
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-        layers += [nn.ReflectionPad2d(3), last]
+        layers += [ReflectionPad(3), last]
         self.net = nn.Sequential(*layers)
         self.factor = 2**n_downsampling  # inputs must be divisible by this
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from lcgan import checkpoint as ckpt_io
 from lcgan.latents import Convention
-from lcgan.models import ResnetGenerator
+from lcgan.models import InstanceNorm, ResnetGenerator
 from lcgan.postfilter import PostFilters
 from lcgan.vae import ApproxVAE, DiffusersVAE, OnnxVAE, TinyVAE
 
@@ -142,7 +142,7 @@ class LegacyResnetGenerator(torch.nn.Module):
         ngf, cin, k = stem.shape[0], stem.shape[1], stem.shape[-1]
         pad = lambda: [nn.ReflectionPad2d(k // 2)] if k > 1 else []  # noqa: E731
         n_blocks = len({k_.split(".")[1] for k_ in state if ".block." in k_})
-        norm = lambda: nn.InstanceNorm2d(ngf)  # noqa: E731
+        norm = lambda: InstanceNorm(ngf)  # noqa: E731
 
         def block() -> nn.Module:
             def half(relu: bool) -> list:
