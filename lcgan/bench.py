@@ -6,7 +6,8 @@ defaults: data on the GPU, bf16, channels-last, torch.compile, CUDA graphs) on r
 and prints one JSON object as its last line (also written to ``bench.output``).
 
 ``compare=true`` also runs, in the same process and on the same inputs, the plain eager step:
-same model, fp16 autocast with GradScaler on CUDA, no compilation or graphs, NCHW, each batch
+same model and weights built of torch's own layers (``nn.InstanceNorm2d``, ``nn.ReflectionPad2d``, as the
+reference CycleGAN), fp16 autocast with GradScaler on CUDA, no compilation or graphs, NCHW, each batch
 copied from host memory as a DataLoader would. It reports the speed-up (pairs/s over pairs/s; with
 ``bench.eager_batch_size`` the reference keeps its own batch, the first rows of the same batches, while
 the optimized step runs ``train.batch_size``) and how far the losses of the two steps drift apart over
@@ -27,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lcgan import CONF_DIR, checkpoint, config
 from lcgan.build import LOSS_KEYS, build_gan, build_training, check_sizes, memory_format
 from lcgan.devices import resolve_device
+from lcgan.models import InstanceNorm, ReflectionPad
 
 
 def _variant(cfg: DictConfig, eager: bool, amp: str | None = None) -> DictConfig:
@@ -40,18 +42,36 @@ def _variant(cfg: DictConfig, eager: bool, amp: str | None = None) -> DictConfig
     return cfg
 
 
+def torch_layers(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with torch's own InstanceNorm and reflection pad in place of :mod:`lcgan.models`' layout-keeping
+    ones (the same math; neither has parameters): the layers of the reference CycleGAN the plain step is."""
+    for name, child in module.named_children():
+        if isinstance(child, InstanceNorm):
+            setattr(module, name, torch.nn.InstanceNorm2d(child.channels, eps=child.eps))
+        elif isinstance(child, ReflectionPad):
+            setattr(module, name, torch.nn.ReflectionPad2d(child.padding))
+        else:
+            torch_layers(child)
+    return module
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 class Runner:
-    """The step built from ``cfg`` with weights ``state``, fed from a fixed pool of batches."""
+    """The step built from ``cfg`` with weights ``state``, fed from a fixed pool of batches.
+
+    ``from_host``: the plain step, each batch copied from host memory and the model of torch's own layers.
+    """
 
     def __init__(self, cfg: DictConfig, state: dict, batches: list, device: torch.device, from_host: bool) -> None:
         torch.manual_seed(cfg.seed)  # same replay-buffer draws in every variant
         gan = build_gan(cfg.model, cfg.bench.channels).to(device)
         gan.load_state_dict(state)
+        if from_host:  # the plain step: the reference's layers too
+            torch_layers(gan)
         self.step = build_training(cfg, gan, device).step
         self.device, self.from_host, self.i = device, from_host, 0
         layout = memory_format(cfg.train.channels_last, device)

@@ -6,10 +6,10 @@ import copy
 import pytest
 import torch
 
-from lcgan.bench import bench
+from lcgan.bench import bench, torch_layers
 from lcgan.buffer import FakeBuffer
 from lcgan.cyclegan import CycleGAN, CycleGANStep, LossWeights
-from lcgan.models import PatchDiscriminator, ResnetGenerator
+from lcgan.models import InstanceNorm, PatchDiscriminator, ReflectionPad, ResnetGenerator, instance_norm
 
 
 def _gan(seed=0):
@@ -77,6 +77,60 @@ def test_bench_compares_a_larger_batch_with_the_reference_batch_in_pairs_per_sec
     assert result["rel_loss_diff_optimized_vs_eager_same_dtype"]["max_2_steps"] < 1e-3
     with pytest.raises(ValueError, match="bench.eager_batch_size=8 is larger than train.batch_size=4"):
         bench(compose_cfg("bench", tiny + ["bench.eager_batch_size=8"]))
+
+
+def test_instance_norm_is_torchs_and_keeps_the_layout():
+    # torch's InstanceNorm2d (as a batch norm over an (1, N*C, H, W) view) returns NCHW whatever it is given:
+    # in a channels-last network each normalised activation was then copied back to NHWC (experiments/bench)
+    torch.manual_seed(0)
+    x = (torch.randn(3, 8, 6, 10) * 3 + 1).to(memory_format=torch.channels_last).requires_grad_()
+    ref = torch.nn.InstanceNorm2d(8)
+    g = torch.randn(3, 8, 6, 10)
+    (grad_ref,) = torch.autograd.grad((ref(x) * g).sum(), x)
+    out = instance_norm(x)
+    (grad_ours,) = torch.autograd.grad((out * g).sum(), x)
+    assert torch.allclose(out, ref(x), atol=1e-5) and torch.allclose(grad_ours, grad_ref, atol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not ref(x).is_contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # statistics in fp32, the activation in the autocast dtype
+        low = instance_norm(x.bfloat16())
+    assert low.dtype == torch.bfloat16 and torch.allclose(low.float(), ref(x), atol=0.05)
+    assert torch.equal(InstanceNorm(8)(x), ref(x))  # eager: torch's own kernel
+    assert not list(InstanceNorm(8).state_dict())  # checkpoints of nn.InstanceNorm2d generators load unchanged
+
+
+def test_compiled_instance_norm_is_the_layout_keeping_form():
+    graphs = []
+
+    def keep(gm, example_inputs):  # a torch.compile backend that records what dynamo traced, then runs it as is
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    x = torch.randn(2, 4, 5, 5)
+    out = torch.compile(InstanceNorm(4), backend=keep)(x)
+    traced = str(graphs[0].graph)
+    assert "var_mean" in traced and "instance_norm" not in traced and torch.allclose(out, InstanceNorm(4)(x), atol=1e-5)
+
+
+def test_reflection_pad_is_torchs_and_keeps_the_layout():
+    # torch's pad returns NCHW: compiled, the step saved that copy for the next convolution's backward
+    x = torch.randn(2, 6, 5, 7)
+    pad, ref = ReflectionPad(2), torch.nn.ReflectionPad2d(2)
+    last = pad(x.to(memory_format=torch.channels_last))
+    assert torch.equal(last, ref(x)) and last.is_contiguous(memory_format=torch.channels_last)
+    assert pad(x).is_contiguous() and torch.equal(pad(x), ref(x))  # an NCHW network stays NCHW
+
+
+def test_the_plain_reference_step_runs_torchs_own_layers():
+    # lcgan.bench's eager reference is the reference CycleGAN: torch's InstanceNorm2d and ReflectionPad2d
+    torch.manual_seed(0)
+    g = ResnetGenerator(4, ngf=8, n_blocks=2, n_downsampling=1, output="tanh", anchor="identity")
+    plain = torch_layers(copy.deepcopy(g))
+    kinds = {type(m) for m in plain.modules()}
+    assert torch.nn.InstanceNorm2d in kinds and torch.nn.ReflectionPad2d in kinds
+    assert not kinds & {InstanceNorm, ReflectionPad} and {InstanceNorm, ReflectionPad} <= {type(m) for m in g.modules()}
+    z = torch.randn(2, 4, 16, 16)
+    assert torch.allclose(plain(z), g(z), atol=1e-5)
 
 
 def test_r1_penalty_is_the_squared_input_gradient_of_d_on_reals():
