@@ -151,6 +151,25 @@ def test_fake_buffer_mixes_past_fakes():
     assert (values < torch.arange(1, 50).repeat_interleave(4)).float().mean() > 0.3  # old fakes come back
 
 
+def test_fake_buffer_keeps_the_fakes_layout():
+    """Channels-last fakes come back channels-last, also through a resumed NCHW store (the compiled
+    discriminator step would copy an NCHW input), and the values are the same in either layout."""
+    def run(layout, resumed_nchw=False):
+        torch.manual_seed(0)
+        buf, outs = FakeBuffer(6), []
+        for i in range(8):
+            fakes = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(i)).contiguous(memory_format=layout)
+            outs.append(buf.query(fakes))
+            if resumed_nchw and i == 2:
+                buf.load_state_dict({k: v.contiguous() if torch.is_tensor(v) else v for k, v in buf.state_dict().items()})
+        return outs
+
+    nhwc, nchw, resumed = run(torch.channels_last), run(torch.contiguous_format), run(torch.channels_last, True)
+    assert all(o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous() for o in nhwc + resumed)
+    assert all(o.is_contiguous() for o in nchw)
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(nhwc, nchw, resumed))
+
+
 def test_training_refuses_folders_whose_manifests_disagree(tmp_path):
     import json
 
