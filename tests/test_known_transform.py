@@ -87,6 +87,30 @@ def test_benchmark_tiny(tmp_path):
     assert math.isfinite(base["identity+pf"][0]) and math.isfinite(base["mean_shift+pf (decoupled)"][0])
 
 
+@pytest.mark.slow
+def test_b_photos_same_is_a_content_matched_control_in_its_own_folder(tmp_path):
+    """--b-photos same: B-train is other crops of A-train's photos (transformed), under OUT/b_same/, never the suite's folders."""
+    import json
+
+    import torch
+
+    shared_path("weights/vaelight/VAEencoder.onnx")
+    args = ["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64", "--crops", "2",
+            "--no-train", "--lpips", "off", "--name", "baselines", "--transform", "sepia"]
+    same = load_script().main([*args, "--b-photos", "same"])
+    data = tmp_path / "b_same" / "data_64px_2crops_6photos"
+    manifest = lambda d: json.loads((d / "manifest.json").read_text())  # noqa: E731
+    a, b = manifest(data / "a"), manifest(data / "sepia" / "b")
+    assert a["photos"] == b["photos"] and b["transform"] == "sepia", "B shows A's photos, transformed"
+    assert sorted(p.name for p in (data / "a").glob("*.pt")) == sorted(p.name for p in (data / "sepia" / "b").glob("*.pt"))
+    first = lambda d: torch.load(sorted((data / d).glob("*.pt"))[0], weights_only=True)  # noqa: E731
+    assert not torch.allclose(first("a"), first("sepia/b")), "other crops (and the transform), not A's latents"
+    assert (tmp_path / "b_same" / "results_sepia_baselines.json").is_file() and not list(tmp_path.glob("results_*"))
+    other = load_script().main(args)
+    assert manifest(tmp_path / "data_64px_2crops_6photos" / "sepia" / "b")["photos"] != a["photos"], "the suite: B from other photos"
+    assert other["baselines"]["test"]["oracle"][0] == pytest.approx(same["baselines"]["test"]["oracle"][0]), "the same test photos"
+
+
 def test_summarize_groups_seeds_and_takes_medians(tmp_path):
     import json
 

@@ -239,10 +239,14 @@ def _save_atomic(obj, path: Path) -> None:
     checkpoint.atomic_write_bytes(path, buf.getvalue())
 
 
-def prepare(shared: Path, folder: Path, transform: str, size: int, crops: int, n_photos: int | None, seed: int, vae: OnnxVAE) -> dict:
+def prepare(shared: Path, folder: Path, transform: str, size: int, crops: int, n_photos: int | None, seed: int, vae: OnnxVAE,
+            b_photos: str = "other") -> dict:
     """Latent folders ``a/`` and ``<transform>/b/``, test crops ``test.pt`` and ``afhq.pt``; each reused when present.
+    ``b_photos="same"``: B-train is other random crops of A-train's photos (see ``--b-photos``).
     Returns the test sets: ``{"test": {"x", "names", "photos"}, "afhq": {...}}`` (pixels in [-1, 1])."""
     split = split_photos(shared, n_photos, seed)
+    if b_photos == "same":
+        split["b"] = split["a"]
     rel = lambda paths: [str(p.relative_to(shared)) for p in paths]  # noqa: E731
     if not (folder / "a" / "manifest.json").is_file():
         x, names = photo_crops(split["a"], crops, size, seed + 1)
@@ -490,6 +494,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--crops", type=int, default=4, help="random crops per photograph (each also flipped in A and B)")
     ap.add_argument("--photos", type=int, default=None, help="use only N photographs (tests)")
     ap.add_argument("--split-seed", type=int, default=0, help="seed of the photo split and the crops")
+    ap.add_argument("--b-photos", choices=("other", "same"), default="other",
+                    help="other: B-train shows other photos than A-train (the suite); same: other random crops of A-train's "
+                         "photos, still unpaired, so the domains differ by the transform and not by what the photos show "
+                         "(a control: what a recipe learns once the photo sets' content differences are gone); "
+                         "everything goes to OUT/b_same/")
     ap.add_argument("--seeds", default="0", help="training seeds, comma separated; tables report the median")
     ap.add_argument("--eval-steps", default="300,900,1800", help="score the checkpoints nearest these optimisation steps (and the last)")
     ap.add_argument("--vae-device", default="cpu", help="where the VAE encodes and decodes for scoring (cuda: as torch ops on the GPU)")
@@ -508,17 +517,20 @@ def main(argv: list[str] | None = None) -> dict:
     args.eval_steps = [int(s) for s in args.eval_steps.split(",") if s]
     args.shared = args.shared.resolve()
     name = re.sub(r"[^\w.,+-]+", "-", args.name or "_".join(args.overrides) or "default")  # a folder name
+    if args.b_photos == "same":  # its own data, runs and results: a control never mixes with (or is scored as) the suite's
+        args.out = args.out / "b_same"
     t0 = time.time()
 
     vae = load_vae(args.shared, args.vae_device)
     data = args.out / (f"data_{args.image_size}px_{args.crops}crops" + (f"_{args.photos}photos" if args.photos else ""))
-    sets = prepare(args.shared, data, args.transform, args.image_size, args.crops, args.photos, args.split_seed, vae)
+    sets = prepare(args.shared, data, args.transform, args.image_size, args.crops, args.photos, args.split_seed, vae, args.b_photos)
     tests = {k: with_truth(vae, v, args.transform) for k, v in sets.items()}
     z_a, z_b = load_folder(data / "a"), load_folder(data / args.transform / "b")
     lpips = load_lpips(args.lpips, args.lpips_backbone)
     post = PostFilter(vae, z_a[0], z_b[0], args.pixel_filter, args.pixel_filter_steps) if args.pixel_filter else None
     base = {k: baseline_rows(vae, t, z_a, z_b, lpips, post if args.no_train else None) for k, t in tests.items()}
-    sizes = (f"transform {args.transform}; A-train {len(z_a[0])} latents, B-train {len(z_b[0])}, "
+    sizes = (f"transform {args.transform}; A-train {len(z_a[0])} latents, B-train {len(z_b[0])}"
+             + (" (other crops of A-train's photos)" if args.b_photos == "same" else "") + ", "
              + ", ".join(f"{k} {len(t['x'])} crops ({len(t['photos'])} photos)" for k, t in tests.items())
              + f"; {args.image_size}px -> latents {list(z_a[0].shape[1:])}; recipe: {' '.join(args.overrides) or '(preset defaults)'}")
     print(f"known_transform | {sizes}\n  " + " | ".join(f"{k} {v[0]:.2f} dB" for k, v in base["test"].items()))
