@@ -170,6 +170,57 @@ def test_suite_summary_medians_verdicts_and_rank_agreement(tmp_path):
     assert not any(line.startswith("| rec (EMA) best.pt") for line in md.splitlines()), "no EMA scores of best.pt were given"
 
 
+def load_beside(name, monkeypatch):
+    """A script of experiments/known_transform that imports its neighbours (run, summarize) by name."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location(f"known_transform_{name}", SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_b_same_judges_each_setting_against_its_own_bar(tmp_path, monkeypatch, capsys):
+    import json
+
+    b_same = load_beside("b_same", monkeypatch)
+    for folder, bar, gains in (("suite", 20.0, (0.1, -0.3, -0.2)), ("control", 21.0, (0.4, 0.2, 0.3))):
+        (tmp_path / folder).mkdir()
+        for t, base in (("dark_edges", bar), ("null", 23.0)):
+            rows = {"identity": [base - 2 if t != "null" else base], "patch_ot": [base], "oracle": [30.0]}
+            for seed, gain in enumerate(gains):
+                runs = {str(seed): [{"step": 1012, "psnr": base + gain, "psnr_afhq": base + 2 * gain},
+                                    {"step": 1012, "psnr": 99.0, "best": True}, {"step": 506, "psnr": 99.0}]}
+                (tmp_path / folder / f"results_{t}_rec_s{seed}.json").write_text(
+                    json.dumps({"baselines": {"test": rows, "afhq": rows}, "runs": runs}))
+    assert b_same.margins(tmp_path / "suite", "rec", "dark_edges", 1012, "psnr", "test") == (pytest.approx(-0.2), 20.0)
+    assert b_same.margins(tmp_path / "control", "rec", "dark_edges", 1012, "psnr", "test") == (pytest.approx(0.3), 21.0)
+    assert b_same.margins(tmp_path / "control", "rec", "null", 1012, "psnr", "afhq")[0] == pytest.approx(0.8), "null: identity - 0.2"
+    assert b_same.margins(tmp_path / "suite", "rec", "sepia", 1012, "psnr", "test") == (None, None), "no runs of it"
+    monkeypatch.setattr("sys.argv", ["b_same.py", str(tmp_path / "suite"), str(tmp_path / "control"), "--recipes", "rec"])
+    b_same.main()
+    out = capsys.readouterr().out
+    assert "| rec | G | A's photos (control) | - | - | - | - | - | +0.30 | +0.50 |" in out
+    assert "| bar (dB) | | other photos (suite) | - | - | - | - | - | 20.00 | 22.80 |" in out
+
+
+@pytest.mark.slow
+def test_paired_bound_tiny(tmp_path, monkeypatch, capsys):
+    """The paired reference end to end at a tiny size on the CPU: A-train's crops and their truth, scored as the suite."""
+    import json
+
+    shared_path("weights/vaelight/VAEencoder.onnx")
+    pb = load_beside("paired_bound", monkeypatch)
+    monkeypatch.setattr("sys.argv", ["paired_bound.py", "--transforms", "sepia", "--shared", str(SHARED), "--out", str(tmp_path),
+                                     "--image-size", "64", "--crops", "1", "--eval-steps", "2,4", "--device", "cpu"])
+    pb.main()
+    run = json.loads((tmp_path / "paired_bound_sepia_s0.json").read_text())
+    assert run["pairs"] == 2 * 44 and [r["step"] for r in run["rows"]] == [2, 4], "A-train's 44 photos, each crop and its flip"
+    assert all(math.isfinite(r["psnr_test"]) and math.isfinite(r["psnr_afhq"]) for r in run["rows"])
+    monkeypatch.setattr("sys.argv", ["paired_bound.py", "--table", str(tmp_path)])
+    pb.main()
+    assert "| sepia |" in capsys.readouterr().out
+
+
 def test_suite_deals_its_processes_out_over_kt_gpus(tmp_path):
     fake = tmp_path / "bin" / "python3"  # stands for run.py: notes which GPU each process was given
     fake.parent.mkdir()
