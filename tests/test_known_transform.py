@@ -219,6 +219,13 @@ def test_paired_bound_tiny(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["paired_bound.py", "--table", str(tmp_path)])
     pb.main()
     assert "| sepia |" in capsys.readouterr().out
+    # --loss pixel: through the decoder run as torch ops, into files of its own
+    monkeypatch.setattr("sys.argv", ["paired_bound.py", "--transforms", "sepia", "--shared", str(SHARED), "--out", str(tmp_path),
+                                     "--image-size", "64", "--crops", "1", "--eval-steps", "2", "--device", "cpu", "--loss", "pixel"])
+    pb.main()
+    pixel = json.loads((tmp_path / "paired_bound_pixel_sepia_s0.json").read_text())
+    assert pixel["loss"] == "pixel" and math.isfinite(pixel["rows"][0]["psnr_test"]) and pixel["rows"][0]["loss"] < 1
+    assert json.loads((tmp_path / "paired_bound_sepia_s0.json").read_text()) == run, "the latent runs' file untouched"
 
 
 def test_suite_deals_its_processes_out_over_kt_gpus(tmp_path):

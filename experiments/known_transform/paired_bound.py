@@ -2,12 +2,13 @@
 
 The suite's generator (``+experiment=known_transform``: ``conf/model/small.yaml``'s residual ResnetGenerator, started at
 the identity) trained by regression on *pairs*: A-train's crops and their flips (run.py's own, the same photos and
-crops) against their transformed truth, latent MSE between ``G(encode(x))`` and ``encode(T(x))``, Adam as
-``conf/optim/adam.yaml``, batch 16. Scored as every row of the suite: PSNR of ``decode(G(z))`` against ``T(x)`` on the
+crops) against their transformed truth, by the MSE between ``G(encode(x))`` and ``encode(T(x))`` (``--loss latent``)
+or between ``decode(G(encode(x)))`` and ``T(x)`` (``--loss pixel``: the score's own error, through the VAE's decoder run
+as torch ops), Adam as ``conf/optim/adam.yaml``, batch 16. Scored as every row of the suite: PSNR of ``decode(G(z))`` against ``T(x)`` on the
 held-out test photos and on the afhq photos, at each of ``--eval-steps``.
 
-A reference, not a strict bound: the objective is a latent one and the length the suite's, so where a closed-form map
-is already near the oracle (grade) it can end below that map. Where it ends above the best closed-form map, the gap is
+A reference, not a strict bound: the length is the suite's and, with ``--loss latent``, the objective a latent one, so
+where a closed-form map is already near the oracle (grade) it can end below that map. Where it ends above the best closed-form map, the gap is
 room that this generator can take from these photos given pairs; the gap between it and a trained recipe is what the
 unpaired signal fails to deliver of it. (The suite's paired 1x1 affine row is fitted on the *test* pairs; this one
 sees only training pairs.)
@@ -30,31 +31,36 @@ from run import REPO, TRANSFORMS, compose_train, encode, load_vae, photo_crops, 
 from lcgan import checkpoint
 
 
-def pairs(shared: Path, vae, transform: str, size: int, crops: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A-train's latents (crops, then their pixel flips, as run.py writes them) and the latents of their truth."""
+def pairs(shared: Path, vae, transform: str, size: int, crops: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A-train's latents (crops, then their pixel flips, as run.py writes them), their truth's latents and pixels."""
     x, _ = photo_crops(split_photos(shared, None, seed)["a"], crops, size, seed + 1)  # run.py's A-train crops
     x = torch.cat([x, x.flip(-1)])
-    return encode(vae, x), encode(vae, TRANSFORMS[transform](x))
+    y = TRANSFORMS[transform](x)
+    return encode(vae, x), encode(vae, y), y
 
 
-def fit(z_x: torch.Tensor, z_y: torch.Tensor, tests: dict, vae, steps: list[int], seed: int, device: str, batch: int = 16) -> list[dict]:
-    """Train the suite's generator on the pairs, scoring it on every test set at each of ``steps``."""
+def fit(z_x: torch.Tensor, target: torch.Tensor, tests: dict, vae, steps: list[int], seed: int, device: str, loss: str = "latent",
+        batch: int = 16) -> list[dict]:
+    """Train the suite's generator on the pairs (``target``: the truth's latents, or its pixels for ``loss="pixel"``),
+    scoring it on every test set at each of ``steps``."""
     cfg = compose_train(["+experiment=known_transform", "model.generator.anchor=identity"])
     torch.manual_seed(seed)
     g = instantiate(cfg.model.generator, in_channels=z_x.shape[1]).to(device)
     opt = torch.optim.Adam(g.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
     scale = z_x.std().item()  # the generator sees latents of unit scale, as training's model space
-    z_x, z_y = (z.to(device) / scale for z in (z_x, z_y))
+    z_x = z_x.to(device) / scale
+    target = target.to(device) / (scale if loss == "latent" else 1)
     gen, rows = torch.Generator(device=device).manual_seed(seed), []
     for step in range(1, max(steps) + 1):
         idx = torch.randint(0, len(z_x), (batch,), device=device, generator=gen)
-        loss = F.mse_loss(g(z_x[idx]), z_y[idx])
+        out = g(z_x[idx])
+        err = F.mse_loss(out if loss == "latent" else vae.decode_with_grad(out * scale), target[idx])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        err.backward()
         opt.step()
         if step in steps:
             g.eval()
-            row = {"step": step, "loss": loss.item()}
+            row = {"step": step, "loss": err.item()}
             with torch.no_grad():
                 for key, test in tests.items():
                     z = torch.cat([g(c.to(device) / scale) * scale for c in test["z_x"].split(64)]).cpu()
@@ -65,25 +71,26 @@ def fit(z_x: torch.Tensor, z_y: torch.Tensor, tests: dict, vae, steps: list[int]
     return rows
 
 
-def table(folder: Path, bars: list[Path]) -> str:
+def table(folder: Path, bars: list[Path], prefix: str = "paired_bound") -> str:
     """Medians over seeds of each transform's scores at each length, beside the best unpaired closed-form map
     (``results_<transform>_baselines.json`` in each of ``bars``: the suite's, the control's) and the oracle."""
     from statistics import median
 
     from summarize import ORDER, UNPAIRED
 
+    runs_of = {t: [json.loads(f.read_text()) for f in sorted(folder.glob(f"{prefix}_{t}_s*.json"))] for t in ORDER}
+    steps = sorted({r["step"] for runs in runs_of.values() for run in runs for r in run["rows"]})
     lines = []
     for test in ("test", "afhq"):
         lines += [f"\n### `{test}`: PSNR dB, median of the seeds (each seed)\n",
-                  "| transform | " + " | ".join(f"paired, {s} steps" for s in ("1012", "4048")) + " | "
+                  "| transform | " + " | ".join(f"paired, {s} steps" for s in steps) + " | "
                   + " | ".join(f"best closed-form map ({b.name})" for b in bars) + " | oracle |",
-                  "| --- | " + " | ".join("---:" for _ in range(3 + len(bars))) + " |"]
-        for t in ORDER:
-            runs = [json.loads(f.read_text()) for f in sorted(folder.glob(f"paired_bound_{t}_s*.json"))]
+                  "| --- | " + " | ".join("---:" for _ in range(len(steps) + len(bars) + 1)) + " |"]
+        for t, runs in runs_of.items():
             if not runs:
                 continue
             cells = []
-            for step in (1012, 4048):
+            for step in steps:
                 v = [r[f"psnr_{test}"] for run in runs for r in run["rows"] if r["step"] == step]
                 cells.append(f"**{median(v):.2f}** ({', '.join(f'{x:.2f}' for x in v)})" if v else "")
             oracle = ""
@@ -113,24 +120,28 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--eval-steps", default="1012,4048")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where G trains and the VAE runs")
+    ap.add_argument("--loss", choices=("latent", "pixel"), default="latent",
+                    help="latent: MSE to the truth's latents; pixel: MSE of the decoded output to the truth (files paired_bound_pixel_*)")
     args = ap.parse_args()
+    prefix = "paired_bound" + ("_pixel" if args.loss == "pixel" else "")
     if args.table:
-        print(table(args.table[0], args.table[1:]))
+        print(table(args.table[0], args.table[1:], prefix))
         return
     args.shared = args.shared.resolve()
     steps = sorted(int(s) for s in args.eval_steps.split(","))
-    vae = load_vae(args.shared, args.device)
+    vae = load_vae(args.shared, args.device, backend="torch" if args.loss == "pixel" else None)  # pixel: a differentiable decoder
     data = args.out / f"data_{args.image_size}px_{args.crops}crops"
     for t in args.transforms.split(","):
         t0 = time.time()
         sets = prepare(args.shared, data, t, args.image_size, args.crops, None, args.split_seed, vae)
         tests = {k: with_truth(vae, v, t) for k, v in sets.items()}
-        z_x, z_y = pairs(args.shared, vae, t, args.image_size, args.crops, args.split_seed)
+        z_x, z_y, y = pairs(args.shared, vae, t, args.image_size, args.crops, args.split_seed)
         for seed in (int(s) for s in args.seeds.split(",")):
-            rows = fit(z_x, z_y, tests, vae, steps, seed, args.device)
-            result = {"transform": t, "seed": seed, "pairs": len(z_x), "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
-                      else "CPU", "seconds": round(time.time() - t0, 1), "rows": rows}
-            checkpoint.atomic_write_bytes(args.out / f"paired_bound_{t}_s{seed}.json", json.dumps(result, indent=2).encode())
+            rows = fit(z_x, z_y if args.loss == "latent" else y, tests, vae, steps, seed, args.device, args.loss)
+            device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+            result = {"transform": t, "seed": seed, "loss": args.loss, "pairs": len(z_x), "device": device,
+                      "seconds": round(time.time() - t0, 1), "rows": rows}
+            checkpoint.atomic_write_bytes(args.out / f"{prefix}_{t}_s{seed}.json", json.dumps(result, indent=2).encode())
             print(f"{t} seed {seed}: " + " | ".join(f"step {r['step']}: test {r['psnr_test']:.2f} dB"
                                                      + (f", afhq {r['psnr_afhq']:.2f}" if "psnr_afhq" in r else "") for r in rows), flush=True)
 

@@ -200,11 +200,12 @@ def decode(vae: OnnxVAE, z: torch.Tensor, batch: int = 32) -> torch.Tensor:
     return torch.cat([vae.decode(c).cpu() for c in z.split(batch)])
 
 
-def load_vae(shared: Path, device: str = "cpu") -> OnnxVAE:
-    """The real vaelight pair; on CUDA its graphs run as torch ops (no onnxruntime-gpu needed)."""
+def load_vae(shared: Path, device: str = "cpu", backend: str | None = None) -> OnnxVAE:
+    """The real vaelight pair; on CUDA (or with ``backend="torch"``) its graphs run as torch ops: no onnxruntime-gpu
+    needed, and the decoder is differentiable."""
     w = shared / "weights" / "vaelight"
     return OnnxVAE(encoder_path=str(w / "VAEencoder.onnx"), decoder_path=str(w / "VAEpreview.onnx"), channels=4, sum_decoder_outputs=True,
-                   device=device, backend="torch" if device.startswith("cuda") else "onnxruntime")
+                   device=device, backend=backend or ("torch" if device.startswith("cuda") else "onnxruntime"))
 
 
 def _write_domain(folder: Path, x: torch.Tensor, names: list[str], vae: OnnxVAE, photos: list[str], transform: str) -> None:
