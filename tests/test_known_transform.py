@@ -204,28 +204,28 @@ def test_b_same_judges_each_setting_against_its_own_bar(tmp_path, monkeypatch, c
 
 
 @pytest.mark.slow
-def test_paired_bound_tiny(tmp_path, monkeypatch, capsys):
+def test_paired_reference_tiny(tmp_path, monkeypatch, capsys):
     """The paired reference end to end at a tiny size on the CPU: A-train's crops and their truth, scored as the suite."""
     import json
 
     shared_path("weights/vaelight/VAEencoder.onnx")
-    pb = load_beside("paired_bound", monkeypatch)
-    monkeypatch.setattr("sys.argv", ["paired_bound.py", "--transforms", "sepia", "--shared", str(SHARED), "--out", str(tmp_path),
+    pb = load_beside("paired_reference", monkeypatch)
+    monkeypatch.setattr("sys.argv", ["paired_reference.py", "--transforms", "sepia", "--shared", str(SHARED), "--out", str(tmp_path),
                                      "--image-size", "64", "--crops", "1", "--eval-steps", "2,4", "--device", "cpu"])
     pb.main()
-    run = json.loads((tmp_path / "paired_bound_sepia_s0.json").read_text())
+    run = json.loads((tmp_path / "paired_reference_sepia_s0.json").read_text())
     assert run["pairs"] == 2 * 44 and [r["step"] for r in run["rows"]] == [2, 4], "A-train's 44 photos, each crop and its flip"
     assert all(math.isfinite(r["psnr_test"]) and math.isfinite(r["psnr_afhq"]) for r in run["rows"])
-    monkeypatch.setattr("sys.argv", ["paired_bound.py", "--table", str(tmp_path)])
+    monkeypatch.setattr("sys.argv", ["paired_reference.py", "--table", str(tmp_path)])
     pb.main()
     assert "| sepia |" in capsys.readouterr().out
     # --loss pixel: through the decoder run as torch ops, into files of its own
-    monkeypatch.setattr("sys.argv", ["paired_bound.py", "--transforms", "sepia", "--shared", str(SHARED), "--out", str(tmp_path),
+    monkeypatch.setattr("sys.argv", ["paired_reference.py", "--transforms", "sepia", "--shared", str(SHARED), "--out", str(tmp_path),
                                      "--image-size", "64", "--crops", "1", "--eval-steps", "2", "--device", "cpu", "--loss", "pixel"])
     pb.main()
-    pixel = json.loads((tmp_path / "paired_bound_pixel_sepia_s0.json").read_text())
+    pixel = json.loads((tmp_path / "paired_reference_pixel_sepia_s0.json").read_text())
     assert pixel["loss"] == "pixel" and math.isfinite(pixel["rows"][0]["psnr_test"]) and pixel["rows"][0]["loss"] < 1
-    assert json.loads((tmp_path / "paired_bound_sepia_s0.json").read_text()) == run, "the latent runs' file untouched"
+    assert json.loads((tmp_path / "paired_reference_sepia_s0.json").read_text()) == run, "the latent runs' file untouched"
 
 
 def test_suite_deals_its_processes_out_over_kt_gpus(tmp_path):

@@ -1,4 +1,4 @@
-"""How far can the suite's generator go from these photos if it had pairs? A paired bound for the trained recipes.
+"""How far can the suite's generator go from these photos if it had pairs? A paired reference for the trained recipes.
 
 The suite's generator (``+experiment=known_transform``: ``conf/model/small.yaml``'s residual ResnetGenerator, started at
 the identity) trained by regression on *pairs*: A-train's crops and their flips (run.py's own, the same photos and
@@ -13,8 +13,8 @@ room that this generator can take from these photos given pairs; the gap between
 unpaired signal fails to deliver of it. (The suite's paired 1x1 affine row is fitted on the *test* pairs; this one
 sees only training pairs.)
 
-    python experiments/known_transform/paired_bound.py --transforms dark_edges,grade --out OUT --device cuda
-    python experiments/known_transform/paired_bound.py --table results/paired_bound results/suite_256px results/b_same
+    python experiments/known_transform/paired_reference.py --transforms dark_edges,grade --out OUT --device cuda
+    python experiments/known_transform/paired_reference.py --table results/paired_reference results/suite_256px results/b_same
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def fit(z_x: torch.Tensor, target: torch.Tensor, tests: dict, vae, steps: list[i
     return rows
 
 
-def table(folder: Path, bars: list[Path], prefix: str = "paired_bound") -> str:
+def table(folder: Path, bars: list[Path], prefix: str = "paired_reference") -> str:
     """Medians over seeds of each transform's scores at each length, beside the best unpaired closed-form map
     (``results_<transform>_baselines.json`` in each of ``bars``: the suite's, the control's) and the oracle."""
     from statistics import median
@@ -110,7 +110,7 @@ def table(folder: Path, bars: list[Path], prefix: str = "paired_bound") -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", nargs="+", type=Path, metavar="DIR",
-                    help="no training: print the table of the paired_bound_*.json in the first DIR beside the baselines of the others")
+                    help="no training: print the table of the paired_reference_*.json in the first DIR beside the baselines of the others")
     ap.add_argument("--transforms", default=",".join(t for t in TRANSFORMS if t != "null"))
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform", help="run.py's --out: its data folder is reused")
@@ -121,9 +121,9 @@ def main() -> None:
     ap.add_argument("--eval-steps", default="1012,4048")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where G trains and the VAE runs")
     ap.add_argument("--loss", choices=("latent", "pixel"), default="latent",
-                    help="latent: MSE to the truth's latents; pixel: MSE of the decoded output to the truth (files paired_bound_pixel_*)")
+                    help="latent: MSE to the truth's latents; pixel: MSE of the decoded output to the truth (files paired_reference_pixel_*)")
     args = ap.parse_args()
-    prefix = "paired_bound" + ("_pixel" if args.loss == "pixel" else "")
+    prefix = "paired_reference" + ("_pixel" if args.loss == "pixel" else "")
     if args.table:
         print(table(args.table[0], args.table[1:], prefix))
         return
