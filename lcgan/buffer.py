@@ -11,8 +11,8 @@ class FakeBuffer:
     item is, with probability 1/2, a random stored fake (which the new one replaces) and otherwise
     the new fake. Vectorised and without host synchronisation: the fill level is a Python int
     that advances by the batch size, never read back from the GPU. What it returns keeps the fakes'
-    memory layout: the discriminators' compiled graph would otherwise copy an NCHW input to
-    channels-last before its first convolution, and again for that convolution's weight gradient.
+    memory layout (channels-last on CUDA), so the discriminators' compiled graph gets no NCHW input
+    to copy (a small tensor: the step time did not change measurably, experiments/bench/README.md).
     """
 
     def __init__(self, size: int) -> None:

@@ -21,7 +21,7 @@ from summarize import ORDER, UNPAIRED
 OUTPUTS = {"psnr": "G", "psnr_pf": "G + its post-filter", "psnr_ema": "EMA G", "psnr_pf_ema": "EMA G + its post-filter"}
 
 
-def margins(folder: Path, recipe: str, transform: str, step: int, key: str, test: str) -> tuple[float | None, float]:
+def margins(folder: Path, recipe: str, transform: str, step: int, key: str, test: str) -> tuple[float | None, float | None]:
     """The median of ``key`` over the recipe's seeds at ``step`` minus the bar, and the bar (None, bar: no such rows)."""
     values, bar = [], None
     for f in sorted(folder.glob(f"results_{transform}_{recipe}_s*.json")):
