@@ -16,21 +16,20 @@ import json
 import statistics
 from pathlib import Path
 
-from summarize import ORDER, UNPAIRED
+from summarize import ORDER, bar
 
 OUTPUTS = {"psnr": "G", "psnr_pf": "G + its post-filter", "psnr_ema": "EMA G", "psnr_pf_ema": "EMA G + its post-filter"}
 
 
 def margins(folder: Path, recipe: str, transform: str, step: int, key: str, test: str) -> tuple[float | None, float | None]:
     """The median of ``key`` over the recipe's seeds at ``step`` minus the bar, and the bar (None, bar: no such rows)."""
-    values, bar = [], None
+    values, best = [], None
     for f in sorted(folder.glob(f"results_{transform}_{recipe}_s*.json")):
         r = json.loads(f.read_text())
-        base = r["baselines"][test]
-        bar = base["identity"][0] - 0.2 if transform == "null" else max(base[k][0] for k in UNPAIRED if k in base)
+        best = bar(r["baselines"][test], transform)
         name = key if test == "test" else f"{key}_{test}"
         values += [row[name] for rows in r["runs"].values() for row in rows if row.get("step") == step and not row.get("best") and name in row]
-    return (statistics.median(values) - bar if values else None), bar
+    return (statistics.median(values) - best if values else None), best
 
 
 def main() -> None:
