@@ -68,7 +68,7 @@ class Runner:
 
     def __init__(self, cfg: DictConfig, state: dict, batches: list, device: torch.device, from_host: bool) -> None:
         torch.manual_seed(cfg.seed)  # same replay-buffer draws in every variant
-        gan = build_gan(cfg.model, cfg.bench.channels).to(device)
+        gan = build_gan(cfg.model, cfg.bench.channels, train_cfg=cfg.train).to(device)
         gan.load_state_dict(state)
         if from_host:  # the plain step: the reference's layers too
             torch_layers(gan)
@@ -116,7 +116,7 @@ def run_steps(cfg: DictConfig, state: dict, batches: list, n: int, device: torch
 def count_flops(cfg: DictConfig, state: dict, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> int:
     """FLOPs of one training step (forward and backward of G, F, D_A, D_B), counted in eager mode."""
     eager = _variant(cfg, eager=True)
-    gan = build_gan(eager.model, cfg.bench.channels).to(device)
+    gan = build_gan(eager.model, cfg.bench.channels, train_cfg=eager.train).to(device)
     gan.load_state_dict(state)
     step = build_training(eager, gan, device).step
     with FlopCounterMode(display=False) as counter:
@@ -164,7 +164,7 @@ def bench(cfg: DictConfig) -> dict:
         raise config.ConfigError(f"bench.eager_batch_size={eager_bs} is larger than train.batch_size={tc.batch_size}; "
                                  "set it to the reference's batch, at most the optimized step's")
     torch.manual_seed(cfg.seed)
-    gan = build_gan(cfg.model, bc.channels)
+    gan = build_gan(cfg.model, bc.channels, train_cfg=tc)
     check_sizes(gan, (bc.latent_size, bc.latent_size))
     state = gan.state_dict()
     g = torch.Generator().manual_seed(cfg.seed)

@@ -14,23 +14,34 @@ from typing import Any, NamedTuple
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch import nn
 
 from lcgan.buffer import FakeBuffer
-from lcgan.cyclegan import CycleGAN, CycleGANStep, Decoded, LossWeights
+from lcgan.cyclegan import CycleGAN, CycleGANStep, Decoded, LossWeights, generator_params
 from lcgan.distributed import ProcessGroup
+from lcgan.nce import PatchNCE
 
 # the losses a step returns, in the order the loop sums them on the device and logs them; append-only: a mid-epoch
 # checkpoint keeps its sums in this order, and an older one (fewer keys) resumes with the new ones at 0 (train._loss_sums)
-LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd", "loss_spec", "loss_anchor")
+LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd", "loss_spec", "loss_anchor",
+             "loss_nce")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
 
-def build_gan(model_cfg: DictConfig, channels: int, view: Decoded | None = None) -> CycleGAN:
+def build_gan(model_cfg: DictConfig, channels: int, view: Decoded | None = None, train_cfg: DictConfig | None = None) -> CycleGAN:
     """Two generators and two discriminators from the ``model`` group; channels come from the data.
-    ``view``: the discriminators judge decoded RGB images instead of latents (``train.d_input=decoded``)."""
+    ``view``: the discriminators judge decoded RGB images instead of latents (``train.d_input=decoded``).
+    ``train_cfg``: the ``train`` section, for the networks a loss adds (``train.lambda_nce``: the PatchNCE heads)."""
     gen = lambda: instantiate(model_cfg.generator, in_channels=channels)  # noqa: E731
     disc = lambda: instantiate(model_cfg.discriminator, in_channels=3 if view else channels)  # noqa: E731
-    return CycleGAN(g_ab=gen(), g_ba=gen(), d_a=disc(), d_b=disc(), view=view)
+    g_ab, g_ba = gen(), gen()
+    nce = None
+    if train_cfg is not None and train_cfg.lambda_nce > 0:
+        if not hasattr(g_ab, "features"):
+            raise ValueError(f"train.lambda_nce > 0 reads the generator's encoder, and {type(g_ab).__name__} has none: "
+                             "use lcgan.models.ResnetGenerator (or train.lambda_nce=0)")
+        nce = nn.ModuleList(PatchNCE(g, channels, list(train_cfg.nce_layers), train_cfg.nce_patches) for g in (g_ab, g_ba))
+    return CycleGAN(g_ab=g_ab, g_ba=g_ba, d_a=disc(), d_b=disc(), view=view, nce=nce)
 
 
 def check_sizes(gan: CycleGAN, size: tuple[int, int], seen: tuple[int, int] | None = None) -> None:
@@ -94,13 +105,13 @@ def build_training(cfg: DictConfig, gan: CycleGAN, device: torch.device, group: 
     if auto_switch(tc.channels_last, device):
         gan.to(memory_format=torch.channels_last)  # cuDNN's fast convolution layout
     make_opt = instantiate(cfg.optim, epochs=tc.epochs)  # the schedule follows the run's length
-    opt_g, sched_g = make_opt(list(gan.g_ab.parameters()) + list(gan.g_ba.parameters()))
+    opt_g, sched_g = make_opt(generator_params(gan))
     opt_d, sched_d = make_opt(list(gan.d_a.parameters()) + list(gan.d_b.parameters()))
     amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
     weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale,
                           lambda_swd=tc.lambda_swd, swd_kernel=tc.swd_kernel, lambda_spec=tc.lambda_spec,
-                          lambda_anchor=tc.lambda_anchor)
+                          lambda_anchor=tc.lambda_anchor, lambda_nce=tc.lambda_nce)
     step = CycleGANStep(gan, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
                         amp_dtype, scaler, compile=auto_switch(tc.compile, device) if compile is None else compile,
                         cuda_graphs=auto_switch(tc.cuda_graphs, device),

@@ -26,6 +26,7 @@ class LossWeights:
     swd_kernel: int = 1  # k: latent cells (1: latent vectors, colour; 3: also local texture), or pixels under d_input=decoded
     lambda_spec: float = 0.0  # squared distance of G(A)'s decoded log power spectrum to B's (lcgan.spectrum), both directions
     lambda_anchor: float = 0.0  # L1 of the residual generators' correction |G(a) - anchor(a)|: least action, moves only where D insists
+    lambda_nce: float = 0.0  # PatchNCE between each generator's input and output (lcgan.nce, CUT), both directions
 
 
 SWD_PROJECTIONS = 128  # fresh random directions per step (latent 3x3 patches: 36 dims, 5x5 RGB pixels: 75), cheap next to the networks
@@ -90,9 +91,10 @@ class CycleGAN(nn.Module):
     """G, F, D_A and D_B; ``view`` (None: the latents themselves) maps a latent batch to what the discriminators judge."""
 
     def __init__(self, g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.Module,
-                 view: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 view: Callable[[torch.Tensor], torch.Tensor] | None = None, nce: nn.ModuleList | None = None) -> None:
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
+        self.nce = nce  # train.lambda_nce: the PatchNCE heads of G and F (lcgan.nce.PatchNCE), trained with them
         self.view = view  # a plain callable, not a submodule: nothing of it is saved
         # train.post_filter under d_input=decoded: (G's filter, F's filter), a plain tuple (saved by the training state,
         # not here). The discriminators then judge each fake filtered, as evaluate outputs it, and G and F are pushed
@@ -126,12 +128,16 @@ class CycleGAN(nn.Module):
             if use_id:
                 idt_b = self.g_ab(real_b)  # G should leave B-images alone
                 idt_a = self.g_ba(real_a)
-        rec_a = self.g_ba(fake_b)
-        rec_b = self.g_ab(fake_a)
+        if weights.lambda_cyc > 0:
+            rec_a = self.g_ba(fake_b)
+            rec_b = self.g_ab(fake_a)
         seen_b, seen_a = self.seen_fake(fake_b, True), self.seen_fake(fake_a, False)  # decoded once, judged by D and measured by the SWD
         loss_gan_G = lsgan(self.d_b(seen_b), 1.0)
         loss_gan_F = lsgan(self.d_a(seen_a), 1.0)
-        loss_cyc = ((rec_a.float() - real_a).abs().mean() + (rec_b.float() - real_b).abs().mean()) * weights.lambda_cyc
+        if weights.lambda_cyc > 0:  # 0: no cycle (CUT's recipe with train.lambda_nce), and no F(G(a)) pass
+            loss_cyc = ((rec_a.float() - real_a).abs().mean() + (rec_b.float() - real_b).abs().mean()) * weights.lambda_cyc
+        else:
+            loss_cyc = torch.zeros((), device=real_a.device)
         if use_id:
             loss_id = ((idt_b.float() - real_b).abs().mean() + (idt_a.float() - real_a).abs().mean()) * weights.lambda_cyc * weights.lambda_id
         else:
@@ -153,9 +159,13 @@ class CycleGAN(nn.Module):
                            + (fake_a.float() - self.g_ba.base(real_b)).abs().mean()) * weights.lambda_anchor
         else:
             loss_anchor = torch.zeros((), device=real_a.device)
-        loss_G = loss_gan_G + loss_gan_F + loss_cyc + loss_id + loss_swd + loss_spec + loss_anchor
+        if weights.lambda_nce > 0:
+            loss_nce = (self.nce[0](self.g_ab, real_a, fake_b) + self.nce[1](self.g_ba, real_b, fake_a)) * weights.lambda_nce
+        else:
+            loss_nce = torch.zeros((), device=real_a.device)
+        loss_G = loss_gan_G + loss_gan_F + loss_cyc + loss_id + loss_swd + loss_spec + loss_anchor + loss_nce
         losses = {"loss_G": loss_G, "loss_gan_G": loss_gan_G, "loss_gan_F": loss_gan_F, "loss_cyc": loss_cyc, "loss_id": loss_id,
-                  "loss_swd": loss_swd, "loss_spec": loss_spec, "loss_anchor": loss_anchor}
+                  "loss_swd": loss_swd, "loss_spec": loss_spec, "loss_anchor": loss_anchor, "loss_nce": loss_nce}
         return losses, fake_a.detach(), fake_b.detach()
 
     def discriminator_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, weights: LossWeights) -> torch.Tensor:
@@ -163,6 +173,11 @@ class CycleGAN(nn.Module):
         with torch.no_grad():  # no gradient reaches G from here: skip the decoder's backward graph too
             real, fake = self.seen(real), self.seen_fake(fake, into_b=disc is self.d_b)  # D_B judges G's fakes
         return (lsgan(disc(real), 1.0) + lsgan(disc(fake), 0.0)) * weights.d_loss_scale
+
+
+def generator_params(gan: CycleGAN) -> list[nn.Parameter]:
+    """What the G step optimises: G, F and their PatchNCE heads (CUT trains its heads beside G, at G's rate)."""
+    return [*gan.g_ab.parameters(), *gan.g_ba.parameters(), *(gan.nce.parameters() if gan.nce is not None else ())]
 
 
 class CycleGANStep:
@@ -200,7 +215,7 @@ class CycleGANStep:
         self.buffer_a, self.buffer_b = buffer_a, buffer_b
         self.amp_dtype, self.scaler = amp_dtype, scaler
         self.d_params = list(gan.d_a.parameters()) + list(gan.d_b.parameters())
-        self.g_params = list(gan.g_ab.parameters()) + list(gan.g_ba.parameters())
+        self.g_params = generator_params(gan)
         self.grad_sync = grad_sync  # multi-process: averages a parameter list's gradients over ranks
         self.r1_gamma, self.r1_every, self.steps = r1_gamma, r1_every, 0
         self.fuse_passes, self._want_graphs = fuse_passes, cuda_graphs

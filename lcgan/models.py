@@ -119,11 +119,15 @@ class ResnetGenerator(nn.Module):
                 raise ValueError(f"{name}={value!r} must be an integer >= {low}")
         self.output = output
         layers: list[nn.Module] = [ReflectionPad(3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
+        self._points = [-1, len(layers) - 1]  # feature_points: the input, the stem
         ch = ngf
         for _ in range(n_downsampling):
             layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), _norm(ch * 2), nn.ReLU(True)]
+            self._points.append(len(layers) - 1)
             ch *= 2
-        layers += [ResnetBlock(ch) for _ in range(n_blocks)]
+        for _ in range(n_blocks):
+            layers.append(ResnetBlock(ch))
+            self._points.append(len(layers) - 1)
         for _ in range(n_downsampling):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1), _norm(ch // 2), nn.ReLU(True)]
             ch //= 2
@@ -148,6 +152,21 @@ class ResnetGenerator(nn.Module):
         if self.output != "residual":
             raise ValueError("a tanh generator has no starting map: train.lambda_anchor needs model.generator.output=residual")
         return z if self.anchor == "identity" else apply_linear(z, self.anchor_weight, self.anchor_bias)
+
+    def feature_points(self) -> list[int]:
+        """Where :meth:`features` can read the encoder, as indices of ``net`` (-1: the input): the input, the stem, each
+        downsampling, each residual block (CUT's choice for its ResNet: the first five). Each is a fresh tensor, never
+        changed in place by a later layer."""
+        return list(self._points)
+
+    def features(self, z: torch.Tensor, points: list[int]) -> list[torch.Tensor]:
+        """The activations at ``points`` (indices of :meth:`feature_points`), running ``net`` only as far as needed."""
+        where = [self._points[p] for p in points]
+        seen, x = {-1: z}, z
+        for i, layer in enumerate(self.net[: max(where) + 1]):
+            x = layer(x)
+            seen[i] = x
+        return [seen[i] for i in where]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.net(z)

@@ -89,6 +89,10 @@ class TrainSection:
     swd_kernel: int = setting(Rule(lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1"))
     lambda_spec: float = setting(at_least(0, " (0: no spectrum loss)", integer=False))
     lambda_anchor: float = setting(at_least(0, " (0: no pull toward the generators' starting map)", integer=False))
+    lambda_nce: float = setting(at_least(0, " (0: no PatchNCE loss)", integer=False))
+    nce_layers: list[int] = setting(Rule(lambda v: len(v) > 0 and all(isinstance(p, int) and p >= 0 for p in v),
+                                         "a non-empty list of feature points (integers >= 0), e.g. [0,1,2,3]"))
+    nce_patches: int = setting(POSITIVE)
     post_filter: int = setting(Rule(lambda v: v == 0 or (v >= 1 and v % 2 == 1), "0 (off) or an odd filter side in pixels, e.g. 9"))
     post_filter_lr: float = setting(at_least(0, " (0: keep the filters fitted at the start)", integer=False))
     post_filter_decouple: str = setting(one_of("difference", "round_trip"))

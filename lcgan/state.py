@@ -68,6 +68,7 @@ class TrainState:
                 "sched_G": self.sched_g, "sched_D": self.sched_d, "scaler": self.scaler,
                 "buffer_A": self.buffer_a, "buffer_B": self.buffer_b,
                 **({"G_ema": self.ema[0].module, "F_ema": self.ema[1].module} if self.ema else {}),
+                **({"nce": n.nce} if n.nce is not None else {}),
                 **({"post_filter": self.post.filters, "opt_post": self.post.opt} if self.post else {})}
 
     def required(self) -> list[str]:

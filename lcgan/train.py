@@ -173,7 +173,7 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     vae = instantiate(cfg.vae, device=str(device))
     check_channels(domains.channels, vae.space, "data")
     view = Decoded(vae, domains.convention, tc.d_crop) if tc.d_input == "decoded" else None
-    gan = build_gan(cfg.model, domains.channels, view).to(device)
+    gan = build_gan(cfg.model, domains.channels, view, cfg.train).to(device)
     check_sizes(gan, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
     if tc.lambda_anchor > 0 and getattr(gan.g_ab, "output", None) != "residual":
         raise config.ConfigError("train.lambda_anchor > 0 pulls a residual generator toward its starting map, and a tanh "

@@ -22,7 +22,7 @@ def warm(cfg: DictConfig, shape: tuple[int, int, int], flip: bool, steps: int = 
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     cfg.train.compile = True
-    gan = build_gan(cfg.model, shape[0]).to(device)
+    gan = build_gan(cfg.model, shape[0], train_cfg=cfg.train).to(device)
     step = build_training(cfg, gan, device).step
     layout = memory_format(cfg.train.channels_last, device)
     n = 2 * cfg.train.batch_size
