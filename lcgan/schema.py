@@ -256,6 +256,7 @@ class BenchSection:
     eager_warmup: int = setting(NON_NEGATIVE)
     steps: int = setting(POSITIVE)
     n_batches: int = setting(POSITIVE)
+    rounds: int = setting(POSITIVE)
     compare_steps: int = setting(POSITIVE)
     eager_amp: str = setting(AMP)
     eager_batch_size: Optional[int] = setting(Rule(lambda v: v is None or v >= 1, "null or an integer >= 1"))

@@ -64,6 +64,19 @@ def test_bench_runs_and_compares_on_cpu(tmp_path):
     assert (tmp_path / "bench.json").read_text().strip().startswith("{")
 
 
+def test_bench_rounds_take_turns_and_report_the_median_round(tmp_path):
+    from tests.conftest import compose_cfg
+
+    result = bench(compose_cfg("bench", [*TINY_BENCH, f"out_dir={tmp_path}", "bench.rounds=3", "bench.eager_batch_size=2"]))
+    rounds = result["rounds"]
+    assert len(rounds) == 3 and rounds[0]["ms_per_step"] == result["ms_per_step"]  # the first round is the plain timing
+    for r in rounds:  # each round's ratio in pairs/s: 4 pairs a step optimized, 2 plain
+        assert r["speedup"] == pytest.approx(4 / r["ms_per_step"] / (2 / r["eager_ms_per_step"]), rel=1e-2)
+    ratios = sorted(r["speedup"] for r in rounds)
+    assert result["speedup"] == pytest.approx(ratios[1], abs=0.01)
+    assert result["speedup_range"] == [pytest.approx(ratios[0], abs=0.01), pytest.approx(ratios[2], abs=0.01)]
+
+
 def test_bench_compares_a_larger_batch_with_the_reference_batch_in_pairs_per_second(tmp_path):
     from tests.conftest import compose_cfg
 
