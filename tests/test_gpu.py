@@ -60,6 +60,16 @@ def test_compiled_step_with_cuda_graphs_trains(tiny_cfg, tmp_path):
     assert all(r["loss_anchor"] > 0 for r in rows)
 
 
+def test_compiled_step_with_cuda_graphs_trains_patch_nce_without_a_cycle(tiny_cfg, tmp_path):
+    # PatchNCE draws its positions on the device every step, inside the captured graph; CUT's recipe drops the cycle pass
+    out = tmp_path / "run"
+    train(tiny_cfg("device=cuda", "train.compile=true", "train.cuda_graphs=true", "train.epochs=2", "train.lambda_nce=1",
+                   "train.lambda_cyc=0", out=out))
+    rows = read_log(out)
+    assert [r["epoch"] for r in rows] == [1, 2] and all(math.isfinite(r[k]) for r in rows for k in LOSS_KEYS)
+    assert all(r["loss_nce"] > 0 and r["loss_cyc"] == 0 for r in rows)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """test_evaluate's tiny run and photos (eval=smoke below: random metric networks, the same on both devices, no
