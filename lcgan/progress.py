@@ -83,7 +83,7 @@ def closing_note(rows: list[dict], out: Path, epochs: int) -> str:
     if not rows:
         return f"No epoch finished; nothing was written under {out}."
     key = validation_key(rows[-1]) or "val_metric"
-    scored = [r for r in rows if math.isfinite(float(r.get(key, math.nan)))]
+    scored = [r for r in rows if math.isfinite(float(r.get("val_metric", r.get(key, math.nan))))]  # what picked best.pt
     last, run = rows[-1], RunFolder(out)
     parts = []
     if scored:
@@ -100,7 +100,9 @@ def closing_note(rows: list[dict], out: Path, epochs: int) -> str:
             text += "."
         parts.append(text)
     else:
-        parts.append(f"No epoch has a finite {key}; model/best.pt was not written.")
+        why = (" (train.lambda_cyc=0: the cycle loss, the metric without a validation split, is not trained; hold out images "
+               "with data.val_fraction=0.1 for one)" if key == "loss_cyc" and all(r.get(key) == 0 for r in rows) else "")
+        parts.append(f"No epoch has a finite {key}{why}; model/best.pt was not written.")
     parts.append(f"Checkpoints are in {run.model}/ ({run.best.name}, {run.last.name}, epoch_*.pt), the log and curves in {run.logs}/ "
                  f"({run.log.name}, {run.curves.name}), the pictures in {run.pictures}/.")
     ckpt = run.best if run.best.exists() else run.last

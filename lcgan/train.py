@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lcgan import CONF_DIR, checkpoint, config, distributed, postfilter, progress, rundir
-from lcgan.baselines import channel_stats, fit_all, score_heldout, score_synthetic, validation_metric
+from lcgan.baselines import channel_stats, fit_all, score_heldout, score_synthetic, validation_key, validation_metric
 from lcgan.build import LOSS_KEYS, background_compile, build_gan, build_training, check_sizes, memory_format, probe_view
 from lcgan.compile_cache import BackgroundCompile
 from lcgan.curves import read_log, write_curves
@@ -340,7 +340,9 @@ def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None
         metrics.update(score_synthetic(g_ab, g_ba, domains.a, domains.b, domains.truth, maps=run.maps))
     elif domains.val_a is not None:
         metrics.update(score_heldout(g_ab, g_ba, domains.val_a, domains.val_b, domains.a, domains.b, maps=run.maps))
-    metrics["val_metric"] = validation_metric(metrics)
+    # the cycle loss picks best.pt only when it is trained: at train.lambda_cyc=0 it is 0 every epoch, and the first would win
+    no_metric = validation_key(metrics) == "loss_cyc" and tc.lambda_cyc == 0
+    metrics["val_metric"] = math.nan if no_metric else validation_metric(metrics)
     improved = metrics["val_metric"] < state.best_val
     state.best_val, state.metrics = min(state.best_val, metrics["val_metric"]), metrics
     save_checkpoints(state, run.folder, improved, tc)

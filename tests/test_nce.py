@@ -75,3 +75,19 @@ def test_a_run_trains_the_heads_logs_the_loss_and_resumes(tiny_cfg, tmp_path):
     assert [x["epoch"] for x in lines] == [1, 2] and all(x["loss_nce"] > 0 for x in lines)
     second = checkpoint.load(tmp_path / "run" / "model" / "last.pt")["nce"]
     assert second.keys() == first.keys() and any(not torch.equal(first[k], second[k]) for k in first)  # the heads trained on
+
+
+def test_without_a_cycle_or_a_validation_split_no_epoch_is_called_best(tiny_cfg, tmp_path, capsys):
+    # the cycle loss picks best.pt when nothing else can; at train.lambda_cyc=0 it is 0 every epoch, and epoch 1 won
+    from lcgan.train import train
+    from tests.test_train import read_log, write_latents
+
+    a, b = write_latents(tmp_path / "A", 8, seed=1), write_latents(tmp_path / "B", 8, seed=2)
+    train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.lambda_cyc=0", "train.lambda_nce=1",
+                   "train.epochs=2", "train.vis_every=0"))
+    rows = read_log(tmp_path / "run")
+    assert [r["loss_cyc"] for r in rows] == [0, 0] and all(r["val_metric"] != r["val_metric"] for r in rows)  # NaN
+    assert not (tmp_path / "run" / "model" / "best.pt").exists() and (tmp_path / "run" / "model" / "last.pt").exists()
+    said = capsys.readouterr()
+    note = said.out + said.err
+    assert "No epoch has a finite loss_cyc (train.lambda_cyc=0" in note and "data.val_fraction=0.1" in note
