@@ -18,13 +18,34 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from run import REPO, decode, load_folder, load_vae, with_truth
 
 from lcgan.baselines import fit
 from lcgan.models import LocalDiscriminator, PatchDiscriminator
 
+
+class HighPassView(torch.nn.Module):
+    """A discriminator given two views of each image: its pixels and their high-pass residue ``x - blur(x)`` (Gaussian,
+    sigma 2 px), where edges, halos, blur and sharpening stand out from the photo's colours and layout."""
+
+    def __init__(self, disc: torch.nn.Module, sigma: float = 2.0) -> None:
+        super().__init__()
+        self.disc = disc
+        r = int(3 * sigma)
+        k = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * sigma**2))
+        self.register_buffer("kernel", (k / k.sum()).view(1, 1, 1, -1).repeat(3, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.kernel.shape[-1] // 2
+        blur = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), self.kernel, groups=3)
+        blur = F.conv2d(F.pad(blur, (0, 0, r, r), mode="reflect"), self.kernel.transpose(-1, -2), groups=3)
+        return self.disc(torch.cat([x, x - blur], dim=1))
+
+
 PROBES = {"local 9 px": lambda aug: LocalDiscriminator(3, 64, 9, aug), "local 25 px": lambda aug: LocalDiscriminator(3, 64, 25, aug),
-          "PatchGAN 2 layers (34 px)": lambda aug: PatchDiscriminator(3, 64, 2, aug)}
+          "PatchGAN 2 layers (34 px)": lambda aug: PatchDiscriminator(3, 64, 2, aug),
+          "local 9 px + high-pass view": lambda aug: HighPassView(LocalDiscriminator(6, 64, 9, aug))}
 
 
 def auc(pos: list[float], neg: list[float]) -> float:
