@@ -216,27 +216,25 @@ def bench(cfg: DictConfig) -> dict:
         eager_cfg = _variant(cfg, eager=True, amp=bc.eager_amp)
         eager_batches = [(a[:eager_bs], b[:eager_bs]) for a, b in batches]
         eager = run_steps(eager_cfg, state, eager_batches, bc.steps, device, from_host=True, warmup=bc.eager_warmup)
-        eager_pairs_per_s = eager_bs * 1000 / eager["ms_per_step"]
-        result.update(
-            eager_batch_size=eager_bs,
-            eager_ms_per_step=round(eager["ms_per_step"], 3),
-            eager_pairs_per_s=round(eager_pairs_per_s, 1),
-            eager_tflops_per_s=round(flops * eager_bs / tc.batch_size / (eager["ms_per_step"] / 1000) / 1e12, 2),
-            eager_peak_mem_gb=eager["peak_mem_gb"],
-            speedup=round(tc.batch_size * 1000 / fast["ms_per_step"] / eager_pairs_per_s, 2),  # pairs/s over pairs/s
-        )
+        ms, eager_ms = fast["ms_per_step"], eager["ms_per_step"]
         if bc.rounds > 1:  # the same two runners taking turns (the first round is above): every figure becomes the median round's
-            rounds = [{"ms_per_step": round(fast["ms_per_step"], 3), "eager_ms_per_step": round(eager["ms_per_step"], 3),
-                       "speedup": round(tc.batch_size * 1000 / fast["ms_per_step"] / eager_pairs_per_s, 3)}]
+            rounds = [{"ms_per_step": round(ms, 3), "eager_ms_per_step": round(eager_ms, 3),
+                       "speedup": round(tc.batch_size / ms / (eager_bs / eager_ms), 3)}]
             rounds += interleaved(fast["runner"], eager["runner"], bc.steps, bc.rounds - 1, device, (tc.batch_size, eager_bs))
             median = lambda key: sorted(r[key] for r in rounds)[(len(rounds) - 1) // 2]  # noqa: E731
             ms, eager_ms, ratios = median("ms_per_step"), median("eager_ms_per_step"), [r["speedup"] for r in rounds]
-            result.update(ms_per_step=ms, pairs_per_s=round(tc.batch_size * 1000 / ms, 1),
-                          tflops_per_s=round(flops / (ms / 1000) / 1e12, 2), eager_ms_per_step=eager_ms,
-                          eager_pairs_per_s=round(eager_bs * 1000 / eager_ms, 1),
-                          eager_tflops_per_s=round(flops * eager_bs / tc.batch_size / (eager_ms / 1000) / 1e12, 2),
-                          speedup=round(tc.batch_size / ms / (eager_bs / eager_ms), 2),
-                          speedup_range=[round(min(ratios), 2), round(max(ratios), 2)], rounds=rounds)
+            result.update(speedup_range=[round(min(ratios), 2), round(max(ratios), 2)], rounds=rounds)
+        result.update(
+            ms_per_step=round(ms, 3),
+            pairs_per_s=round(tc.batch_size * 1000 / ms, 1),
+            tflops_per_s=round(flops / (ms / 1000) / 1e12, 2),
+            eager_batch_size=eager_bs,
+            eager_ms_per_step=round(eager_ms, 3),
+            eager_pairs_per_s=round(eager_bs * 1000 / eager_ms, 1),
+            eager_tflops_per_s=round(flops * eager_bs / tc.batch_size / (eager_ms / 1000) / 1e12, 2),
+            eager_peak_mem_gb=eager["peak_mem_gb"],
+            speedup=round(tc.batch_size / ms / (eager_bs / eager_ms), 2),  # pairs/s over pairs/s
+        )
         del fast["runner"], eager["runner"]  # their memory (CUDA graphs' pools) before the agreement's runs
         # Agreement: N identical steps from identical weights and inputs. GAN training amplifies
         # rounding, so the optimized step's drift from the plain step in the same dtype is judged

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from run import REPO, decode, load_folder, load_vae, with_truth
+from run import REPO, _blur, decode, load_folder, load_vae, with_truth
 
 from lcgan.baselines import fit
 from lcgan.models import LocalDiscriminator, PatchDiscriminator
@@ -31,16 +30,10 @@ class HighPassView(torch.nn.Module):
 
     def __init__(self, disc: torch.nn.Module, sigma: float = 2.0) -> None:
         super().__init__()
-        self.disc = disc
-        r = int(3 * sigma)
-        k = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * sigma**2))
-        self.register_buffer("kernel", (k / k.sum()).view(1, 1, 1, -1).repeat(3, 1, 1, 1))
+        self.disc, self.sigma = disc, sigma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.kernel.shape[-1] // 2
-        blur = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), self.kernel, groups=3)
-        blur = F.conv2d(F.pad(blur, (0, 0, r, r), mode="reflect"), self.kernel.transpose(-1, -2), groups=3)
-        return self.disc(torch.cat([x, x - blur], dim=1))
+        return self.disc(torch.cat([x, x - _blur(x, self.sigma)], dim=1))  # the suite's own blur (soft_focus's)
 
 
 PROBES = {"local 9 px": lambda aug: LocalDiscriminator(3, 64, 9, aug), "local 25 px": lambda aug: LocalDiscriminator(3, 64, 25, aug),

@@ -24,6 +24,7 @@ import torch
 from d_probe import PROBES, auc, probe
 from run import OUTSIDE_SETS, PHOTO_SETS, REPO, TRANSFORMS, random_crops, read_photo
 
+from lcgan.baselines import fit
 from lcgan.images import list_images
 
 TEST_PHOTOS = 31
@@ -32,12 +33,6 @@ TEST_PHOTOS = 31
 def crops(photos: list[torch.Tensor], n: int, size: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.stack([c for x in photos for c in random_crops(x, n, size, gen)])
-
-
-def moment_match(a: torch.Tensor, b: torch.Tensor):
-    """Per-channel ``(x - mean_a) / std_a * std_b + mean_b``, fitted on the two training sets' pixels."""
-    (ma, sa), (mb, sb) = ((x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True)) for x in (a, b))
-    return lambda x: ((x - ma) / sa * sb + mb).clamp(-1, 1)
 
 
 def main() -> None:
@@ -69,8 +64,8 @@ def main() -> None:
         for n in sizes:
             a = crops(rest[:n], 8, 256, seed + 2)
             b = transform(crops(rest[half:half + n], 8, 256, seed + 3))
-            start = moment_match(a, b) if args.start == "moment_match" else (lambda x: x)
-            fake, fake_test = start(a), start(x_test)
+            start = fit("moment_match", a, b) if args.start == "moment_match" else (lambda x: x)  # per-channel, on pixels
+            fake, fake_test = start(a).clamp(-1, 1), start(x_test).clamp(-1, 1)
             for steps in (int(s) for s in args.steps.split(",")):
                 t0 = time.time()
                 score = probe(PROBES[args.probe], b, fake, steps, seed)
