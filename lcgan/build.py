@@ -106,7 +106,8 @@ def build_training(cfg: DictConfig, gan: CycleGAN, device: torch.device, group: 
         gan.to(memory_format=torch.channels_last)  # cuDNN's fast convolution layout
     make_opt = instantiate(cfg.optim, epochs=tc.epochs)  # the schedule follows the run's length
     opt_g, sched_g = make_opt(generator_params(gan))
-    opt_d, sched_d = make_opt(list(gan.d_a.parameters()) + list(gan.d_b.parameters()))
+    d_lr = {} if tc.d_lr_scale == 1 else {"lr": cfg.optim.lr * tc.d_lr_scale}  # TTUR: D at its own rate, the same schedule
+    opt_d, sched_d = make_opt(list(gan.d_a.parameters()) + list(gan.d_b.parameters()), **d_lr)
     amp_dtype = AMP_DTYPES[tc.amp] if device.type == "cuda" else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
     weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale,

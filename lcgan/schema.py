@@ -102,6 +102,7 @@ class TrainSection:
     r1_gamma: float = setting(at_least(0, " (0: no R1 penalty)", integer=False))
     r1_every: int = setting(POSITIVE)
     d_loss_scale: float = setting(above(0))
+    d_lr_scale: float = setting(above(0))
     ema_decay: float = setting(Rule(lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1) (0: no EMA)"))
     ema_debias: bool = setting()
     fake_buffer_size: int = setting(at_least(0, " (0 disables the replay buffer)"))

@@ -191,6 +191,21 @@ def test_training_with_r1_flattens_d_on_reals(tiny_cfg, tmp_path):
     assert grad_sq[100] < 0.8 * grad_sq[0]
 
 
+def test_d_lr_scale_gives_the_discriminators_their_own_rate_on_the_same_schedule(tiny_cfg):
+    # TTUR: D at optim.lr * train.d_lr_scale, G at optim.lr, both decaying by the same factor
+    from lcgan.build import build_gan, build_training
+
+    cfg = tiny_cfg("train.d_lr_scale=4", "optim.lr=1e-4", "train.epochs=4", "optim.lr_constant_epochs=1", "optim.lr_decay_epochs=3")
+    training = build_training(cfg, build_gan(cfg.model, 4), torch.device("cpu"), compile=False)
+    rates = lambda: ([g["lr"] for g in training.step.opt_g.param_groups], [g["lr"] for g in training.step.opt_d.param_groups])  # noqa: E731
+    g_lr, d_lr = rates()
+    assert g_lr == [pytest.approx(1e-4)] * len(g_lr) and d_lr == [pytest.approx(4e-4)] * len(d_lr)
+    for sched in (training.sched_g, training.sched_d):
+        sched.step(), sched.step()  # two epochs on, the second decaying: 1 - 2/4
+    g_lr, d_lr = rates()
+    assert g_lr[0] == pytest.approx(0.5e-4) and d_lr[0] == pytest.approx(2e-4)
+
+
 def test_ema_update_is_a_lerp_of_every_float_tensor():
     from lcgan.state import Ema
 
