@@ -48,9 +48,9 @@ def auc(pos: list[float], neg: list[float]) -> float:
 
 
 def probe(make, real: torch.Tensor, fake: torch.Tensor, steps: int, seed: int, crop: int = 64, batch: int = 16,
-          augment: str = ""):
+          augment: str = "", device: str = "cpu"):
     torch.manual_seed(seed)
-    d = make(augment)
+    d = make(augment).to(device)
     opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))  # the training's D optimiser
     gen = torch.Generator().manual_seed(seed)
 
@@ -69,7 +69,7 @@ def probe(make, real: torch.Tensor, fake: torch.Tensor, steps: int, seed: int, c
 
     @torch.no_grad()
     def score(x: torch.Tensor) -> list[float]:
-        return torch.cat([d(c).mean(dim=(1, 2, 3)) for c in x.split(16)]).tolist()
+        return torch.cat([d(c.to(device)).mean(dim=(1, 2, 3)).cpu() for c in x.split(16)]).tolist()
 
     return score
 
