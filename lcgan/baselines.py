@@ -207,6 +207,28 @@ def shrink_factor(src: GroupMoments, tgt: GroupMoments, channels: int, k: int, p
     return min(1.0, max(0.0, 1.0 - sum(chance) / len(chance) / max(move, 1e-30)))
 
 
+def _gaussian_kl(src: tuple[torch.Tensor, torch.Tensor], tgt: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Symmetric Kullback-Leibler divergence between two Gaussians given as (mean, covariance)."""
+    def kl(m0, s0, m1, s1):
+        inv, dm = torch.linalg.inv(s1), m1 - m0
+        return 0.5 * (torch.trace(inv @ s0) + dm @ inv @ dm - len(m0) + torch.logdet(s1) - torch.logdet(s0))
+    return float(kl(*src, *tgt) + kl(*tgt, *src))
+
+
+def divergence_test(src: torch.Tensor, tgt: torch.Tensor, groups_src: list[str] | None = None, groups_tgt: list[str] | None = None,
+                    permutations: int = 64) -> tuple[float, float]:
+    """Do two domains ``(N, C, h, w)`` (latents or images) differ beyond chance? The symmetric KL divergence of their
+    per-vector Gaussian fits, and its permutation p-value over random re-splits of the pooled groups (source images).
+    Unlike the maps' displacement (:func:`shrink_factor`), the divergence is invariant to an affine change of the
+    space: a collapse of chroma (sepia) counts as much as a change of brightness, though it moves pixels far less."""
+    a, b = _patch_moments(src, 1, groups_src), _patch_moments(tgt, 1, groups_tgt)
+    observed = _gaussian_kl(a.moments(), b.moments())
+    pooled = a.join(b)
+    beyond = sum(_gaussian_kl(pooled.moments(keep), pooled.moments(~keep)) >= observed
+                 for keep in resplits(len(pooled.count), len(a.count), permutations))
+    return observed, (beyond + 1) / (permutations + 1)
+
+
 def shrunk(m: LinearMap, factor: float) -> LinearMap:
     """``z + factor (m(z) - z)``: the map pulled toward the identity."""
     ident = _identity(m.weight.shape[0], m.kernel)

@@ -136,6 +136,25 @@ def test_shrunk_ot_keeps_a_real_shift_and_drops_a_chance_one():
     assert (real.weight - target.weight).abs().max() < 0.1 and (real.bias - target.bias).abs().max() < 0.2
 
 
+def test_divergence_test_sees_a_collapsed_direction_the_displacement_misses():
+    """Two samples of one distribution: p large. One channel squeezed to a tenth (a chroma collapse, as sepia's): a
+    small displacement next to the photos' own spread, a large divergence, p at its floor 1/65."""
+    from lcgan.baselines import _patch_moments, divergence_test, shrink_factor
+
+    gen = torch.Generator().manual_seed(2)
+    photos = lambda n: torch.randn(n, 3, 1, 1, generator=gen) + 0.3 * torch.randn(n, 3, 8, 8, generator=gen)  # noqa: E731
+    spread = torch.tensor([1.0, 0.1, 0.1]).view(1, 3, 1, 1)  # a bright channel and two faint ones, as luma and chroma
+    a, b = photos(40) * spread, photos(40) * spread
+    groups = [str(i) for i in range(40)]
+    kl, p = divergence_test(a, b, groups, groups)
+    assert p > 0.1
+    squeezed = b * torch.tensor([1.0, 0.1, 1.0]).view(1, 3, 1, 1)
+    kl_s, p_s = divergence_test(a, squeezed, groups, groups)
+    assert p_s == pytest.approx(1 / 65) and kl_s > 10 * kl
+    ma, ms = _patch_moments(a, 1, groups), _patch_moments(squeezed, 1, groups)
+    assert shrink_factor(ma, ms, 3, 1) < 0.5, "the displacement alone takes most of the collapse for chance"
+
+
 def test_shrinkage_counts_source_images_not_latents():
     """Crops of one photo are not independent samples: grouped by photo, the chance move is larger."""
     from lcgan.baselines import GroupMoments, _patch_moments, shrink_factor
