@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lcgan.baselines import fit
+from lcgan.baselines import LinearMap, divergence_test, fit
 from lcgan.spectrum import domain_spectrum, spectrum_loss
 
 
 class PixelFilter(nn.Module):
-    """``size x size`` depthwise filter on ``(N, C, H, W)`` images: symmetric, normalised to sum 1 per channel."""
+    """``size x size`` depthwise filter on ``(N, C, H, W)`` images: symmetric, normalised to sum 1 per channel; optionally
+    after a colour map (``train.post_colour``): an affine map of each pixel's colour, a constant fitted at the start."""
 
     def __init__(self, size: int = 9, channels: int = 3) -> None:
         super().__init__()
@@ -28,6 +29,8 @@ class PixelFilter(nn.Module):
         raw = torch.zeros(channels, size, size)
         raw[:, size // 2, size // 2] = 1.0
         self.raw = nn.Parameter(raw)
+        self.register_buffer("colour", torch.eye(channels, channels + 1))  # [matrix | bias]: the identity, none
+        self.coloured = False  # skip the identity colour map: no op, no change to a run without one
 
     @property
     def size(self) -> int:
@@ -37,13 +40,34 @@ class PixelFilter(nn.Module):
         k = (self.raw + self.raw.flip(-1, -2)) / 2  # point symmetric: a real, zero-phase frequency response
         return k / k.sum(dim=(-1, -2), keepdim=True)
 
+    def set_colour(self, m: LinearMap) -> None:
+        """The colour map applied before the filter: a 1x1 :class:`lcgan.baselines.LinearMap` on these channels."""
+        c = self.colour.shape[0]
+        self.colour.copy_(torch.cat([m.weight.reshape(c, c), m.bias.reshape(c, 1)], dim=1))
+        self.coloured = True
+
+    def recolour(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` through the colour map (none: ``x`` itself), in fp32 elementwise ops (autocast leaves them alone)."""
+        if not self.coloured:
+            return x
+        c = self.colour.shape[0]
+        w, bias = self.colour[:, :c], self.colour[:, c]
+        return ((w.view(1, c, c, 1, 1) * x.float().unsqueeze(1)).sum(2) + bias.view(1, c, 1, 1)).to(x.dtype)
+
     def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """``frozen``: the kernel as a constant: gradients reach ``x`` (G, through the decoder), never the filter."""
+        x = self.recolour(x)
         r = self.size // 2
         mode = "reflect" if min(x.shape[-2:]) > r else "replicate"  # reflection needs the image larger than the pad
         k = self.kernel()
         k = (k.detach() if frozen else k).to(x.dtype).unsqueeze(1)
         return F.conv2d(F.pad(x, (r,) * 4, mode=mode), k, groups=x.shape[1])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        c = self.raw.shape[0]
+        state_dict.setdefault(prefix + "colour", torch.eye(c, c + 1))  # saved before train.post_colour: no colour map
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.coloured = not torch.equal(self.colour.cpu(), torch.eye(c, c + 1))  # once, at load
 
 
 def fit_filter(images: torch.Tensor, target: torch.Tensor, size: int = 9, steps: int = 300, batch: int = 32,
@@ -69,6 +93,7 @@ class PostFilters(nn.Module):
     ``g_ba`` after F. Saved in every checkpoint as ``post_filter``; evaluate and translate apply them after decoding."""
 
     KEYS = ("g_ab.raw", "g_ba.raw")
+    COLOUR_KEYS = ("g_ab.colour", "g_ba.colour")  # train.post_colour; absent from checkpoints saved before it
 
     def __init__(self, size: int = 9, channels: int = 3) -> None:
         super().__init__()
@@ -76,16 +101,21 @@ class PostFilters(nn.Module):
 
     @classmethod
     def from_state(cls, state, where: str) -> PostFilters:
-        """Rebuilt from a checkpoint's ``post_filter`` (data, checked first): two finite float ``(C, k, k)`` tensors, k odd."""
-        ok = isinstance(state, dict) and sorted(state) == sorted(cls.KEYS) and all(
-            isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() == 3 for t in state.values())
-        shapes = {tuple(t.shape) for t in state.values()} if ok else set()
+        """Rebuilt from a checkpoint's ``post_filter`` (data, checked first): two finite float ``(C, k, k)`` tensors, k odd,
+        and optionally their two finite ``(C, C + 1)`` colour maps."""
+        keys = sorted(state) if isinstance(state, dict) else []
+        ok = keys in (sorted(cls.KEYS), sorted(cls.KEYS + cls.COLOUR_KEYS)) and all(
+            isinstance(state[k], torch.Tensor) and state[k].is_floating_point() and state[k].dim() == (3 if k in cls.KEYS else 2)
+            for k in keys)
+        shapes = {tuple(state[k].shape) for k in cls.KEYS} if ok else set()
         if not ok or len(shapes) != 1 or not all(bool(torch.isfinite(t).all()) for t in state.values()):
-            raise ValueError(f"{where} must hold {', '.join(cls.KEYS)}: two finite float tensors of one shape (channels, k, k); "
-                             "re-save the checkpoint from a trusted lcgan run")
+            raise ValueError(f"{where} must hold {', '.join(cls.KEYS)}: two finite float tensors of one shape (channels, k, k), and "
+                             f"optionally {', '.join(cls.COLOUR_KEYS)}; re-save the checkpoint from a trusted lcgan run")
         ((c, k, k2),) = shapes
         if k != k2 or k % 2 == 0:
             raise ValueError(f"{where}: filters of shape {(c, k, k2)} are not square with an odd side; re-save the checkpoint")
+        if any(tuple(state[key].shape) != (c, c + 1) for key in cls.COLOUR_KEYS if key in state):
+            raise ValueError(f"{where}: colour maps must be ({c}, {c + 1}) for {c}-channel filters; re-save the checkpoint")
         filters = cls(k, c)
         filters.load_state_dict(state)
         return filters.requires_grad_(False).eval()
@@ -169,7 +199,8 @@ def unfiltered(a: torch.Tensor, b: torch.Tensor, filters: PostFilters, view) -> 
 
 
 def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a: list[str] | None, groups_b: list[str] | None,
-          anchor: str, seed: int, decouple: str = "difference") -> tuple[FilterTrainer, dict | None]:
+          anchor: str, seed: int, decouple: str = "difference", colour: str = "none",
+          colour_alpha: float = 0.05) -> tuple[FilterTrainer, dict | None]:
     """``train.post_filter``: the filters' trainer and, unless ``anchor`` is ``identity``, the generators' decoupled start maps.
 
     From up to :data:`SUBSAMPLE` latents of each domain (model space, on the device): each domain's log spectrum (of
@@ -178,14 +209,29 @@ def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a
     ``difference`` (:func:`decoupled` fitted to the raw other domain) or ``round_trip`` (:func:`round_trips` with the
     filter fitted to the other domain's plain round trip: both sides carry the VAE's own loss, so it cancels exactly
     in the comparison rather than to first order).
+
+    ``colour`` (``train.post_colour``, not ``none``): first, each way, a colour map of that kind (a 1x1 baseline of
+    :mod:`lcgan.baselines`) fitted from the untranslated decodes to the other domain's, kept only where the two differ
+    beyond chance (:func:`lcgan.baselines.divergence_test`, p < ``colour_alpha``): in decoded pixels a cross-channel
+    colour transform is identifiable where latent maps are not (experiments/known_transform/results/pixel_colour.md).
+    The filters are then fitted after it, and the anchors decoupled from both.
     """
     (za, ga), (zb, gb) = subsample(a, groups_a), subsample(b, groups_b)
     spec_a, spec_b = (domain_spectrum(view.centre, z) for z in (za, zb))
     images = lambda z: torch.cat([view.centre(c).to(z.device) for c in z.split(16)])  # noqa: E731
-    filters = PostFilters(size, images(za[:1]).shape[1]).to(za.device)
-    first_ab, first_ba = fit_filter(images(za), spec_b, size, seed=seed), fit_filter(images(zb), spec_a, size, seed=seed + 1)
-    filters.g_ab.load_state_dict(first_ab.state_dict())
-    filters.g_ba.load_state_dict(first_ba.state_dict())
+    x_a, x_b = images(za), images(zb)
+    filters = PostFilters(size, x_a.shape[1]).to(za.device)
+    if colour != "none":
+        for h, src, tgt, gs, gt, name in ((filters.g_ab, x_a, x_b, ga, gb, "A->B"), (filters.g_ba, x_b, x_a, gb, ga, "B->A")):
+            kl, p = divergence_test(src, tgt, gs, gt)
+            if p < colour_alpha:
+                h.set_colour(fit(colour, src, tgt, gs, gt))
+            print(f"post_colour {name}: colour KL {kl:.3g}, p = {p:.3f}: {colour if p < colour_alpha else 'none (within chance)'}")
+    first_ab = fit_filter(filters.g_ab.recolour(x_a), spec_b, size, seed=seed)
+    first_ba = fit_filter(filters.g_ba.recolour(x_b), spec_a, size, seed=seed + 1)
+    filters.g_ab.raw.data.copy_(first_ab.raw)
+    filters.g_ba.raw.data.copy_(first_ba.raw)
+    first_ab, first_ba = filters.g_ab, filters.g_ba  # colour map and first filter: what the anchors are decoupled from
     anchors = None
     if anchor != "identity":
         vae, convention = view.vae, view.convention

@@ -96,6 +96,8 @@ class TrainSection:
     post_filter: int = setting(Rule(lambda v: v == 0 or (v >= 1 and v % 2 == 1), "0 (off) or an odd filter side in pixels, e.g. 9"))
     post_filter_lr: float = setting(at_least(0, " (0: keep the filters fitted at the start)", integer=False))
     post_filter_decouple: str = setting(one_of("difference", "round_trip"))
+    post_colour: str = setting(one_of("none", "mean_shift", "moment_match", "gaussian_ot", "gaussian_ot_shrunk"))
+    post_colour_alpha: float = setting(Rule(lambda v: _finite(v) and 0 < v <= 1, "a p-value threshold in (0, 1] (1: always fit)"))
     d_input: str = setting(one_of("latent", "decoded"))
     d_targets: str = setting(one_of("real", "unfiltered"))
     d_crop: int = setting(at_least(0, " (0: decode the whole latents)"))

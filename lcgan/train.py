@@ -198,6 +198,9 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     if tc.d_targets == "unfiltered" and not (tc.post_filter and tc.post_filter_lr == 0 and view is None):
         raise config.ConfigError("train.d_targets=unfiltered undoes the post-filters fitted at the start: it needs "
                                  "train.post_filter > 0, train.post_filter_lr=0 and train.d_input=latent (or train.d_targets=real)")
+    if tc.post_colour != "none" and not tc.post_filter:
+        raise config.ConfigError(f"train.post_colour={tc.post_colour} is part of the pixel post-stage: set train.post_filter "
+                                 "(e.g. 9), or train.post_colour=none")
     if tc.post_filter:
         if group.world > 1:
             raise config.ConfigError("train.post_filter is single-process for now (each rank would fit its own filters): "
@@ -208,7 +211,8 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
         view_pf = view if view is not None else Decoded(vae, domains.convention, tc.d_crop)
         a_dev, b_dev = domains.a.to(device), domains.b.to(device)
         post, decoupled = postfilter.setup(tc.post_filter, tc.post_filter_lr, view_pf, a_dev, b_dev,
-                                           *groups, gan.g_ab.anchor, cfg.seed, tc.post_filter_decouple)
+                                           *groups, gan.g_ab.anchor, cfg.seed, tc.post_filter_decouple,
+                                           tc.post_colour, tc.post_colour_alpha)
         anchors = decoupled or anchors
         if tc.d_targets == "unfiltered":
             targets = postfilter.unfiltered(a_dev, b_dev, post.filters, view_pf)

@@ -259,3 +259,70 @@ def test_training_with_decoded_discriminators_judges_through_the_filters(tiny_cf
     train(tiny_cfg("train.post_filter=3", "train.d_input=decoded", "train.d_crop=0", "vae.upscale=2", "train.epochs=1"))
     rows = [json.loads(line) for line in (tmp_path / "run" / "logs" / "train_log.jsonl").read_text().splitlines()]
     assert judged and all(judged) and all(math.isfinite(r["loss_G"]) and math.isfinite(r["loss_pf"]) for r in rows)
+
+
+SEPIA = torch.tensor([[0.39, 0.77, 0.19], [0.35, 0.69, 0.17], [0.27, 0.53, 0.13]])
+
+
+def photos(n: int, gen: torch.Generator) -> torch.Tensor:
+    """Images as photographs are: brightness varies most (by photo and in texture), colour less; in [-1, 1]."""
+    luma = 0.4 * torch.rand(n, 1, 1, 1, generator=gen) - 0.2 + 0.2 * torch.randn(n, 1, 16, 16, generator=gen)
+    chroma = 0.1 * torch.randn(n, 3, 1, 1, generator=gen) + 0.03 * torch.randn(n, 3, 16, 16, generator=gen)
+    return (luma + chroma).clamp(-1, 1)
+
+
+def test_a_colour_map_runs_before_the_filter_and_travels_with_the_checkpoint():
+    gen = torch.Generator().manual_seed(0)
+    x = photos(4, gen)
+    h = PixelFilter(3)
+    with torch.no_grad():
+        h.raw.copy_(torch.tensor([0.25, 0.5, 0.25])[:, None] * torch.tensor([0.25, 0.5, 0.25])[None])
+    plain = h(x)
+    assert not h.coloured and torch.equal(h.recolour(x), x), "no colour map: the image itself, no op"
+    h.set_colour(fit("gaussian_ot", x, torch.einsum("oc,nchw->nohw", SEPIA, x)))
+    bare = PixelFilter(3)  # the same kernel, no colour map
+    bare.raw.data.copy_(h.raw)
+    affine = torch.einsum("oc,nchw->nohw", h.colour[:, :3], x) + h.colour[:, 3].view(1, 3, 1, 1)
+    torch.testing.assert_close(h(x), bare(affine))
+    assert (affine - torch.einsum("oc,nchw->nohw", SEPIA, x)).abs().mean() < 0.5 * (x - torch.einsum("oc,nchw->nohw", SEPIA, x)).abs().mean()
+    filters = PostFilters(3)
+    filters.g_ab.load_state_dict(h.state_dict())
+    loaded = PostFilters.from_state(filters.state_dict(), "ck")
+    assert loaded.g_ab.coloured and not loaded.g_ba.coloured
+    torch.testing.assert_close(loaded.g_ab(x), h(x))
+    old = {k: v for k, v in filters.state_dict().items() if k in PostFilters.KEYS}  # saved before train.post_colour
+    before = PostFilters.from_state(old, "ck")
+    assert not before.g_ab.coloured and torch.equal(before.g_ab(x), plain)
+    with pytest.raises(ValueError, match="ck: colour maps"):
+        PostFilters.from_state({**filters.state_dict(), "g_ab.colour": torch.zeros(3, 3)}, "ck")
+
+
+def test_setup_fits_a_colour_map_only_where_the_domains_colours_differ_beyond_chance(capsys):
+    """A VAE whose latents are its images. B = sepia of other photos: the gate opens for both directions and G's colour
+    stage takes A's decodes close to sepia; B = other photos as they are: the gate stays shut, no colour map."""
+    from lcgan.postfilter import setup
+
+    gen = torch.Generator().manual_seed(1)
+    a, b = photos(48, gen), photos(48, gen)
+    groups = [str(i) for i in range(48)]
+
+    class View:
+        vae, convention = PixelsVAE(), Convention(latent_divisor=1.0)
+
+        def centre(self, z):
+            return z
+
+    sepia_b = torch.einsum("oc,nchw->nohw", SEPIA, b).clamp(-1, 1)
+    trainer, anchors = setup(3, 0.0, View(), a, sepia_b, groups, groups, "moment_match", 0, colour="gaussian_ot")
+    assert trainer.filters.g_ab.coloured and trainer.filters.g_ba.coloured
+    truth = torch.einsum("oc,nchw->nohw", SEPIA, a).clamp(-1, 1)
+    assert (trainer.filters.g_ab.recolour(a) - truth).pow(2).mean() < 0.25 * (a - truth).pow(2).mean()
+    assert "post_colour A->B: colour KL" in capsys.readouterr().out
+    trainer, _ = setup(3, 0.0, View(), a, b, groups, groups, "moment_match", 0, colour="gaussian_ot")
+    assert not trainer.filters.g_ab.coloured and not trainer.filters.g_ba.coloured
+    assert "none (within chance)" in capsys.readouterr().out
+
+
+def test_post_colour_without_post_filter_is_refused_naming_both(tiny_cfg):
+    with pytest.raises(config.ConfigError, match="train.post_colour=gaussian_ot.*train.post_filter"):
+        train(tiny_cfg("train.post_colour=gaussian_ot"))
