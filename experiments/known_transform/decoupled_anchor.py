@@ -40,24 +40,29 @@ def main() -> None:
                     help="difference: z + encode(h x) - encode(x) fitted to B (what lcgan.postfilter.setup does); "
                          "round_trip: encode(h x) fitted to encode(decode(b)), both sides through the VAE (run.py's rows; "
                          "train.post_filter_decouple)")
+    ap.add_argument("--colour", default="none", help="train.post_colour: a gated pixel colour map before each filter")
+    ap.add_argument("--colour-alpha", type=float, default=0.05, help="train.post_colour_alpha")
     args = ap.parse_args()
     data = args.out / f"data_{args.image_size}px_4crops"
     vae = load_vae(args.shared)
     view = Decoded(vae, Convention(latent_divisor=1.0), crop=args.crop)  # model space = raw latents: the maps are affine, the scale cancels
     a, groups_a = load_folder(data / "a")
-    print(f"anchor {args.anchor}, 9x9 filters, crop {args.crop}, decoupled by {args.decouple}, seed {args.seed}; PSNR dB on the test crops")
+    print(f"anchor {args.anchor}, 9x9 filters, crop {args.crop}, decoupled by {args.decouple}, colour {args.colour}, seed {args.seed}; "
+          "PSNR dB on the test crops")
     print("| transform | identity | anchor | decoupled anchor | + first filter (training starts here) | + filter refitted on it |")
     print("| --- | --- | --- | --- | --- | --- |")
     for transform in args.transforms.split(","):
         t0 = time.time()
         b, groups_b = load_folder(data / transform / "b")
         test = with_truth(vae, torch.load(data / "test.pt", weights_only=True), transform)
-        trainer, anchors = setup(9, 0.01, view, a, b, groups_a, groups_b, args.anchor, args.seed, args.decouple)
+        trainer, anchors = setup(9, 0.01, view, a, b, groups_a, groups_b, args.anchor, args.seed, args.decouple, args.colour,
+                                 args.colour_alpha)
         plain, free = fit(args.anchor, a, b, groups_a, groups_b), anchors["A2B"]
         z = free(test["z_x"])
         with torch.no_grad():
             images = torch.cat([view.centre(c) for c in free(a).split(16)])
-        refit = fit_filter(images, trainer.spec_b, 9, seed=args.seed)
+        refit = fit_filter(trainer.filters.g_ab.recolour(images), trainer.spec_b, 9, seed=args.seed)
+        refit.load_state_dict({**refit.state_dict(), "colour": trainer.filters.g_ab.colour})  # the same colour map before it
         score = lambda z, test=test: score_latents(vae, test, z)[0]  # noqa: E731
         print(f"| {transform} | {score(test['z_x']):.2f} | {score(plain(test['z_x'])):.2f} | {score(z):.2f} "
               f"| {score_filtered(vae, trainer.filters.g_ab, test, z)[0]:.2f} | {score_filtered(vae, refit, test, z)[0]:.2f} |"
