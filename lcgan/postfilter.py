@@ -212,7 +212,7 @@ def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a
 
     ``colour`` (``train.post_colour``, not ``none``): first, each way, a colour map of that kind (a 1x1 baseline of
     :mod:`lcgan.baselines`) fitted from the untranslated decodes to the other domain's, kept only where the two differ
-    beyond chance (:func:`lcgan.baselines.divergence_test`, p < ``colour_alpha``): in decoded pixels a cross-channel
+    beyond chance (:func:`lcgan.baselines.divergence_test`, p <= ``colour_alpha``; 1: always): in decoded pixels a cross-channel
     colour transform is identifiable where latent maps are not (experiments/known_transform/results/pixel_colour.md).
     The filters are then fitted after it, and the anchors decoupled from both.
     """
@@ -224,9 +224,9 @@ def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a
     if colour != "none":
         for h, src, tgt, gs, gt, name in ((filters.g_ab, x_a, x_b, ga, gb, "A->B"), (filters.g_ba, x_b, x_a, gb, ga, "B->A")):
             kl, p = divergence_test(src, tgt, gs, gt)
-            if p < colour_alpha:
+            if p <= colour_alpha:
                 h.set_colour(fit(colour, src, tgt, gs, gt))
-            print(f"post_colour {name}: colour KL {kl:.3g}, p = {p:.3f}: {colour if p < colour_alpha else 'none (within chance)'}")
+            print(f"post_colour {name}: colour KL {kl:.3g}, p = {p:.3f}: {colour if p <= colour_alpha else 'none (within chance)'}")
     first_ab = fit_filter(filters.g_ab.recolour(x_a), spec_b, size, seed=seed)
     first_ba = fit_filter(filters.g_ba.recolour(x_b), spec_a, size, seed=seed + 1)
     filters.g_ab.raw.data.copy_(first_ab.raw)

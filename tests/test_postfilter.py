@@ -326,3 +326,14 @@ def test_setup_fits_a_colour_map_only_where_the_domains_colours_differ_beyond_ch
 def test_post_colour_without_post_filter_is_refused_naming_both(tiny_cfg):
     with pytest.raises(config.ConfigError, match="train.post_colour=gaussian_ot.*train.post_filter"):
         train(tiny_cfg("train.post_colour=gaussian_ot"))
+
+
+@pytest.mark.slow
+def test_training_with_a_colour_stage_saves_it_and_translation_applies_it(tiny_cfg, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_cfg("train.post_filter=3", "train.post_colour=gaussian_ot", "train.post_colour_alpha=1", "vae.upscale=2"))
+    state = checkpoint.load(out / "model" / "last.pt")["post_filter"]
+    assert not torch.equal(state["g_ab.colour"], torch.eye(3, 4)), "alpha 1: the colour map is always fitted"
+    translator = load_translator(out / "model" / "last.pt", torch.device("cpu"))
+    h = translator.pixel_filter("g_ab")
+    assert h.coloured and torch.equal(h.colour, state["g_ab.colour"])
