@@ -96,7 +96,7 @@ def main() -> None:
         raise ValueError(f"--photos {args.photos}: at most {(len(photos) - TEST_PHOTOS) // 2} a domain from {len(photos)} photos")
     print(f"{args.transform}, {args.probe}, fakes: {args.start} of A, {len(photos)} photos ({TEST_PHOTOS} for test); "
           "AUC of B over the fakes, training crops / held-out test crops")
-    rows: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    rows: dict[tuple[str, int, int], list[tuple[float, float]]] = {}  # (view, photos, steps)
     for seed in (int(s) for s in args.seeds.split(",")):
         order = torch.randperm(len(photos), generator=torch.Generator().manual_seed(seed)).tolist()
         test, rest = [photos[i] for i in order[:TEST_PHOTOS]], [photos[i] for i in order[TEST_PHOTOS:]]

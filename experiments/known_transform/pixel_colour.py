@@ -24,20 +24,13 @@ import time
 from pathlib import Path
 
 import torch
-from run import REPO, decode, load_folder, load_vae, psnr, with_truth
+from run import REPO, decode, load_folder, load_vae, paired_affine, psnr, with_truth
 
 from lcgan.baselines import divergence_test, fit
 
 MAPS = ("moment_match", "gaussian_ot", "gaussian_ot_shrunk")
 ALPHA = 0.05  # the gate: a pixel map only where the decoded colours differ beyond chance at this level
 START = "gaussian_ot_shrunk"  # where the preset's generators start (conf/model/*.yaml)
-
-
-def paired_colour(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The least-squares RGB affine map fitted on the test pairs themselves (an upper bound for colour maps)."""
-    xs = torch.cat([x.permute(0, 2, 3, 1).reshape(-1, 3), torch.ones(x.numel() // 3, 1)], dim=1).double()
-    w = torch.linalg.lstsq(xs, y.permute(0, 2, 3, 1).reshape(-1, 3).double()).solution  # fp32 QR of 5.8M rows was off by 1 dB
-    return (xs @ w).float().reshape(x.shape[0], x.shape[2], x.shape[3], 3).permute(0, 3, 1, 2)
 
 
 def main() -> None:
@@ -83,7 +76,7 @@ def main() -> None:
         rows = json.loads((args.bars / f"results_{transform}_baselines.json").read_text())["baselines"][args.test]
         bar = max((v[0], k) for k, v in rows.items() if k not in ("paired_affine", "oracle", "pixels_identity"))
         print(f"| {transform} | {psnr(xt, y).mean().item():.2f} | {bar[0]:.2f} ({bar[1]}) | " + " | ".join(scores)
-              + f" | {psnr(paired_colour(xt, y).clamp(-1, 1), y).mean().item():.2f} | {rows['paired_affine'][0]:.2f} | "
+              + f" | {psnr(paired_affine(xt, y).clamp(-1, 1), y).mean().item():.2f} | {rows['paired_affine'][0]:.2f} | "
               f"{rows['oracle'][0]:.2f} |  ({time.time() - t0:.0f} s)", flush=True)
 
 
