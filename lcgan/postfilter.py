@@ -10,6 +10,8 @@ on untransformed photos (experiments/known_transform/results/pixel_filter.md).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,7 +58,10 @@ class PixelFilter(nn.Module):
 
     def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """``frozen``: the kernel as a constant: gradients reach ``x`` (G, through the decoder), never the filter."""
-        x = self.recolour(x)
+        return self.filter(self.recolour(x), frozen)
+
+    def filter(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """``x`` through the kernel alone, without the colour map."""
         r = self.size // 2
         mode = "reflect" if min(x.shape[-2:]) > r else "replicate"  # reflection needs the image larger than the pad
         k = self.kernel()
@@ -163,7 +168,7 @@ def subsample(z: torch.Tensor, groups: list[str] | None) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def round_trips(z: torch.Tensor, filters: list[PixelFilter | None], vae, convention) -> list[torch.Tensor]:
+def round_trips(z: torch.Tensor, filters: list[Callable | None], vae, convention) -> list[torch.Tensor]:
     """Model-space latents ``z`` through the VAE and back once per filter, their images filtered by it on the way
     (None: not): ``encode(h * decode(z))``, each chunk decoded once for all of them."""
     enc = lambda img: convention.raw_to_model(vae.encode(img.clamp(-1, 1)).to(z.device).float(), vae.space)  # noqa: E731
@@ -190,12 +195,26 @@ def decoupled(z: torch.Tensor, h: PixelFilter, vae, convention) -> torch.Tensor:
 
 @torch.no_grad()
 def unfiltered(a: torch.Tensor, b: torch.Tensor, filters: PostFilters, view) -> tuple[torch.Tensor, torch.Tensor]:
-    """``train.d_targets=unfiltered``: each domain with the other direction's filter undone to first order,
-    ``b - (encode(h_ab * x) - encode(x))`` (``x`` the decodes of ``b``; likewise ``a`` with ``h_ba``): latents whose
-    images, once filtered by the filter that follows the generator into that domain, look like the domain's own.
-    A latent discriminator that takes these as real asks G for what its filter does not add, instead of asking G to
-    add the filter's blur or sharpening a second time. Needs filters that stay as fitted (``post_filter_lr=0``)."""
-    return tuple(z - filter_shift(z, h, view.vae, view.convention) for z, h in ((a, filters.g_ba), (b, filters.g_ab)))
+    """``train.d_targets=unfiltered``: each domain with the post-stage into it undone, latents whose images, once
+    through the stage that follows the generator into that domain, look like the domain's own. A latent
+    discriminator that takes these as real asks G for what the stage does not add, instead of asking G to add the
+    filter's blur or the colour map's grade a second time. For ``b`` (``x`` its decodes, ``h_ab`` G's stage):
+
+    - the filter is undone to first order, ``b - (encode(h_ab * x) - encode(x))``;
+    - where both directions carry a colour map (``train.post_colour``, both gates open), the colour is undone by the
+      other direction's map, fitted from B's colours to A's (for Gaussian OT, the inverse of A->B's), rather than to
+      first order, which a map far from the identity (a grade: 6 dB) overshoots:
+      ``b - (encode(filter_ab * x) - encode(colour_ba(x)))``.
+
+    ``a`` likewise, with the roles swapped. Needs filters that stay as fitted (``post_filter_lr=0``)."""
+    out = []
+    for z, h, back in ((a, filters.g_ba, filters.g_ab), (b, filters.g_ab, filters.g_ba)):
+        if h.coloured and back.coloured:
+            moved, plain = round_trips(z, [h.filter, back.recolour], view.vae, view.convention)
+        else:
+            moved, plain = round_trips(z, [h, None], view.vae, view.convention)
+        out.append(z - (moved - plain))
+    return tuple(out)
 
 
 def setup(size: int, lr: float, view, a: torch.Tensor, b: torch.Tensor, groups_a: list[str] | None, groups_b: list[str] | None,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lcgan import checkpoint, config
-from lcgan.baselines import fit
+from lcgan.baselines import LinearMap, fit
 from lcgan.latents import Convention, LatentSpace
 from lcgan.postfilter import FilterTrainer, PixelFilter, PostFilters, decoupled, fit_filter, round_trips, unfiltered
 from lcgan.spectrum import domain_spectrum
@@ -189,6 +189,30 @@ def test_unfiltered_targets_undo_the_filter_into_each_domain():
     torch.testing.assert_close(target_a, a)
     torch.testing.assert_close(target_b, 2 * b - filters.g_ab(b))
     assert not torch.allclose(target_b, b, atol=1e-3)
+
+
+def test_unfiltered_targets_undo_a_colour_map_by_the_other_directions():
+    """With a colour map each way (``train.post_colour``, both gates open) B's targets undo G's colour by F's map, B's
+    colours to A's: for images ``b = C a``, the targets are ``a``. The first-order undo, ``2b - C b``, which a map far
+    from the identity overshoots, is not; with F's gate shut the targets fall back to it."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(8, 3, 16, 16, generator=gen) * 0.3 - 0.15
+    w = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.1], [0.1, 0.2, 0.4]])  # a desaturating grade, far from the identity
+    t = torch.tensor([0.1, 0.0, -0.1])
+    filters = PostFilters(3)
+    filters.g_ab.set_colour(LinearMap(w.reshape(3, 3, 1, 1), t))
+    inv = torch.linalg.inv(w)
+    filters.g_ba.set_colour(LinearMap(inv.reshape(3, 3, 1, 1), -inv @ t))
+    b = filters.g_ab.recolour(a)
+
+    class View:
+        vae, convention = PixelsVAE(), Convention(latent_divisor=1.0)
+
+    torch.testing.assert_close(unfiltered(a, b, filters, View())[1], a, atol=1e-5, rtol=0)
+    first_order = 2 * b - filters.g_ab(b)
+    assert (first_order - a).abs().mean() > 0.02
+    filters.g_ba.coloured = False
+    torch.testing.assert_close(unfiltered(a, b, filters, View())[1], first_order, atol=1e-5, rtol=0)
 
 
 def test_training_against_unfiltered_targets_and_its_preconditions(tiny_cfg, tmp_path):
