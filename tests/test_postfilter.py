@@ -355,7 +355,9 @@ def test_post_colour_without_post_filter_is_refused_naming_both(tiny_cfg):
 @pytest.mark.slow
 def test_training_with_a_colour_stage_saves_it_and_translation_applies_it(tiny_cfg, tmp_path):
     out = tmp_path / "run"
-    train(tiny_cfg("train.post_filter=3", "train.post_colour=gaussian_ot", "train.post_colour_alpha=1", "vae.upscale=2"))
+    # the suite preset's combination: a frozen stage and targets with both colour maps undone (the exact branch)
+    train(tiny_cfg("train.post_filter=3", "train.post_colour=gaussian_ot", "train.post_colour_alpha=1", "vae.upscale=2",
+                   "train.post_filter_lr=0", "train.d_targets=unfiltered"))
     state = checkpoint.load(out / "model" / "last.pt")["post_filter"]
     assert not torch.equal(state["g_ab.colour"], torch.eye(3, 4)), "alpha 1: the colour map is always fitted"
     translator = load_translator(out / "model" / "last.pt", torch.device("cpu"))
