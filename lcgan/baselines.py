@@ -98,10 +98,16 @@ def _diagonal(scale: torch.Tensor, shift: torch.Tensor) -> LinearMap:
     return LinearMap(torch.diag(scale).view(len(scale), len(scale), 1, 1), shift)
 
 
+def _eigh_floored(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues and vectors of a symmetric positive semi-definite matrix, the values floored at 1e-10 of the
+    largest: a singular covariance (a collapsed channel, e.g. greyscale images) stays invertible."""
+    vals, vecs = torch.linalg.eigh(m)
+    return vals.clamp_min(1e-10 * vals.max().clamp_min(1e-30)), vecs
+
+
 def _sqrtm(m: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     """Square root (or its inverse) of a symmetric positive semi-definite matrix, float64."""
-    vals, vecs = torch.linalg.eigh(m)
-    vals = vals.clamp_min(1e-10 * vals.max().clamp_min(1e-30))
+    vals, vecs = _eigh_floored(m)
     return vecs @ torch.diag(vals.rsqrt() if inverse else vals.sqrt()) @ vecs.T
 
 
@@ -208,11 +214,15 @@ def shrink_factor(src: GroupMoments, tgt: GroupMoments, channels: int, k: int, p
 
 
 def _gaussian_kl(src: tuple[torch.Tensor, torch.Tensor], tgt: tuple[torch.Tensor, torch.Tensor]) -> float:
-    """Symmetric Kullback-Leibler divergence between two Gaussians given as (mean, covariance)."""
-    def kl(m0, s0, m1, s1):
-        inv, dm = torch.linalg.inv(s1), m1 - m0
-        return 0.5 * (torch.trace(inv @ s0) + dm @ inv @ dm - len(m0) + torch.logdet(s1) - torch.logdet(s0))
-    return float(kl(*src, *tgt) + kl(*tgt, *src))
+    """Symmetric Kullback-Leibler divergence between two Gaussians given as (mean, covariance), the covariances'
+    spectra floored (:func:`_eigh_floored`): a collapsed channel gives a large divergence, not a singular matrix."""
+    def kl(m0, v0, m1, v1):  # (mean, (eigenvalues, eigenvectors)) each
+        (l0, e0), (l1, e1) = v0, v1
+        inv, dm = e1 @ torch.diag(1 / l1) @ e1.T, m1 - m0
+        return 0.5 * (torch.trace(inv @ (e0 @ torch.diag(l0) @ e0.T)) + dm @ inv @ dm - len(m0) + l1.log().sum() - l0.log().sum())
+    (m_s, c_s), (m_t, c_t) = src, tgt
+    v_s, v_t = _eigh_floored(c_s.double()), _eigh_floored(c_t.double())
+    return float(kl(m_s.double(), v_s, m_t.double(), v_t) + kl(m_t.double(), v_t, m_s.double(), v_s))
 
 
 def divergence_test(src: torch.Tensor, tgt: torch.Tensor, groups_src: list[str] | None = None, groups_tgt: list[str] | None = None,

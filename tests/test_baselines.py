@@ -2,6 +2,8 @@
 and the torch runner of ONNX conv graphs."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -153,6 +155,10 @@ def test_divergence_test_sees_a_collapsed_direction_the_displacement_misses():
     assert p_s == pytest.approx(1 / 65) and kl_s > 10 * kl
     ma, ms = _patch_moments(a, 1, groups), _patch_moments(squeezed, 1, groups)
     assert shrink_factor(ma, ms, 3, 1) < 0.5, "the displacement alone takes most of the collapse for chance"
+    grey = b.mean(1, keepdim=True).expand(-1, 3, -1, -1)  # fully collapsed (a desaturation): a singular covariance
+    for src, tgt in ((a, grey), (grey, a)):
+        kl_g, p_g = divergence_test(src, tgt, groups, groups)
+        assert math.isfinite(kl_g) and kl_g > kl_s and p_g == pytest.approx(1 / 65)
 
 
 def test_shrinkage_counts_source_images_not_latents():
