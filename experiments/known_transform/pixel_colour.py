@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from run import REPO, decode, load_folder, load_vae, paired_affine, psnr, with_truth
+from run import REPO, decode, load_one_flip, load_vae, paired_affine, psnr, with_truth
 
 from lcgan.baselines import divergence_test, fit
 
@@ -45,8 +45,7 @@ def main() -> None:
     torch.set_num_threads(2)
     data = args.out / f"data_{args.image_size}px_4crops"
     vae = load_vae(args.shared)
-    a, groups_a = load_folder(data / "a")
-    a, groups_a = a[::2], groups_a[::2]  # files sort as crop, crop_flip: one of each
+    a, groups_a = load_one_flip(data / "a")
     xa = decode(vae, a)
     test0 = torch.load(data / f"{args.test}.pt", weights_only=True)
     cols = (["pixel " + m for m in MAPS] + ["start + pixel " + m for m in MAPS]
@@ -58,8 +57,7 @@ def main() -> None:
     print("| --- |" + " ---: |" * (len(cols) + 5))
     for transform in args.transforms.split(","):
         t0 = time.time()
-        b, groups_b = load_folder(data / transform / "b")
-        b, groups_b = b[::2], groups_b[::2]
+        b, groups_b = load_one_flip(data / transform / "b")
         xb = decode(vae, b)
         test = with_truth(vae, test0, transform)
         y = test["y"]

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from run import REPO, decode, load_folder, load_vae, psnr, with_truth
+from run import REPO, decode, load_one_flip, load_vae, psnr, with_truth
 
 from lcgan.baselines import divergence_test, fit
 
@@ -37,23 +37,23 @@ def main() -> None:
     torch.set_num_threads(2)
     data = args.out / f"data_{args.image_size}px_4crops"
     vae = load_vae(args.shared)
-    a, groups_a = load_folder(data / "a")
-    a, groups_a = a[::2], groups_a[::2]  # files sort as crop, crop_flip: one of each
+    a, groups_a = load_one_flip(data / "a")
     xa = decode(vae, a)
+    fa = features(xa)
     test0 = torch.load(data / f"{args.test}.pt", weights_only=True)
     print(f"PSNR dB on {len(test0['x'])} {args.test} crops; gate: colour KL (p over 64 re-splits)")
     print("| transform | identity | pixel Gaussian OT (RGB) | pixel Gaussian OT (degree-2 features) | gate on RGB | gate on the features |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for transform in args.transforms.split(","):
         t0 = time.time()
-        b, groups_b = load_folder(data / transform / "b")
-        b, groups_b = b[::2], groups_b[::2]
+        b, groups_b = load_one_flip(data / transform / "b")
         xb = decode(vae, b)
+        fb = features(xb)
         test = with_truth(vae, test0, transform)
         y, xt = test["y"], decode(vae, test["z_x"])
         linear = fit("gaussian_ot", xa, xb, groups_a, groups_b)(xt).clamp(-1, 1)
-        poly = fit("gaussian_ot", features(xa), features(xb), groups_a, groups_b)(features(xt))[:, :3].clamp(-1, 1)
-        gates = [divergence_test(s, t, groups_a, groups_b) for s, t in ((xa, xb), (features(xa), features(xb)))]
+        poly = fit("gaussian_ot", fa, fb, groups_a, groups_b)(features(xt))[:, :3].clamp(-1, 1)
+        gates = [divergence_test(s, t, groups_a, groups_b) for s, t in ((xa, xb), (fa, fb))]
         scores = " | ".join(f"{psnr(x, y).mean().item():.2f}" for x in (xt, linear, poly))
         print(f"| {transform} | {scores} | "
               + " | ".join(f"{kl:.3g} ({p:.3f})" for kl, p in gates) + f" |  ({time.time() - t0:.0f} s)", flush=True)

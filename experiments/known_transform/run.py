@@ -280,6 +280,12 @@ def load_folder(folder: Path) -> tuple[torch.Tensor, list[str]]:
     return torch.stack([torch.load(f, weights_only=True) for f in files]), [source_key(f.name) for f in files]
 
 
+def load_one_flip(folder: Path) -> tuple[torch.Tensor, list[str]]:
+    """:func:`load_folder` with one flip of each crop (files sort as crop, crop_flip): the colour probes' fitting set."""
+    z, groups = load_folder(folder)
+    return z[::2], groups[::2]
+
+
 def unpaired_val(z: torch.Tensor, test: dict) -> float:
     """No truth needed: SWD (3x3 latent patches) between the translations of the first half of the
     test crops and the target latents of the second half (other photos: unpaired). Lower is better."""
