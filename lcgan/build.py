@@ -24,7 +24,7 @@ from lcgan.nce import PatchNCE
 # the losses a step returns, in the order the loop sums them on the device and logs them; append-only: a mid-epoch
 # checkpoint keeps its sums in this order, and an older one (fewer keys) resumes with the new ones at 0 (train._loss_sums)
 LOSS_KEYS = ("loss_G", "loss_D", "loss_gan_G", "loss_gan_F", "loss_cyc", "loss_id", "loss_D_A", "loss_D_B", "loss_swd", "loss_spec", "loss_anchor",
-             "loss_nce")
+             "loss_nce", "loss_cyc_decoded")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
 
@@ -58,13 +58,13 @@ def check_sizes(gan: CycleGAN, size: tuple[int, int], seen: tuple[int, int] | No
                          "lower model.discriminator.n_layers or .kernel")
 
 
-def probe_view(view: Decoded, z: torch.Tensor) -> tuple[int, int]:
+def probe_view(view: Decoded, z: torch.Tensor, setting: str = "train.d_input=decoded") -> tuple[int, int]:
     """Decode one latent with gradients before any training: a VAE that cannot (onnxruntime) fails now,
-    with the fix; returns the decoded size."""
+    with the fix and the ``setting`` that asked for it; returns the decoded size."""
     try:
         x = view(z.detach().requires_grad_(True))  # a new leaf: the data itself never requires grad
     except (ValueError, NotImplementedError) as e:
-        raise ValueError(f"train.d_input=decoded: {e}") from e
+        raise ValueError(f"{setting}: {e}") from e
     return tuple(x.shape[-2:])
 
 
@@ -112,7 +112,7 @@ def build_training(cfg: DictConfig, gan: CycleGAN, device: torch.device, group: 
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
     weights = LossWeights(lambda_cyc=tc.lambda_cyc, lambda_id=tc.lambda_id, d_loss_scale=tc.d_loss_scale,
                           lambda_swd=tc.lambda_swd, swd_kernel=tc.swd_kernel, lambda_spec=tc.lambda_spec,
-                          lambda_anchor=tc.lambda_anchor, lambda_nce=tc.lambda_nce)
+                          lambda_anchor=tc.lambda_anchor, lambda_nce=tc.lambda_nce, lambda_cyc_decoded=tc.lambda_cyc_decoded)
     step = CycleGANStep(gan, opt_g, opt_d, weights, FakeBuffer(tc.fake_buffer_size), FakeBuffer(tc.fake_buffer_size),
                         amp_dtype, scaler, compile=auto_switch(tc.compile, device) if compile is None else compile,
                         cuda_graphs=auto_switch(tc.cuda_graphs, device),

@@ -20,7 +20,7 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 LOSSES = ("loss_G", "loss_D", "loss_cyc", "loss_id")
 # the losses a train.lambda_* switches on (0 otherwise): drawn and reported only for runs that have them
-EXTRA_LOSSES = ("loss_swd", "loss_spec", "loss_anchor", "loss_nce")
+EXTRA_LOSSES = ("loss_swd", "loss_spec", "loss_anchor", "loss_nce", "loss_cyc_decoded")
 
 
 def losses_of(rows: list[dict]) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ class LossWeights:
     lambda_spec: float = 0.0  # squared distance of G(A)'s decoded log power spectrum to B's (lcgan.spectrum), both directions
     lambda_anchor: float = 0.0  # L1 of the residual generators' correction |G(a) - anchor(a)|: least action, moves only where D insists
     lambda_nce: float = 0.0  # PatchNCE between each generator's input and output (lcgan.nce, CUT), both directions
+    lambda_cyc_decoded: float = 0.0  # L1 cycle of the decoded images |dec(F(G(a))) - dec(a)| + ..., one window (CycleGAN-Turbo)
 
 
 SWD_PROJECTIONS = 128  # fresh random directions per step (latent 3x3 patches: 36 dims, 5x5 RGB pixels: 75), cheap next to the networks
@@ -68,16 +69,31 @@ class Decoded:
         z = z[..., (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
         return self.vae.decode(self.convention.model_to_raw(z.float(), self.vae.space))
 
-    def window(self, z: torch.Tensor) -> torch.Tensor:
-        """One random ``crop x crop`` window of the batch (all of it without a crop), in raw latents."""
+    def corner(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A random window's corner for ``z``'s size, drawn on the device (no host sync, and one compiled graph for
+        every position: a Python int would specialise the graph on it); None when the window is all of ``z``."""
         h, w = z.shape[-2:]
-        if 0 < self.crop < max(h, w):
+        if not 0 < self.crop < max(h, w):
+            return None
+        return tuple(torch.randint(0, n - min(self.crop, n) + 1, (1,), device=z.device) for n in (h, w))
+
+    def window(self, z: torch.Tensor, corner: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """One random ``crop x crop`` window of the batch (all of it without a crop), in raw latents;
+        ``corner``: that window's corner (:meth:`corner`; default: a fresh one)."""
+        corner = corner if corner is not None else self.corner(z)
+        if corner is not None:
+            (i, j), (h, w) = corner, z.shape[-2:]
             ch, cw = min(self.crop, h), min(self.crop, w)
-            # the window's corner drawn on the device and applied by indexing: no host sync, and one
-            # compiled graph for every position (a Python int would specialise the graph on it)
-            i, j = (torch.randint(0, n, (1,), device=z.device) for n in (h - ch + 1, w - cw + 1))
             z = z.index_select(-2, torch.arange(ch, device=z.device) + i).index_select(-1, torch.arange(cw, device=z.device) + j)
         return self.convention.model_to_raw(z.float(), self.vae.space)
+
+    def l1(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean ``|decode(z) - decode(target)|`` on one random window, the same for both (``train.lambda_cyc_decoded``):
+        gradients reach ``z`` only; the target's decode is a constant."""
+        corner = self.corner(z)
+        with torch.no_grad():
+            y = self.vae.decode_with_grad(self.window(target, corner))
+        return (self.vae.decode_with_grad(self.window(z, corner)) - y).abs().mean()
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         return self.vae.decode_with_grad(self.window(z))
@@ -95,6 +111,8 @@ class CycleGAN(nn.Module):
         super().__init__()
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
         self.nce = nce  # train.lambda_nce: the PatchNCE heads of G and F (lcgan.nce.PatchNCE), trained with them
+        # train.lambda_cyc_decoded: the frozen decoder the cycle is also measured through (a Decoded; like view, not saved)
+        self.decoder: Decoded | None = None
         self.view = view  # a plain callable, not a submodule: nothing of it is saved
         # train.post_filter under d_input=decoded: (G's filter, F's filter), a plain tuple (saved by the training state,
         # not here). The discriminators then judge each fake filtered, as evaluate outputs it, and G and F are pushed
@@ -128,7 +146,7 @@ class CycleGAN(nn.Module):
             if use_id:
                 idt_b = self.g_ab(real_b)  # G should leave B-images alone
                 idt_a = self.g_ba(real_a)
-        if weights.lambda_cyc > 0:
+        if weights.lambda_cyc > 0 or weights.lambda_cyc_decoded > 0:
             rec_a = self.g_ba(fake_b)
             rec_b = self.g_ab(fake_a)
         seen_b, seen_a = self.seen_fake(fake_b, True), self.seen_fake(fake_a, False)  # decoded once, judged by D and measured by the SWD
@@ -138,6 +156,11 @@ class CycleGAN(nn.Module):
             loss_cyc = ((rec_a.float() - real_a).abs().mean() + (rec_b.float() - real_b).abs().mean()) * weights.lambda_cyc
         else:
             loss_cyc = torch.zeros((), device=real_a.device)
+        if weights.lambda_cyc_decoded > 0:  # in loss_cyc too: the cycle best.pt is picked by, in whichever space it is trained
+            loss_cyc_decoded = (self.decoder.l1(rec_a, real_a) + self.decoder.l1(rec_b, real_b)) * weights.lambda_cyc_decoded
+            loss_cyc = loss_cyc + loss_cyc_decoded
+        else:
+            loss_cyc_decoded = torch.zeros((), device=real_a.device)
         if use_id:
             loss_id = ((idt_b.float() - real_b).abs().mean() + (idt_a.float() - real_a).abs().mean()) * weights.lambda_cyc * weights.lambda_id
         else:
@@ -165,7 +188,8 @@ class CycleGAN(nn.Module):
             loss_nce = torch.zeros((), device=real_a.device)
         loss_G = loss_gan_G + loss_gan_F + loss_cyc + loss_id + loss_swd + loss_spec + loss_anchor + loss_nce
         losses = {"loss_G": loss_G, "loss_gan_G": loss_gan_G, "loss_gan_F": loss_gan_F, "loss_cyc": loss_cyc, "loss_id": loss_id,
-                  "loss_swd": loss_swd, "loss_spec": loss_spec, "loss_anchor": loss_anchor, "loss_nce": loss_nce}
+                  "loss_swd": loss_swd, "loss_spec": loss_spec, "loss_anchor": loss_anchor, "loss_nce": loss_nce,
+                  "loss_cyc_decoded": loss_cyc_decoded}
         return losses, fake_a.detach(), fake_b.detach()
 
     def discriminator_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, weights: LossWeights) -> torch.Tensor:

@@ -90,6 +90,7 @@ class TrainSection:
     lambda_spec: float = setting(at_least(0, " (0: no spectrum loss)", integer=False))
     lambda_anchor: float = setting(at_least(0, " (0: no pull toward the generators' starting map)", integer=False))
     lambda_nce: float = setting(at_least(0, " (0: no PatchNCE loss)", integer=False))
+    lambda_cyc_decoded: float = setting(at_least(0, " (0: the cycle in latents only)", integer=False))
     nce_layers: list[int] = setting(Rule(lambda v: len(v) > 0 and all(isinstance(p, int) and p >= 0 for p in v),
                                          "a non-empty list of feature points (integers >= 0), e.g. [0,1,2,3]"))
     nce_patches: int = setting(POSITIVE)

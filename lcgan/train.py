@@ -175,6 +175,9 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     view = Decoded(vae, domains.convention, tc.d_crop) if tc.d_input == "decoded" else None
     gan = build_gan(cfg.model, domains.channels, view, cfg.train).to(device)
     check_sizes(gan, domains.size, probe_view(view, domains.a[:1].to(device)) if view else None)
+    if tc.lambda_cyc_decoded > 0:
+        gan.decoder = view or Decoded(vae, domains.convention, tc.d_crop)
+        probe_view(gan.decoder, domains.a[:1].to(device), "train.lambda_cyc_decoded > 0")
     if tc.lambda_anchor > 0 and getattr(gan.g_ab, "output", None) != "residual":
         raise config.ConfigError("train.lambda_anchor > 0 pulls a residual generator toward its starting map, and a tanh "
                                  "generator has none: set model.generator.output=residual (or train.lambda_anchor=0)")
@@ -225,9 +228,11 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     group.broadcast_params(gan)
     if group.world > 1:  # same weights everywhere, different batches, flips and replay draws per rank
         torch.manual_seed(cfg.seed + group.rank)
-    background = background_compile(tc.compile, device, group.world, decoded=view is not None)
-    # decoded (train.d_input): the warm-up child builds no VAE, and that step was never timed compiled: auto stays eager
-    eager = background or (view is not None and tc.compile == "auto")
+    decodes = view is not None or gan.decoder is not None  # the step runs the VAE's decoder
+    background = background_compile(tc.compile, device, group.world, decoded=decodes)
+    # a decoding step (d_input, lambda_cyc_decoded): the warm-up child builds no VAE, and that step was never timed compiled:
+    # auto stays eager
+    eager = background or (decodes and tc.compile == "auto")
     step, sched_g, sched_d = build_training(cfg, gan, device, group, compile=False if eager else None)
     layout = memory_format(tc.channels_last, device)
     sampler = UnpairedSampler(place(group.shard(domains.a).contiguous(memory_format=layout), device),
@@ -345,7 +350,7 @@ def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None
     elif domains.val_a is not None:
         metrics.update(score_heldout(g_ab, g_ba, domains.val_a, domains.val_b, domains.a, domains.b, maps=run.maps))
     # the cycle loss picks best.pt only when it is trained: at train.lambda_cyc=0 it is 0 every epoch, and the first would win
-    no_metric = validation_key(metrics) == "loss_cyc" and tc.lambda_cyc == 0
+    no_metric = validation_key(metrics) == "loss_cyc" and tc.lambda_cyc == 0 and tc.lambda_cyc_decoded == 0
     metrics["val_metric"] = math.nan if no_metric else validation_metric(metrics)
     improved = metrics["val_metric"] < state.best_val
     state.best_val, state.metrics = min(state.best_val, metrics["val_metric"]), metrics

@@ -435,7 +435,7 @@ class OnnxVAE(VAE):
 
     def decode_with_grad(self, z: torch.Tensor) -> torch.Tensor:
         if self.backend != "torch" and torch.is_grad_enabled() and z.requires_grad:  # onnxruntime runs on numpy arrays
-            raise ValueError("decoding with gradients (train.d_input=decoded) needs vae.backend=torch: onnxruntime cannot pass them")
+            raise ValueError("decoding with gradients needs vae.backend=torch: onnxruntime cannot pass them")
         z = z.float()
         if self.latents_out_scaled:
             z = (z - self.space.shift_factor) * self.space.scaling_factor

@@ -99,3 +99,61 @@ def test_crop_decodes_one_random_window_of_the_batch():
         seen[windows[0]] = True
     assert len(seen) > 5, "the window moves"
     assert Decoded(vae, convention, crop=16)(z).shape == (3, 3, 24, 20), "a crop larger than the latents decodes them whole"
+
+
+def test_decoded_l1_compares_one_window_of_both_decodes_and_passes_gradients_to_the_first():
+    vae, convention = ApproxVAE(upscale=2), Convention(latent_divisor=1.0)
+    view = Decoded(vae, convention, crop=4)
+    z = (torch.randn(3, 4, 12, 10) * 0.1).requires_grad_(True)
+    target = (torch.randn(3, 4, 12, 10) * 0.1).requires_grad_(True)
+    assert view.l1(target, target).item() == 0, "the same window of both: a latent against itself is 0 wherever it lands"
+    shift = torch.zeros(1, 4, 1, 1)
+    shift[0, 0] = 0.05  # a constant latent shift decodes to a constant pixel shift, so every window measures the same
+    expected = vae.decode(convention.model_to_raw(shift.expand(1, 4, 4, 4), vae.space)) - vae.decode(torch.zeros(1, 4, 4, 4))
+    for _ in range(5):
+        torch.testing.assert_close(view.l1(target + shift, target), expected.abs().mean())
+    view.l1(z, target).backward()
+    assert z.grad.abs().sum() > 0 and target.grad is None, "only the translation is pulled; the decoded target is a constant"
+
+
+def test_decoded_cycle_is_part_of_loss_cyc_and_reaches_both_generators():
+    vae, convention, gan = _decoded_gan()
+    gan.view, gan.decoder = None, Decoded(vae, convention)  # latent discriminators, the cycle measured in pixels
+    gan.d_a = gan.d_b = LocalDiscriminator(4, ndf=8, kernel=3)
+    with torch.no_grad():  # the residual outputs start at zero, where F(G(a)) = a: move them so the cycle has an error
+        for g in (gan.g_ab, gan.g_ba):
+            g.net[-1].weight.normal_(0, 0.1)
+    a, b = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    losses, _, _ = gan.generator_losses(a, b, LossWeights(lambda_cyc=0.0, lambda_cyc_decoded=2.0))
+    pix = lambda z: vae.decode(convention.model_to_raw(z, vae.space))  # noqa: E731
+    with torch.no_grad():
+        expected = ((pix(gan.g_ba(gan.g_ab(a))) - pix(a)).abs().mean() + (pix(gan.g_ab(gan.g_ba(b))) - pix(b)).abs().mean()) * 2
+    torch.testing.assert_close(losses["loss_cyc_decoded"].detach(), expected)
+    torch.testing.assert_close(losses["loss_cyc"].detach(), expected, msg="loss_cyc holds the cycle in whichever space it is trained")
+    losses["loss_cyc_decoded"].backward()
+    assert gan.g_ab.net[-1].weight.grad.abs().sum() > 0 and gan.g_ba.net[-1].weight.grad.abs().sum() > 0
+
+
+def test_train_with_the_decoded_cycle_alone_logs_it_and_picks_best_by_it(tiny_cfg, tmp_path):
+    # latents without a validation split: the cycle is the metric best.pt is chosen by (the last resort), here in pixels
+    from tests.test_train import read_log, write_latents
+
+    out = tmp_path / "run"
+    a, b = write_latents(tmp_path / "A", 8, seed=1), write_latents(tmp_path / "B", 8, seed=2)
+    train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.lambda_cyc=0", "train.lambda_cyc_decoded=5",
+                   "train.epochs=2", "vae.upscale=2", "train.vis_every=0"))
+    lines = read_log(out)
+    # epoch 1 is one step from G = F = the identity (the shrunk anchors of 8 random latents), where the cycle is exactly 0
+    assert [line["loss_cyc"] for line in lines] == [line["loss_cyc_decoded"] for line in lines] and lines[-1]["loss_cyc"] > 0
+    assert all(line["val_metric"] == line["loss_cyc"] for line in lines), "best.pt follows the pixel cycle, not NaN"
+    assert (out / "model" / "best.pt").is_file()
+
+
+def test_decoded_cycle_refuses_onnxruntime_naming_the_setting(tiny_cfg, tmp_path):
+    pytest.importorskip("onnxruntime")
+    folder = shared_path("weights/vaelight")
+    cfg = tiny_cfg("train.lambda_cyc_decoded=1", "vae=vaelight", f"vae.encoder_path={folder / 'VAEencoder.onnx'}",
+                   f"vae.decoder_path={folder / 'VAEpreview.onnx'}")
+    with pytest.raises(ValueError, match=r"train.lambda_cyc_decoded.*vae.backend=torch"):
+        train(cfg)
+    assert not (tmp_path / "run" / "model" / "last.pt").exists()
