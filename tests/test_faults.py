@@ -921,13 +921,13 @@ def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path):
         with pytest.raises(ValueError, match=rf"loss sums \('sums'\) are {what}, not a float vector"):
             run_inprocess(out, [*resume, f"train.resume_path={tmp_path / 'bad_sums.pt'}"])
     old = tmp_path / "old_sums.pt"
-    checkpoint.save({**ck, "sums": torch.full((len(LOSS_KEYS) - 2,), 3.0)}, old)
+    checkpoint.save({**ck, "sums": torch.full((LOSS_KEYS.index("loss_anchor"),), 3.0)}, old)  # the keys up to loss_spec
     older = tmp_path / "older_run"
     shutil.copytree(out, older)
     (older / "logs" / "train_log.jsonl").unlink()  # so the resumed epoch writes its own line (the log keeps one per epoch)
     run_inprocess(older, [*resume, f"train.resume_path={old}"])
     line = read_log(older)[0]  # epoch 1: the saved step's sums (3 each) and this run's second step, over 2 steps
-    assert line["epoch"] == 1 and line["loss_cyc"] > 1.5 and line["loss_anchor"] == 0
+    assert line["epoch"] == 1 and line["loss_cyc"] > 1.5 and line["loss_anchor"] == 0 and line["loss_cyc_decoded"] == 0
     fewer = tmp_path / "A_fewer"
     fewer.mkdir()
     for p in sorted(a.iterdir())[:10]:
