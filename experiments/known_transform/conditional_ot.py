@@ -20,13 +20,11 @@ shrunk pooled map (``shrunk``). PSNR on the held-out test crops (``--test afhq``
 """
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from run import REPO, load_folder, load_vae, score_latents, with_truth
+from run import data_folder, load_folder, load_vae, probe_parser, score_latents, with_truth
 
 from lcgan.baselines import NULL_PERMUTATIONS, PATCH_OT_KERNEL, GroupMoments, LinearMap, _gaussian_ot, group_ids, resplits, shrink_factor, shrunk
 
@@ -111,15 +109,11 @@ def apply(maps: list[LinearMap], reference: torch.Tensor, z: torch.Tensor) -> to
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transforms", default="dark_edges,null")
+    ap = probe_parser(__doc__, "dark_edges,null")
     ap.add_argument("--bins", type=int, default=4)
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
-    ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--test", choices=("test", "afhq"), default="test", help="the held-out crops of the training collection, or of another")
     args = ap.parse_args()
-    data = args.out / f"data_{args.image_size}px_4crops"
+    data = data_folder(args.out, args.image_size)
     vae = load_vae(args.shared)
     a, groups_a = load_folder(data / "a")
     reference, src = texture(a).reshape(-1).sort().values, bin_moments(a, groups_a, args.bins)

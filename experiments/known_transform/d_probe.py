@@ -13,12 +13,10 @@ anything above 0.5 on ``train`` is memorised content and ``test`` must be ~0.5; 
 """
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
-from run import REPO, _blur, decode, load_folder, load_vae, with_truth
+from run import _blur, data_folder, decode, load_folder, load_vae, probe_parser, with_truth
 
 from lcgan.baselines import fit
 from lcgan.models import LocalDiscriminator, PatchDiscriminator
@@ -75,12 +73,8 @@ def probe(make, real: torch.Tensor, fake: torch.Tensor, steps: int, seed: int, c
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transforms", default="dark_edges,null")
+    ap = probe_parser(__doc__, "dark_edges,null")
     ap.add_argument("--anchor", default="gaussian_ot_shrunk", help="the start map that makes the fakes")
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
-    ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crop", type=int, default=64, help="training crop size in pixels")
@@ -88,7 +82,7 @@ def main() -> None:
     ap.add_argument("--probes", default=",".join(PROBES), help="which discriminators, by name")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    data = args.out / f"data_{args.image_size}px_4crops"
+    data = data_folder(args.out, args.image_size)
     vae = load_vae(args.shared)
     a, groups_a = load_folder(data / "a")
     probes = {name: PROBES[name] for name in args.probes.split(",")}

@@ -13,12 +13,10 @@ its own decodes (where a filter that only tracked it would go). The trained ``tr
 """
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
-from run import REPO, load_folder, load_vae, score_filtered, score_latents, with_truth
+from run import data_folder, load_folder, load_vae, probe_parser, score_filtered, score_latents, with_truth
 
 from lcgan.baselines import fit
 from lcgan.cyclegan import Decoded
@@ -27,12 +25,8 @@ from lcgan.postfilter import fit_filter, setup
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transforms", default="grade,soft_focus")
+    ap = probe_parser(__doc__, "grade,soft_focus")
     ap.add_argument("--anchor", default="gaussian_ot_shrunk")
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
-    ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crop", type=int, default=16, help="latent cells of the centre crop the filters and spectra see "
                     "(train.d_crop: 16 = 128 px; 0: the whole image)")
@@ -43,7 +37,7 @@ def main() -> None:
     ap.add_argument("--colour", default="none", help="train.post_colour: a gated pixel colour map before each filter")
     ap.add_argument("--colour-alpha", type=float, default=0.05, help="train.post_colour_alpha")
     args = ap.parse_args()
-    data = args.out / f"data_{args.image_size}px_4crops"
+    data = data_folder(args.out, args.image_size)
     vae = load_vae(args.shared)
     view = Decoded(vae, Convention(latent_divisor=1.0), crop=args.crop)  # model space = raw latents: the maps are affine, the scale cancels
     a, groups_a = load_folder(data / "a")

@@ -18,13 +18,12 @@ over 64 re-splits of the pooled photos), else none (identity, or the start map a
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
-from run import REPO, decode, load_one_flip, load_vae, paired_affine, psnr, with_truth
+from run import data_folder, decode, load_one_flip, load_vae, paired_affine, probe_parser, psnr, with_truth
 
 from lcgan.baselines import divergence_test, fit
 
@@ -34,16 +33,12 @@ START = "gaussian_ot_shrunk"  # where the preset's generators start (conf/model/
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transforms", default="grade,sepia,split_tone,soft_focus,sharpen,dark_edges,null")
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
-    ap.add_argument("--image-size", type=int, default=256)
+    ap = probe_parser(__doc__, "grade,sepia,split_tone,soft_focus,sharpen,dark_edges,null")
     ap.add_argument("--test", default="test", choices=("test", "afhq"), help="the held-out photos: the collection's, or the AFHQ ones")
     ap.add_argument("--bars", type=Path, default=Path(__file__).parent / "results" / "suite_256px")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    data = args.out / f"data_{args.image_size}px_4crops"
+    data = data_folder(args.out, args.image_size)
     vae = load_vae(args.shared)
     a, groups_a = load_one_flip(data / "a")
     xa = decode(vae, a)

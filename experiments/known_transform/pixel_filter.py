@@ -11,12 +11,10 @@ them (``spectral_filter.py``). Here the map is a pixel filter between the VAE's 
 """
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
-from run import REPO, decode, encode, load_folder, load_vae, psnr, score_latents, with_truth
+from run import data_folder, decode, encode, load_folder, load_vae, probe_parser, psnr, score_latents, with_truth
 
 from lcgan.baselines import BASELINES, fit
 from lcgan.postfilter import fit_filter  # the filter and its fit, as train.post_filter uses them
@@ -26,17 +24,13 @@ K = 9
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transforms", default="soft_focus,sharpen,null")
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
-    ap.add_argument("--image-size", type=int, default=256)
+    ap = probe_parser(__doc__, "soft_focus,sharpen,null")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    data = args.out / f"data_{args.image_size}px_4crops"
+    data = data_folder(args.out, args.image_size)
     vae = load_vae(args.shared)
     a, groups_a = load_folder(data / "a")
     xa = decode(vae, a)

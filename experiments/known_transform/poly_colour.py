@@ -10,12 +10,10 @@ crop, as ``pixel_colour.py``.
 """
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
-from run import REPO, decode, load_one_flip, load_vae, psnr, with_truth
+from run import data_folder, decode, load_one_flip, load_vae, probe_parser, psnr, with_truth
 
 from lcgan.baselines import divergence_test, fit
 
@@ -27,15 +25,11 @@ def features(x: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transforms", default="split_tone,null,sepia,grade")
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
-    ap.add_argument("--image-size", type=int, default=256)
+    ap = probe_parser(__doc__, "split_tone,null,sepia,grade")
     ap.add_argument("--test", default="test", choices=("test", "afhq"))
     args = ap.parse_args()
     torch.set_num_threads(2)
-    data = args.out / f"data_{args.image_size}px_4crops"
+    data = data_folder(args.out, args.image_size)
     vae = load_vae(args.shared)
     a, groups_a = load_one_flip(data / "a")
     xa = decode(vae, a)

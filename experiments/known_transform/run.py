@@ -274,6 +274,23 @@ def with_truth(vae: OnnxVAE, test: dict, transform: str) -> dict:
     return {**test, "y": y, "z_x": encode(vae, test["x"]), "z_y": z_y, "y_rec": decode(vae, z_y)}
 
 
+def data_folder(out: Path, image_size: int, crops: int = 4, photos: int | None = None) -> Path:
+    """Where :func:`prepare` writes a split's latents and test sets; the probes read the suite's (4 crops, every photo)."""
+    return out / (f"data_{image_size}px_{crops}crops" + (f"_{photos}photos" if photos else ""))
+
+
+def probe_parser(doc: str, transforms: str | None) -> argparse.ArgumentParser:
+    """The options this folder's probes share: ``--transforms`` (comma separated, this default; None: the probe names
+    its own), ``--shared``, and ``--out`` and ``--image-size``, which find run.py's data (:func:`data_folder`)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if transforms is not None:
+        ap.add_argument("--transforms", default=transforms)
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
+    ap.add_argument("--image-size", type=int, default=256)
+    return ap
+
+
 def load_folder(folder: Path) -> tuple[torch.Tensor, list[str]]:
     """The latents of a folder and the source photo of each (as lcgan.train groups them)."""
     files = sorted(folder.glob("*.pt"))
@@ -529,7 +546,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
 
     vae = load_vae(args.shared, args.vae_device)
-    data = args.out / (f"data_{args.image_size}px_{args.crops}crops" + (f"_{args.photos}photos" if args.photos else ""))
+    data = data_folder(args.out, args.image_size, args.crops, args.photos)
     sets = prepare(args.shared, data, args.transform, args.image_size, args.crops, args.photos, args.split_seed, vae, args.b_photos)
     tests = {k: with_truth(vae, v, args.transform) for k, v in sets.items()}
     z_a, z_b = load_folder(data / "a"), load_folder(data / args.transform / "b")

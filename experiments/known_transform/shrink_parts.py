@@ -9,12 +9,10 @@ eigenvectors of its chance covariance), against the whole map unshrunk and shrun
 """
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
-from run import REPO, decode, load_folder, load_vae, psnr, with_truth
+from run import data_folder, decode, load_folder, load_vae, probe_parser, psnr, with_truth
 
 from lcgan.baselines import LinearMap, _gaussian_ot, _identity, _patch_moments, resplits
 
@@ -63,15 +61,11 @@ def variants(a: torch.Tensor, b: torch.Tensor, groups_a: list[str], groups_b: li
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transforms", default="dark_edges,null,sepia")
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
-    ap.add_argument("--image-size", type=int, default=256)
+    ap = probe_parser(__doc__, "dark_edges,null,sepia")
     ap.add_argument("--kernel", type=int, default=3, help="patch side of the map (3: patch OT, 1: Gaussian OT)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    data = args.out / f"data_{args.image_size}px_4crops"
+    data = data_folder(args.out, args.image_size)
     vae = load_vae(args.shared)
     a, groups_a = load_folder(data / "a")
     tests = {name: torch.load(data / f"{name}.pt", weights_only=True) for name in ("test", "afhq")}

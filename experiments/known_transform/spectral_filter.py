@@ -12,13 +12,11 @@ test crops against the transformed truth, next to identity and the unpaired clos
 """
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from run import REPO, load_folder, load_vae, score_latents, with_truth
+from run import data_folder, load_folder, load_vae, probe_parser, score_latents, with_truth
 
 from lcgan.baselines import BASELINES, fit
 from lcgan.spectrum import domain_spectrum, spectrum_loss
@@ -35,11 +33,8 @@ def windows(z: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = probe_parser(__doc__, None)
     ap.add_argument("--transform", default="soft_focus")
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
-    ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -47,7 +42,7 @@ def main() -> None:
     ap.add_argument("--score-every", type=int, default=50, help="also score the test crops every N steps")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    data = args.out / f"data_{args.image_size}px_4crops"
+    data = data_folder(args.out, args.image_size)
     scorer = load_vae(args.shared)  # onnxruntime: fast, no gradients
     w = args.shared / "weights" / "vaelight"
     vae = OnnxVAE(encoder_path=str(w / "VAEencoder.onnx"), decoder_path=str(w / "VAEpreview.onnx"), channels=4,

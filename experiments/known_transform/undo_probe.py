@@ -19,12 +19,10 @@ compared with the decode of the untransformed photo ``z_x`` (PSNR, dB; the highe
 """
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
-from run import REPO, decode, load_folder, load_vae, psnr, with_truth
+from run import data_folder, decode, load_folder, load_vae, probe_parser, psnr, with_truth
 
 from lcgan.cyclegan import Decoded
 from lcgan.latents import Convention
@@ -32,15 +30,11 @@ from lcgan.postfilter import round_trips, setup, unfiltered
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transforms", default="soft_focus,sharpen,grade")
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "known_transform")
-    ap.add_argument("--image-size", type=int, default=256)
+    ap = probe_parser(__doc__, "soft_focus,sharpen,grade")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--colour", default="gaussian_ot", help="train.post_colour (the preset's)")
     args = ap.parse_args()
-    data = args.out / f"data_{args.image_size}px_4crops"
+    data = data_folder(args.out, args.image_size)
     vae = load_vae(args.shared)
     view = Decoded(vae, Convention(latent_divisor=1.0), crop=16)  # as decoupled_anchor.py: model space = raw latents
     a, groups_a = load_folder(data / "a")
