@@ -29,6 +29,10 @@ def halves(groups: list[str], seed: int) -> torch.Tensor:
     return torch.tensor([g in first for g in groups])
 
 
+def subset(z: torch.Tensor, groups: list[str], mask: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    return z[mask], [g for g, keep in zip(groups, mask.tolist()) if keep]
+
+
 def kl(x: torch.Tensor, y: torch.Tensor, k: int) -> float:
     return _gaussian_kl(_patch_moments(x, k).moments(), _patch_moments(y, k).moments())
 
@@ -59,8 +63,7 @@ def main() -> None:
         rows = {lam: [psnr(decode(vae, shrunk(full, lam)(truth["z_x"])), truth["y"]).mean().item(), 0.0, 0.0, 0.0] for lam in lams}
         ha, hb = halves(groups_a, 1), halves(groups_b, 2)
         for fit_a, fit_b in ((ha, hb), (~ha, ~hb)):
-            pick = lambda z, g, m: (z[m], [x for x, keep in zip(g, m.tolist()) if keep])  # noqa: E731
-            (za, ga), (zb, gb) = pick(a, groups_a, fit_a), pick(b, groups_b, fit_b)
+            (za, ga), (zb, gb) = subset(a, groups_a, fit_a), subset(b, groups_b, fit_b)
             m = _gaussian_ot(_patch_moments(za, k, ga).moments(), _patch_moments(zb, k, gb).moments(), c, k)
             held_a, held_b = a[~fit_a], b[~fit_b]
             img_b = decode(vae, held_b)
