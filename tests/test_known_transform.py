@@ -272,7 +272,8 @@ def test_latent_folders_appear_whole_and_the_first_writer_wins(tmp_path):
 def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
     fake = tmp_path / "bin" / "python3"  # stands for run.py: notes its arguments in call order; with FAIL=null the closed-form pass fails
     fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\ncase "$FAIL $*" in *null*--no-train*) exit 3;; esac\n')
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\ncase "$*" in *--no-train*) echo "$OMP_NUM_THREADS" >> {tmp_path}/threads;; esac\n'
+                    f'case "$FAIL $*" in *null*--no-train*) exit 3;; esac\n')
     fake.chmod(0o755)
     recipes = tmp_path / "recipes.txt"
     recipes.write_text("# a comment\nrA 0,1 train.lambda_id=0\n\nrB 2 train.ema_decay=0.999 train.batch_size=64\n")
@@ -310,6 +311,12 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
     assert sum("--name rB_s2" in c and "train.epochs=404 train.ckpt_every=202" in c for c in wide) == 2
     bad = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "KT_STEPS": "2024,1012"}, capture_output=True, text=True)
     assert bad.returncode == 2 and "KT_STEPS=2024,1012: give the scored steps" in bad.stderr
+    # the closed-form passes share the cores (nproc honours OMP_NUM_THREADS): 8 over the two that run together
+    out3 = tmp_path / "out3"
+    (tmp_path / "threads").unlink()
+    subprocess.run(["bash", str(screen), str(recipes)], env={**env, "KT_OUT": str(out3), "KT_TRANSFORMS": "grade sepia null",
+                                                            "OMP_NUM_THREADS": "8"}, capture_output=True, text=True, check=True)
+    assert (tmp_path / "threads").read_text().split() == ["4", "4", "4"]
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SCRIPT.parent.glob("*.py")))
