@@ -168,6 +168,12 @@ def test_suite_summary_medians_verdicts_and_rank_agreement(tmp_path):
     assert "**20.70** (20.70, 21.10, 20.30)" in row, "psnr_pf_ema of each seed"
     assert "`rec (EMA)` (`train.lambda_swd=1`), median at 10 steps" in md and "sepia yes (+0.60)" in md
     assert not any(line.startswith("| rec (EMA) best.pt") for line in md.splitlines()), "no EMA scores of best.pt were given"
+    # the standings: each transform's highest median and its recipe, then the recipes by wins (3+ seeds only)
+    assert "sepia 20.70 `rec (EMA) + pixel filter` (+0.70)" in md and "null 23.70 `rec (EMA) + pixel filter` (+0.90)" in md
+    [wins] = [line for line in md.splitlines() if line.startswith("- the most wins")]
+    assert "`rec` 2 of 2 (short 0.00 dB)" in wins and "`rec best.pt` " not in wins, "best.pt loses both: sixth of six, out of the top 5"
+    few = summarize.suite_table([r for r in results if not r["name"].endswith("_s2")])
+    assert "Where the suite stands" not in few, "two seeds: no recipe stands"
 
 
 def load_beside(name, monkeypatch):

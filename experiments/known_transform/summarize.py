@@ -76,6 +76,7 @@ def table(base: dict, recipes: dict[str, dict]) -> str:
 
 BEST = -1  # the "step" of best.pt rows: whichever epoch the run's validation metric kept
 TIE_DB = 0.05  # differences this small are within seed-to-seed spread (0.01-0.05 dB): a tie, not a win
+MIN_SEEDS = 3  # the issue's test is a median of 3 seeds: recipes with fewer stay out of the standings
 UNPAIRED = ("identity", *BASELINES)  # rows a user without pairs can have (results of older runs may lack some)
 ORDER = ("grade", "sepia", "split_tone", "soft_focus", "sharpen", "dark_edges", "null")  # run.py's transforms, table order
 FILTERED = (*(f"{k}+pf" for k in UNPAIRED), *(f"{k}+pf (decoupled)" for k in BASELINES))  # run.py --pixel-filter --no-train
@@ -85,6 +86,24 @@ def bar(rows: dict, transform: str) -> float:
     """What a trained recipe must beat on one test set: the best of identity and every unpaired closed-form map;
     on ``null`` (nothing to learn), identity's score less 0.2 dB (a translator may cost at most that)."""
     return rows["identity"][0] - 0.2 if transform == "null" else max(rows[k][0] for k in UNPAIRED if k in rows)
+
+
+def standings(scores: dict[str, dict[str, tuple[float, float]]], top: int = 5) -> list[str]:
+    """Where the suite stands: ``scores`` maps a recipe to {transform: (median PSNR, margin over the bar)}. The
+    highest median of each transform with its recipe, then the recipes that win the most transforms (a win: the
+    margin above TIE_DB), ties broken by how far they fall short of the bar elsewhere."""
+    if not scores:
+        return []
+    transforms = list(next(iter(scores.values())))
+    best = [max(scores, key=lambda n, t=t: scores[n][t][0]) for t in transforms]
+    rank = sorted(scores, key=lambda n: (-sum(m > TIE_DB for _, m in scores[n].values()),
+                                         -sum(min(m, 0.0) for _, m in scores[n].values())))
+    return [f"Where the suite stands (recipes with {MIN_SEEDS} or more seeds on every transform, each at its last scored length):",
+            "- the highest median of each transform (its margin over the bar): "
+            + ", ".join(f"{t} {scores[n][t][0]:.2f} `{n}` ({scores[n][t][1]:+.2f})" for t, n in zip(transforms, best)),
+            "- the most wins (above the bar by more than 0.05 dB), then the least shortfall: "
+            + ", ".join(f"`{n}` {sum(m > TIE_DB for _, m in scores[n].values())} of {len(transforms)} "
+                        f"(short {sum(min(m, 0.0) for _, m in scores[n].values()):.2f} dB)" for n in rank[:top]), ""]
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -150,7 +169,7 @@ def suite_table(results: list[dict]) -> str:
                 continue
             cells = (f"{base[t][test_set][k][0]:.2f}" if k in base.get(t, {}).get(test_set, {}) else "" for t in transforms)
             out.append(f"| {k} | " + " | ".join(cells) + " |")
-        verdicts = []
+        verdicts, scores = [], {}
         for name in recipes:
             steps = sorted({s for t in recipes[name].values() for s in t})
             for step in steps:
@@ -160,7 +179,7 @@ def suite_table(results: list[dict]) -> str:
                     cells.append(median_cell(vals) if vals else "")
                 out.append(f"| {name}{'' if step == BEST else f' @ {step} steps'} | " + " | ".join(cells) + " |")
             last = steps[-1]
-            wins = []
+            wins, scored = [], {}
             for t in transforms:
                 vals = [row["psnr" + tag] for row in recipes[name].get(t, {}).get(last, {}).values()]
                 if not vals:
@@ -168,13 +187,17 @@ def suite_table(results: list[dict]) -> str:
                 rows = base[t][test_set]
                 best = bar(rows, t)
                 margin = statistics.median(vals) - best
+                if len(vals) >= MIN_SEEDS:
+                    scored[t] = (statistics.median(vals), margin)
                 filtered = [rows[k][0] for k in FILTERED if k in rows]  # fitted, but no training of G
                 vs_pf = f"; vs the best map + pixel filter {statistics.median(vals) - max(filtered):+.2f}" if filtered and t != "null" else ""
                 wins.append(f"{t} {'yes' if margin > TIE_DB else 'tie' if margin > -TIE_DB else 'no'} ({margin:+.2f}{vs_pf})")
             at = "best.pt" if last == BEST else f"{last} steps"
             verdicts.append(f"- `{name}` (`{' '.join(overrides[name]) or '(defaults)'}`), median at {at} minus the best of identity and "
                             f"every unpaired closed-form map (null: minus identity's - 0.2 dB): " + ", ".join(wins))
-        out += ["", *verdicts, ""]
+            if len(scored) == len(transforms):
+                scores[name] = scored
+        out += ["", *verdicts, "", *standings(scores)]
         regrets = []  # what best.pt gave up against the best checkpoint the suite scored in the same run (0: it kept that one)
         for name in recipes:
             if not name.endswith((" best.pt", " best.pt + pixel filter")):  # the filtered output is what evaluate writes
