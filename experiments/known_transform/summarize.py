@@ -96,14 +96,13 @@ def standings(scores: dict[str, dict[str, tuple[float, float]]], top: int = 5) -
         return []
     transforms = list(next(iter(scores.values())))
     best = [max(scores, key=lambda n, t=t: scores[n][t][0]) for t in transforms]
-    rank = sorted(scores, key=lambda n: (-sum(m > TIE_DB for _, m in scores[n].values()),
-                                         -sum(min(m, 0.0) for _, m in scores[n].values())))
+    tally = {n: (sum(m > TIE_DB for _, m in s.values()), sum(min(m, 0.0) for _, m in s.values())) for n, s in scores.items()}
+    rank = sorted(tally, key=lambda n: (-tally[n][0], -tally[n][1]))
     return [f"Where the suite stands (recipes with {MIN_SEEDS} or more seeds on every transform, each at its last scored length):",
             "- the highest median of each transform (its margin over the bar): "
             + ", ".join(f"{t} {scores[n][t][0]:.2f} `{n}` ({scores[n][t][1]:+.2f})" for t, n in zip(transforms, best)),
             "- the most wins (above the bar by more than 0.05 dB), then the least shortfall: "
-            + ", ".join(f"`{n}` {sum(m > TIE_DB for _, m in scores[n].values())} of {len(transforms)} "
-                        f"(short {sum(min(m, 0.0) for _, m in scores[n].values()):.2f} dB)" for n in rank[:top]), ""]
+            + ", ".join(f"`{n}` {tally[n][0]} of {len(transforms)} (short {tally[n][1]:.2f} dB)" for n in rank[:top]), ""]
 
 
 def spearman(x: list[float], y: list[float]) -> float:
