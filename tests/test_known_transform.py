@@ -234,6 +234,27 @@ def test_paired_reference_tiny(tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "paired_reference_sepia_s0.json").read_text()) == run, "the latent runs' file untouched"
 
 
+@pytest.mark.slow
+def test_seed_ensemble_of_one_is_the_run_and_of_several_is_scored_once(tmp_path, monkeypatch):
+    """ensemble.py on two tiny runs with a post-stage: one member reproduces run.py's own score of that run, exactly;
+    two members in either order are one ensemble; summarize.py reads the results as a recipe of their own."""
+    shared_path("weights/vaelight/VAEencoder.onnx")
+    run, ens = load_beside("run", monkeypatch), load_beside("ensemble", monkeypatch)
+    common = ["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64", "--crops", "2"]
+    runs = {s: run.main([*common, "--transform", "sharpen", "--eval-steps", "1", "--name", f"tiny_s{s}", "--seeds", str(s),
+                         "--lpips", "off", *TINY, "train.post_filter=3"])["runs"][s] for s in (0, 1)}
+    one = ens.main([*common, "--transforms", "sharpen", "--recipe", "tiny", "--seeds", "0"])
+    (rows,) = next(iter(one.values()))["runs"].values()
+    assert [r.get("best", False) for r in rows] == [False, True]
+    assert rows[0]["psnr"] == pytest.approx(runs[0][0]["psnr_pf"], abs=1e-5), "G, decode, the run's post-stage: as run.py scores it"
+    assert rows[0]["psnr_afhq"] == pytest.approx(runs[0][0]["psnr_pf_afhq"], abs=1e-5)
+    two = ens.main([*common, "--transforms", "sharpen", "--recipe", "tiny", "--seeds", "0,1/1,0"])
+    a, b = (r["runs"][i][0]["psnr"] for i, r in enumerate(two.values()))
+    assert a == pytest.approx(b, abs=1e-4) and a != pytest.approx(rows[0]["psnr"], abs=1e-4), "the order of the members does not matter"
+    table = load_beside("summarize", monkeypatch).main([str(p) for p in tmp_path.glob("results_sharpen_tiny*.json")])
+    assert "| tiny+ens2 @ " in table and "| tiny+ens1 @ " in table
+
+
 def test_suite_deals_its_processes_out_over_kt_gpus(tmp_path):
     fake = tmp_path / "bin" / "python3"  # stands for run.py: notes which GPU each process was given
     fake.parent.mkdir()
