@@ -237,20 +237,27 @@ def test_paired_reference_tiny(tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_seed_ensemble_of_one_is_the_run_and_of_several_is_scored_once(tmp_path, monkeypatch):
     """ensemble.py on two tiny runs with a post-stage: one member reproduces run.py's own score of that run, exactly;
-    two members in either order are one ensemble; summarize.py reads the results as a recipe of their own."""
+    two members in either order are one ensemble, beside their own mean score; summarize.py reads the results as
+    recipes of their own."""
     shared_path("weights/vaelight/VAEencoder.onnx")
     run, ens = load_beside("run", monkeypatch), load_beside("ensemble", monkeypatch)
     common = ["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64", "--crops", "2"]
     runs = {s: run.main([*common, "--transform", "sharpen", "--eval-steps", "1", "--name", f"tiny_s{s}", "--seeds", str(s),
                          "--lpips", "off", *TINY, "train.post_filter=3"])["runs"][s] for s in (0, 1)}
-    one = ens.main([*common, "--transforms", "sharpen", "--recipe", "tiny", "--seeds", "0"])
-    (rows,) = next(iter(one.values()))["runs"].values()
-    assert [r.get("best", False) for r in rows] == [False, True]
-    assert rows[0]["psnr"] == pytest.approx(runs[0][0]["psnr_pf"], abs=1e-5), "G, decode, the run's post-stage: as run.py scores it"
-    assert rows[0]["psnr_afhq"] == pytest.approx(runs[0][0]["psnr_pf_afhq"], abs=1e-5)
-    two = ens.main([*common, "--transforms", "sharpen", "--recipe", "tiny", "--seeds", "0,1/1,0"])
-    a, b = (r["runs"][i][0]["psnr"] for i, r in enumerate(two.values()))
-    assert a == pytest.approx(b, abs=1e-4) and a != pytest.approx(rows[0]["psnr"], abs=1e-4), "the order of the members does not matter"
+    ones = ens.main([*common, "--transforms", "sharpen", "--recipe", "tiny", "--seeds", "0/1"])
+    single = {}
+    for i, result in enumerate(ones.values()):
+        rows = result["runs"][i]
+        assert [r.get("best", False) for r in rows] == [False, True]
+        assert rows[0]["psnr"] == pytest.approx(runs[i][0]["psnr_pf"], abs=1e-5), "G, decode, the run's post-stage: as run.py scores it"
+        assert rows[0]["psnr_afhq"] == pytest.approx(runs[i][0]["psnr_pf_afhq"], abs=1e-5)
+        assert rows[0]["psnr_members"] == pytest.approx(rows[0]["psnr"]) and "psnr_limit" not in rows[0]
+        single[i] = rows[0]["psnr"]
+    two = ens.main([*common, "--transforms", "sharpen", "--recipe", "tiny", "--seeds", "0,1/1,0", "--sets", "test"])
+    (a, b) = (r["runs"][i][0] for i, r in enumerate(two.values()))
+    assert a["psnr"] == pytest.approx(b["psnr"], abs=1e-4), "the order of the members does not matter"
+    assert a["psnr_members"] == pytest.approx((single[0] + single[1]) / 2, abs=1e-4) and "psnr_afhq" not in a
+    assert math.isfinite(a["psnr_limit"]) and a["psnr"] != pytest.approx(single[0], abs=1e-4)
     table = load_beside("summarize", monkeypatch).main([str(p) for p in tmp_path.glob("results_sharpen_tiny*.json")])
     assert "| tiny+ens2 @ " in table and "| tiny+ens1 @ " in table
 

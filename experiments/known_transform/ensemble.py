@@ -17,6 +17,7 @@ groups ``0,1,2/3,4,5/6,7,8`` write ``+ens3_s0``, ``_s1``, ``_s2``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import run as kt
@@ -42,15 +43,25 @@ def scores(x: torch.Tensor, test: dict) -> tuple[float, float]:
     return kt.psnr(x, test["y"]).mean().item(), kt.psnr(x, test["y_rec"]).mean().item()
 
 
-def row(ck: dict, label, by_set: dict[str, torch.Tensor], tests: dict) -> dict:
-    """A ``run.py`` row for one checkpoint's outputs. Its ``psnr`` is the output's (G, decode, post-stage): what
-    ``run.py`` calls ``psnr_pf`` for runs with a post-stage, so these recipes' lines compare with ``<recipe> + pixel filter``."""
+def row(ck: dict, label, members: dict[str, torch.Tensor], tests: dict) -> dict:
+    """A ``run.py`` row for the mean of the members' outputs (``members[set]``: K, N, 3, H, W). Its ``psnr`` is the
+    output's (G, decode, post-stage): what ``run.py`` calls ``psnr_pf`` for runs with a post-stage, so these recipes'
+    lines compare with ``<recipe> + pixel filter``. Beside it, per test set: ``psnr_members`` (the members' own, their
+    mean) and ``psnr_limit``, the bias-variance estimate of infinitely many members (each image's squared error minus
+    the seeds' unbiased variance): how much any average over seeds could give."""
     out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"]}
     if label == "best":
         out["best"] = True
-    for name, x in by_set.items():
-        tag = "" if name == "test" else f"_{name}"
-        out["psnr" + tag], out["psnr_vae" + tag] = scores(x, tests[name])
+    for name, xs in members.items():
+        tag, y = ("" if name == "test" else f"_{name}"), tests[name]["y"]
+        mean = xs.mean(0)
+        out["psnr" + tag], out["psnr_vae" + tag] = scores(mean, tests[name])
+        out["psnr_members" + tag] = torch.stack([kt.psnr(x, y) for x in xs]).mean().item()
+        k = len(xs)
+        if k > 1:
+            spread = (xs - mean).pow(2).mean(dim=(0, 2, 3, 4))  # per image: the members' mean squared distance to their mean
+            limit = (mean - y).pow(2).mean(dim=(1, 2, 3)) - spread / (k - 1)
+            out["psnr_limit" + tag] = (10 * torch.log10(4 / limit.clamp_min(1e-10))).mean().item()
     return out
 
 
@@ -67,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--vae-device", default="cpu")
     ap.add_argument("--crops", type=int, default=4, help="as the runs' run.py had it (their data folder)")
     ap.add_argument("--photos", type=int, default=None, help="as the runs' run.py had it (tests)")
+    ap.add_argument("--sets", default="test,afhq", help="the test sets scored, comma separated (each decode costs on a CPU)")
     args = ap.parse_args(argv)
     groups = [[int(s) for s in g.split(",")] for g in args.seeds.split("/")]
     vae = kt.load_vae(args.shared, args.vae_device)
@@ -74,15 +86,16 @@ def main(argv: list[str] | None = None) -> dict:
     written = {}
     for transform in args.transforms.split(","):
         sets = kt.prepare(args.shared, data, transform, args.image_size, args.crops, args.photos, 0, vae)
-        tests = {k: kt.with_truth(vae, v, transform) for k, v in sets.items()}
+        tests = {k: kt.with_truth(vae, v, transform) for k, v in sets.items() if k in args.sets.split(",")}
         for g, seeds in enumerate(groups):
             name = f"{args.recipe}+ens{len(seeds)}" + (f"_s{g}" if len(groups) > 1 else "")
             result = ensemble(args.out, transform, args.recipe, seeds, g, vae, tests)
             path = args.out / f"results_{transform}_{name}.json"
             checkpoint.atomic_write_bytes(path, json.dumps({**result, "name": name}, indent=2).encode())
             written[str(path)] = result
-            print(f"{transform} {name}: " + " | ".join(f"{'best.pt' if r.get('best') else r['step']}: {r['psnr']:.2f}"
-                                                     for r in result["runs"][g]))
+            print(f"{transform} {name}: " + " | ".join(
+                f"{'best.pt' if r.get('best') else r['step']}: {r['psnr']:.2f} (members {r['psnr_members']:.2f}, limit "
+                f"{r.get('psnr_limit', math.nan):.2f})" for r in result["runs"][g]))
     return written
 
 
@@ -97,9 +110,9 @@ def ensemble(out: Path, transform: str, recipe: str, seeds: list[int], index: in
     rows = []
     for label in common:
         paths = [m / ("best.pt" if label == "best" else f"epoch_{label:04d}.pt") for m in models]
-        mean = {k: torch.stack([outputs(p, vae, t["z_x"]) for p in paths]).mean(0) for k, t in tests.items()}
+        members = {k: torch.stack([outputs(p, vae, t["z_x"]) for p in paths]) for k, t in tests.items()}
         # best.pt's epoch differs between seeds: the row keeps the first seed's, marked best
-        rows.append(row(checkpoint.load(paths[0]), label, mean, tests))
+        rows.append(row(checkpoint.load(paths[0]), label, members, tests))
     keep = ("transform", "overrides", "sizes", "baselines", "device")
     return {**{k: meta[k] for k in keep if k in meta}, "runs": {index: rows}, "synthetic": {},
             "averaged": [f"{recipe}_s{s}" for s in seeds]}

@@ -174,13 +174,14 @@ def suite_table(results: list[dict]) -> str:
             for step in steps:
                 cells = []
                 for t in transforms:
-                    vals = [row["psnr" + tag] for _, row in sorted(recipes[name].get(t, {}).get(step, {}).items())]
+                    vals = [row["psnr" + tag] for _, row in sorted(recipes[name].get(t, {}).get(step, {}).items())
+                            if "psnr" + tag in row]  # a result may score some test sets only (ensemble.py --sets)
                     cells.append(median_cell(vals) if vals else "")
                 out.append(f"| {name}{'' if step == BEST else f' @ {step} steps'} | " + " | ".join(cells) + " |")
             last = steps[-1]
             wins, scored = [], {}
             for t in transforms:
-                vals = [row["psnr" + tag] for row in recipes[name].get(t, {}).get(last, {}).values()]
+                vals = [row["psnr" + tag] for row in recipes[name].get(t, {}).get(last, {}).values() if "psnr" + tag in row]
                 if not vals:
                     continue
                 rows = base[t][test_set]
@@ -206,7 +207,7 @@ def suite_table(results: list[dict]) -> str:
                 kept = recipes[name].get(t, {}).get(BEST, {})
                 scored = recipes[name.replace(" best.pt", "", 1)].get(t, {})
                 gaps = [row["psnr" + tag] - max(by_seed[seed]["psnr" + tag] for by_seed in scored.values() if seed in by_seed)
-                        for seed, row in kept.items() if any(seed in by_seed for by_seed in scored.values())]
+                        for seed, row in kept.items() if "psnr" + tag in row and any(seed in by_seed for by_seed in scored.values())]
                 if gaps:
                     cells.append(f"{t} {statistics.median(gaps):+.2f}")
             if cells:
