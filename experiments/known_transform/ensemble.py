@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     written = {}
     for transform in args.transforms.split(","):
         sets = kt.prepare(args.shared, data, transform, args.image_size, args.crops, args.photos, 0, vae)
+        if unknown := set(args.sets.split(",")) - set(sets):
+            raise SystemExit(f"--sets {args.sets}: no test set {', '.join(sorted(unknown))} in {data} (it has {', '.join(sets)})")
         tests = {k: kt.with_truth(vae, v, transform) for k, v in sets.items() if k in args.sets.split(",")}
         for g, seeds in enumerate(groups):
             name = f"{args.recipe}+ens{len(seeds)}" + (f"_s{g}" if len(groups) > 1 else "")
