@@ -27,20 +27,11 @@ from lcgan import checkpoint
 from lcgan.translator import load_translator
 
 
-@torch.no_grad()
 def outputs(path: Path, vae, z: torch.Tensor) -> torch.Tensor:
-    """The run's output pixels for latents ``z`` (N, 4, h, w), on the CPU."""
+    """The run's output pixels for latents ``z`` (N, 4, h, w): G, decode, its post-stage, clamped; on the CPU."""
     t = load_translator(path, vae.device)
-    c, h = t.convention, t.pixel_filter("g_ab")
-    out = []
-    for chunk in z.split(32):
-        x = vae.decode(c.model_to_raw(t.g_ab(c.raw_to_model(chunk.to(vae.device), vae.space)), vae.space)).to(vae.device)
-        out.append((h(x) if h is not None else x).clamp(-1, 1).cpu())
-    return torch.cat(out)
-
-
-def scores(x: torch.Tensor, test: dict) -> tuple[float, float]:
-    return kt.psnr(x, test["y"]).mean().item(), kt.psnr(x, test["y_rec"]).mean().item()
+    with torch.no_grad():
+        return kt.filtered_decode(vae, t.pixel_filter("g_ab"), kt.generator(t, vae)(z))
 
 
 def row(ck: dict, label, members: dict[str, torch.Tensor], tests: dict) -> dict:
@@ -55,7 +46,7 @@ def row(ck: dict, label, members: dict[str, torch.Tensor], tests: dict) -> dict:
     for name, xs in members.items():
         tag, y = ("" if name == "test" else f"_{name}"), tests[name]["y"]
         mean = xs.mean(0)
-        out["psnr" + tag], out["psnr_vae" + tag] = scores(mean, tests[name])
+        out["psnr" + tag], out["psnr_vae" + tag] = kt.psnr_pair(mean, tests[name])
         out["psnr_members" + tag] = torch.stack([kt.psnr(x, y) for x in xs]).mean().item()
         k = len(xs)
         if k > 1:

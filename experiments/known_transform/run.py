@@ -316,7 +316,12 @@ def score_latents(vae: OnnxVAE, test: dict, z: torch.Tensor, lpips=None) -> tupl
     against the truth (NaN without an LPIPS network), and the unpaired validation score."""
     x = decode(vae, z)
     dist = torch.cat([lpips(a, b) for a, b in zip(x.split(32), test["y"].split(32))]).mean().item() if lpips else math.nan
-    return psnr(x, test["y"]).mean().item(), psnr(x, test["y_rec"]).mean().item(), dist, unpaired_val(z, test)
+    return *psnr_pair(x, test), dist, unpaired_val(z, test)
+
+
+def psnr_pair(x: torch.Tensor, test: dict) -> tuple[float, float]:
+    """Mean PSNR (dB) of images ``x`` against the truth and against the oracle's reconstruction."""
+    return psnr(x, test["y"]).mean().item(), psnr(x, test["y_rec"]).mean().item()
 
 
 class PostFilter:
@@ -352,8 +357,23 @@ class PostFilter:
 @torch.no_grad()
 def score_filtered(vae: OnnxVAE, h, test: dict, z: torch.Tensor) -> tuple[float, float, float, float]:
     """Like :func:`score_latents` for ``h * decode(z)`` (``h`` a pixel filter on the VAE's device): LPIPS and val (a latent score) left out."""
-    x = torch.cat([h(vae.decode(c.to(vae.device)).to(vae.device)).clamp(-1, 1).cpu() for c in z.split(32)])
-    return psnr(x, test["y"]).mean().item(), psnr(x, test["y_rec"]).mean().item(), math.nan, math.nan
+    return *psnr_pair(filtered_decode(vae, h, z), test), math.nan, math.nan
+
+
+@torch.no_grad()
+def filtered_decode(vae: OnnxVAE, h, z: torch.Tensor) -> torch.Tensor:
+    """``h * decode(z)`` clamped to [-1, 1], on the CPU (``h`` None: the decode alone)."""
+    out = []
+    for c in z.split(32):
+        x = vae.decode(c.to(vae.device)).to(vae.device)
+        out.append((h(x) if h is not None else x).clamp(-1, 1).cpu())
+    return torch.cat(out)
+
+
+def generator(t, vae: OnnxVAE):
+    """A loaded translator's G as a map of raw latents (on the CPU) to raw latents, as the suite scores it."""
+    c = t.convention  # with data.latent_norm=channel, the training domains' statistics
+    return lambda z: c.model_to_raw(t.g_ab(c.raw_to_model(z.to(vae.device), vae.space)), vae.space).cpu()
 
 
 def paired_affine(z_x: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
@@ -403,9 +423,8 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
     out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"]}
     for use_ema in (False, True) if "G_ema" in ck else (False,):
         t = load_translator(path, vae.device, use_ema=use_ema)
-        convention = t.convention  # with data.latent_norm=channel, the training domains' statistics
         suffix = "_ema" if use_ema else ""
-        g = lambda z, t=t, c=convention: c.model_to_raw(t.g_ab(c.raw_to_model(z.to(vae.device), vae.space)), vae.space).cpu()  # noqa: E731
+        g = generator(t, vae)
         h = t.pixel_filter("g_ab")
         if h is None and post is not None:
             h = post.fit(g, seed)
