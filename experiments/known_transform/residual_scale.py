@@ -1,0 +1,67 @@
+"""Does a trained G move too little or too much? Its learned correction scaled by s, scored with the truth.
+
+    python experiments/known_transform/residual_scale.py --recipe pfTcpU --seeds 0,1 --transforms dark_edges --scales 0,1,2,4,6
+
+A residual generator is ``G(z) = anchor(z) + net(z)``, ``net`` starting at 0 (its last conv zero-initialised). Scaling
+that last conv's weight and bias by ``s`` gives ``anchor(z) + s net(z)``: s = 0 is the start map, 1 the trained G,
+s > 1 the same correction pushed further. Each is scored as ``run.py`` scores a run (G, decode, the run's
+post-stage, clamp) against the transformed truth. Choosing s by that score needs pairs, so this is a diagnostic of
+where training stops, not a recipe.
+
+Reads the runs ``screen.sh``/``run.py`` left (``OUT/runs/<transform>/<recipe>_s<seed>/seed<seed>/model/last.pt``).
+"""
+from __future__ import annotations
+
+import json
+
+import run as kt
+import torch
+
+from lcgan import checkpoint
+from lcgan.translator import load_translator
+
+
+def scaled_scores(path, vae, test: dict, scales: list[float]) -> dict[float, float]:
+    """PSNR of the run's output with G's correction scaled by each of ``scales``, on one test set."""
+    t = load_translator(path, vae.device)
+    last = t.g_ab.net[-1]
+    if not isinstance(last, torch.nn.Conv2d) or t.g_ab.output != "residual":
+        raise ValueError(f"{path}: G is not a residual ResnetGenerator; its correction cannot be scaled")
+    weight, bias = last.weight.detach().clone(), last.bias.detach().clone()
+    out = {}
+    with torch.no_grad():
+        for s in scales:
+            last.weight.copy_(weight * s)
+            last.bias.copy_(bias * s)
+            y = kt.filtered_decode(vae, t.pixel_filter("g_ab"), kt.generator(t, vae)(test["z_x"]))
+            out[s] = kt.psnr(y, test["y"]).mean().item()
+    return out
+
+
+def main() -> None:
+    ap = kt.probe_parser(__doc__, "sharpen,dark_edges,null")
+    ap.add_argument("--recipe", required=True, help="the runs' recipe name (screen.sh's NAME)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--scales", default="0,0.5,1,1.5,2,3,4,6")
+    ap.add_argument("--set", default="test", help="the test set scored (test or afhq)")
+    ap.add_argument("--vae-device", default="cpu")
+    args = ap.parse_args()
+    scales = [float(s) for s in args.scales.split(",")]
+    vae = kt.load_vae(args.shared, args.vae_device)
+    data = kt.data_folder(args.out, args.image_size)
+    results = {}
+    print(f"| transform | seed | {' | '.join(f's = {s:g}' for s in scales)} |")
+    print(f"| --- | ---: | {' | '.join('---:' for _ in scales)} |")
+    for transform in args.transforms.split(","):
+        test = kt.with_truth(vae, torch.load(data / f"{args.set}.pt", weights_only=True), transform)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            path = args.out / "runs" / transform / f"{args.recipe}_s{seed}" / f"seed{seed}" / "model" / "last.pt"
+            scores = scaled_scores(path, vae, test, scales)
+            results[f"{transform}/{seed}"] = scores
+            print(f"| {transform} | {seed} | {' | '.join(f'{v:.2f}' for v in scores.values())} |", flush=True)
+    name = f"residual_scale_{args.recipe}_{args.set}.json"
+    checkpoint.atomic_write_bytes(args.out / name, json.dumps(results, indent=1).encode())
+
+
+if __name__ == "__main__":
+    main()
