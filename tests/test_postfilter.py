@@ -64,7 +64,6 @@ def test_the_spectrum_alone_recovers_a_blur():
     assert not filt.raw.requires_grad
 
 
-
 def test_the_decaying_fit_leaves_the_seed_little_say():
     """With the lr decaying to 0 the filter is the loss's minimum, not wherever the last batches left it: two seeds'
     batch orders give nearly one kernel, where at a constant lr they differ several times as much."""
@@ -79,6 +78,7 @@ def test_the_decaying_fit_leaves_the_seed_little_say():
 
     decayed, constant = spread(True), spread(False)
     assert decayed < 0.5 * constant, f"seeds' kernels differ by {decayed:.4f} decayed, {constant:.4f} at a constant lr"
+
 
 def test_a_checkpoints_filters_are_data_checked_before_use():
     good = PostFilters(3).state_dict()
