@@ -15,11 +15,10 @@ import json
 import time
 
 import torch
-from run import data_folder, load_folder, load_vae, probe_parser, psnr, with_truth
+from run import PostFilter, data_folder, load_folder, load_vae, probe_parser, psnr, with_truth
 
 from lcgan import checkpoint
 from lcgan.postfilter import fit_filter
-from lcgan.spectrum import domain_spectrum
 
 SCHEDULES = {  # name: fit_filter's keywords; "constant" is the fit before 2026-12-01, "cosine" the fit since
     "constant": dict(decay=False),
@@ -36,22 +35,21 @@ def main() -> None:
     args = ap.parse_args()
     data = data_folder(args.out, args.image_size)
     vae = load_vae(args.shared, args.vae_device)
-    decode = lambda z: torch.cat([vae.decode(c.to(vae.device)).float() for c in z.split(32)])  # noqa: E731 (on the VAE's device)
-    with torch.no_grad():
-        xa = decode(load_folder(data / "a")[0])
+    z_a, xa = load_folder(data / "a")[0], None
     results = {}
     print("| transform | schedule | test: min-max over seeds (mean) | afhq: min-max (mean) | s a fit |")
     print("| --- | --- | --- | --- | ---: |")
     for transform in args.transforms.split(","):
         sets = {k: torch.load(data / f"{k}.pt", weights_only=True) for k in ("test", "afhq") if (data / f"{k}.pt").is_file()}
         tests = {k: with_truth(vae, v, transform) for k, v in sets.items()}
-        with torch.no_grad():
-            target = domain_spectrum(decode, load_folder(data / transform / "b")[0])
-            plain = {k: decode(t["z_x"]) for k, t in tests.items()}
+        with torch.no_grad():  # run.py's --pixel-filter: B's decoded spectrum, decodes on the VAE's device
+            pf = PostFilter(vae, z_a, load_folder(data / transform / "b")[0], 9, 300)
+            xa = pf.decode(z_a) if xa is None else xa  # A's decodes: the same for every transform
+            plain = {k: pf.decode(t["z_x"]) for k, t in tests.items()}
         for name, kw in SCHEDULES.items():
             scores, t0 = [], time.time()
             for seed in range(args.seeds):
-                h = fit_filter(xa, target, 9, seed=seed, **kw)
+                h = fit_filter(xa, pf.target, pf.size, seed=seed, **kw)
                 with torch.no_grad():
                     scores.append({k: psnr(h(x).clamp(-1, 1).cpu(), tests[k]["y"]).mean().item() for k, x in plain.items()})
             results[f"{transform}/{name}"] = scores

@@ -49,13 +49,18 @@ def main() -> None:
     scales = [float(s) for s in args.scales.split(",")]
     vae = kt.load_vae(args.shared, args.vae_device)
     data = kt.data_folder(args.out, args.image_size)
+    runs = {(t, seed): args.out / "runs" / t / f"{args.recipe}_s{seed}" / f"seed{seed}" / "model" / "last.pt"
+            for t in args.transforms.split(",") for seed in (int(s) for s in args.seeds.split(","))}
+    if missing := [str(p) for p in runs.values() if not p.is_file()]:  # before any decode: they cost minutes on a CPU
+        raise SystemExit(f"no run at {', '.join(missing)}: give the --out, --recipe and --seeds that screen.sh or run.py trained")
     results = {}
     print(f"| transform | seed | {' | '.join(f's = {s:g}' for s in scales)} |")
     print(f"| --- | ---: | {' | '.join('---:' for _ in scales)} |")
     for transform in args.transforms.split(","):
         test = kt.with_truth(vae, torch.load(data / f"{args.set}.pt", weights_only=True), transform)
-        for seed in (int(s) for s in args.seeds.split(",")):
-            path = args.out / "runs" / transform / f"{args.recipe}_s{seed}" / f"seed{seed}" / "model" / "last.pt"
+        for (t, seed), path in runs.items():
+            if t != transform:
+                continue
             scores = scaled_scores(path, vae, test, scales)
             results[f"{transform}/{seed}"] = scores
             print(f"| {transform} | {seed} | {' | '.join(f'{v:.2f}' for v in scores.values())} |", flush=True)
