@@ -62,12 +62,18 @@ def latent_folders(
     max_files: int | None = None,
     val_fraction: float = 0.0,
     latent_norm: str = "divisor",
+    val_a_dir: str | None = None,
+    val_b_dir: str | None = None,
 ) -> Domains:
-    """Two folders of ``.pt`` latents (``data=latents``).
+    """Two folders of ``.pt`` latents (``data=latents``), and the held-out latents: ``val_fraction`` of their images,
+    or two folders of other images (``val_a_dir``/``val_b_dir``: the training folders stay whole).
 
     Folders written by ``lcgan.encode`` carry a ``manifest.json``; when both do, they must agree
     with each other (VAE latent space, scaling, image size) and with ``latents_scaled``.
     """
+    if (val_a_dir is None) != (val_b_dir is None) or (val_a_dir is not None and val_fraction > 0):
+        raise ValueError("held-out latents come from data.val_fraction or from both data.val_a_dir and data.val_b_dir: "
+                         f"got val_fraction={val_fraction}, val_a_dir={val_a_dir}, val_b_dir={val_b_dir}")
     convention = Convention(latents_scaled=latents_scaled, latent_divisor=latent_divisor)
     manifests = {"a": read_manifest(a_dir), "b": read_manifest(b_dir)}
     check_manifests(manifests["a"], manifests["b"], latents_scaled)
@@ -79,6 +85,15 @@ def latent_folders(
             "encode both domains with the same VAE and image_size"
         )
     (a, files_a, val_a), (b, files_b, val_b) = (_hold_out(z, f, val_fraction) for z, f in ((a, files_a), (b, files_b)))
+    if val_a_dir is not None:
+        check_manifests(manifests["a"], read_manifest(val_a_dir), latents_scaled)
+        check_manifests(manifests["b"], read_manifest(val_b_dir), latents_scaled)
+        val_a = load_latent_dir(val_a_dir, "data.val_a_dir", num_workers, max_files)[0]
+        val_b = load_latent_dir(val_b_dir, "data.val_b_dir", num_workers, max_files)[0]
+        for z, key in ((val_a, "data.val_a_dir"), (val_b, "data.val_b_dir")):
+            if z.shape[1:] != a.shape[1:]:
+                raise ValueError(f"{key} latents are {list(z.shape[1:])} but the training latents are {list(a.shape[1:])}; "
+                                 "encode the held-out images with the same VAE and image_size")
     convention = _normalise(convention, latent_norm, a, b)
     return Domains(a=convention.file_to_model(a), b=convention.file_to_model(b), convention=convention, flip=flip,
                    files_a=files_a, files_b=files_b, manifests={k: m for k, m in manifests.items() if m},

@@ -106,6 +106,8 @@ class TrainSection:
     r1_every: int = setting(POSITIVE)
     d_loss_scale: float = setting(above(0))
     d_lr_scale: float = setting(above(0))
+    gain_scales: list[float] = setting(Rule(lambda v: all(_finite(x) and 0 <= x <= 100 for x in v),
+                                            "a list of scales in [0, 100], e.g. [0,0.5,1,1.5,2,3,4,6,8] ([]: off)"))
     ema_decay: float = setting(Rule(lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1) (0: no EMA)"))
     ema_debias: bool = setting()
     fake_buffer_size: int = setting(at_least(0, " (0 disables the replay buffer)"))
@@ -191,6 +193,8 @@ class LatentFolders:  # lcgan.data.latent_folders
     flip: bool = setting()
     num_workers: int = setting(NON_NEGATIVE)
     val_fraction: float = setting(Rule(lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1) (0: no validation split)"))
+    val_a_dir: Optional[str] = setting()
+    val_b_dir: Optional[str] = setting()
     max_files: Optional[int] = setting(Rule(lambda v: v is None or v >= 1, "null (all files) or an integer >= 1"))
 
 

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from lcgan import CONF_DIR, checkpoint, config, distributed, postfilter, progress, rundir
+from lcgan import CONF_DIR, checkpoint, config, distributed, gain, postfilter, progress, rundir
 from lcgan.baselines import channel_stats, fit_all, score_heldout, score_synthetic, validation_key, validation_metric
 from lcgan.build import LOSS_KEYS, background_compile, build_gan, build_training, check_sizes, memory_format, probe_view
 from lcgan.compile_cache import BackgroundCompile
@@ -157,6 +157,8 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> f
             if metrics is not None:
                 clock.epoch_done(time.perf_counter() - t0, (steps - start) / steps)  # the whole epoch: steps, validation, saving
                 say(progress.summary_line(metrics, tc.epochs, clock.eta(epoch + 1)))
+    if group.main and tc.gain_scales:
+        calibrate_gains(run, say)
     if group.main and run.log.path.is_file():
         write_curves(run.log.path, folder.curves)
         say(progress.closing_note(read_log(run.log.path), folder.root, tc.epochs))
@@ -181,6 +183,10 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
     if tc.lambda_anchor > 0 and getattr(gan.g_ab, "output", None) != "residual":
         raise config.ConfigError("train.lambda_anchor > 0 pulls a residual generator toward its starting map, and a tanh "
                                  "generator has none: set model.generator.output=residual (or train.lambda_anchor=0)")
+    if tc.gain_scales and (getattr(gan.g_ab, "output", None) != "residual" or domains.val_a is None):
+        raise config.ConfigError("train.gain_scales scales a residual generator's correction, chosen on held-out latents: it "
+                                 "needs model.generator.output=residual and held-out latents: data.val_fraction > 0 (e.g. 0.1) or "
+                                 "data.val_a_dir and data.val_b_dir; or set train.gain_scales=[]")
     if tc.lambda_spec > 0:
         if view is None:
             raise config.ConfigError("train.lambda_spec > 0 compares decoded images' spectra: set train.d_input=decoded "
@@ -363,6 +369,19 @@ def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None
         run.logger.log_image("vis", picture, step=(epoch + 1) * steps)
         write_curves(run.log.path, run.folder.curves)
     return metrics
+
+
+def calibrate_gains(run: Run, say) -> None:
+    """``train.gain_scales``: choose G's and F's gain for last.pt and best.pt on the held-out latents (lcgan.gain);
+    the last epoch's file holds last.pt's generators and gets its gain."""
+    for path in (run.folder.last, run.folder.best):
+        if path.is_file():
+            chosen = gain.calibrate(path, run.vae, run.domains.val_a, run.domains.val_b, list(run.tc.gain_scales))
+            say(f"{path.name}: gain G {chosen['g_ab']:g}, F {chosen['g_ba']:g} (held-out pixel-patch SWD by scale: "
+                f"G {chosen['dist_g_ab']}, F {chosen['dist_g_ba']})")
+            run.logger.summary({f"gain_{path.stem}_g_ab": chosen["g_ab"], f"gain_{path.stem}_g_ba": chosen["g_ba"]})
+            if path == run.folder.last and (epoch_pt := run.folder.epoch_checkpoint(run.state.epoch)).is_file():
+                gain.record(epoch_pt, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
 
 
 def save_checkpoints(state: TrainState, folder: RunFolder, improved: bool, tc: DictConfig) -> None:

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lcgan import checkpoint as ckpt_io
+from lcgan import gain as gains
 from lcgan.latents import Convention
 from lcgan.models import InstanceNorm, ResnetGenerator
 from lcgan.postfilter import PostFilters
@@ -30,7 +31,7 @@ _SCALARS = (bool, int, float, str, type(None))
 # What :func:`load_translator` reads of a checkpoint: a generators-only file (``model/epoch_XXXX.pt``
 # under ``train.epoch_files=generators``) holds exactly these, and a full training checkpoint more
 # ("G_ema"/"F_ema" only with ``train.ema_decay > 0``; "epoch"/"metrics" are shown, not needed).
-INFERENCE_KEYS = ("G", "F", "G_ema", "F_ema", "post_filter", "cfg", "convention", "latent_space", "domain_stats", "epoch", "metrics")
+INFERENCE_KEYS = ("G", "F", "G_ema", "F_ema", "post_filter", "gain", "cfg", "convention", "latent_space", "domain_stats", "epoch", "metrics")
 
 
 def _fits(value, hint) -> bool:
@@ -172,9 +173,10 @@ class _Residual(torch.nn.Module):
         return x + self.block(x)
 
 
-def load_translator(path: str | Path, device: torch.device, use_ema: bool = True) -> Translator:
+def load_translator(path: str | Path, device: torch.device, use_ema: bool = True, use_gain: bool = True) -> Translator:
     """G and F of an lcgan checkpoint, or of the original single-script tool's (``cfg.visualization.*``).
-    With ``use_ema`` the EMA weights (``G_ema``/``F_ema``, written with train.ema_decay > 0) when present."""
+    With ``use_ema`` the EMA weights (``G_ema``/``F_ema``, written with train.ema_decay > 0) when present; with
+    ``use_gain`` each correction scaled by the gain recorded in the file (``train.gain_scales``, :mod:`lcgan.gain`)."""
     path = Path(path)
     ck = ckpt_io.load(path, map_location="cpu")
     missing = [k for k in ("G", "F", "cfg") if k not in ck]
@@ -218,6 +220,10 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
         except RuntimeError as e:
             raise ValueError(f"checkpoint {path}: {key} does not fit the generator rebuilt as {fmt}: {str(e)[:400]}") from None
         nets.append(net.to(device).eval().requires_grad_(False))
+    gain = gains.check(ck["gain"], f"checkpoint {path}") if use_gain and "gain" in ck else None
+    if gain is not None:  # a number the run chose on held-out data; the weights in the file stay as trained
+        for net, name in zip(nets, ("g_ab", "g_ba")):
+            gains.apply(net, gain[name], f"checkpoint {path}: {name}")
     recorded = ck.get("convention") or {"latents_scaled": _setting(data, "latents_scaled", bool, False, path),
                                         "latent_divisor": _setting(data, "latent_divisor", float, divisor_default, path)}
     convention_kwargs = plain_kwargs(Convention, recorded, f"checkpoint {path}: convention", (), "not an lcgan checkpoint")
@@ -232,7 +238,7 @@ def load_translator(path: str | Path, device: torch.device, use_ema: bool = True
                 vae_cfg["scaling_factor"] = float(vis["vae_scaling_factor"])
     info = {"path": str(path), "format": fmt, "epoch": ck.get("epoch"), "channels": channels,
             "generator": gen_cfg or type(nets[0]).__name__, "latent_space": ck.get("latent_space"),
-            "weights": "EMA" if use_ema and "G_ema" in ck else "raw"}
+            "weights": "EMA" if use_ema and "G_ema" in ck else "raw", **({"gain": gain} if gain is not None else {})}
     try:
         convention = Convention(**convention_kwargs)
     except ValueError as e:

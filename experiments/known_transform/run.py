@@ -487,7 +487,7 @@ def synthetic_err(overrides: list[str], seed: int, run: Path) -> dict[str, float
     """The same recipe on the embedded synthetic task (its default length): ``err``, 1 = identity."""
     from lcgan.train import train
 
-    keep = [o for o in overrides if not o.startswith(("data.a_dir", "data.b_dir", "data.val_fraction", "data.flip"))]
+    keep = [o for o in overrides if not o.startswith(("data.a_dir", "data.b_dir", "data.val_fraction", "data.flip", "train.gain_scales"))]
     train(compose_train([*keep, f"seed={seed}", f"out_dir={run}", "train.vis_every=0"]))
     log = [json.loads(line) for line in RunFolder(run).log.read_text().splitlines()]
     last = log[-1]

@@ -1,0 +1,99 @@
+"""Can unpaired held-out data say how far G should go? Distances that need no truth, beside PSNR, per residual scale.
+
+    python experiments/known_transform/scale_select.py --recipe pfTcpUc --seeds 0,1,2 --transforms dark_edges,sharpen,null
+
+``residual_scale.py`` showed that on dark_edges the preset's G learns the right correction at a fifth of its size,
+while on ``null`` every push costs. This scores G's correction scaled by ``s`` (``anchor(z) + s net(z)``) with
+distances a user could compute: the run's outputs of one half of the test photos against the transformed photos of
+the *other* half (unpaired: other photos), both ways, averaged; B as the transformed photos, and (``_rec``) as a
+user holds it, latents decoded by the same VAE. Candidates: the sliced Wasserstein distance and the
+Frechet (Gaussian) distance of decoded pixel patches (``px_swd<p>``, ``px_fd<p>``, p x p pixels, stride p/2) and of
+3x3 latent patches (``lat_swd``, ``lat_fd``; G's latents against the truth's). The PSNR (against the truth) shows
+what each distance's choice of ``s`` would have scored; ``--sets test,afhq`` also scores the AFHQ photos at every
+``s``, so a choice made on the test photos can be checked on a collection it never saw.
+
+Reads the runs ``screen.sh`` left (as ``residual_scale.py``); writes ``OUT/scale_select_<recipe>_<checkpoint>_<transforms>.json``.
+"""
+from __future__ import annotations
+
+import json
+
+import run as kt
+import torch
+from residual_scale import scaled_outputs
+
+from lcgan import checkpoint
+from lcgan.baselines import sliced_wasserstein
+from lcgan.gain import pixel_patches, sliced_w1
+
+
+def latent_patches(z: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.unfold(z.double(), 3).transpose(1, 2).reshape(-1, z.shape[1] * 9)
+
+
+def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frechet distance of the Gaussians fitted to two point sets: |mu_a - mu_b|^2 + tr(Sa + Sb - 2 (Sa^1/2 Sb Sa^1/2)^1/2)."""
+    def sqrtm(m: torch.Tensor) -> torch.Tensor:
+        w, v = torch.linalg.eigh((m + m.T) / 2)
+        return (v * w.clamp_min(0).sqrt()) @ v.T
+    sa, sb = torch.cov(a.T), torch.cov(b.T)
+    ra = sqrtm(sa)
+    return ((a.mean(0) - b.mean(0)).pow(2).sum() + torch.trace(sa + sb - 2 * sqrtm(ra @ sb @ ra))).item()
+
+
+def distances(y: torch.Tensor, z: torch.Tensor, test: dict, device="cpu", sizes: tuple[int, ...] = (4, 8)) -> dict[str, float]:
+    """The unpaired distances of outputs ``y`` (latents ``z``) of the test crops: each half against the other half's truth
+    (the crops are in photo order, 4 a photo: the halves share no photo), averaged over the two ways; computed on ``device``."""
+    h = len(y) // 2
+    y, z, test = y.to(device), z.to(device), {k: test[k].to(device) for k in ("y", "y_rec", "z_y")}
+    halves = ((slice(0, h), slice(h, None)), (slice(h, None), slice(0, h)))
+    out = {}
+    for p in sizes:
+        for ref, tag in (("y", ""), ("y_rec", "_rec")):  # B as photos, or as a user has it: latents, decoded
+            pairs = [(pixel_patches(y[i], p), pixel_patches(test[ref][j], p)) for i, j in halves]
+            out[f"px_swd{p}{tag}"] = sum(sliced_w1(a, b) for a, b in pairs) / 2
+            out[f"px_fd{p}{tag}"] = sum(frechet(a, b) for a, b in pairs) / 2
+    out["lat_swd"] = sum(sliced_wasserstein(z[i], test["z_y"][j]) for i, j in halves) / 2
+    out["lat_fd"] = sum(frechet(latent_patches(z[i]), latent_patches(test["z_y"][j])) for i, j in halves) / 2
+    return out
+
+
+def main() -> None:
+    ap = kt.probe_parser(__doc__, "dark_edges,sharpen,null")
+    ap.add_argument("--recipe", required=True, help="the runs' recipe name (screen.sh's NAME)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--scales", default="0,0.5,1,1.5,2,3,4,6,8")
+    ap.add_argument("--sets", default="test", help="test, or test,afhq: also the AFHQ photos' PSNR at every scale")
+    ap.add_argument("--checkpoint", default="last.pt", help="which of each run's model/ files (e.g. epoch_0046.pt: 1012 steps at batch 16)")
+    ap.add_argument("--vae-device", default="cpu")
+    args = ap.parse_args()
+    scales = [float(s) for s in args.scales.split(",")]
+    vae = kt.load_vae(args.shared, args.vae_device)
+    data = kt.data_folder(args.out, args.image_size)
+    runs = {(t, seed): args.out / "runs" / t / f"{args.recipe}_s{seed}" / f"seed{seed}" / "model" / args.checkpoint
+            for t in args.transforms.split(",") for seed in (int(s) for s in args.seeds.split(","))}
+    if missing := [str(p) for p in runs.values() if not p.is_file()]:  # before any decode: they cost minutes on a CPU
+        raise SystemExit(f"no run at {', '.join(missing)}: give the --out, --recipe and --seeds that screen.sh or run.py trained")
+    results, name = {}, f"scale_select_{args.recipe}_{args.checkpoint.removesuffix('.pt')}_{args.transforms.replace(',', '+')}.json"
+    for transform in args.transforms.split(","):
+        sets = {k: kt.with_truth(vae, torch.load(data / f"{k}.pt", weights_only=True), transform) for k in args.sets.split(",")}
+        for (t, seed), path in runs.items():
+            if t != transform:
+                continue
+            rows = {}
+            for s, z, y in scaled_outputs(path, vae, sets["test"]["z_x"], scales):
+                rows[s] = {"psnr": kt.psnr(y, sets["test"]["y"]).mean().item(), **distances(y, z, sets["test"], vae.device)}
+            if "afhq" in sets:
+                for s, _, y in scaled_outputs(path, vae, sets["afhq"]["z_x"], scales):
+                    rows[s]["psnr_afhq"] = kt.psnr(y, sets["afhq"]["y"]).mean().item()
+            results[f"{transform}/{seed}"] = rows
+            keys = [k for k in next(iter(rows.values())) if k != "psnr"]
+            print(f"{transform} seed {seed}: PSNR " + " ".join(f"{s:g}:{r['psnr']:.2f}" for s, r in rows.items()), flush=True)
+            for k in keys:
+                best = min(rows, key=lambda s: rows[s][k]) if not k.startswith("psnr") else max(rows, key=lambda s: rows[s][k])
+                print(f"  {k:>13}: best s {best:g} (PSNR {rows[best]['psnr']:.2f}); " + " ".join(f"{r[k]:.4g}" for r in rows.values()), flush=True)
+            checkpoint.atomic_write_bytes(args.out / name, json.dumps(results, indent=1).encode())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""How far a residual generator goes, set without pairs: ``G(z) = anchor(z) + s net(z)``, with ``s`` chosen
+on held-out data by the sliced Wasserstein distance of decoded pixel patches.
+
+On the transform suite the preset's generators learn the right correction and stop short of it where the
+latent discriminators stop telling (dark_edges: a fifth of its size), while on the "do no harm" case what
+they learn is drift. The held-out distance between G's decoded outputs and the other domain's decoded
+latents tells the two apart, per run (experiments/known_transform/results/gain.md): it pushes dark_edges
+4-6x and keeps ``null`` at 0. ``s`` is recorded in the checkpoint as a number (``ck["gain"]``);
+:func:`lcgan.translator.load_translator` applies it, so evaluate and translate use it, and training
+state, which resumes, is never changed.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from lcgan import checkpoint
+
+SCALES_HINT = "train.gain_scales (e.g. [0, 0.5, 1, 1.5, 2, 3, 4, 6, 8])"
+
+
+def pixel_patches(images: torch.Tensor, patch: int, max_points: int = 60000, seed: int = 0) -> torch.Tensor:
+    """Up to ``max_points`` random ``patch x patch`` patches (stride patch/2) of images ``(N, C, H, W)``, as float64 rows."""
+    q = torch.nn.functional.unfold(images.float(), patch, stride=max(1, patch // 2)).transpose(1, 2).reshape(-1, images.shape[1] * patch**2)
+    return q[torch.randperm(len(q), generator=torch.Generator().manual_seed(seed))[:max_points].to(q.device)].double()
+
+
+def sliced_w1(a: torch.Tensor, b: torch.Tensor, n_proj: int = 128, seed: int = 0) -> float:
+    """Sliced Wasserstein-1 distance between two point sets (rows): ``n_proj`` random unit directions, 256 quantiles."""
+    proj = torch.randn(a.shape[1], n_proj, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(a.device)
+    proj = proj / proj.norm(dim=0, keepdim=True)
+    qs = torch.linspace(0, 1, 256, dtype=torch.float64, device=a.device)
+    return (torch.quantile(a @ proj, qs, dim=0) - torch.quantile(b @ proj, qs, dim=0)).abs().mean().item()
+
+
+def patch_swd(x: torch.Tensor, y: torch.Tensor, patch: int = 4) -> float:
+    """The distance the gain is chosen by: :func:`sliced_w1` of two image sets' :func:`pixel_patches`. Fixed seeds,
+    so every scale is compared on the same draws."""
+    return sliced_w1(pixel_patches(x, patch), pixel_patches(y, patch))
+
+
+def correction_layer(generator: torch.nn.Module, where: str) -> torch.nn.Conv2d:
+    """The last conv of a residual generator's correction: scaling it by ``s`` gives ``anchor(z) + s net(z)``."""
+    last = generator.net[-1] if hasattr(generator, "net") else None
+    if getattr(generator, "output", None) != "residual" or not isinstance(last, torch.nn.Conv2d):
+        raise ValueError(f"{where}: a gain needs a residual generator (model.generator.output=residual); this one is not")
+    return last
+
+
+@contextlib.contextmanager
+def scaled(generator: torch.nn.Module, s: float, where: str = "generator"):
+    """``generator`` with its correction scaled by ``s`` inside the block, restored after."""
+    last = correction_layer(generator, where)
+    weight, bias = last.weight.detach().clone(), last.bias.detach().clone() if last.bias is not None else None
+    try:
+        with torch.no_grad():
+            apply(generator, s, where)
+        yield generator
+    finally:
+        with torch.no_grad():
+            last.weight.copy_(weight)
+            if bias is not None:
+                last.bias.copy_(bias)
+
+
+@torch.no_grad()
+def apply(generator: torch.nn.Module, s: float, where: str = "generator") -> None:
+    """Scale the correction by ``s`` in place (a loaded checkpoint's recorded gain)."""
+    last = correction_layer(generator, where)
+    last.weight.mul_(s)
+    if last.bias is not None:
+        last.bias.mul_(s)
+
+
+def check(gain, where: str) -> dict[str, float]:
+    """A checkpoint's ``gain`` entry (data read from a file): ``{"g_ab": s, "g_ba": s}``, finite numbers in [0, 100]."""
+    ok = isinstance(gain, dict) and set(gain) == {"g_ab", "g_ba"} and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 100 for v in gain.values())
+    if not ok:
+        raise ValueError(f"{where}: gain must be {{'g_ab': s, 'g_ba': s}} with finite numbers in [0, 100]; got {str(gain)[:120]}; "
+                         "delete the entry (the trained generators then load as trained) or re-save the checkpoint from a trusted run")
+    return {k: float(v) for k, v in gain.items()}
+
+
+@torch.no_grad()
+def choose(generator: torch.nn.Module, render, z: torch.Tensor, reference: torch.Tensor, scales: list[float],
+           where: str = "generator") -> tuple[float, dict[float, float]]:
+    """The scale of ``scales`` whose outputs ``render(G_s(z))`` (images) are nearest ``reference`` (the other domain's
+    held-out images) by :func:`patch_swd`; ties go to the smaller scale. Returns it and every scale's distance."""
+    if not scales:
+        raise ValueError(f"no scales to choose from: set {SCALES_HINT}")
+    dist = {}
+    for s in sorted(float(v) for v in scales):
+        with scaled(generator, s, where):
+            dist[s] = patch_swd(render(generator(z)), reference)
+    return min(dist, key=lambda s: (dist[s], s)), dist
+
+
+def calibrate(path, vae, val_a: torch.Tensor, val_b: torch.Tensor, scales: list[float], max_images: int = 128) -> dict:
+    """Choose G's and F's gains for the checkpoint at ``path`` on held-out latents ``val_a``/``val_b`` (the run's
+    model convention), decoded by ``vae`` with the run's post-stage, and record them in the file (atomically).
+    Returns ``{"g_ab": s, "g_ba": s, "dist_g_ab": {...}, "dist_g_ba": {...}}``."""
+    from lcgan.translator import load_translator  # translator imports this module
+
+    t = load_translator(path, vae.device, use_gain=False)
+    space = vae.space
+    va, vb = val_a[:max_images].to(vae.device), val_b[:max_images].to(vae.device)
+
+    def decoded(z: torch.Tensor, name: str | None) -> torch.Tensor:
+        h = t.pixel_filter(name) if name else None
+        out = []
+        for c in z.split(32):
+            x = vae.decode(t.convention.model_to_raw(c, space)).to(vae.device)
+            out.append((h(x) if h is not None else x).clamp(-1, 1))
+        return torch.cat(out)
+
+    result = {}
+    for name, gen, source, target in (("g_ab", t.g_ab, va, vb), ("g_ba", t.g_ba, vb, va)):
+        s, dist = choose(gen, lambda z, n=name: decoded(z, n), source, decoded(target, None), scales, f"checkpoint {path}: {name}")
+        result[name], result[f"dist_{name}"] = s, {f"{k:g}": round(v, 6) for k, v in dist.items()}
+    record(path, {"g_ab": result["g_ab"], "g_ba": result["g_ba"]})
+    return result
+
+
+def record(path, gains: dict[str, float]) -> None:
+    """Write ``gains`` into the checkpoint at ``path`` (atomically; the weights untouched)."""
+    ck = checkpoint.load(path)
+    ck["gain"] = check(gains, f"gain for {path}")
+    checkpoint.save(ck, path)

@@ -1,0 +1,129 @@
+"""lcgan.gain: a residual generator's correction scaled by a gain chosen on held-out data, recorded and applied on load."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra.errors import InstantiationException
+
+from lcgan import checkpoint, config, gain
+from lcgan.models import ResnetGenerator
+from lcgan.train import train
+from lcgan.translator import load_translator
+from tests.test_train import write_latents
+
+CPU = torch.device("cpu")
+
+
+def corrected_generator(seed: int = 0) -> ResnetGenerator:
+    """A residual generator (identity anchor) whose correction is not zero, as after training."""
+    torch.manual_seed(seed)
+    g = ResnetGenerator(in_channels=3, ngf=8, n_blocks=1, n_downsampling=1, output="residual", anchor="identity")
+    with torch.no_grad():
+        g.net[-1].weight.normal_(0, 0.05)
+        g.net[-1].bias.normal_(0, 0.1)
+    return g.eval()
+
+
+def test_patch_swd_is_zero_for_the_same_images_and_grows_with_a_change():
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    assert gain.patch_swd(x, x) == 0
+    near, far = gain.patch_swd(x, x + 0.05), gain.patch_swd(x, x + 0.2)
+    assert 0 < near < far
+    assert far == pytest.approx(0.2 * gain.patch_swd(torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4)), rel=1e-6)
+
+
+def test_choose_finds_the_scale_the_other_domain_was_made_with():
+    """B holds other inputs pushed 3x as far as G's correction goes: the held-out distance picks 3, not the trained 1."""
+    g = corrected_generator()
+    z_a, z_b = torch.randn(16, 3, 32, 32), torch.randn(16, 3, 32, 32)
+    with gain.scaled(g, 3.0), torch.no_grad():
+        reference = g(z_b)
+    s, dist = gain.choose(g, lambda z: z, z_a, reference, [0, 1, 2, 3, 4, 6])
+    assert s == 3
+    assert dist[3] < dist[2] < dist[1] < dist[0] and dist[3] < dist[4] < dist[6]
+    # B untranslated (the "do no harm" case): no push at all
+    assert gain.choose(g, lambda z: z, z_a, z_b, [0, 1, 2, 3])[0] == 0
+
+
+def test_scaled_restores_the_trained_weights_even_on_error():
+    g = corrected_generator()
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    with pytest.raises(RuntimeError, match="inside"), gain.scaled(g, 5.0):
+        assert torch.allclose(g.net[-1].weight, 5 * before[f"net.{len(g.net) - 1}.weight"])
+        raise RuntimeError("inside")
+    assert all(torch.equal(v, before[k]) for k, v in g.state_dict().items())
+
+
+def test_a_gain_needs_a_residual_generator():
+    g = ResnetGenerator(in_channels=3, ngf=8, n_blocks=1, n_downsampling=1, output="tanh", anchor="identity")
+    with pytest.raises(ValueError, match="residual"):
+        gain.choose(g, lambda z: z, torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), [1])
+
+
+@pytest.mark.parametrize("bad", [{"g_ab": float("nan"), "g_ba": 1.0}, {"g_ab": -1, "g_ba": 1}, {"g_ab": "2", "g_ba": 1},
+                                 {"g_ab": 1.0}, {"g_ab": 1, "g_ba": 1, "code": 0}, [1, 1], {"g_ab": True, "g_ba": 1}])
+def test_a_bad_gain_in_a_file_is_refused(bad):
+    with pytest.raises(ValueError, match="gain must be"):
+        gain.check(bad, "checkpoint x.pt")
+
+
+def test_training_chooses_records_and_applies_the_gain(tiny_cfg, tmp_path):
+    a = write_latents(tmp_path / "A", 16, seed=1)
+    b = write_latents(tmp_path / "B", 16, seed=2)
+    out = tmp_path / "run"
+    scales = [0, 0.5, 1, 2]
+    train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "data.val_fraction=0.25", "train.vis_every=0",
+                   f"train.gain_scales=[{','.join(map(str, scales))}]"))
+    for name in ("last.pt", "best.pt"):
+        ck = checkpoint.load(out / "model" / name)
+        assert set(ck["gain"]) == {"g_ab", "g_ba"} and all(v in scales for v in ck["gain"].values())
+    assert checkpoint.load(out / "model" / "epoch_0002.pt")["gain"] == checkpoint.load(out / "model" / "last.pt")["gain"]
+    path = out / "model" / "last.pt"
+    recorded = checkpoint.load(path)["gain"]
+    trained, calibrated = load_translator(path, CPU, use_gain=False), load_translator(path, CPU)
+    assert calibrated.info["gain"] == recorded
+    z = torch.randn(2, 4, 16, 16)
+    with torch.no_grad():
+        for name in ("g_ab", "g_ba"):
+            with gain.scaled(getattr(trained, name), recorded[name]):
+                assert torch.allclose(getattr(calibrated, name)(z), getattr(trained, name)(z), atol=1e-6)
+    # the file's weights stay the trained ones (the gain is a number beside them), so a resume continues the same run
+    g_state = checkpoint.load(path)["G"]
+    assert all(torch.equal(v, g_state[k]) for k, v in trained.g_ab.state_dict().items())
+    ck = checkpoint.load(path)
+    ck["gain"] = {"g_ab": float("inf"), "g_ba": 1.0}  # a file's content is data: checked before it scales anything
+    checkpoint.save(ck, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt: gain must be"):
+        load_translator(tmp_path / "bad.pt", CPU)
+
+
+def test_held_out_folders_leave_the_training_folders_whole(tiny_cfg, tmp_path):
+    """data.val_a_dir/val_b_dir: the measured protocol (train on every image, choose the gain on other images)."""
+    a, b = write_latents(tmp_path / "A", 12, seed=1), write_latents(tmp_path / "B", 12, seed=2)
+    va, vb = write_latents(tmp_path / "VA", 4, seed=3), write_latents(tmp_path / "VB", 4, seed=4)
+    out = tmp_path / "run"
+    train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", f"data.val_a_dir={va}", f"data.val_b_dir={vb}",
+                   "train.vis_every=0", "train.epochs=1", "train.gain_scales=[0,1,3]"))
+    assert checkpoint.load(out / "model" / "last.pt")["gain"]["g_ab"] in (0, 1, 3)
+    first = json.loads((out / "logs" / "train_log.jsonl").read_text().splitlines()[0])
+    assert first["steps"] == 12 // 8 and first["val_swd"] > 0  # all 12 latents train (batch 8), the held-out 4 score
+
+
+@pytest.mark.parametrize("extra, match", [(["data.val_a_dir=VA"], "both data.val_a_dir and data.val_b_dir"),
+                                          (["data.val_a_dir=VA", "data.val_b_dir=VB", "data.val_fraction=0.25"], "val_fraction=0.25"),
+                                          (["data.val_a_dir=VA", "data.val_b_dir=SMALL"], r"data.val_b_dir latents are \[4, 8, 8\]")])
+def test_held_out_folders_are_checked(tiny_cfg, tmp_path, extra, match):
+    a, b = write_latents(tmp_path / "A", 8, seed=1), write_latents(tmp_path / "B", 8, seed=2)
+    write_latents(tmp_path / "VA", 2, seed=3), write_latents(tmp_path / "VB", 2, seed=4)
+    write_latents(tmp_path / "SMALL", 2, shape=(4, 8, 8), seed=5)
+    extra = [e.replace("=VA", f"={tmp_path / 'VA'}").replace("=VB", f"={tmp_path / 'VB'}").replace("=SMALL", f"={tmp_path / 'SMALL'}")
+             for e in extra]
+    with pytest.raises(InstantiationException, match=match):  # as training reports the data's errors
+        train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.epochs=1", *extra))
+
+
+def test_gain_scales_without_held_out_latents_is_a_config_error(tiny_cfg):
+    with pytest.raises(config.ConfigError, match="data.val_fraction"):
+        train(tiny_cfg("train.gain_scales=[0,1,2]", "train.epochs=1"))
