@@ -4,10 +4,11 @@ on held-out data by the sliced Wasserstein distance of decoded pixel patches.
 On the transform suite the preset's generators learn the right correction and stop short of it where the
 latent discriminators stop telling (dark_edges: a fifth of its size), while on the "do no harm" case what
 they learn is drift. The held-out distance between G's decoded outputs and the other domain's decoded
-latents tells the two apart, per run (experiments/known_transform/results/gain.md): it pushes dark_edges
-4-6x and keeps ``null`` at 0. ``s`` is recorded in the checkpoint as a number (``ck["gain"]``);
-:func:`lcgan.translator.load_translator` applies it, so evaluate and translate use it, and training
-state, which resumes, is never changed.
+latents tells the two apart, per run (experiments/known_transform/results/gain.md): chosen on photos outside
+the training folders it pushes dark_edges 4-6x and keeps ``null`` at 0; chosen on a split of the training
+folders (``data.val_fraction``) it did not reproduce that, so ``train.gain_scales`` is off by default.
+``s`` is recorded in the checkpoint as a number (``ck["gain"]``); :func:`lcgan.translator.load_translator`
+applies it, so evaluate and translate use it, and the training state, which resumes, is never changed.
 """
 from __future__ import annotations
 

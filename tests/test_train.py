@@ -55,7 +55,7 @@ def test_train_synthetic_two_epochs(tiny_cfg, tmp_path):
         ck = checkpoint.load(out / "model" / name)  # weights_only: plain tensors and containers
         assert {"G", "F", "D_A", "D_B", "opt_G", "opt_D", "sched_G", "sched_D", "scaler", "cfg", "epoch", "rng"} <= ck.keys()
     assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 2
-    assert checkpoint.load(out / "model" / "epoch_0002.pt").keys() == set(INFERENCE_KEYS) - {"G_ema", "F_ema", "post_filter"}
+    assert checkpoint.load(out / "model" / "epoch_0002.pt").keys() == set(INFERENCE_KEYS) - {"G_ema", "F_ema", "post_filter", "gain"}
     img = Image.open(out / "vis" / "epoch_0002.png")
     # 2 rows of 128px pictures (16x16 latents x8), 4 columns A, G(A), B, F(B), 2px gaps, a label band on top
     assert img.size == (4 * 130 + 2, LINE + 2 + 2 * 130 + 2)
@@ -209,7 +209,7 @@ def test_epoch_files_generators_full_or_none_and_the_newest_kept(tiny_cfg, tmp_p
     train(tiny_cfg("train.epochs=4", "train.ckpt_every=1", "train.keep_epochs=2", "train.ema_decay=0.9"))
     assert sorted(p.name for p in (out / "model").iterdir()) == ["best.pt", "epoch_0003.pt", "epoch_0004.pt", "last.pt"]
     last, gen = checkpoint.load(out / "model" / "last.pt"), checkpoint.load(out / "model" / "epoch_0004.pt")
-    assert gen.keys() == set(INFERENCE_KEYS) - {"post_filter"} and gen["epoch"] == 4  # no discriminators, optimizers, buffers or RNG
+    assert gen.keys() == set(INFERENCE_KEYS) - {"post_filter", "gain"} and gen["epoch"] == 4  # no discriminators, optimizers, buffers or RNG
     assert (out / "model" / "epoch_0004.pt").stat().st_size < (out / "model" / "last.pt").stat().st_size / 2
     z = torch.randn(1, 4, 16, 16)
     for use_ema in (True, False):  # the generators' file translates as the full checkpoint of that epoch does

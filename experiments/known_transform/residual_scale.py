@@ -36,21 +36,31 @@ def scaled_scores(path, vae, test: dict, scales: list[float]) -> dict[float, flo
     return {s: kt.psnr(y, test["y"]).mean().item() for s, _, y in scaled_outputs(path, vae, test["z_x"], scales)}
 
 
-def main() -> None:
-    ap = kt.probe_parser(__doc__, "sharpen,dark_edges,null")
+def add_run_options(ap, scales: str) -> None:
+    """The options that find a screen's runs and the scales tried (this probe's and ``scale_select.py``'s)."""
     ap.add_argument("--recipe", required=True, help="the runs' recipe name (screen.sh's NAME)")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--scales", default="0,0.5,1,1.5,2,3,4,6")
-    ap.add_argument("--set", default="test", help="the test set scored (test or afhq)")
+    ap.add_argument("--scales", default=scales)
+    ap.add_argument("--checkpoint", default="last.pt", help="which of each run's model/ files (e.g. epoch_0046.pt: 1012 steps at batch 16)")
     ap.add_argument("--vae-device", default="cpu")
-    args = ap.parse_args()
-    scales = [float(s) for s in args.scales.split(",")]
-    vae = kt.load_vae(args.shared, args.vae_device)
-    data = kt.data_folder(args.out, args.image_size)
-    runs = {(t, seed): args.out / "runs" / t / f"{args.recipe}_s{seed}" / f"seed{seed}" / "model" / "last.pt"
+
+
+def open_runs(args) -> tuple[list[float], dict, object, object]:
+    """The scales, ``{(transform, seed): checkpoint}`` of the runs named by :func:`add_run_options` (all must exist:
+    checked before the VAE loads), the VAE and run.py's data folder."""
+    runs = {(t, seed): args.out / "runs" / t / f"{args.recipe}_s{seed}" / f"seed{seed}" / "model" / args.checkpoint
             for t in args.transforms.split(",") for seed in (int(s) for s in args.seeds.split(","))}
     if missing := [str(p) for p in runs.values() if not p.is_file()]:  # before any decode: they cost minutes on a CPU
-        raise SystemExit(f"no run at {', '.join(missing)}: give the --out, --recipe and --seeds that screen.sh or run.py trained")
+        raise SystemExit(f"no run at {', '.join(missing)}: give the --out, --recipe, --seeds and --checkpoint that screen.sh or run.py trained")
+    return [float(s) for s in args.scales.split(",")], runs, kt.load_vae(args.shared, args.vae_device), kt.data_folder(args.out, args.image_size)
+
+
+def main() -> None:
+    ap = kt.probe_parser(__doc__, "sharpen,dark_edges,null")
+    add_run_options(ap, "0,0.5,1,1.5,2,3,4,6")
+    ap.add_argument("--set", default="test", help="the test set scored (test or afhq)")
+    args = ap.parse_args()
+    scales, runs, vae, data = open_runs(args)
     results = {}
     print(f"| transform | seed | {' | '.join(f's = {s:g}' for s in scales)} |")
     print(f"| --- | ---: | {' | '.join('---:' for _ in scales)} |")

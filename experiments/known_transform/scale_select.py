@@ -20,7 +20,7 @@ import json
 
 import run as kt
 import torch
-from residual_scale import scaled_outputs
+from residual_scale import add_run_options, open_runs, scaled_outputs
 
 from lcgan import checkpoint
 from lcgan.baselines import sliced_wasserstein
@@ -60,20 +60,10 @@ def distances(y: torch.Tensor, z: torch.Tensor, test: dict, device="cpu", sizes:
 
 def main() -> None:
     ap = kt.probe_parser(__doc__, "dark_edges,sharpen,null")
-    ap.add_argument("--recipe", required=True, help="the runs' recipe name (screen.sh's NAME)")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--scales", default="0,0.5,1,1.5,2,3,4,6,8")
+    add_run_options(ap, "0,0.5,1,1.5,2,3,4,6,8")
     ap.add_argument("--sets", default="test", help="test, or test,afhq: also the AFHQ photos' PSNR at every scale")
-    ap.add_argument("--checkpoint", default="last.pt", help="which of each run's model/ files (e.g. epoch_0046.pt: 1012 steps at batch 16)")
-    ap.add_argument("--vae-device", default="cpu")
     args = ap.parse_args()
-    scales = [float(s) for s in args.scales.split(",")]
-    vae = kt.load_vae(args.shared, args.vae_device)
-    data = kt.data_folder(args.out, args.image_size)
-    runs = {(t, seed): args.out / "runs" / t / f"{args.recipe}_s{seed}" / f"seed{seed}" / "model" / args.checkpoint
-            for t in args.transforms.split(",") for seed in (int(s) for s in args.seeds.split(","))}
-    if missing := [str(p) for p in runs.values() if not p.is_file()]:  # before any decode: they cost minutes on a CPU
-        raise SystemExit(f"no run at {', '.join(missing)}: give the --out, --recipe and --seeds that screen.sh or run.py trained")
+    scales, runs, vae, data = open_runs(args)
     results, name = {}, f"scale_select_{args.recipe}_{args.checkpoint.removesuffix('.pt')}_{args.transforms.replace(',', '+')}.json"
     for transform in args.transforms.split(","):
         sets = {k: kt.with_truth(vae, torch.load(data / f"{k}.pt", weights_only=True), transform) for k in args.sets.split(",")}
