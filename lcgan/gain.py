@@ -99,29 +99,24 @@ def choose(generator: torch.nn.Module, render, z: torch.Tensor, reference: torch
     return min(dist, key=lambda s: (dist[s], s)), dist
 
 
-def calibrate(path, vae, val_a: torch.Tensor, val_b: torch.Tensor, scales: list[float], max_images: int = 128) -> dict:
-    """Choose G's and F's gains for the checkpoint at ``path`` on held-out latents ``val_a``/``val_b`` (the run's
-    model convention), decoded by ``vae`` with the run's post-stage, and record them in the file (atomically).
-    Returns ``{"g_ab": s, "g_ba": s, "dist_g_ab": {...}, "dist_g_ba": {...}}``."""
-    from lcgan.translator import load_translator  # translator imports this module
-
-    t = load_translator(path, vae.device, use_gain=False)
-    space = vae.space
+def calibrate(t, vae, val_a: torch.Tensor, val_b: torch.Tensor, scales: list[float], max_images: int = 128) -> dict:
+    """Choose the gains of a loaded translator ``t`` (:func:`lcgan.translator.load_translator` with ``use_gain=False``)
+    on held-out latents ``val_a``/``val_b`` (its model convention), decoded by ``vae`` with its post-stage.
+    Returns ``{"g_ab": s, "g_ba": s, "dist_g_ab": {...}, "dist_g_ba": {...}}``; :func:`record` writes the gains."""
     va, vb = val_a[:max_images].to(vae.device), val_b[:max_images].to(vae.device)
 
     def decoded(z: torch.Tensor, name: str | None) -> torch.Tensor:
         h = t.pixel_filter(name) if name else None
         out = []
         for c in z.split(32):
-            x = vae.decode(t.convention.model_to_raw(c, space)).to(vae.device)
+            x = vae.decode(t.convention.model_to_raw(c, vae.space)).to(vae.device)
             out.append((h(x) if h is not None else x).clamp(-1, 1))
         return torch.cat(out)
 
     result = {}
     for name, gen, source, target in (("g_ab", t.g_ab, va, vb), ("g_ba", t.g_ba, vb, va)):
-        s, dist = choose(gen, lambda z, n=name: decoded(z, n), source, decoded(target, None), scales, f"checkpoint {path}: {name}")
+        s, dist = choose(gen, lambda z, n=name: decoded(z, n), source, decoded(target, None), scales, f"{t.info['path']}: {name}")
         result[name], result[f"dist_{name}"] = s, {f"{k:g}": round(v, 6) for k, v in dist.items()}
-    record(path, {"g_ab": result["g_ab"], "g_ba": result["g_ba"]})
     return result
 
 

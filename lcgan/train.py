@@ -38,6 +38,7 @@ from lcgan.postfilter import FilterTrainer
 from lcgan.preempt import StopRequest
 from lcgan.spectrum import domain_spectrum
 from lcgan.state import TrainState
+from lcgan.translator import load_translator
 from lcgan.vae import absolute_paths
 from lcgan.vis import save_png, translation_grid
 
@@ -376,7 +377,9 @@ def calibrate_gains(run: Run, say) -> None:
     the last epoch's file holds last.pt's generators and gets its gain."""
     for path in (run.folder.last, run.folder.best):
         if path.is_file():
-            chosen = gain.calibrate(path, run.vae, run.domains.val_a, run.domains.val_b, list(run.tc.gain_scales))
+            translator = load_translator(path, run.vae.device, use_gain=False)
+            chosen = gain.calibrate(translator, run.vae, run.domains.val_a, run.domains.val_b, list(run.tc.gain_scales))
+            gain.record(path, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
             say(f"{path.name}: gain G {chosen['g_ab']:g}, F {chosen['g_ba']:g} (held-out pixel-patch SWD by scale: "
                 f"G {chosen['dist_g_ab']}, F {chosen['dist_g_ba']})")
             run.logger.summary({f"gain_{path.stem}_g_ab": chosen["g_ab"], f"gain_{path.stem}_g_ba": chosen["g_ba"]})

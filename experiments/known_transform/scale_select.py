@@ -12,19 +12,25 @@ Frechet (Gaussian) distance of decoded pixel patches (``px_swd<p>``, ``px_fd<p>`
 what each distance's choice of ``s`` would have scored; ``--sets test,afhq`` also scores the AFHQ photos at every
 ``s``, so a choice made on the test photos can be checked on a collection it never saw.
 
+``--calibrate`` runs the product's own path instead (``lcgan.gain.calibrate``, as ``train.gain_scales`` does at the end
+of training) on a copy of each run, the test halves as its held-out folders, and scores the copy as evaluate loads it.
+
 Reads the runs ``screen.sh`` left (as ``residual_scale.py``); writes ``OUT/scale_select_<recipe>_<checkpoint>_<transforms>.json``.
 """
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import run as kt
 import torch
 from residual_scale import add_run_options, open_runs, scaled_outputs
 
-from lcgan import checkpoint
+from lcgan import checkpoint, gain
 from lcgan.baselines import sliced_wasserstein
 from lcgan.gain import pixel_patches, sliced_w1
+from lcgan.translator import load_translator
 
 
 def latent_patches(z: torch.Tensor) -> torch.Tensor:
@@ -58,12 +64,34 @@ def distances(y: torch.Tensor, z: torch.Tensor, test: dict, device="cpu", sizes:
     return out
 
 
+def calibrated(path: Path, vae, sets: dict, scales: list[float], work: Path) -> dict:
+    """``lcgan.gain.calibrate`` itself, as ``lcgan.train`` runs it, on a copy of the run's checkpoint: G's gain chosen on
+    the first half of the test crops against the second half's targets (decoded), F's the other way; then the copy
+    loaded as evaluate loads it (the gain applied) and scored on every crop of each set."""
+    copy = work / f"{path.parent.parent.parent.name}_{path.parent.parent.name}_{path.name}"
+    shutil.copyfile(path, copy)
+    t, h = load_translator(copy, vae.device, use_gain=False), len(sets["test"]["z_x"]) // 2
+    c = t.convention
+    chosen = gain.calibrate(t, vae, c.raw_to_model(sets["test"]["z_x"][:h], vae.space), c.raw_to_model(sets["test"]["z_y"][h:], vae.space), scales)
+    gain.record(copy, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
+    t = load_translator(copy, vae.device)
+    out = {"gain": chosen}
+    for key, test in sets.items():
+        y = kt.filtered_decode(vae, t.pixel_filter("g_ab"), kt.generator(t, vae)(test["z_x"]))
+        out["psnr" + ("" if key == "test" else f"_{key}")] = kt.psnr(y, test["y"]).mean().item()
+    return out
+
+
 def main() -> None:
     ap = kt.probe_parser(__doc__, "dark_edges,sharpen,null")
     add_run_options(ap, "0,0.5,1,1.5,2,3,4,6,8")
     ap.add_argument("--sets", default="test", help="test, or test,afhq: also the AFHQ photos' PSNR at every scale")
+    ap.add_argument("--calibrate", action="store_true", help="instead: lcgan.gain.calibrate on a copy of each run (test halves "
+                    "as the held-out folders), then its PSNR with the recorded gain applied")
     args = ap.parse_args()
     scales, runs, vae, data = open_runs(args)
+    if args.calibrate:
+        return calibrate_runs(args, runs, vae, data, scales)
     results, name = {}, f"scale_select_{args.recipe}_{args.checkpoint.removesuffix('.pt')}_{args.transforms.replace(',', '+')}.json"
     for transform in args.transforms.split(","):
         sets = {k: kt.with_truth(vae, torch.load(data / f"{k}.pt", weights_only=True), transform) for k in args.sets.split(",")}
@@ -83,6 +111,21 @@ def main() -> None:
                 best = min(rows, key=lambda s: rows[s][k]) if not k.startswith("psnr") else max(rows, key=lambda s: rows[s][k])
                 print(f"  {k:>13}: best s {best:g} (PSNR {rows[best]['psnr']:.2f}); " + " ".join(f"{r[k]:.4g}" for r in rows.values()), flush=True)
             checkpoint.atomic_write_bytes(args.out / name, json.dumps(results, indent=1).encode())
+
+
+def calibrate_runs(args, runs: dict, vae, data: Path, scales: list[float]) -> None:
+    """``--calibrate``: the product's path on each run; ``OUT/gain_check_<recipe>_<checkpoint>_<transforms>.json``."""
+    work = args.out / "gain_check"
+    work.mkdir(parents=True, exist_ok=True)
+    results, name = {}, f"gain_check_{args.recipe}_{args.checkpoint.removesuffix('.pt')}_{args.transforms.replace(',', '+')}.json"
+    for transform in args.transforms.split(","):
+        sets = {k: kt.with_truth(vae, torch.load(data / f"{k}.pt", weights_only=True), transform) for k in args.sets.split(",")}
+        for (t, seed), path in runs.items():
+            if t == transform:
+                results[f"{transform}/{seed}"] = row = calibrated(path, vae, sets, scales, work)
+                print(f"{transform} seed {seed}: gain G {row['gain']['g_ab']:g}, F {row['gain']['g_ba']:g}; "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k.startswith("psnr")), flush=True)
+                checkpoint.atomic_write_bytes(args.out / name, json.dumps(results, indent=1).encode())
 
 
 if __name__ == "__main__":
