@@ -114,10 +114,11 @@ def main() -> None:
 
 
 def calibrate_runs(args, runs: dict, vae, data: Path, scales: list[float]) -> None:
-    """``--calibrate``: the product's path on each run; ``OUT/gain_check_<recipe>_<checkpoint>_<transforms>.json``."""
+    """``--calibrate``: the product's path on each run; ``OUT/gain_check_<recipe>_<checkpoint>_<transforms>_s<seeds>.json``."""
     work = args.out / "gain_check"
     work.mkdir(parents=True, exist_ok=True)
-    results, name = {}, f"gain_check_{args.recipe}_{args.checkpoint.removesuffix('.pt')}_{args.transforms.replace(',', '+')}.json"
+    results, name = {}, (f"gain_check_{args.recipe}_{args.checkpoint.removesuffix('.pt')}_{args.transforms.replace(',', '+')}"
+                         f"_s{args.seeds.replace(',', '+')}.json")  # the seeds too: one process a seed must not share a file
     for transform in args.transforms.split(","):
         sets = {k: kt.with_truth(vae, torch.load(data / f"{k}.pt", weights_only=True), transform) for k in args.sets.split(",")}
         for (t, seed), path in runs.items():
