@@ -18,6 +18,7 @@ import math
 import torch
 
 from lcgan import checkpoint
+from lcgan.baselines import projected_w1
 
 SCALES_HINT = "train.gain_scales (e.g. [0, 0.5, 1, 1.5, 2, 3, 4, 6, 8])"
 
@@ -31,9 +32,7 @@ def pixel_patches(images: torch.Tensor, patch: int, max_points: int = 60000, see
 def sliced_w1(a: torch.Tensor, b: torch.Tensor, n_proj: int = 128, seed: int = 0) -> float:
     """Sliced Wasserstein-1 distance between two point sets (rows): ``n_proj`` random unit directions, 256 quantiles."""
     proj = torch.randn(a.shape[1], n_proj, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(a.device)
-    proj = proj / proj.norm(dim=0, keepdim=True)
-    qs = torch.linspace(0, 1, 256, dtype=torch.float64, device=a.device)
-    return (torch.quantile(a @ proj, qs, dim=0) - torch.quantile(b @ proj, qs, dim=0)).abs().mean().item()
+    return projected_w1(a, b, proj.to(a.dtype))
 
 
 def patch_swd(x: torch.Tensor, y: torch.Tensor, patch: int = 4) -> float:

@@ -27,7 +27,7 @@ import run as kt
 import torch
 from residual_scale import add_run_options, open_runs, scaled_outputs
 
-from lcgan import checkpoint, gain
+from lcgan import checkpoint, fid, gain
 from lcgan.baselines import sliced_wasserstein
 from lcgan.gain import pixel_patches, sliced_w1
 from lcgan.translator import load_translator
@@ -38,13 +38,8 @@ def latent_patches(z: torch.Tensor) -> torch.Tensor:
 
 
 def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Frechet distance of the Gaussians fitted to two point sets: |mu_a - mu_b|^2 + tr(Sa + Sb - 2 (Sa^1/2 Sb Sa^1/2)^1/2)."""
-    def sqrtm(m: torch.Tensor) -> torch.Tensor:
-        w, v = torch.linalg.eigh((m + m.T) / 2)
-        return (v * w.clamp_min(0).sqrt()) @ v.T
-    sa, sb = torch.cov(a.T), torch.cov(b.T)
-    ra = sqrtm(sa)
-    return ((a.mean(0) - b.mean(0)).pow(2).sum() + torch.trace(sa + sb - 2 * sqrtm(ra @ sb @ ra))).item()
+    """The Frechet distance of the Gaussians fitted to two point sets (lcgan.fid's, clean-fid's formula)."""
+    return fid.frechet(*fid.gaussian(a.cpu().numpy()), *fid.gaussian(b.cpu().numpy()))
 
 
 def distances(y: torch.Tensor, z: torch.Tensor, test: dict, device="cpu", sizes: tuple[int, ...] = (4, 8)) -> dict[str, float]:
