@@ -88,6 +88,36 @@ def test_benchmark_tiny(tmp_path):
 
 
 @pytest.mark.slow
+def test_held_out_afhq_chooses_the_gain_outside_the_training_and_test_photos(tmp_path):
+    """--held-out afhq: unpaired AFHQ latent folders become data.val_a_dir/val_b_dir; the run keeps best.pt by them and
+    train.gain_scales chooses G's gain on them; the training folders and the test photos are left as they were."""
+    import json
+
+    from lcgan import checkpoint
+
+    shared_path("weights/vaelight/VAEencoder.onnx")
+    for folder in ("kodak24", "cbsd68", "mcmaster", "afhq_stargan_v2/cat"):
+        shared_path(f"data/{folder}")
+    result = load_script().main(["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64",
+                                 "--crops", "2", "--eval-steps", "1", "--name", "held", "--lpips", "off", "--transform", "sepia",
+                                 "--held-out", "afhq", *TINY, "train.gain_scales=[0,1,2]"])
+    data = tmp_path / "data_64px_2crops_6photos"
+    manifest = lambda d: json.loads((d / "manifest.json").read_text())  # noqa: E731
+    val_a, val_b = manifest(data / "afhq_val_a"), manifest(data / "sepia" / "afhq_val_b")
+    assert all(p.startswith("data/afhq_stargan_v2/") for p in val_a["photos"] + val_b["photos"])
+    assert not set(val_a["photos"]) & set(val_b["photos"]), "unpaired: A and B show other photos"
+    assert val_a["transform"] == "none" and val_b["transform"] == "sepia"
+    assert not {*val_a["photos"], *val_b["photos"]} & {*manifest(data / "a")["photos"], *manifest(data / "sepia" / "b")["photos"]}
+    assert result["held_out"] == "afhq" and f"data.val_a_dir={data / 'afhq_val_a'}" in result["overrides"]
+    (rows,) = result["runs"].values()
+    assert rows[-1]["best"] and rows[-1]["best_by"] != "loss_cyc", "best.pt kept by the held-out metric"
+    model = tmp_path / "runs" / "sepia" / "held" / "seed0" / "model"
+    for name in ("last.pt", "best.pt", "epoch_0001.pt"):
+        assert set(checkpoint.load(model / name)["gain"]) == {"g_ab", "g_ba"}, f"{name}: the gain chosen on the held-out folders"
+    assert rows[0]["gain"] == checkpoint.load(model / "epoch_0001.pt")["gain"], "the scored row names the gain it was scored with"
+
+
+@pytest.mark.slow
 def test_b_photos_same_is_a_content_matched_control_in_its_own_folder(tmp_path):
     """--b-photos same: B-train is other crops of A-train's photos (transformed), under OUT/b_same/, never the suite's folders."""
     import json

@@ -267,6 +267,25 @@ def prepare(shared: Path, folder: Path, transform: str, size: int, crops: int, n
     return sets
 
 
+def held_out(shared: Path, folder: Path, transform: str, size: int, crops: int, seed: int, vae: OnnxVAE) -> tuple[Path, Path]:
+    """``--held-out afhq``: unpaired held-out latent folders for ``data.val_a_dir``/``data.val_b_dir`` (the gain's choice,
+    best.pt's metric) from the AFHQ photos, outside the training folders and the test photos: A = natural crops of every
+    other photo, B = this transform on crops of the rest. The ``afhq`` test set then shows photos the choice has seen
+    (unpaired, without truth); the ``test`` photos stay untouched by it."""
+    photos = [p for s in OUTSIDE_SETS for p in list_images(shared / "data" / s)]
+    if len(photos) < 2:
+        raise FileNotFoundError(f"--held-out afhq needs the AFHQ photos under {shared}/data/{{{','.join(OUTSIDE_SETS)}}}")
+    rel = lambda paths: [str(p.relative_to(shared)) for p in paths]  # noqa: E731
+    val_a, val_b = folder / "afhq_val_a", folder / transform / "afhq_val_b"
+    if not (val_a / "manifest.json").is_file():
+        x, names = photo_crops(photos[0::2], crops, size, seed + 5)
+        _write_domain(val_a, x, names, vae, rel(photos[0::2]), "none")
+    if not (val_b / "manifest.json").is_file():
+        x, names = photo_crops(photos[1::2], crops, size, seed + 6)
+        _write_domain(val_b, TRANSFORMS[transform](x), names, vae, rel(photos[1::2]), transform)
+    return val_a, val_b
+
+
 def with_truth(vae: OnnxVAE, test: dict, transform: str) -> dict:
     """A test set with this transform's truth: ``y``, its latents ``z_y``, the oracle's reconstruction ``y_rec``, and ``z_x``."""
     y = TRANSFORMS[transform](test["x"])
@@ -420,7 +439,7 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
     from lcgan.translator import load_translator
 
     ck = checkpoint.load(path)
-    out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"]}
+    out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"], **({"gain": ck["gain"]} if "gain" in ck else {})}
     for use_ema in (False, True) if "G_ema" in ck else (False,):
         t = load_translator(path, vae.device, use_ema=use_ema)
         suffix = "_ema" if use_ema else ""
@@ -487,7 +506,7 @@ def synthetic_err(overrides: list[str], seed: int, run: Path) -> dict[str, float
     """The same recipe on the embedded synthetic task (its default length): ``err``, 1 = identity."""
     from lcgan.train import train
 
-    keep = [o for o in overrides if not o.startswith(("data.a_dir", "data.b_dir", "data.val_fraction", "data.flip", "train.gain_scales"))]
+    keep = [o for o in overrides if not o.startswith(("data.a_dir", "data.b_dir", "data.val_", "data.flip", "train.gain_scales"))]
     train(compose_train([*keep, f"seed={seed}", f"out_dir={run}", "train.vis_every=0"]))
     log = [json.loads(line) for line in RunFolder(run).log.read_text().splitlines()]
     last = log[-1]
@@ -542,6 +561,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "photos, still unpaired, so the domains differ by the transform and not by what the photos show "
                          "(a control: what a recipe learns once the photo sets' content differences are gone); "
                          "everything goes to OUT/b_same/")
+    ap.add_argument("--held-out", choices=("none", "afhq"), default="none",
+                    help="afhq: unpaired held-out latent folders of the AFHQ photos as data.val_a_dir/val_b_dir (what "
+                         "train.gain_scales chooses on and best.pt is kept by); the test photos stay outside every choice")
     ap.add_argument("--seeds", default="0", help="training seeds, comma separated; tables report the median")
     ap.add_argument("--eval-steps", default="300,900,1800", help="score the checkpoints nearest these optimisation steps (and the last)")
     ap.add_argument("--vae-device", default="cpu", help="where the VAE encodes and decodes for scoring (cuda: as torch ops on the GPU)")
@@ -569,13 +591,17 @@ def main(argv: list[str] | None = None) -> dict:
     sets = prepare(args.shared, data, args.transform, args.image_size, args.crops, args.photos, args.split_seed, vae, args.b_photos)
     tests = {k: with_truth(vae, v, args.transform) for k, v in sets.items()}
     z_a, z_b = load_folder(data / "a"), load_folder(data / args.transform / "b")
+    if args.held_out == "afhq":
+        val_a, val_b = held_out(args.shared, data.resolve(), args.transform, args.image_size, args.crops, args.split_seed, vae)
+        args.overrides = [f"data.val_a_dir={val_a}", f"data.val_b_dir={val_b}", *args.overrides]
     lpips = load_lpips(args.lpips, args.lpips_backbone)
     post = PostFilter(vae, z_a[0], z_b[0], args.pixel_filter, args.pixel_filter_steps) if args.pixel_filter else None
     base = {k: baseline_rows(vae, t, z_a, z_b, lpips, post if args.no_train else None) for k, t in tests.items()}
     sizes = (f"transform {args.transform}; A-train {len(z_a[0])} latents, B-train {len(z_b[0])}"
              + (" (other crops of A-train's photos)" if args.b_photos == "same" else "") + ", "
              + ", ".join(f"{k} {len(t['x'])} crops ({len(t['photos'])} photos)" for k, t in tests.items())
-             + f"; {args.image_size}px -> latents {list(z_a[0].shape[1:])}; recipe: {' '.join(args.overrides) or '(preset defaults)'}")
+             + f"; {args.image_size}px -> latents {list(z_a[0].shape[1:])}; held-out: {args.held_out}; "
+             + f"recipe: {' '.join(args.overrides) or '(preset defaults)'}")
     print(f"known_transform | {sizes}\n  " + " | ".join(f"{k} {v[0]:.2f} dB" for k, v in base["test"].items()))
     runs, synth = {}, {}
     if not args.no_train:
@@ -586,7 +612,7 @@ def main(argv: list[str] | None = None) -> dict:
             if args.synthetic:
                 synth[seed] = synthetic_err(args.overrides, seed, args.out / "runs" / args.transform / name / f"synthetic_seed{seed}")
                 print(f"  seed {seed}: synthetic err {synth[seed]['err']:.3f}")
-    result = {"name": name, "transform": args.transform, "overrides": args.overrides, "sizes": sizes, "baselines": base,
+    result = {"name": name, "transform": args.transform, "overrides": args.overrides, "held_out": args.held_out, "sizes": sizes, "baselines": base,
               "runs": runs, "synthetic": synth, "seconds": round(time.time() - t0, 1),
               "device": torch.cuda.get_device_name() if torch.cuda.is_available() and any(o.startswith("device=cuda") for o in args.overrides)
               else f"CPU ({os.cpu_count()} cores)"}
