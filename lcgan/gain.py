@@ -5,8 +5,11 @@ On the transform suite the preset's generators learn the right correction and st
 latent discriminators stop telling (dark_edges: a fifth of its size), while on the "do no harm" case what
 they learn is drift. The held-out distance between G's decoded outputs and the other domain's decoded
 latents tells the two apart, per run (experiments/known_transform/results/gain.md): chosen on photos outside
-the training folders it pushes dark_edges 4-6x and keeps ``null`` at 0; chosen on a split of the training
-folders (``data.val_fraction``) it did not reproduce that, so ``train.gain_scales`` is off by default.
+the training folders (the test photos' halves, or another collection's) it pushes dark_edges 4-8x and keeps
+``null`` at 0. Chosen on another collection's photos, the nearest scale overshot the colour transforms; the
+one-standard-error rule (``train.gain_tolerance``, the default) did not. Chosen on a split of the training folders
+(``data.val_fraction``) it loses, because the training then has fewer photos, so ``train.gain_scales`` is off by
+default: it needs held-out photos of one's own (``data.val_a_dir``/``val_b_dir``).
 ``s`` is recorded in the checkpoint as a number (``ck["gain"]``); :func:`lcgan.translator.load_translator`
 applies it, so evaluate and translate use it, and the training state, which resumes, is never changed.
 """
@@ -84,21 +87,41 @@ def check(gain, where: str) -> dict[str, float]:
     return {k: float(v) for k, v in gain.items()}
 
 
+def resamples(n: int, m: int, count: int, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` bootstrap draws of image indices (with replacement) of two sets of ``n`` and ``m`` images; fixed seed,
+    so every scale is resampled alike and the differences between scales are paired."""
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randint(n, (n,), generator=g), torch.randint(m, (m,), generator=g)) for _ in range(count)]
+
+
 @torch.no_grad()
 def choose(generator: torch.nn.Module, render, z: torch.Tensor, reference: torch.Tensor, scales: list[float],
-           where: str = "generator") -> tuple[float, dict[float, float]]:
+           where: str = "generator", tolerance: float = 0.0, draws: int = 16) -> tuple[float, dict[float, float]]:
     """The scale of ``scales`` whose outputs ``render(G_s(z))`` (images) are nearest ``reference`` (the other domain's
-    held-out images) by :func:`patch_swd`; ties go to the smaller scale. Returns it and every scale's distance."""
+    held-out images) by :func:`patch_swd`; ties go to the smaller scale. Returns it and every scale's distance.
+
+    ``tolerance`` > 0: the smallest scale whose distance is within ``tolerance`` standard errors of the nearest one
+    (the one-standard-error rule at 1), the error of each difference estimated from ``draws`` bootstrap resamples of
+    the held-out images. A smaller scale stays nearer the start, which does no harm: a move from it needs evidence
+    beyond the noise of a few dozen held-out photos (results/gain.md: chosen on another collection's photos, the plain
+    nearest scale overshot the colour transforms)."""
     if not scales:
         raise ValueError(f"no scales to choose from: set {SCALES_HINT}")
-    dist = {}
+    boot = resamples(len(z), len(reference), draws) if tolerance > 0 else []
+    dist, spread = {}, {}
     for s in sorted(float(v) for v in scales):
         with scaled(generator, s, where):
-            dist[s] = patch_swd(render(generator(z)), reference)
-    return min(dist, key=lambda s: (dist[s], s)), dist
+            x = render(generator(z))
+        dist[s] = patch_swd(x, reference)
+        spread[s] = torch.tensor([patch_swd(x[i.to(x.device)], reference[j.to(x.device)]) for i, j in boot], dtype=torch.float64)
+    best = min(dist, key=lambda s: (dist[s], s))
+    if tolerance > 0:
+        best = min(s for s in dist if dist[s] - dist[best] <= tolerance * (spread[s] - spread[best]).std().item())
+    return best, dist
 
 
-def calibrate(t, vae, val_a: torch.Tensor, val_b: torch.Tensor, scales: list[float], max_images: int = 128) -> dict:
+def calibrate(t, vae, val_a: torch.Tensor, val_b: torch.Tensor, scales: list[float], max_images: int = 128,
+              tolerance: float = 0.0) -> dict:
     """Choose the gains of a loaded translator ``t`` (:func:`lcgan.translator.load_translator` with ``use_gain=False``)
     on held-out latents ``val_a``/``val_b`` (its model convention), decoded by ``vae`` with its post-stage.
     Returns ``{"g_ab": s, "g_ba": s, "dist_g_ab": {...}, "dist_g_ba": {...}}``; :func:`record` writes the gains."""
@@ -114,7 +137,8 @@ def calibrate(t, vae, val_a: torch.Tensor, val_b: torch.Tensor, scales: list[flo
 
     result = {}
     for name, gen, source, target in (("g_ab", t.g_ab, va, vb), ("g_ba", t.g_ba, vb, va)):
-        s, dist = choose(gen, lambda z, n=name: decoded(z, n), source, decoded(target, None), scales, f"{t.info['path']}: {name}")
+        s, dist = choose(gen, lambda z, n=name: decoded(z, n), source, decoded(target, None), scales, f"{t.info['path']}: {name}",
+                         tolerance)
         result[name], result[f"dist_{name}"] = s, {f"{k:g}": round(v, 6) for k, v in dist.items()}
     return result
 

@@ -378,7 +378,8 @@ def calibrate_gains(run: Run, say) -> None:
     for path in (run.folder.last, run.folder.best):
         if path.is_file():
             translator = load_translator(path, run.vae.device, use_gain=False)
-            chosen = gain.calibrate(translator, run.vae, run.domains.val_a, run.domains.val_b, list(run.tc.gain_scales))
+            chosen = gain.calibrate(translator, run.vae, run.domains.val_a, run.domains.val_b, list(run.tc.gain_scales),
+                                    tolerance=run.tc.gain_tolerance)
             gain.record(path, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
             say(f"{path.name}: gain G {chosen['g_ab']:g}, F {chosen['g_ba']:g} (held-out pixel-patch SWD by scale: "
                 f"G {chosen['dist_g_ab']}, F {chosen['dist_g_ba']})")

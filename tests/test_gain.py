@@ -47,6 +47,25 @@ def test_choose_finds_the_scale_the_other_domain_was_made_with():
     assert gain.choose(g, lambda z: z, z_a, z_b, [0, 1, 2, 3])[0] == 0
 
 
+def test_the_one_standard_error_rule_moves_from_the_start_only_as_far_as_the_evidence_goes():
+    """gain_tolerance=1: the smallest scale within one bootstrap standard error of the nearest. A faint correction seen
+    on 4 held-out images: the nearest scale is 3, the rule stops at 2; seen on 16 images, or a strong one on 4, it is 3."""
+    def picks(amp: float, n: int, tolerance: float) -> float:
+        g = corrected_generator()
+        with torch.no_grad():
+            g.net[-1].weight.mul_(amp)
+            g.net[-1].bias.mul_(amp)
+        z_a, z_b = (torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(k)) for k in (1, 2))
+        with gain.scaled(g, 3.0), torch.no_grad():
+            reference = g(z_b)
+        return gain.choose(g, lambda z: z, z_a, reference, [0, 1, 2, 3, 4, 6], tolerance=tolerance)[0]
+
+    assert picks(0.05, 4, 0.0) == 3 and picks(0.05, 4, 1.0) == 2, "faint and few: stop short of the noisy minimum"
+    assert picks(0.05, 4, 1.0) == picks(0.05, 4, 1.0), "fixed resamples: the same choice every time"
+    assert picks(0.05, 16, 1.0) == 3 and picks(1.0, 4, 1.0) == 3, "more photos or a clearer signal: the nearest scale"
+    assert picks(0.05, 4, 100.0) == 0, "a tolerance beyond every difference keeps the start"
+
+
 def test_scaled_restores_the_trained_weights_even_on_error():
     g = corrected_generator()
     before = {k: v.clone() for k, v in g.state_dict().items()}
@@ -69,11 +88,12 @@ def test_a_bad_gain_in_a_file_is_refused(bad):
         gain.check(bad, "checkpoint x.pt")
 
 
+@pytest.mark.slow  # the default rule's bootstrap: ~90 s on a 2-core CPU; the fast tier checks the plumbing with tolerance 0
 def test_training_chooses_records_and_applies_the_gain(tiny_cfg, tmp_path):
     a = write_latents(tmp_path / "A", 16, seed=1)
     b = write_latents(tmp_path / "B", 16, seed=2)
     out = tmp_path / "run"
-    scales = [0, 0.5, 1, 2]
+    scales = [0, 1, 2]  # the default rule (gain_tolerance=1): 17 distances a scale, the slow part of this test
     train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "data.val_fraction=0.25", "train.vis_every=0",
                    f"train.gain_scales=[{','.join(map(str, scales))}]"))
     for name in ("last.pt", "best.pt"):
@@ -105,7 +125,7 @@ def test_held_out_folders_leave_the_training_folders_whole(tiny_cfg, tmp_path):
     va, vb = write_latents(tmp_path / "VA", 4, seed=3), write_latents(tmp_path / "VB", 4, seed=4)
     out = tmp_path / "run"
     train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", f"data.val_a_dir={va}", f"data.val_b_dir={vb}",
-                   "train.vis_every=0", "train.epochs=1", "train.gain_scales=[0,1,3]"))
+                   "train.vis_every=0", "train.epochs=1", "train.gain_scales=[0,1,3]", "train.gain_tolerance=0"))
     assert checkpoint.load(out / "model" / "last.pt")["gain"]["g_ab"] in (0, 1, 3)
     first = json.loads((out / "logs" / "train_log.jsonl").read_text().splitlines()[0])
     assert first["steps"] == 12 // 8 and first["val_swd"] > 0  # all 12 latents train (batch 8), the held-out 4 score

@@ -491,6 +491,9 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
     steps = json.loads(folder.log.read_text().splitlines()[0])["steps"]
     saved = sorted(int(f.stem.split("_")[1]) for f in folder.epoch_checkpoints())  # every train.ckpt_every epochs, and the last
     epochs = sorted({min(saved, key=lambda e: abs(e * steps - s)) for s in args.eval_steps} | {saved[-1]})
+    if cfg.train.gain_scales and cfg.data.val_a_dir:
+        for e in epochs:
+            calibrate_epoch(folder.epoch_checkpoint(e), cfg, vae)
     rows = [score_checkpoint(folder.epoch_checkpoint(e), vae, tests, lpips, post, seed) for e in epochs]
     if folder.best.is_file():  # kept by the run's validation metric: held-out SWD (data.val_fraction > 0), else the cycle loss
         last = json.loads(folder.log.read_text().splitlines()[-1])
@@ -500,6 +503,22 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
             if int(f.stem.split("_")[1]) not in epochs:
                 f.unlink()
     return rows
+
+
+def calibrate_epoch(path: Path, cfg, vae: OnnxVAE) -> None:
+    """A scored epoch file without a gain (the run went on past it): its gain chosen as ``train.gain_scales`` chooses it
+    at the end of a run of that length, by the same :func:`lcgan.gain.calibrate` on the run's held-out folders. So one
+    run to 2x the steps scores both lengths (the learning rate is constant over both)."""
+    from lcgan import gain
+    from lcgan.latent_files import load_latent_dir
+    from lcgan.translator import load_translator
+
+    if "gain" in checkpoint.load(path):
+        return
+    t = load_translator(path, vae.device, use_gain=False)
+    val_a, val_b = (t.convention.file_to_model(load_latent_dir(cfg.data[k], f"data.{k}")[0]) for k in ("val_a_dir", "val_b_dir"))
+    chosen = gain.calibrate(t, vae, val_a, val_b, list(cfg.train.gain_scales), tolerance=cfg.train.gain_tolerance)
+    gain.record(path, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
 
 
 def synthetic_err(overrides: list[str], seed: int, run: Path) -> dict[str, float]:
