@@ -88,7 +88,7 @@ def test_a_bad_gain_in_a_file_is_refused(bad):
         gain.check(bad, "checkpoint x.pt")
 
 
-@pytest.mark.slow  # the default rule's bootstrap: ~90 s on a 2-core CPU; the fast tier checks the plumbing with tolerance 0
+@pytest.mark.slow  # the default rule's bootstrap: ~60 s on a 2-core CPU; the fast tier checks the plumbing with tolerance 0
 def test_training_chooses_records_and_applies_the_gain(tiny_cfg, tmp_path):
     a = write_latents(tmp_path / "A", 16, seed=1)
     b = write_latents(tmp_path / "B", 16, seed=2)
