@@ -48,10 +48,15 @@ def patch_quantiles(x: torch.Tensor, patch: int = 4) -> torch.Tensor:
     return projected_quantiles(pts, directions(pts))
 
 
+def quantile_w1(q: torch.Tensor, r: torch.Tensor) -> float:
+    """The sliced Wasserstein-1 distance from two sets' :func:`patch_quantiles`."""
+    return (q - r).abs().mean().item()
+
+
 def patch_swd(x: torch.Tensor, y: torch.Tensor, patch: int = 4) -> float:
     """The distance the gain is chosen by: :func:`sliced_w1` of two image sets' :func:`pixel_patches`. Fixed seeds,
     so every scale is compared on the same draws."""
-    return (patch_quantiles(x, patch) - patch_quantiles(y, patch)).abs().mean().item()
+    return quantile_w1(patch_quantiles(x, patch), patch_quantiles(y, patch))
 
 
 def correction_layer(generator: torch.nn.Module, where: str) -> torch.nn.Conv2d:
@@ -119,13 +124,12 @@ def choose(generator: torch.nn.Module, render, z: torch.Tensor, reference: torch
         raise ValueError(f"no scales to choose from: set {SCALES_HINT}")
     boot = [(i.to(reference.device), j.to(reference.device)) for i, j in resamples(len(z), len(reference), draws)] if tolerance > 0 else []
     ref, ref_boot = patch_quantiles(reference), [patch_quantiles(reference[j]) for _, j in boot]  # the same for every scale
-    w1 = lambda q, r: (q - r).abs().mean().item()  # noqa: E731  (patch_swd from the two sides' quantiles)
     dist, spread = {}, {}
     for s in sorted(float(v) for v in scales):
         with scaled(generator, s, where):
             x = render(generator(z))
-        dist[s] = w1(patch_quantiles(x), ref)
-        spread[s] = torch.tensor([w1(patch_quantiles(x[i]), r) for (i, _), r in zip(boot, ref_boot)], dtype=torch.float64)
+        dist[s] = quantile_w1(patch_quantiles(x), ref)
+        spread[s] = torch.tensor([quantile_w1(patch_quantiles(x[i]), r) for (i, _), r in zip(boot, ref_boot)], dtype=torch.float64)
     best = min(dist, key=lambda s: (dist[s], s))
     if tolerance > 0:
         best = min(s for s in dist if dist[s] - dist[best] <= tolerance * (spread[s] - spread[best]).std().item())
