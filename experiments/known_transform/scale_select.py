@@ -59,7 +59,7 @@ def distances(y: torch.Tensor, z: torch.Tensor, test: dict, device="cpu", sizes:
     return out
 
 
-def calibrated(path: Path, vae, sets: dict, scales: list[float], work: Path) -> dict:
+def calibrated(path: Path, vae, sets: dict, scales: list[float], work: Path, tolerance: float) -> dict:
     """``lcgan.gain.calibrate`` itself, as ``lcgan.train`` runs it, on a copy of the run's checkpoint: G's gain chosen on
     the first half of the test crops against the second half's targets (decoded), F's the other way; then the copy
     loaded as evaluate loads it (the gain applied) and scored on every crop of each set."""
@@ -67,7 +67,8 @@ def calibrated(path: Path, vae, sets: dict, scales: list[float], work: Path) -> 
     shutil.copyfile(path, copy)
     t, h = load_translator(copy, vae.device, use_gain=False), len(sets["test"]["z_x"]) // 2
     c = t.convention
-    chosen = gain.calibrate(t, vae, c.raw_to_model(sets["test"]["z_x"][:h], vae.space), c.raw_to_model(sets["test"]["z_y"][h:], vae.space), scales)
+    chosen = gain.calibrate(t, vae, c.raw_to_model(sets["test"]["z_x"][:h], vae.space), c.raw_to_model(sets["test"]["z_y"][h:], vae.space), scales,
+                             tolerance=tolerance)
     gain.record(copy, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
     t = load_translator(copy, vae.device)
     out = {"gain": chosen}
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--sets", default="test", help="test, or test,afhq: also the AFHQ photos' PSNR at every scale")
     ap.add_argument("--calibrate", action="store_true", help="instead: lcgan.gain.calibrate on a copy of each run (test halves "
                     "as the held-out folders), then its PSNR with the recorded gain applied")
+    ap.add_argument("--tolerance", type=float, default=None, help="--calibrate's train.gain_tolerance (default: conf/train.yaml's)")
     args = ap.parse_args()
     scales, runs, vae, data = open_runs(args)
     if args.calibrate:
@@ -110,15 +112,16 @@ def main() -> None:
 
 def calibrate_runs(args, runs: dict, vae, data: Path, scales: list[float]) -> None:
     """``--calibrate``: the product's path on each run; ``OUT/gain_check_<recipe>_<checkpoint>_<transforms>_s<seeds>.json``."""
+    tolerance = kt.compose_train([]).train.gain_tolerance if args.tolerance is None else args.tolerance
     work = args.out / "gain_check"
     work.mkdir(parents=True, exist_ok=True)
     results, name = {}, (f"gain_check_{args.recipe}_{args.checkpoint.removesuffix('.pt')}_{args.transforms.replace(',', '+')}"
-                         f"_s{args.seeds.replace(',', '+')}.json")  # the seeds too: one process a seed must not share a file
+                         f"_s{args.seeds.replace(',', '+')}_tol{tolerance:g}.json")  # the seeds too: one process a seed must not share a file
     for transform in args.transforms.split(","):
         sets = {k: kt.with_truth(vae, torch.load(data / f"{k}.pt", weights_only=True), transform) for k in args.sets.split(",")}
         for (t, seed), path in runs.items():
             if t == transform:
-                results[f"{transform}/{seed}"] = row = calibrated(path, vae, sets, scales, work)
+                results[f"{transform}/{seed}"] = row = calibrated(path, vae, sets, scales, work, tolerance)
                 print(f"{transform} seed {seed}: gain G {row['gain']['g_ab']:g}, F {row['gain']['g_ba']:g}; "
                       + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k.startswith("psnr")), flush=True)
                 checkpoint.atomic_write_bytes(args.out / name, json.dumps(results, indent=1).encode())
