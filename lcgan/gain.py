@@ -6,8 +6,9 @@ latent discriminators stop telling (dark_edges: a fifth of its size), while on t
 they learn is drift. The held-out distance between G's decoded outputs and the other domain's decoded
 latents tells the two apart, per run (experiments/known_transform/results/gain.md): chosen on photos outside
 the training folders (the test photos' halves, or another collection's) it pushes dark_edges 4-8x and keeps
-``null`` at 0. Chosen on another collection's photos, the nearest scale overshot the colour transforms; the
-one-standard-error rule (``train.gain_tolerance``, the default) did not. Chosen on a split of the training folders
+``null`` at 0. Chosen on another collection's photos, the nearest scale overshot the colour transforms a little;
+the one-standard-error rule (``train.gain_tolerance=1``) did not, but on 11 held-out photos a side it stayed at the
+start on dark_edges, so the nearest scale is the default. Chosen on a split of the training folders
 (``data.val_fraction``) it loses, because the training then has fewer photos, so ``train.gain_scales`` is off by
 default: it needs held-out photos of one's own (``data.val_a_dir``/``val_b_dir``).
 ``s`` is recorded in the checkpoint as a number (``ck["gain"]``); :func:`lcgan.translator.load_translator`
@@ -117,9 +118,9 @@ def choose(generator: torch.nn.Module, render, z: torch.Tensor, reference: torch
 
     ``tolerance`` > 0: the smallest scale whose distance is within ``tolerance`` standard errors of the nearest one
     (the one-standard-error rule at 1), the error of each difference estimated from ``draws`` bootstrap resamples of
-    the held-out images. A smaller scale stays nearer the start, which does no harm: a move from it needs evidence
-    beyond the noise of a few dozen held-out photos (results/gain.md: chosen on another collection's photos, the plain
-    nearest scale overshot the colour transforms)."""
+    the held-out images. A smaller scale stays nearer the start: a move from it needs evidence beyond the noise of the
+    held-out photos. Resampling a dozen photos makes that noise wide (duplicates change what the photos show), so
+    with few photos it stays at the start where the truth is far from it (results/gain.md)."""
     if not scales:
         raise ValueError(f"no scales to choose from: set {SCALES_HINT}")
     boot = [(i.to(reference.device), j.to(reference.device)) for i, j in resamples(len(z), len(reference), draws)] if tolerance > 0 else []
