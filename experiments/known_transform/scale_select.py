@@ -29,7 +29,9 @@ from residual_scale import add_run_options, open_runs, scaled_outputs
 
 from lcgan import checkpoint, fid, gain
 from lcgan.baselines import sliced_wasserstein
+from lcgan.data import spread_picks
 from lcgan.gain import pixel_patches, sliced_w1
+from lcgan.latent_files import load_latent_dir
 from lcgan.translator import load_translator
 
 
@@ -59,16 +61,37 @@ def distances(y: torch.Tensor, z: torch.Tensor, test: dict, device="cpu", sizes:
     return out
 
 
-def calibrated(path: Path, vae, sets: dict, scales: list[float], work: Path, tolerance: float) -> dict:
+def training_latents(data: Path, transform: str, n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` raw latents of each training folder (A-train, B-train of ``transform``), one a photo first, spread evenly
+    over the photos (:func:`lcgan.data.spread_picks`'s order, then the rest of each photo's crops)."""
+    out = []
+    for folder in (data / "a", data / transform / "b"):
+        files = sorted(f.name for f in folder.glob("*.pt"))
+        first = spread_picks(len(files), files, len(files)).tolist()
+        order = first + [i for i in range(len(files)) if i not in set(first)]
+        out.append(torch.stack([torch.load(folder / files[i], weights_only=True) for i in order[:n]]))
+    return out[0], out[1]
+
+
+def held_out_distances(path: Path, vae, data: Path, transform: str, scales: list[float]) -> dict[float, float]:
+    """G's held-out distance at each scale on the AFHQ folders that ``run.py --held-out afhq`` wrote, as ``lcgan.train``
+    computes it with ``train.gain_scales`` (:func:`lcgan.gain.calibrate`, the same latents, order and decoding)."""
+    t = load_translator(path, vae.device, use_gain=False)
+    val = [t.convention.file_to_model(load_latent_dir(d, str(d))[0]) for d in (data / "afhq_val_a", data / transform / "afhq_val_b")]
+    return {float(k): v for k, v in gain.calibrate(t, vae, *val, scales)["dist_g_ab"].items()}
+
+
+def calibrated(path: Path, vae, sets: dict, scales: list[float], work: Path, tolerance: float, train=None) -> dict:
     """``lcgan.gain.calibrate`` itself, as ``lcgan.train`` runs it, on a copy of the run's checkpoint: G's gain chosen on
-    the first half of the test crops against the second half's targets (decoded), F's the other way; then the copy
-    loaded as evaluate loads it (the gain applied) and scored on every crop of each set."""
+    the first half of the test crops against the second half's targets (decoded), F's the other way (or, given
+    ``train``, on the training folders' latents: no held-out photos at all); then the copy loaded as evaluate loads it
+    (the gain applied) and scored on every crop of each set."""
     copy = work / f"{path.parent.parent.parent.name}_{path.parent.parent.name}_{path.name}"
     shutil.copyfile(path, copy)
     t, h = load_translator(copy, vae.device, use_gain=False), len(sets["test"]["z_x"]) // 2
     c = t.convention
-    chosen = gain.calibrate(t, vae, c.raw_to_model(sets["test"]["z_x"][:h], vae.space), c.raw_to_model(sets["test"]["z_y"][h:], vae.space), scales,
-                             tolerance=tolerance)
+    za, zb = train if train is not None else (sets["test"]["z_x"][:h], sets["test"]["z_y"][h:])
+    chosen = gain.calibrate(t, vae, c.raw_to_model(za, vae.space), c.raw_to_model(zb, vae.space), scales, tolerance=tolerance)
     gain.record(copy, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
     t = load_translator(copy, vae.device)
     out = {"gain": chosen}
@@ -85,6 +108,10 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true", help="instead: lcgan.gain.calibrate on a copy of each run (test halves "
                     "as the held-out folders), then its PSNR with the recorded gain applied")
     ap.add_argument("--tolerance", type=float, default=None, help="--calibrate's train.gain_tolerance (default: conf/train.yaml's)")
+    ap.add_argument("--val-afhq", action="store_true", help="also G's distance at each scale on the AFHQ held-out folders of "
+                    "run.py --held-out afhq (val_afhq_swd: what train.gain_scales chooses by)")
+    ap.add_argument("--held-out", default="test", choices=["test", "train"], help="--calibrate's held-out latents: the test "
+                    "halves, or the training folders themselves (128 latents a domain, spread over the photos)")
     args = ap.parse_args()
     scales, runs, vae, data = open_runs(args)
     if args.calibrate:
@@ -101,6 +128,9 @@ def main() -> None:
             if "afhq" in sets:
                 for s, _, y in scaled_outputs(path, vae, sets["afhq"]["z_x"], scales):
                     rows[s]["psnr_afhq"] = kt.psnr(y, sets["afhq"]["y"]).mean().item()
+            if args.val_afhq:
+                for s, d in held_out_distances(path, vae, data, transform, scales).items():
+                    rows[s]["val_afhq_swd"] = d
             results[f"{transform}/{seed}"] = rows
             keys = [k for k in next(iter(rows.values())) if k != "psnr"]
             print(f"{transform} seed {seed}: PSNR " + " ".join(f"{s:g}:{r['psnr']:.2f}" for s, r in rows.items()), flush=True)
@@ -116,12 +146,14 @@ def calibrate_runs(args, runs: dict, vae, data: Path, scales: list[float]) -> No
     work = args.out / "gain_check"
     work.mkdir(parents=True, exist_ok=True)
     results, name = {}, (f"gain_check_{args.recipe}_{args.checkpoint.removesuffix('.pt')}_{args.transforms.replace(',', '+')}"
-                         f"_s{args.seeds.replace(',', '+')}_tol{tolerance:g}.json")  # the seeds too: one process a seed must not share a file
+                         f"_s{args.seeds.replace(',', '+')}_tol{tolerance:g}{'_train' if args.held_out == 'train' else ''}.json")
+    # the seeds in the name too: one process a seed must not share a file
     for transform in args.transforms.split(","):
         sets = {k: kt.with_truth(vae, torch.load(data / f"{k}.pt", weights_only=True), transform) for k in args.sets.split(",")}
+        train = training_latents(data, transform) if args.held_out == "train" else None
         for (t, seed), path in runs.items():
             if t == transform:
-                results[f"{transform}/{seed}"] = row = calibrated(path, vae, sets, scales, work, tolerance)
+                results[f"{transform}/{seed}"] = row = calibrated(path, vae, sets, scales, work, tolerance, train)
                 print(f"{transform} seed {seed}: gain G {row['gain']['g_ab']:g}, F {row['gain']['g_ba']:g}; "
                       + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k.startswith("psnr")), flush=True)
                 checkpoint.atomic_write_bytes(args.out / name, json.dumps(results, indent=1).encode())
