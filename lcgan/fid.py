@@ -194,10 +194,39 @@ def gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """clean-fid's ``frechet_distance`` itself (scipy ``sqrtm`` of a 2048x2048 product: seconds to minutes on a CPU)."""
+    """clean-fid's ``frechet_distance`` itself (scipy ``sqrtm`` of a 2048x2048 product: seconds to minutes on a CPU).
+    SciPy 1.18 removed the ``sqrtm(..., disp=False)`` that clean-fid 0.1.35 calls; there :func:`frechet_sqrtm`, its
+    formula on the new signature, stands in."""
+    import inspect
+
+    from scipy import linalg
+
+    if "disp" not in inspect.signature(linalg.sqrtm).parameters:
+        return frechet_sqrtm(mu1, sigma1, mu2, sigma2)
     from cleanfid.fid import frechet_distance
 
     return float(frechet_distance(mu1, sigma1, mu2, sigma2))
+
+
+def frechet_sqrtm(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
+    """clean-fid 0.1.35's ``frechet_distance``, step for step (a singular product retried with ``eps`` on the diagonal,
+    a negligible imaginary part dropped), with ``scipy.linalg.sqrtm`` called as every SciPy version accepts it."""
+    from scipy import linalg
+
+    mu1, mu2, sigma1, sigma2 = np.atleast_1d(mu1), np.atleast_1d(mu2), np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"Frechet distance of Gaussians of different sizes: means {mu1.shape} / {mu2.shape}, "
+                         f"covariances {sigma1.shape} / {sigma2.shape}")
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"Frechet distance: imaginary component {np.max(np.abs(covmean.imag))} in sqrtm")
+        covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 def fid_from_features(feats: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray) -> float:

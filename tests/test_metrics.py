@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import lcgan.metrics
-from lcgan.fid import Fid, fid_from_features, frechet, gaussian, kid, load_stats, reference_stats
+from lcgan.fid import Fid, fid_from_features, frechet, frechet_sqrtm, gaussian, kid, load_stats, reference_stats
 from lcgan.metrics import Clip, Inception, Lpips, MissingWeightsError, default_inception_path
 from lcgan.scoring import build_metrics
 from tests.conftest import compose_cfg
@@ -31,6 +31,31 @@ def test_fid_equals_cleanfid_frechet_distance(n_gen):
     mu_r, sigma_r = gaussian(ref)
     ours = fid_from_features(gen, mu_r, sigma_r)
     assert ours == pytest.approx(frechet(*gaussian(gen), mu_r, sigma_r), rel=1e-6)
+
+
+def test_frechet_stand_in_equals_cleanfid_where_scipy_still_takes_disp():
+    """SciPy 1.18 dropped ``sqrtm(disp=...)``, which clean-fid 0.1.35 calls: the stand-in must compute the same number."""
+    import inspect
+
+    from scipy import linalg
+
+    rng = np.random.default_rng(2)
+    a, b = gaussian(rng.gamma(2.0, 1.0, (80, 16))), gaussian(rng.gamma(2.0, 1.3, (70, 16)) + 0.2)
+    ours = frechet_sqrtm(*a, *b)
+    assert ours > 0.1 and frechet_sqrtm(*a, *a) == pytest.approx(0, abs=1e-6)
+    with pytest.raises(ValueError, match="different sizes"):
+        frechet_sqrtm(a[0], a[1], b[0][:8], b[1][:8, :8])
+    if "disp" not in inspect.signature(linalg.sqrtm).parameters:
+        pytest.skip(f"scipy {scipy_version()} has no sqrtm(disp=...): clean-fid's own function cannot run to compare with")
+    from cleanfid.fid import frechet_distance
+
+    assert ours == pytest.approx(float(frechet_distance(*a, *b)), rel=1e-9)
+
+
+def scipy_version() -> str:
+    import scipy
+
+    return scipy.__version__
 
 
 def test_fid_of_a_set_against_itself_is_zero_and_grows_with_a_shift():
