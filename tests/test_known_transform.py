@@ -393,3 +393,18 @@ def test_every_script_of_the_suite_imports_and_has_a_main(name, monkeypatch):
     # one fails here, not on the next researcher's GPU call
     module = load_beside(name, monkeypatch)
     assert callable(getattr(module, "main", None)), f"{name}.py has no main()"
+
+
+def test_gain_rules_pick_the_smallest_scale_within_the_shrink_and_read_the_committed_tables(monkeypatch, capsys):
+    rules = load_beside("gain_rules", monkeypatch)
+    dist = {0.0: 1.0, 1.0: 0.5, 2.0: 0.4, 3.0: 0.4, 4.0: 0.45}
+    assert rules.pick(dist, 0) == 2.0, "the nearest scale; a tie goes to the smaller"
+    assert rules.pick(dist, 0.25) == 1.0, "0.5 is within a quarter of the way back from 0.4 to the start's 1.0"
+    assert rules.pick(dist, 1) == 0.0 and rules.pick({0.0: 0.3, 2.0: 0.5}, 0.5) == 0.0, "never past the start"
+    folder = SCRIPT.parent / "results" / "scale_select" / "afhq_protocol"
+    runs, bars = rules.load(folder)
+    assert len(runs[("split_tone", 92)]) == 6 and bars["split_tone"] == pytest.approx(22.318, abs=1e-3)
+    monkeypatch.setattr("sys.argv", ["gain_rules.py", str(folder), "--seeds", "3,4,5", "--shrink", "0"])
+    rules.main()
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| split_tone") and "| 2024 |" in line and "AFHQ" in line]
+    assert row == ["| split_tone (22.318) | 2024 | 3 | AFHQ held-out | 1, 1, 1: 22.289 (-0.030) |"], row
