@@ -68,7 +68,8 @@ def training_latents(data: Path, transform: str, n: int = 128) -> tuple[torch.Te
     for folder in (data / "a", data / transform / "b"):
         files = sorted(f.name for f in folder.glob("*.pt"))
         first = spread_picks(len(files), files, len(files)).tolist()
-        order = first + [i for i in range(len(files)) if i not in set(first)]
+        picked = set(first)
+        order = first + [i for i in range(len(files)) if i not in picked]
         out.append(torch.stack([torch.load(folder / files[i], weights_only=True) for i in order[:n]]))
     return out[0], out[1]
 
