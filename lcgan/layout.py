@@ -35,6 +35,7 @@ class RunFolder:
     curves = property(lambda self: self.root / "logs" / "curves.png")
     resumes = property(lambda self: self.root / "logs" / "resumes.jsonl")  # one line per resume (lcgan.rundir.record_resume)
     compile_log = property(lambda self: self.root / "logs" / "compile.log")  # the background compile's child (lcgan.compile_cache)
+    gain = property(lambda self: self.root / "logs" / "gain.json")  # train.gain_scales: each scale's held-out distance (lcgan.train)
     pictures = property(lambda self: self.root / "vis")
     error = property(lambda self: self.root / "error.txt")
     lock = property(lambda self: self.root / ".lock")  # held by the training that owns the folder (lcgan.rundir.RunLock)

@@ -5,6 +5,7 @@ Outputs go under ``cfg.out_dir`` (Hydra's run directory), laid out by :class:`lc
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
@@ -374,18 +375,22 @@ def end_epoch(run: Run, epoch: int, seconds: float, trained: int) -> dict | None
 
 def calibrate_gains(run: Run, say) -> None:
     """``train.gain_scales``: choose G's and F's gain for last.pt and best.pt on the held-out latents (lcgan.gain);
-    the last epoch's file holds last.pt's generators and gets its gain."""
+    the last epoch's file holds last.pt's generators and gets its gain. Every scale's distance goes to
+    ``logs/gain.json`` too, so that another rule can be applied later (experiments/known_transform/gain_rules.py)."""
+    table = {"gain_tolerance": run.tc.gain_tolerance, "epoch": run.state.epoch}
     for path in (run.folder.last, run.folder.best):
         if path.is_file():
             translator = load_translator(path, run.vae.device, use_gain=False)
             chosen = gain.calibrate(translator, run.vae, run.domains.val_a, run.domains.val_b, list(run.tc.gain_scales),
                                     tolerance=run.tc.gain_tolerance)
+            table[path.name] = chosen
             gain.record(path, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
             say(f"{path.name}: gain G {chosen['g_ab']:g}, F {chosen['g_ba']:g} (held-out pixel-patch SWD by scale: "
                 f"G {chosen['dist_g_ab']}, F {chosen['dist_g_ba']})")
             run.logger.summary({f"gain_{path.stem}_g_ab": chosen["g_ab"], f"gain_{path.stem}_g_ba": chosen["g_ba"]})
             if path == run.folder.last and (epoch_pt := run.folder.epoch_checkpoint(run.state.epoch)).is_file():
                 gain.record(epoch_pt, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
+    checkpoint.atomic_write_bytes(run.folder.gain, json.dumps(table, indent=1).encode())  # a resume's end rewrites it
 
 
 def save_checkpoints(state: TrainState, folder: RunFolder, improved: bool, tc: DictConfig) -> None:

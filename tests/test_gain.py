@@ -99,6 +99,12 @@ def test_training_chooses_records_and_applies_the_gain(tiny_cfg, tmp_path):
         ck = checkpoint.load(out / "model" / name)
         assert set(ck["gain"]) == {"g_ab", "g_ba"} and all(v in scales for v in ck["gain"].values())
     assert checkpoint.load(out / "model" / "epoch_0002.pt")["gain"] == checkpoint.load(out / "model" / "last.pt")["gain"]
+    table = json.loads((out / "logs" / "gain.json").read_text())  # every scale's distance, for another rule later
+    assert table["epoch"] == 2 and table["gain_tolerance"] == 0
+    for name in ("last.pt", "best.pt"):
+        dist = table[name]["dist_g_ab"]
+        assert [float(k) for k in dist] == scales and table[name]["g_ab"] == checkpoint.load(out / "model" / name)["gain"]["g_ab"]
+        assert table[name]["g_ab"] == min(scales, key=lambda s: (dist[f"{s:g}"], s)), "the nearest scale, as recorded"
     path = out / "model" / "last.pt"
     recorded = checkpoint.load(path)["gain"]
     trained, calibrated = load_translator(path, CPU, use_gain=False), load_translator(path, CPU)
