@@ -37,6 +37,7 @@ def test_frechet_stand_in_equals_cleanfid_where_scipy_still_takes_disp():
     """SciPy 1.18 dropped ``sqrtm(disp=...)``, which clean-fid 0.1.35 calls: the stand-in must compute the same number."""
     import inspect
 
+    import scipy
     from scipy import linalg
 
     rng = np.random.default_rng(2)
@@ -46,16 +47,10 @@ def test_frechet_stand_in_equals_cleanfid_where_scipy_still_takes_disp():
     with pytest.raises(ValueError, match="different sizes"):
         frechet_sqrtm(a[0], a[1], b[0][:8], b[1][:8, :8])
     if "disp" not in inspect.signature(linalg.sqrtm).parameters:
-        pytest.skip(f"scipy {scipy_version()} has no sqrtm(disp=...): clean-fid's own function cannot run to compare with")
+        pytest.skip(f"scipy {scipy.__version__} has no sqrtm(disp=...): clean-fid's own function cannot run to compare with")
     from cleanfid.fid import frechet_distance
 
     assert ours == pytest.approx(float(frechet_distance(*a, *b)), rel=1e-9)
-
-
-def scipy_version() -> str:
-    import scipy
-
-    return scipy.__version__
 
 
 def test_fid_of_a_set_against_itself_is_zero_and_grows_with_a_shift():
