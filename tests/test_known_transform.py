@@ -408,3 +408,18 @@ def test_gain_rules_pick_the_smallest_scale_within_the_shrink_and_read_the_commi
     rules.main()
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| split_tone") and "| 2024 |" in line and "AFHQ" in line]
     assert row == ["| split_tone (22.318) | 2024 | 3 | AFHQ held-out | 1, 1, 1: 22.289 (-0.030) |"], row
+
+
+def test_gain_rules_crossfit_applies_each_side_runs_gain_to_its_seeds_full_run_at_the_nearest_length(monkeypatch, capsys):
+    rules = load_beside("gain_rules", monkeypatch)
+    results = SCRIPT.parent / "results" / "scale_select"
+    gains, bars = rules.side_gains(results / "crossfit")
+    (g1, d1), (g2, d2) = gains[("sepia", "0")][1020], gains[("sepia", "0")][2040]
+    assert (g1, d1, g2) == (6.0, None, 6.0), "the scored epoch files' gains (best.pt's 8 left out); distances kept at the end only"
+    assert min(d2, key=d2.get) == 6.0 and rules.pick(d2, 0.25) == 3.0, "the side run's own distances, any rule"
+    assert bars["sepia"]["test"] == pytest.approx(21.086, abs=1e-3) and set(bars["sepia"]) == {"test", "afhq"}
+    monkeypatch.setattr("sys.argv", ["gain_rules.py", str(results), "--crossfit", str(results / "crossfit"), "--shrink", "0,0.25"])
+    rules.main()
+    sepia = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sepia") and "| test |" in line]
+    assert sepia == ["| sepia (21.086) | 1012 | 0, 1, 2 | test | 6, 8, 4: 21.027 (-0.059) |  |",
+                     "| sepia (21.086) | 2024 | 0, 1, 2 | test | 6, 6, 4: 21.207 (+0.121) | 3, 3, 3: 22.287 (+1.201) |"], sepia

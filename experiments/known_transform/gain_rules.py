@@ -9,6 +9,11 @@ halves against each other, ``val_afhq_swd`` the AFHQ folders of ``run.py --held-
 reads there). Each rule picks a scale per run from the distances alone; the table gives the median of the runs' test
 PSNR at their picks. Rules: the nearest scale (``shrink`` 0, ``train.gain_tolerance=0``), and the smallest scale
 that goes ``1 - shrink`` of the way from the start's distance to the nearest one's.
+
+``--crossfit SIDE``: a third protocol that needs no photos beyond the training folders. Side runs of the same recipe
+and seed trained on 80% of the training photos (``data.val_fraction=0.2 train.gain_scales=...``, their ``results_*.json``
+and ``logs/gain.json`` in SIDE) chose G's gain on the other 20%; the table applies each side run's choice to the
+full-data run of its seed in FOLDER, at the length nearest the side run's steps.
 """
 from __future__ import annotations
 
@@ -45,18 +50,76 @@ def load(folder: Path) -> tuple[dict, dict]:
     return runs, bars
 
 
+def side_gains(side: Path) -> tuple[dict, dict]:
+    """``{(transform, seed): {step: (G's gain, {scale: distance} or None)}}`` of the side runs' scored epoch files (not
+    best.pt), the distances where the run's ``logs/gain.json`` (its last epoch) or ``run.py``'s ``logs/gain_epoch_<n>.json``
+    is in SIDE as ``gain_<transform>_s<seed>.json``, and each transform's bars ``{"test": ..., "afhq": ...}`` from the
+    results files."""
+    gains: dict = defaultdict(dict)
+    bars: dict = {}
+    for p in sorted(side.glob("results_*.json")):
+        r = json.loads(p.read_text())
+        bars[r["transform"]] = {k: bar(v, r["transform"]) for k, v in r["baselines"].items()}
+        for seed, rows in r["runs"].items():
+            table = side / f"gain_{r['transform']}_s{seed}.json"
+            table = json.loads(table.read_text()) if table.is_file() else {"epoch": None}
+            for row in rows:
+                if not row.get("best") and "gain" in row:
+                    entry = table.get(f"epoch_{row['epoch']:04d}.pt") or (table["last.pt"] if row["epoch"] == table["epoch"] else None)
+                    dist = entry and entry["dist_g_ab"]
+                    gains[r["transform"], seed][row["step"]] = (row["gain"]["g_ab"], dist and {float(k): v for k, v in dist.items()})
+    return gains, bars
+
+
+def crossfit(runs: dict, gains: dict, bars: dict, rules: list[float]) -> list[str]:
+    """Markdown rows: per transform, length and test set, each rule's picks from the side runs' distances (the nearest
+    scale also from the gain they recorded, where the distances were not kept) and the full-data runs' PSNR there."""
+    lines = []
+    for (t, epoch), by_run in sorted(runs.items(), key=lambda kv: (ORDER.index(kv[0][0]), kv[0][1])):
+        epochs = sorted(e for tt, e in runs if tt == t)
+        side = {}
+        for run in by_run:
+            steps = gains.get((t, run.split("/")[1]), {})
+            mine = [s for s in steps if min(epochs, key=lambda e, s=s: abs(e * 22 - s)) == epoch]
+            if mine:
+                side[run] = steps[mine[0]]
+        if not side:
+            continue
+        seeds = ", ".join(run.split("/")[1] for run in side)
+        for key, test in (("psnr", "test"), ("psnr_afhq", "afhq")):
+            if not all(key in by_run[run][0.0] for run in side):
+                continue
+            cells = []
+            for r in rules:
+                picks = {run: pick(dist, r) if dist else (g if r == 0 else None) for run, (g, dist) in side.items()}
+                if None in picks.values():
+                    cells.append("")
+                    continue
+                med = statistics.median(by_run[run][g][key] for run, g in picks.items())
+                cells.append(f"{', '.join(f'{g:g}' for g in picks.values())}: {med:.3f} ({med - bars[t][test]:+.3f})")
+            lines.append(f"| {t} ({bars[t][test]:.3f}) | {epoch * 22} | {seeds} | {test} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--shrink", default="0,0.1,0.25", help="the rules: 0 is the nearest scale")
     ap.add_argument("--seeds", default=None, help="only these seeds' runs (e.g. 3,4,5); default: every run in the folder")
+    ap.add_argument("--crossfit", type=Path, default=None, help="a folder of side runs' results_*.json: score their gains (above)")
     args = ap.parse_args()
     runs, bars = load(args.folder)
     if args.seeds:
         keep = set(args.seeds.split(","))
         runs = {k: {run: rows for run, rows in v.items() if run.split("/")[1] in keep} for k, v in runs.items()}
     rules = [float(x) for x in args.shrink.split(",")]
-    print("| transform (bar) | steps | runs | protocol | " + " | ".join(f"shrink {r:g}: scales, median (margin)" for r in rules) + " |")
+    head = " | ".join(f"shrink {r:g}: scales, median (margin)" for r in rules)
+    if args.crossfit:
+        print(f"| transform (bar) | steps | seeds | test set | {head} |")
+        print("| --- | ---: | --- | --- | " + " | ".join("---" for _ in rules) + " |")
+        print("\n".join(crossfit(runs, *side_gains(args.crossfit), rules)))
+        return
+    print(f"| transform (bar) | steps | runs | protocol | {head} |")
     print("| --- | ---: | ---: | --- | " + " | ".join("---" for _ in rules) + " |")
     for (t, epoch), by_run in sorted(runs.items(), key=lambda kv: (ORDER.index(kv[0][0]), kv[0][1])):
         for key, name in PROTOCOLS.items():

@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from lcgan import checkpoint
 from lcgan.baselines import BASELINES, fit, sliced_wasserstein, validation_key
@@ -491,7 +492,7 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
     steps = json.loads(folder.log.read_text().splitlines()[0])["steps"]
     saved = sorted(int(f.stem.split("_")[1]) for f in folder.epoch_checkpoints())  # every train.ckpt_every epochs, and the last
     epochs = sorted({min(saved, key=lambda e: abs(e * steps - s)) for s in args.eval_steps} | {saved[-1]})
-    if cfg.train.gain_scales and cfg.data.val_a_dir:
+    if cfg.train.gain_scales and (cfg.data.val_a_dir or cfg.data.val_fraction):
         for e in epochs:
             calibrate_epoch(folder.epoch_checkpoint(e), cfg, vae)
     rows = [score_checkpoint(folder.epoch_checkpoint(e), vae, tests, lpips, post, seed) for e in epochs]
@@ -510,15 +511,24 @@ def calibrate_epoch(path: Path, cfg, vae: OnnxVAE) -> None:
     at the end of a run of that length, by the same :func:`lcgan.gain.calibrate` on the run's held-out folders. So one
     run to 2x the steps scores both lengths (the learning rate is constant over both)."""
     from lcgan import gain
+    from lcgan.data import latent_folders
     from lcgan.latent_files import load_latent_dir
     from lcgan.translator import load_translator
 
     if "gain" in checkpoint.load(path):
         return
     t = load_translator(path, vae.device, use_gain=False)
-    val_a, val_b = (t.convention.file_to_model(load_latent_dir(cfg.data[k], f"data.{k}")[0]) for k in ("val_a_dir", "val_b_dir"))
-    chosen = gain.calibrate(t, vae, val_a, val_b, list(cfg.train.gain_scales), tolerance=cfg.train.gain_tolerance)
+    if cfg.data.val_a_dir:
+        val_a, val_b = (t.convention.file_to_model(load_latent_dir(cfg.data[k], f"data.{k}")[0]) for k in ("val_a_dir", "val_b_dir"))
+    else:  # data.val_fraction: the images lcgan.train held out of the training folders, split as it splits them
+        domains = latent_folders(**{k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "_target_"})
+        val_a, val_b = domains.val_a, domains.val_b
+    chosen = gain.calibrate(t, vae, val_a, val_b, list(cfg.train.gain_scales), tolerance=cfg.train.gain_tolerance,
+                            shrink=cfg.train.gain_shrink)
     gain.record(path, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
+    table = {"gain_tolerance": cfg.train.gain_tolerance, "gain_shrink": cfg.train.gain_shrink, "epoch": checkpoint.load(path)["epoch"],
+             path.name: chosen}  # as lcgan.train's logs/gain.json, for this epoch: another rule can be applied later
+    checkpoint.atomic_write_bytes(path.parent.parent / "logs" / f"gain_{path.stem}.json", json.dumps(table, indent=1).encode())
 
 
 def synthetic_err(overrides: list[str], seed: int, run: Path) -> dict[str, float]:

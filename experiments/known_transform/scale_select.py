@@ -82,7 +82,7 @@ def held_out_distances(path: Path, vae, data: Path, transform: str, scales: list
     return {float(k): v for k, v in gain.calibrate(t, vae, *val, scales)["dist_g_ab"].items()}
 
 
-def calibrated(path: Path, vae, sets: dict, scales: list[float], work: Path, tolerance: float, train=None) -> dict:
+def calibrated(path: Path, vae, sets: dict, scales: list[float], work: Path, tolerance: float, shrink: float, train=None) -> dict:
     """``lcgan.gain.calibrate`` itself, as ``lcgan.train`` runs it, on a copy of the run's checkpoint: G's gain chosen on
     the first half of the test crops against the second half's targets (decoded), F's the other way (or, given
     ``train``, on the training folders' latents: no held-out photos at all); then the copy loaded as evaluate loads it
@@ -92,7 +92,8 @@ def calibrated(path: Path, vae, sets: dict, scales: list[float], work: Path, tol
     t, h = load_translator(copy, vae.device, use_gain=False), len(sets["test"]["z_x"]) // 2
     c = t.convention
     za, zb = train if train is not None else (sets["test"]["z_x"][:h], sets["test"]["z_y"][h:])
-    chosen = gain.calibrate(t, vae, c.raw_to_model(za, vae.space), c.raw_to_model(zb, vae.space), scales, tolerance=tolerance)
+    chosen = gain.calibrate(t, vae, c.raw_to_model(za, vae.space), c.raw_to_model(zb, vae.space), scales, tolerance=tolerance,
+                            shrink=shrink)
     gain.record(copy, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
     t = load_translator(copy, vae.device)
     out = {"gain": chosen}
@@ -109,6 +110,7 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true", help="instead: lcgan.gain.calibrate on a copy of each run (test halves "
                     "as the held-out folders), then its PSNR with the recorded gain applied")
     ap.add_argument("--tolerance", type=float, default=None, help="--calibrate's train.gain_tolerance (default: conf/train.yaml's)")
+    ap.add_argument("--shrink", type=float, default=None, help="--calibrate's train.gain_shrink (default: conf/train.yaml's)")
     ap.add_argument("--val-afhq", action="store_true", help="also G's distance at each scale on the AFHQ held-out folders of "
                     "run.py --held-out afhq (val_afhq_swd: what train.gain_scales chooses by)")
     ap.add_argument("--held-out", default="test", choices=["test", "train"], help="--calibrate's held-out latents: the test "
@@ -143,18 +145,21 @@ def main() -> None:
 
 def calibrate_runs(args, runs: dict, vae, data: Path, scales: list[float]) -> None:
     """``--calibrate``: the product's path on each run; ``OUT/gain_check_<recipe>_<checkpoint>_<transforms>_s<seeds>.json``."""
-    tolerance = kt.compose_train([]).train.gain_tolerance if args.tolerance is None else args.tolerance
+    conf = kt.compose_train([]).train
+    tolerance = conf.gain_tolerance if args.tolerance is None else args.tolerance
+    shrink = conf.gain_shrink if args.shrink is None else args.shrink
     work = args.out / "gain_check"
     work.mkdir(parents=True, exist_ok=True)
     results, name = {}, (f"gain_check_{args.recipe}_{args.checkpoint.removesuffix('.pt')}_{args.transforms.replace(',', '+')}"
-                         f"_s{args.seeds.replace(',', '+')}_tol{tolerance:g}{'_train' if args.held_out == 'train' else ''}.json")
+                         f"_s{args.seeds.replace(',', '+')}_tol{tolerance:g}{f'_shrink{shrink:g}' if shrink else ''}"
+                         f"{'_train' if args.held_out == 'train' else ''}.json")
     # the seeds in the name too: one process a seed must not share a file
     for transform in args.transforms.split(","):
         sets = {k: kt.with_truth(vae, torch.load(data / f"{k}.pt", weights_only=True), transform) for k in args.sets.split(",")}
         train = training_latents(data, transform) if args.held_out == "train" else None
         for (t, seed), path in runs.items():
             if t == transform:
-                results[f"{transform}/{seed}"] = row = calibrated(path, vae, sets, scales, work, tolerance, train)
+                results[f"{transform}/{seed}"] = row = calibrated(path, vae, sets, scales, work, tolerance, shrink, train)
                 print(f"{transform} seed {seed}: gain G {row['gain']['g_ab']:g}, F {row['gain']['g_ba']:g}; "
                       + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k.startswith("psnr")), flush=True)
                 checkpoint.atomic_write_bytes(args.out / name, json.dumps(results, indent=1).encode())
