@@ -8,16 +8,21 @@ latents tells the two apart, per run (experiments/known_transform/results/gain.m
 the training folders (the test photos' halves, or another collection's) it pushes dark_edges 4-8x and keeps
 ``null`` at 0. Chosen on another collection's photos, the nearest scale overshot the colour transforms a little;
 the one-standard-error rule (``train.gain_tolerance=1``) did not, but on 11 held-out photos a side it stayed at the
-start on dark_edges, so the nearest scale is the default. Chosen on a split of the training folders
-(``data.val_fraction``) it loses, because the training then has fewer photos, so ``train.gain_scales`` is off by
-default: it needs held-out photos of one's own (``data.val_a_dir``/``val_b_dir``).
+start on dark_edges. Chosen on a split of the training folders (``data.val_fraction``) it loses, because the
+training then has fewer photos, so ``train.gain_scales`` is off by default: it needs held-out photos of one's own
+(``data.val_a_dir``/``val_b_dir``), or the cross-fit: a side run on 80% of the photos chooses on the rest and the
+full run takes its choice (``train.gain_from``, :func:`read_choice`). There the nearest scale overshot sepia (4-8)
+and ``train.gain_shrink=0.25`` (the smallest scale that goes 75% of the way) passed every row measured, so that is
+the default rule.
 ``s`` is recorded in the checkpoint as a number (``ck["gain"]``); :func:`lcgan.translator.load_translator`
 applies it, so evaluate and translate use it, and the training state, which resumes, is never changed.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+from pathlib import Path
 
 import torch
 
@@ -112,7 +117,7 @@ def resamples(n: int, m: int, count: int, seed: int = 1) -> list[tuple[torch.Ten
 
 @torch.no_grad()
 def choose(generator: torch.nn.Module, render, z: torch.Tensor, reference: torch.Tensor, scales: list[float],
-           where: str = "generator", tolerance: float = 0.0, draws: int = 16) -> tuple[float, dict[float, float]]:
+           where: str = "generator", tolerance: float = 0.0, draws: int = 16, shrink: float = 0.0) -> tuple[float, dict[float, float]]:
     """The scale of ``scales`` whose outputs ``render(G_s(z))`` (images) are nearest ``reference`` (the other domain's
     held-out images) by :func:`patch_swd`; ties go to the smaller scale. Returns it and every scale's distance.
 
@@ -120,7 +125,11 @@ def choose(generator: torch.nn.Module, render, z: torch.Tensor, reference: torch
     (the one-standard-error rule at 1), the error of each difference estimated from ``draws`` bootstrap resamples of
     the held-out images. A smaller scale stays nearer the start: a move from it needs evidence beyond the noise of the
     held-out photos. Resampling a dozen photos makes that noise wide (duplicates change what the photos show), so
-    with few photos it stays at the start where the truth is far from it (results/gain.md)."""
+    with few photos it stays at the start where the truth is far from it (results/gain.md).
+
+    ``shrink`` > 0: the smallest scale whose distance is within ``shrink`` of the way from the nearest one's back to
+    the start's (the smallest scale's), e.g. 0.25: a scale that goes at least 75% of the way. Where both are set, a
+    smaller scale may exceed the nearest one's distance by the larger of the two margins."""
     if not scales:
         raise ValueError(f"no scales to choose from: set {SCALES_HINT}")
     boot = [(i.to(reference.device), j.to(reference.device)) for i, j in resamples(len(z), len(reference), draws)] if tolerance > 0 else []
@@ -132,13 +141,13 @@ def choose(generator: torch.nn.Module, render, z: torch.Tensor, reference: torch
         dist[s] = quantile_w1(patch_quantiles(x), ref)
         spread[s] = torch.tensor([quantile_w1(patch_quantiles(x[i]), r) for (i, _), r in zip(boot, ref_boot)], dtype=torch.float64)
     best = min(dist, key=lambda s: (dist[s], s))
-    if tolerance > 0:
-        best = min(s for s in dist if dist[s] - dist[best] <= tolerance * (spread[s] - spread[best]).std().item())
-    return best, dist
+    start = dist[min(dist)]
+    margin = {s: max(shrink * (start - dist[best]), tolerance * (spread[s] - spread[best]).std().item() if boot else 0.0) for s in dist}
+    return min(s for s in dist if dist[s] - dist[best] <= margin[s]), dist
 
 
 def calibrate(t, vae, val_a: torch.Tensor, val_b: torch.Tensor, scales: list[float], max_images: int = 128,
-              tolerance: float = 0.0) -> dict:
+              tolerance: float = 0.0, shrink: float = 0.0) -> dict:
     """Choose the gains of a loaded translator ``t`` (:func:`lcgan.translator.load_translator` with ``use_gain=False``)
     on held-out latents ``val_a``/``val_b`` (its model convention), decoded by ``vae`` with its post-stage.
     Returns ``{"g_ab": s, "g_ba": s, "dist_g_ab": {...}, "dist_g_ba": {...}}``; :func:`record` writes the gains."""
@@ -155,7 +164,7 @@ def calibrate(t, vae, val_a: torch.Tensor, val_b: torch.Tensor, scales: list[flo
     result = {}
     for name, gen, source, target in (("g_ab", t.g_ab, va, vb), ("g_ba", t.g_ba, vb, va)):
         s, dist = choose(gen, lambda z, n=name: decoded(z, n), source, decoded(target, None), scales, f"{t.info['path']}: {name}",
-                         tolerance)
+                         tolerance, shrink=shrink)
         result[name], result[f"dist_{name}"] = s, {f"{k:g}": round(v, 6) for k, v in dist.items()}
     return result
 
@@ -165,3 +174,16 @@ def record(path, gains: dict[str, float]) -> None:
     ck = checkpoint.load(path)
     ck["gain"] = check(gains, f"gain for {path}")
     checkpoint.save(ck, path)
+
+
+def read_choice(path: str, setting: str = "train.gain_from") -> dict[str, float]:
+    """The gains another run chose for its last.pt, from its ``logs/gain.json`` (``path``: that file or the run's
+    folder). The file is data: parsed as JSON, and only two checked numbers are taken from it."""
+    file = Path(path) / "logs" / "gain.json" if Path(path).is_dir() else Path(path)
+    try:
+        table = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{setting}={path}: cannot read {file} ({e}); give a run folder trained with "
+                         f"{SCALES_HINT}, or its logs/gain.json") from None
+    last = table.get("last.pt") if isinstance(table, dict) else None
+    return check({k: last.get(k) for k in ("g_ab", "g_ba")} if isinstance(last, dict) else last, f"{setting}: {file}: last.pt")

@@ -109,6 +109,8 @@ class TrainSection:
     gain_scales: list[float] = setting(Rule(lambda v: all(_finite(x) and 0 <= x <= 100 for x in v),
                                             "a list of scales in [0, 100], e.g. [0,0.5,1,1.5,2,3,4,6,8] ([]: off)"))
     gain_tolerance: float = setting(at_least(0, " (0: the nearest scale; 1: the one-standard-error rule)", integer=False))
+    gain_shrink: float = setting(Rule(lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1] (0: the nearest scale; 1: the start)"))
+    gain_from: Optional[str] = setting()
     ema_decay: float = setting(Rule(lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1) (0: no EMA)"))
     ema_debias: bool = setting()
     fake_buffer_size: int = setting(at_least(0, " (0 disables the replay buffer)"))

@@ -84,6 +84,7 @@ class Run:
     logger: Any
     compiler: BackgroundCompile | None = None  # train.compile=auto on one GPU: the step compiles meanwhile
     post: FilterTrainer | None = None  # train.post_filter: the pixel post-filters, fitted after every step
+    gain_from: dict[str, float] | None = None  # train.gain_from: the gains another run chose, applied at the end
 
 
 def train(cfg: DictConfig) -> float:
@@ -161,6 +162,8 @@ def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> f
                 say(progress.summary_line(metrics, tc.epochs, clock.eta(epoch + 1)))
     if group.main and tc.gain_scales:
         calibrate_gains(run, say)
+    if group.main and run.gain_from:
+        apply_gains_from(run, say)
     if group.main and run.log.path.is_file():
         write_curves(run.log.path, folder.curves)
         say(progress.closing_note(read_log(run.log.path), folder.root, tc.epochs))
@@ -189,6 +192,13 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
         raise config.ConfigError("train.gain_scales scales a residual generator's correction, chosen on held-out latents: it "
                                  "needs model.generator.output=residual and held-out latents: data.val_fraction > 0 (e.g. 0.1) or "
                                  "data.val_a_dir and data.val_b_dir; or set train.gain_scales=[]")
+    gain_from = None
+    if tc.gain_from:  # read and checked now, so that a bad file fails before the training, not after it
+        if tc.gain_scales or getattr(gan.g_ab, "output", None) != "residual":
+            raise config.ConfigError("train.gain_from applies another run's gains to a residual generator's correction: it needs "
+                                     "model.generator.output=residual and train.gain_scales=[] (choose here, or take them "
+                                     "from there: not both)")
+        gain_from = gain.read_choice(tc.gain_from)
     if tc.lambda_spec > 0:
         if view is None:
             raise config.ConfigError("train.lambda_spec > 0 compares decoded images' spectra: set train.d_input=decoded "
@@ -257,7 +267,7 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
                        tc.ema_debias)
     compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, folder.compile_log) if background else None
     return Run(tc, group, folder, domains, vae, maps, state, step, sampler, vis_a, vis_b,
-               checkpoint.JsonlLog(folder.log), logger, compiler, post)
+               checkpoint.JsonlLog(folder.log), logger, compiler, post, gain_from)
 
 
 def _loss_sums(sums, path: Path) -> torch.Tensor | None:
@@ -377,12 +387,12 @@ def calibrate_gains(run: Run, say) -> None:
     """``train.gain_scales``: choose G's and F's gain for last.pt and best.pt on the held-out latents (lcgan.gain);
     the last epoch's file holds last.pt's generators and gets its gain. Every scale's distance goes to
     ``logs/gain.json`` too, so that another rule can be applied later (experiments/known_transform/gain_rules.py)."""
-    table = {"gain_tolerance": run.tc.gain_tolerance, "epoch": run.state.epoch}
+    table = {"gain_tolerance": run.tc.gain_tolerance, "gain_shrink": run.tc.gain_shrink, "epoch": run.state.epoch}
     for path in (run.folder.last, run.folder.best):
         if path.is_file():
             translator = load_translator(path, run.vae.device, use_gain=False)
             chosen = gain.calibrate(translator, run.vae, run.domains.val_a, run.domains.val_b, list(run.tc.gain_scales),
-                                    tolerance=run.tc.gain_tolerance)
+                                    tolerance=run.tc.gain_tolerance, shrink=run.tc.gain_shrink)
             table[path.name] = chosen
             gain.record(path, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
             say(f"{path.name}: gain G {chosen['g_ab']:g}, F {chosen['g_ba']:g} (held-out pixel-patch SWD by scale: "
@@ -391,6 +401,20 @@ def calibrate_gains(run: Run, say) -> None:
             if path == run.folder.last and (epoch_pt := run.folder.epoch_checkpoint(run.state.epoch)).is_file():
                 gain.record(epoch_pt, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
     checkpoint.atomic_write_bytes(run.folder.gain, json.dumps(table, indent=1).encode())  # a resume's end rewrites it
+
+
+def apply_gains_from(run: Run, say) -> None:
+    """``train.gain_from``: record the gains another run chose (a side run of the same recipe on a split of these
+    training folders: the cross-fit of experiments/known_transform/results/gain.md) in last.pt, best.pt and the last
+    epoch's file, as :func:`calibrate_gains` records its own; ``logs/gain.json`` says where they came from."""
+    paths = [run.folder.last, run.folder.best, run.folder.epoch_checkpoint(run.state.epoch)]
+    for path in dict.fromkeys(p for p in paths if p.is_file()):
+        gain.record(path, run.gain_from)
+    say(f"gain G {run.gain_from['g_ab']:g}, F {run.gain_from['g_ba']:g} from train.gain_from={run.tc.gain_from}")
+    run.logger.summary({"gain_last_g_ab": run.gain_from["g_ab"], "gain_last_g_ba": run.gain_from["g_ba"]})
+    table = {"gain_from": str(run.tc.gain_from), "epoch": run.state.epoch,
+             **{p.name: dict(run.gain_from) for p in (run.folder.last, run.folder.best) if p.is_file()}}
+    checkpoint.atomic_write_bytes(run.folder.gain, json.dumps(table, indent=1).encode())
 
 
 def save_checkpoints(state: TrainState, folder: RunFolder, improved: bool, tc: DictConfig) -> None:

@@ -66,6 +66,20 @@ def test_the_one_standard_error_rule_moves_from_the_start_only_as_far_as_the_evi
     assert picks(0.05, 4, 100.0) == 0, "a tolerance beyond every difference keeps the start"
 
 
+def test_the_shrink_rule_keeps_the_smallest_scale_that_goes_its_share_of_the_way():
+    """gain_shrink=r: the smallest scale within r of the way from the nearest scale's distance back to the start's. B was
+    made at 3: with r = 0.5 the rule takes 2 (less than half way back), with 0.75 it takes 1, with 1 the start."""
+    g = corrected_generator()
+    z_a, z_b = torch.randn(16, 3, 32, 32), torch.randn(16, 3, 32, 32)
+    with gain.scaled(g, 3.0), torch.no_grad():
+        reference = g(z_b)
+    picks = {r: gain.choose(g, lambda z: z, z_a, reference, [0, 1, 2, 3, 4, 6], shrink=r) for r in (0, 0.25, 0.5, 0.75, 1)}
+    dist = picks[0][1]
+    assert all(d == dist for _, d in picks.values()), "the rule reads the same distances"
+    assert {r: s for r, (s, _) in picks.items()} == {0: 3, 0.25: 3, 0.5: 2, 0.75: 1, 1: 0}
+    assert (dist[2] - dist[3]) / (dist[0] - dist[3]) < 0.5 < (dist[1] - dist[3]) / (dist[0] - dist[3]), "2 is past half way, 1 is not"
+
+
 def test_scaled_restores_the_trained_weights_even_on_error():
     g = corrected_generator()
     before = {k: v.clone() for k, v in g.state_dict().items()}
@@ -100,11 +114,13 @@ def test_training_chooses_records_and_applies_the_gain(tiny_cfg, tmp_path):
         assert set(ck["gain"]) == {"g_ab", "g_ba"} and all(v in scales for v in ck["gain"].values())
     assert checkpoint.load(out / "model" / "epoch_0002.pt")["gain"] == checkpoint.load(out / "model" / "last.pt")["gain"]
     table = json.loads((out / "logs" / "gain.json").read_text())  # every scale's distance, for another rule later
-    assert table["epoch"] == 2 and table["gain_tolerance"] == 0
+    assert table["epoch"] == 2 and table["gain_tolerance"] == 0 and table["gain_shrink"] == 0.25
     for name in ("last.pt", "best.pt"):
-        dist = table[name]["dist_g_ab"]
-        assert [float(k) for k in dist] == scales and table[name]["g_ab"] == checkpoint.load(out / "model" / name)["gain"]["g_ab"]
-        assert table[name]["g_ab"] == min(scales, key=lambda s: (dist[f"{s:g}"], s)), "the nearest scale, as recorded"
+        dist = {float(k): v for k, v in table[name]["dist_g_ab"].items()}
+        assert list(dist) == scales and table[name]["g_ab"] == checkpoint.load(out / "model" / name)["gain"]["g_ab"]
+        nearest = min(dist, key=lambda s: (dist[s], s))
+        assert table[name]["g_ab"] == min(s for s in dist if dist[s] <= dist[nearest] + 0.25 * (dist[0] - dist[nearest])), \
+            "the default rule (train.gain_shrink=0.25), as recorded"
     path = out / "model" / "last.pt"
     recorded = checkpoint.load(path)["gain"]
     trained, calibrated = load_translator(path, CPU, use_gain=False), load_translator(path, CPU)
@@ -122,6 +138,34 @@ def test_training_chooses_records_and_applies_the_gain(tiny_cfg, tmp_path):
     checkpoint.save(ck, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="bad.pt: gain must be"):
         load_translator(tmp_path / "bad.pt", CPU)
+
+
+def test_gain_from_records_another_runs_choice_and_refuses_a_bad_file_before_training(tiny_cfg, tmp_path):
+    """train.gain_from (the cross-fit): a side run chose the gains; this run records them as its own, and says so."""
+    a, b = write_latents(tmp_path / "A", 8, seed=1), write_latents(tmp_path / "B", 8, seed=2)
+    side = tmp_path / "side" / "logs"
+    side.mkdir(parents=True)
+    (side / "gain.json").write_text(json.dumps({"epoch": 9, "last.pt": {"g_ab": 4.0, "g_ba": 0.5, "dist_g_ab": {"0": 1.0}}}))
+    out = tmp_path / "run"
+    train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.vis_every=0", "train.epochs=1",
+                   f"train.gain_from={side.parent}"))
+    for name in ("last.pt", "best.pt", "epoch_0001.pt"):
+        assert checkpoint.load(out / "model" / name)["gain"] == {"g_ab": 4.0, "g_ba": 0.5}, name
+    assert load_translator(out / "model" / "last.pt", CPU).info["gain"] == {"g_ab": 4.0, "g_ba": 0.5}
+    table = json.loads((out / "logs" / "gain.json").read_text())
+    assert table["gain_from"] == str(side.parent) and table["last.pt"] == {"g_ab": 4.0, "g_ba": 0.5}
+    # the file is data: anything but two checked numbers is refused, naming the setting, before a step is taken
+    for i, bad in enumerate(["not json", json.dumps({"last.pt": {"g_ab": 1e9, "g_ba": 1}}), json.dumps([1, 2]),
+                             json.dumps({"last.pt": {"g_ab": "__import__('os')", "g_ba": 1}})]):
+        (side / "gain.json").write_text(bad)
+        fresh = tmp_path / f"bad{i}"
+        with pytest.raises(ValueError, match="train.gain_from"):
+            train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.epochs=1", f"out_dir={fresh}",
+                           f"train.gain_from={side / 'gain.json'}"))
+        assert not (fresh / "model").exists()
+    with pytest.raises(config.ConfigError, match="not both"):
+        train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.epochs=1", "data.val_fraction=0.25",
+                       "train.gain_scales=[0,1]", f"train.gain_from={side.parent}", f"out_dir={tmp_path / 'both'}"))
 
 
 @pytest.mark.slow  # train.gain_tolerance=1's bootstrap: ~40 s on a 2-core CPU
