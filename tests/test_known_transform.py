@@ -122,6 +122,26 @@ def test_held_out_afhq_chooses_the_gain_outside_the_training_and_test_photos(tmp
 
 
 @pytest.mark.slow
+def test_val_fraction_runs_choose_the_gain_at_every_scored_epoch_on_the_same_split(tmp_path):
+    """The cross-fit's side runs: data.val_fraction holds photos out of the training folders; the epoch a run went past
+    gets the gain a run of that length chooses at its end, on the split lcgan.train made, and every scale's distance."""
+    import json
+
+    from lcgan import checkpoint
+
+    shared_path("weights/vaelight/VAEencoder.onnx")
+    args = ["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64", "--crops", "2",
+            "--eval-steps", "1", "--lpips", "off", "--transform", "sepia", *TINY, "data.val_fraction=0.5", "train.gain_scales=[0,1]"]
+    rows = load_script().main([*args, "--name", "side", "train.epochs=2", "train.ckpt_every=1"])["runs"][0]
+    run = tmp_path / "runs" / "sepia" / "side" / "seed0"
+    table = json.loads((run / "logs" / "gain_epoch_0001.json").read_text())
+    assert table["epoch"] == 1 and table["gain_shrink"] == 0.25 and set(table["epoch_0001.pt"]["dist_g_ab"]) == {"0", "1"}
+    assert table["epoch_0001.pt"]["g_ab"] == checkpoint.load(run / "model" / "epoch_0001.pt")["gain"]["g_ab"] == rows[0]["gain"]["g_ab"]
+    short = load_script().main([*args, "--name", "short"])["runs"][0]
+    assert short[0]["gain"] == rows[0]["gain"], "chosen at epoch 1 as a one-epoch run chooses at its end"
+
+
+@pytest.mark.slow
 def test_b_photos_same_is_a_content_matched_control_in_its_own_folder(tmp_path):
     """--b-photos same: B-train is other crops of A-train's photos (transformed), under OUT/b_same/, never the suite's folders."""
     import json
