@@ -12,8 +12,8 @@ start on dark_edges. Chosen on a split of the training folders (``data.val_fract
 training then has fewer photos, so ``train.gain_scales`` is off by default: it needs held-out photos of one's own
 (``data.val_a_dir``/``val_b_dir``), or the cross-fit: a side run on 80% of the photos chooses on the rest and the
 full run takes its choice (``train.gain_from``, :func:`read_choice`). There the nearest scale overshot sepia (4-8)
-and ``train.gain_shrink=0.25`` (the smallest scale that goes 75% of the way) passed every row measured, so that is
-the default rule.
+and ``train.gain_shrink=0.25`` (the smallest scale that goes 75% of the way) passed every test row measured, so that
+is the default rule.
 ``s`` is recorded in the checkpoint as a number (``ck["gain"]``); :func:`lcgan.translator.load_translator`
 applies it, so evaluate and translate use it, and the training state, which resumes, is never changed.
 """
@@ -28,6 +28,7 @@ import torch
 
 from lcgan import checkpoint
 from lcgan.baselines import projected_quantiles, projected_w1
+from lcgan.layout import RunFolder
 
 SCALES_HINT = "train.gain_scales (e.g. [0, 0.5, 1, 1.5, 2, 3, 4, 6, 8])"
 
@@ -98,13 +99,15 @@ def apply(generator: torch.nn.Module, s: float, where: str = "generator") -> Non
         last.bias.mul_(s)
 
 
-def check(gain, where: str) -> dict[str, float]:
+def check(gain, where: str, fix: str = "delete the entry (the trained generators then load as trained) or re-save the "
+                                       "checkpoint from a trusted run") -> dict[str, float]:
     """A checkpoint's ``gain`` entry (data read from a file): ``{"g_ab": s, "g_ba": s}``, finite numbers in [0, 100]."""
-    ok = isinstance(gain, dict) and set(gain) == {"g_ab", "g_ba"} and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 100 for v in gain.values())
+    ok = isinstance(gain, dict) and set(gain) == {"g_ab", "g_ba"} and all(  # (a JSON integer may be too large for a float)
+        isinstance(v, (int, float)) and not isinstance(v, bool) and -1 < v < 101 and math.isfinite(v) and 0 <= v <= 100
+        for v in gain.values())
     if not ok:
         raise ValueError(f"{where}: gain must be {{'g_ab': s, 'g_ba': s}} with finite numbers in [0, 100]; got {str(gain)[:120]}; "
-                         "delete the entry (the trained generators then load as trained) or re-save the checkpoint from a trusted run")
+                         f"{fix}")
     return {k: float(v) for k, v in gain.items()}
 
 
@@ -141,9 +144,17 @@ def choose(generator: torch.nn.Module, render, z: torch.Tensor, reference: torch
         dist[s] = quantile_w1(patch_quantiles(x), ref)
         spread[s] = torch.tensor([quantile_w1(patch_quantiles(x[i]), r) for (i, _), r in zip(boot, ref_boot)], dtype=torch.float64)
     best = min(dist, key=lambda s: (dist[s], s))
-    start = dist[min(dist)]
-    margin = {s: max(shrink * (start - dist[best]), tolerance * (spread[s] - spread[best]).std().item() if boot else 0.0) for s in dist}
-    return min(s for s in dist if dist[s] - dist[best] <= margin[s]), dist
+    noise = {s: tolerance * (spread[s] - spread[best]).std().item() for s in dist} if boot else None
+    return pick(dist, shrink, noise), dist
+
+
+def pick(dist: dict[float, float], shrink: float = 0.0, noise: dict[float, float] | None = None) -> float:
+    """The rule, from every scale's distance: the smallest scale whose distance exceeds the nearest one's by at most
+    the larger of ``shrink`` of the way back to the start's (the smallest scale listed) and ``noise[s]`` (its
+    standard errors). Both 0: the nearest scale, ties to the smaller."""
+    best = min(dist, key=lambda s: (dist[s], s))
+    back = max(0.0, shrink * (dist[min(dist)] - dist[best]))
+    return min(s for s in dist if s == best or dist[s] - dist[best] <= max(back, (noise or {}).get(s, 0.0)))
 
 
 def calibrate(t, vae, val_a: torch.Tensor, val_b: torch.Tensor, scales: list[float], max_images: int = 128,
@@ -179,11 +190,15 @@ def record(path, gains: dict[str, float]) -> None:
 def read_choice(path: str, setting: str = "train.gain_from") -> dict[str, float]:
     """The gains another run chose for its last.pt, from its ``logs/gain.json`` (``path``: that file or the run's
     folder). The file is data: parsed as JSON, and only two checked numbers are taken from it."""
-    file = Path(path) / "logs" / "gain.json" if Path(path).is_dir() else Path(path)
+    file = RunFolder(Path(path)).gain if Path(path).is_dir() else Path(path)
     try:
         table = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{setting}={path}: cannot read {file} ({e}); give a run folder trained with "
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"{setting}={path}: cannot read {file} ({str(e)[:200]}); give a run folder trained with "
                          f"{SCALES_HINT}, or its logs/gain.json") from None
     last = table.get("last.pt") if isinstance(table, dict) else None
-    return check({k: last.get(k) for k in ("g_ab", "g_ba")} if isinstance(last, dict) else last, f"{setting}: {file}: last.pt")
+    if not isinstance(last, dict):
+        raise ValueError(f"{setting}={path}: {file} has no 'last.pt' entry with the gains (g_ab, g_ba); point {setting} at a "
+                         f"run trained with {SCALES_HINT}, or at its logs/gain.json")
+    return check({k: last.get(k) for k in ("g_ab", "g_ba")}, f"{setting}: {file}: last.pt",
+                 f"point {setting} at a run trained with {SCALES_HINT}, or at its logs/gain.json")

@@ -407,11 +407,11 @@ def apply_gains_from(run: Run, say) -> None:
     """``train.gain_from``: record the gains another run chose (a side run of the same recipe on a split of these
     training folders: the cross-fit of experiments/known_transform/results/gain.md) in last.pt, best.pt and the last
     epoch's file, as :func:`calibrate_gains` records its own; ``logs/gain.json`` says where they came from."""
-    paths = [run.folder.last, run.folder.best, run.folder.epoch_checkpoint(run.state.epoch)]
-    for path in dict.fromkeys(p for p in paths if p.is_file()):
-        gain.record(path, run.gain_from)
+    for path in (run.folder.last, run.folder.best, run.folder.epoch_checkpoint(run.state.epoch)):
+        if path.is_file():
+            gain.record(path, run.gain_from)
     say(f"gain G {run.gain_from['g_ab']:g}, F {run.gain_from['g_ba']:g} from train.gain_from={run.tc.gain_from}")
-    run.logger.summary({"gain_last_g_ab": run.gain_from["g_ab"], "gain_last_g_ba": run.gain_from["g_ba"]})
+    run.logger.summary({f"gain_{stem}_{k}": v for stem in ("last", "best") for k, v in run.gain_from.items()})
     table = {"gain_from": str(run.tc.gain_from), "epoch": run.state.epoch,
              **{p.name: dict(run.gain_from) for p in (run.folder.last, run.folder.best) if p.is_file()}}
     checkpoint.atomic_write_bytes(run.folder.gain, json.dumps(table, indent=1).encode())

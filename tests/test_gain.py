@@ -80,6 +80,15 @@ def test_the_shrink_rule_keeps_the_smallest_scale_that_goes_its_share_of_the_way
     assert (dist[2] - dist[3]) / (dist[0] - dist[3]) < 0.5 < (dist[1] - dist[3]) / (dist[0] - dist[3]), "2 is past half way, 1 is not"
 
 
+def test_pick_takes_the_larger_margin_and_the_smallest_scale_listed_as_the_start():
+    dist = {0.0: 1.0, 1.0: 0.6, 2.0: 0.45, 3.0: 0.4, 4.0: 0.5}
+    assert gain.pick(dist) == 3 and gain.pick(dist, 0.25) == 2 and gain.pick(dist, 1.0) == 0
+    noise = {s: 0.3 for s in dist}  # tolerance x standard error, wider than shrink 0.25's 0.15
+    assert gain.pick(dist, 0.25, noise) == 1 and gain.pick(dist, 0.0, {1.0: 0.3}) == 1, "the larger margin decides"
+    assert gain.pick({1.0: 1.0, 2.0: 0.5, 3.0: 0.4}, 0.5) == 2, "no 0 listed: the way back is to the smallest scale"
+    assert gain.pick({0.0: 0.2, 1.0: 0.3}, 0.5) == 0, "the start nearest: never past it"
+
+
 def test_scaled_restores_the_trained_weights_even_on_error():
     g = corrected_generator()
     before = {k: v.clone() for k, v in g.state_dict().items()}
@@ -156,7 +165,8 @@ def test_gain_from_records_another_runs_choice_and_refuses_a_bad_file_before_tra
     assert table["gain_from"] == str(side.parent) and table["last.pt"] == {"g_ab": 4.0, "g_ba": 0.5}
     # the file is data: anything but two checked numbers is refused, naming the setting, before a step is taken
     for i, bad in enumerate(["not json", json.dumps({"last.pt": {"g_ab": 1e9, "g_ba": 1}}), json.dumps([1, 2]),
-                             json.dumps({"last.pt": {"g_ab": "__import__('os')", "g_ba": 1}})]):
+                             json.dumps({"last.pt": {"g_ab": "__import__('os')", "g_ba": 1}}), json.dumps({"last.pt": None}),
+                             json.dumps({"last.pt": {"g_ab": 10**400, "g_ba": 1}}), "[" * 100000]):
         (side / "gain.json").write_text(bad)
         fresh = tmp_path / f"bad{i}"
         with pytest.raises(ValueError, match="train.gain_from"):

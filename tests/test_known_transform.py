@@ -139,6 +139,8 @@ def test_val_fraction_runs_choose_the_gain_at_every_scored_epoch_on_the_same_spl
     assert table["epoch_0001.pt"]["g_ab"] == checkpoint.load(run / "model" / "epoch_0001.pt")["gain"]["g_ab"] == rows[0]["gain"]["g_ab"]
     short = load_script().main([*args, "--name", "short"])["runs"][0]
     assert short[0]["gain"] == rows[0]["gain"], "chosen at epoch 1 as a one-epoch run chooses at its end"
+    end = json.loads((tmp_path / "runs" / "sepia" / "short" / "seed0" / "logs" / "gain.json").read_text())["last.pt"]
+    assert end["dist_g_ab"] == table["epoch_0001.pt"]["dist_g_ab"], "the same held-out split, the same distances"
 
 
 @pytest.mark.slow
@@ -434,8 +436,9 @@ def test_gain_rules_crossfit_applies_each_side_runs_gain_to_its_seeds_full_run_a
     rules = load_beside("gain_rules", monkeypatch)
     results = SCRIPT.parent / "results" / "scale_select"
     gains, bars = rules.side_gains(results / "crossfit")
-    (g1, d1), (g2, d2) = gains[("sepia", "0")][1020], gains[("sepia", "0")][2040]
+    (g1, d1, rule), (g2, d2, _) = gains[("sepia", "0")][1020], gains[("sepia", "0")][2040]
     assert (g1, d1, g2) == (6.0, None, 6.0), "the scored epoch files' gains (best.pt's 8 left out); distances kept at the end only"
+    assert rule == (0.0, 0.0), "a gain.json written before train.gain_shrink existed: the nearest scale"
     assert min(d2, key=d2.get) == 6.0 and rules.pick(d2, 0.25) == 3.0, "the side run's own distances, any rule"
     assert bars["sepia"]["test"] == pytest.approx(21.086, abs=1e-3) and set(bars["sepia"]) == {"test", "afhq"}
     monkeypatch.setattr("sys.argv", ["gain_rules.py", str(results), "--crossfit", str(results / "crossfit"), "--shrink", "0,0.25"])

@@ -26,14 +26,9 @@ from pathlib import Path
 
 from summarize import ORDER, bar
 
+from lcgan.gain import pick  # the product's rule: the nearest scale, or the smallest within `shrink` of the way back
+
 PROTOCOLS = {"px_swd4_rec": "test halves", "val_afhq_swd": "AFHQ held-out"}
-
-
-def pick(dist: dict[float, float], shrink: float) -> float:
-    """The smallest scale whose distance is within ``shrink`` of the way from the nearest one's back to the start's."""
-    nearest = min(dist, key=lambda s: (dist[s], s))
-    start = dist[min(dist)]
-    return min(s for s in dist if dist[s] <= dist[nearest] + shrink * (start - dist[nearest]))
 
 
 def load(folder: Path) -> tuple[dict, dict]:
@@ -51,29 +46,36 @@ def load(folder: Path) -> tuple[dict, dict]:
 
 
 def side_gains(side: Path) -> tuple[dict, dict]:
-    """``{(transform, seed): {step: (G's gain, {scale: distance} or None)}}`` of the side runs' scored epoch files (not
-    best.pt), the distances where the run's ``logs/gain.json`` (its last epoch) or ``run.py``'s ``logs/gain_epoch_<n>.json``
-    is in SIDE as ``gain_<transform>_s<seed>.json``, and each transform's bars ``{"test": ..., "afhq": ...}`` from the
-    results files."""
+    """``{(transform, seed): {step: (G's gain, {scale: distance} or None, the run's rule)}}`` of the side runs' scored
+    epoch files (not best.pt), and each transform's bars ``{"test": ..., "afhq": ...}``. The distances come from the
+    runs' ``logs/gain.json`` (its last epoch) and ``run.py``'s ``logs/gain_epoch_<n>.json``, kept in SIDE as
+    ``gain_<transform>_s<seed>*.json``; the rule, ``(gain_shrink, gain_tolerance)``, from the same files (files written
+    before ``gain_shrink`` existed chose the nearest scale: (0, 0)); a run without such a file has no known rule."""
     gains: dict = defaultdict(dict)
     bars: dict = {}
     for p in sorted(side.glob("results_*.json")):
         r = json.loads(p.read_text())
-        bars[r["transform"]] = {k: bar(v, r["transform"]) for k, v in r["baselines"].items()}
+        t = r["transform"]
+        bars[t] = {k: bar(v, t) for k, v in r["baselines"].items()}
         for seed, rows in r["runs"].items():
-            table = side / f"gain_{r['transform']}_s{seed}.json"
-            table = json.loads(table.read_text()) if table.is_file() else {"epoch": None}
+            dists, rule = {}, None
+            for f in sorted(side.glob(f"gain_{t}_s{seed}*.json")):
+                table = json.loads(f.read_text())
+                rule = (table.get("gain_shrink", 0.0), table.get("gain_tolerance", 0.0))
+                for key, entry in table.items():
+                    m = re.fullmatch(r"epoch_(\d+)\.pt", key)
+                    epoch = table["epoch"] if key == "last.pt" else m and int(m.group(1))
+                    if epoch:
+                        dists[epoch] = {float(k): v for k, v in entry["dist_g_ab"].items()}
             for row in rows:
                 if not row.get("best") and "gain" in row:
-                    entry = table.get(f"epoch_{row['epoch']:04d}.pt") or (table["last.pt"] if row["epoch"] == table["epoch"] else None)
-                    dist = entry and entry["dist_g_ab"]
-                    gains[r["transform"], seed][row["step"]] = (row["gain"]["g_ab"], dist and {float(k): v for k, v in dist.items()})
+                    gains[t, seed][row["step"]] = (row["gain"]["g_ab"], dists.get(row["epoch"]), rule)
     return gains, bars
 
 
 def crossfit(runs: dict, gains: dict, bars: dict, rules: list[float]) -> list[str]:
-    """Markdown rows: per transform, length and test set, each rule's picks from the side runs' distances (the nearest
-    scale also from the gain they recorded, where the distances were not kept) and the full-data runs' PSNR there."""
+    """Markdown rows: per transform, length and test set, each rule's picks from the side runs' distances (or the gain
+    they recorded, under the rule they ran, where the distances were not kept) and the full-data runs' PSNR there."""
     lines = []
     for (t, epoch), by_run in sorted(runs.items(), key=lambda kv: (ORDER.index(kv[0][0]), kv[0][1])):
         epochs = sorted(e for tt, e in runs if tt == t)
@@ -91,7 +93,7 @@ def crossfit(runs: dict, gains: dict, bars: dict, rules: list[float]) -> list[st
                 continue
             cells = []
             for r in rules:
-                picks = {run: pick(dist, r) if dist else (g if r == 0 else None) for run, (g, dist) in side.items()}
+                picks = {run: pick(dist, r) if dist else (g if rule == (r, 0.0) else None) for run, (g, dist, rule) in side.items()}
                 if None in picks.values():
                     cells.append("")
                     continue

@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
 
 from lcgan import checkpoint
 from lcgan.baselines import BASELINES, fit, sliced_wasserstein, validation_key
@@ -511,7 +511,6 @@ def calibrate_epoch(path: Path, cfg, vae: OnnxVAE) -> None:
     at the end of a run of that length, by the same :func:`lcgan.gain.calibrate` on the run's held-out folders. So one
     run to 2x the steps scores both lengths (the learning rate is constant over both)."""
     from lcgan import gain
-    from lcgan.data import latent_folders
     from lcgan.latent_files import load_latent_dir
     from lcgan.translator import load_translator
 
@@ -521,14 +520,14 @@ def calibrate_epoch(path: Path, cfg, vae: OnnxVAE) -> None:
     if cfg.data.val_a_dir:
         val_a, val_b = (t.convention.file_to_model(load_latent_dir(cfg.data[k], f"data.{k}")[0]) for k in ("val_a_dir", "val_b_dir"))
     else:  # data.val_fraction: the images lcgan.train held out of the training folders, split as it splits them
-        domains = latent_folders(**{k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "_target_"})
+        domains = instantiate(cfg.data)  # the run's own config (composed here), as lcgan.train builds its data
         val_a, val_b = domains.val_a, domains.val_b
     chosen = gain.calibrate(t, vae, val_a, val_b, list(cfg.train.gain_scales), tolerance=cfg.train.gain_tolerance,
                             shrink=cfg.train.gain_shrink)
     gain.record(path, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
     table = {"gain_tolerance": cfg.train.gain_tolerance, "gain_shrink": cfg.train.gain_shrink, "epoch": checkpoint.load(path)["epoch"],
              path.name: chosen}  # as lcgan.train's logs/gain.json, for this epoch: another rule can be applied later
-    checkpoint.atomic_write_bytes(path.parent.parent / "logs" / f"gain_{path.stem}.json", json.dumps(table, indent=1).encode())
+    checkpoint.atomic_write_bytes(RunFolder(path.parent.parent).logs / f"gain_{path.stem}.json", json.dumps(table, indent=1).encode())
 
 
 def synthetic_err(overrides: list[str], seed: int, run: Path) -> dict[str, float]:
