@@ -514,7 +514,8 @@ def calibrate_epoch(path: Path, cfg, vae: OnnxVAE) -> None:
     from lcgan.latent_files import load_latent_dir
     from lcgan.translator import load_translator
 
-    if "gain" in checkpoint.load(path):
+    ck = checkpoint.load(path)
+    if "gain" in ck:
         return
     t = load_translator(path, vae.device, use_gain=False)
     if cfg.data.val_a_dir:
@@ -525,7 +526,7 @@ def calibrate_epoch(path: Path, cfg, vae: OnnxVAE) -> None:
     chosen = gain.calibrate(t, vae, val_a, val_b, list(cfg.train.gain_scales), tolerance=cfg.train.gain_tolerance,
                             shrink=cfg.train.gain_shrink)
     gain.record(path, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
-    table = {"gain_tolerance": cfg.train.gain_tolerance, "gain_shrink": cfg.train.gain_shrink, "epoch": checkpoint.load(path)["epoch"],
+    table = {"gain_tolerance": cfg.train.gain_tolerance, "gain_shrink": cfg.train.gain_shrink, "epoch": ck["epoch"],
              path.name: chosen}  # as lcgan.train's logs/gain.json, for this epoch: another rule can be applied later
     checkpoint.atomic_write_bytes(RunFolder(path.parent.parent).logs / f"gain_{path.stem}.json", json.dumps(table, indent=1).encode())
 
