@@ -93,9 +93,14 @@ class ProcessGroup:
             dist.barrier()
 
 
+def world_size() -> int:
+    """The processes torchrun started (its environment), 1 without torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: torch.device) -> ProcessGroup:
     """Join the process group that torchrun describes in the environment; a single process without torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world == 1:
         return ProcessGroup(device=device)
     if not dist.is_initialized():

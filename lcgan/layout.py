@@ -7,6 +7,7 @@
     vis/epoch_N.png                       images/{A2B,B2A}_overview.png, images/{A2B,B2A}/*.png
     error.txt, .lock
     .hydra/config.yaml, overrides.yaml
+    crossfit_side/ (train.gain_crossfit: the side run, a run folder of its own)
     eval/[<checkpoint stem>/]summary.json (an evaluation kept inside the run, read by lcgan.report)
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ class RunFolder:
     resumes = property(lambda self: self.root / "logs" / "resumes.jsonl")  # one line per resume (lcgan.rundir.record_resume)
     compile_log = property(lambda self: self.root / "logs" / "compile.log")  # the background compile's child (lcgan.compile_cache)
     gain = property(lambda self: self.root / "logs" / "gain.json")  # train.gain_scales: each scale's held-out distance (lcgan.train)
+    crossfit_side = property(lambda self: self.root / "crossfit_side")  # train.gain_crossfit's side run (lcgan.train.crossfit)
     pictures = property(lambda self: self.root / "vis")
     error = property(lambda self: self.root / "error.txt")
     lock = property(lambda self: self.root / ".lock")  # held by the training that owns the folder (lcgan.rundir.RunLock)

@@ -5,6 +5,7 @@ Outputs go under ``cfg.out_dir`` (Hydra's run directory), laid out by :class:`lc
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -97,6 +98,8 @@ def train(cfg: DictConfig) -> float:
     run_lock = rundir.claim(out, cfg.train.resume, cfg.train.overwrite) if group.main else None
     logger, exit_code = NullLogger(), 1
     try:
+        if cfg.train.gain_crossfit:  # the side run first, in this run's folder (whose lock is held meanwhile)
+            cfg = crossfit(cfg, RunFolder(out))
         if group.main:  # a partial: the run's config must reach the logger as a plain dict, not be instantiated
             logger = instantiate(cfg.logger, _partial_=True)(run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=str(out))
         value = _train(cfg, logger, group, RunFolder(out))
@@ -111,6 +114,50 @@ def train(cfg: DictConfig) -> float:
         distributed.teardown()
         if run_lock:
             run_lock.release()
+
+
+def crossfit(cfg: DictConfig, folder: RunFolder) -> DictConfig:
+    """``train.gain_crossfit=f``: a side run of this recipe and seed (``folder.crossfit_side``) trains on 1-f of the training
+    photos for as many steps and chooses the gain among ``train.gain_scales`` on the other f (``data.val_fraction=f``); this
+    run then trains on all of them and takes its choice (``train.gain_from``). Returns this run's config. A finished side
+    run (its choice at its last epoch) is not trained again; a cut one resumes with this run (train.resume=true).
+    The cross-fit against the nearest scale and the other protocols: experiments/known_transform/results/gain.md."""
+    tc, data = cfg.train, cfg.data
+    setting = f"train.gain_crossfit={tc.gain_crossfit}"
+    if distributed.world_size() > 1:
+        raise config.ConfigError(f"{setting} runs its side run and this run one after the other in one process: train on one "
+                                 "GPU, or set train.gain_crossfit=0")
+    if not tc.gain_scales or tc.gain_from:
+        raise config.ConfigError(f"{setting} chooses the gain among train.gain_scales on a side run: give the scales (e.g. "
+                                 "train.gain_scales=[0,0.5,1,1.5,2,3,4,6,8]) and no train.gain_from (or train.gain_crossfit=0)")
+    if "val_fraction" not in data or data.val_fraction or data.get("val_a_dir"):
+        raise config.ConfigError(f"{setting} holds out a fraction of the training photos in a side run: it needs latent folders "
+                                 "(data=latents) with no held-out latents of their own. With data.val_a_dir/val_b_dir (or "
+                                 "data.val_fraction) the gain is chosen on those: set train.gain_crossfit=0")
+    side = copy.deepcopy(cfg)
+    side.out_dir, side.data.val_fraction, side.train.gain_crossfit = str(folder.crossfit_side), tc.gain_crossfit, 0.0
+    # as many steps as this run: epochs scaled by the two splits' steps per epoch (the latents are loaded for it once more)
+    steps = [max(len(d.a), len(d.b)) // tc.batch_size for d in (instantiate(data), instantiate(side.data))]
+    scale = steps[0] / max(1, steps[1])
+    side.train.epochs = max(1, round(tc.epochs * scale))
+    side.train.ckpt_every = max(1, round(tc.ckpt_every * scale)) if tc.ckpt_every else 0  # beside this run's epoch files
+    side.train.vis_every = 0
+    for key in ("lr_constant_epochs", "lr_decay_epochs"):  # the same schedule, over the side run's epochs
+        if cfg.optim.get(key) is not None:
+            side.optim[key] = round(cfg.optim[key] * scale)
+    if "job_type" in side.logger:
+        side.logger.job_type = "crossfit_side"
+    side_folder = RunFolder(folder.crossfit_side)
+    if gain.choice_epoch(side_folder.gain) != side.train.epochs:  # not chosen yet at this length
+        side.train.resume = bool(tc.resume and side_folder.last.is_file())
+        print(f"cross-fit ({setting}): the side run first, on {1 - tc.gain_crossfit:.0%} of the training photos, "
+              f"{side.train.epochs} epochs, in {side_folder.root}")
+        train(side)
+    full = copy.deepcopy(cfg)
+    full.train.gain_scales, full.train.gain_from = [], str(side_folder.root)
+    full.train.resume = bool(tc.resume and folder.last.is_file())  # a cut side run: this run had not started
+    print(f"cross-fit ({setting}): the run on all the training photos, taking the side run's gain")
+    return full
 
 
 def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> float:

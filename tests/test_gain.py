@@ -178,6 +178,40 @@ def test_gain_from_records_another_runs_choice_and_refuses_a_bad_file_before_tra
                        "train.gain_scales=[0,1]", f"train.gain_from={side.parent}", f"out_dir={tmp_path / 'both'}"))
 
 
+def test_gain_crossfit_trains_a_side_run_first_and_takes_its_choice(tiny_cfg, tmp_path):
+    """train.gain_crossfit=f, one command: a side run on 1-f of the photos for as many steps chooses among
+    train.gain_scales on the other f; this run trains on all of them and records that choice. A resume to more epochs
+    takes the side run there too; a side run that chose at this length is not trained again."""
+    a, b = write_latents(tmp_path / "A", 10, seed=1), write_latents(tmp_path / "B", 10, seed=2)
+    out, side = tmp_path / "run", tmp_path / "run" / "crossfit_side"
+    crossfit = lambda *o: tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.vis_every=0",  # noqa: E731
+                                   "train.batch_size=2", "train.gain_crossfit=0.2", "train.gain_scales=[0,1,2]", *o)
+    train(crossfit("train.epochs=4"))
+    # 8 of the 10 images a domain in the side run: 4 steps an epoch against 5 here, so 5 epochs for this run's 4
+    side_table = json.loads((side / "logs" / "gain.json").read_text())
+    assert side_table["epoch"] == 5 and len((side / "logs" / "train_log.jsonl").read_text().splitlines()) == 5
+    assert set(side_table["last.pt"]["dist_g_ab"]) == {"0", "1", "2"}  # chosen on the side's held-out images
+    chosen = {k: side_table["last.pt"][k] for k in ("g_ab", "g_ba")}
+    for name in ("last.pt", "epoch_0004.pt"):
+        assert checkpoint.load(out / "model" / name)["gain"] == chosen, name
+    table = json.loads((out / "logs" / "gain.json").read_text())
+    assert table["gain_from"] == str(side) and table["epoch"] == 4
+    assert checkpoint.load(out / "model" / "last.pt")["cfg"]["train"]["gain_scales"] == []  # this run chose nothing itself
+    side_log = (side / "logs" / "train_log.jsonl").read_text()
+    train(crossfit("train.epochs=4", "train.resume=true"))  # finished at this length: the side run is not trained again
+    assert (side / "logs" / "train_log.jsonl").read_text() == side_log
+    train(crossfit("train.epochs=8", "train.resume=true"))  # twice the steps: both runs go on, the side to 10 epochs
+    assert json.loads((side / "logs" / "gain.json").read_text())["epoch"] == 10
+    assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 8 and "gain" in checkpoint.load(out / "model" / "epoch_0008.pt")
+    for bad, says in ((["train.gain_scales=[]"], "train.gain_scales"), (["data.val_fraction=0.25"], "data.val_fraction"),
+                      ([f"train.gain_from={side}"], "train.gain_from")):
+        with pytest.raises(config.ConfigError, match=says):
+            train(crossfit("train.epochs=1", f"out_dir={tmp_path / 'bad'}", *bad))
+        assert not (tmp_path / "bad" / "crossfit_side").exists()
+    with pytest.raises(config.ConfigError, match="data=latents"):  # the embedded synthetic data has no split to hold out
+        train(tiny_cfg("train.gain_crossfit=0.2", "train.gain_scales=[0,1]", "train.epochs=1", out=tmp_path / "synthetic"))
+
+
 @pytest.mark.slow  # train.gain_tolerance=1's bootstrap: ~40 s on a 2-core CPU
 def test_held_out_folders_leave_the_training_folders_whole(tiny_cfg, tmp_path):
     """data.val_a_dir/val_b_dir: the measured protocol (train on every image, choose the gain on other images)."""
