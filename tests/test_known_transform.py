@@ -14,7 +14,8 @@ from tests.shared import SHARED, shared_path
 
 SCRIPT = CONF.parent / "experiments" / "known_transform" / "run.py"
 TINY = ["device=cpu", "train.epochs=1", "train.batch_size=4", "train.log_every=1", "train.vis_every=0", "train.n_vis=2",
-        "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8"]
+        "model.generator.ngf=8", "model.generator.n_blocks=1", "model.discriminator.ndf=8",
+        "train.gain_crossfit=0", "train.gain_scales=[]"]  # one training a run: the preset's cross-fit has its own test
 PF = ["--pixel-filter", "3", "--pixel-filter-steps", "10"]  # a 3x3 post-filter, barely fitted: the plumbing
 
 
@@ -141,6 +142,33 @@ def test_val_fraction_runs_choose_the_gain_at_every_scored_epoch_on_the_same_spl
     assert short[0]["gain"] == rows[0]["gain"], "chosen at epoch 1 as a one-epoch run chooses at its end"
     end = json.loads((tmp_path / "runs" / "sepia" / "short" / "seed0" / "logs" / "gain.json").read_text())["last.pt"]
     assert end["dist_g_ab"] == table["epoch_0001.pt"]["dist_g_ab"], "the same held-out split, the same distances"
+
+
+@pytest.mark.slow
+def test_a_crossfit_run_scores_each_epoch_at_the_side_runs_choice_at_as_many_steps(tmp_path):
+    """train.gain_crossfit through run.py: the last epoch holds the side run's final choice (lcgan.train), the epoch the
+    run went past the choice the side run makes at its epoch nearest in steps (calibrated on the side's split)."""
+    import json
+
+    from lcgan import checkpoint
+    from lcgan.layout import RunFolder
+
+    shared_path("weights/vaelight/VAEencoder.onnx")
+    rows = load_script().main(["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64", "--crops",
+                               "2", "--eval-steps", "1", "--lpips", "off", "--transform", "sepia", "--name", "xf", *TINY,
+                               "train.epochs=2", "train.ckpt_every=1", "train.gain_crossfit=0.2", "train.gain_scales=[0,1]"])["runs"][0]
+    run = RunFolder(tmp_path / "runs" / "sepia" / "xf" / "seed0")
+    side = RunFolder(run.crossfit_side)
+    steps = [json.loads(f.log.read_text().splitlines()[0])["steps"] for f in (run, side)]
+    side_epochs = [int(p.stem.split("_")[1]) for p in side.epoch_checkpoints()]
+    assert steps[1] < steps[0] and side_epochs[-1] == round(2 * steps[0] / steps[1]), "as many steps on fewer photos"
+    assert [r["epoch"] for r in rows[:2]] == [1, 2]
+    assert rows[1]["gain"] == {k: json.loads(side.gain.read_text())["last.pt"][k] for k in ("g_ab", "g_ba")}
+    nearest = min(side_epochs, key=lambda e: abs(e * steps[1] - steps[0]))
+    assert rows[0]["gain"] == checkpoint.load(side.epoch_checkpoint(nearest))["gain"] == checkpoint.load(run.epoch_checkpoint(1))["gain"]
+    assert (side.logs / f"gain_epoch_{nearest:04d}.json").is_file(), "every scale's distance at that length too"
+    assert {p.name for p in side.epoch_checkpoints()} <= {f"epoch_{nearest:04d}.pt", f"epoch_{side_epochs[-1]:04d}.pt"}, \
+        "the side run keeps the epoch files that chose a gain, and its last"
 
 
 @pytest.mark.slow

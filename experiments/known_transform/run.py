@@ -35,6 +35,7 @@ with PSNR's.
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import math
@@ -495,6 +496,7 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
     if cfg.train.gain_scales and (cfg.data.val_a_dir or cfg.data.val_fraction):
         for e in epochs:
             calibrate_epoch(folder.epoch_checkpoint(e), cfg, vae)
+    used = crossfit_epochs(folder, epochs, steps, cfg, vae) if cfg.train.gain_crossfit else []
     rows = [score_checkpoint(folder.epoch_checkpoint(e), vae, tests, lpips, post, seed) for e in epochs]
     if folder.best.is_file():  # kept by the run's validation metric: held-out SWD (data.val_fraction > 0), else the cycle loss
         last = json.loads(folder.log.read_text().splitlines()[-1])
@@ -502,6 +504,9 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
     if not args.keep_checkpoints:
         for f in folder.epoch_checkpoints():
             if int(f.stem.split("_")[1]) not in epochs:
+                f.unlink()
+        for f in RunFolder(folder.crossfit_side).epoch_checkpoints()[:-1]:  # the side run's but its last and those used
+            if f not in used:
                 f.unlink()
     return rows
 
@@ -531,11 +536,34 @@ def calibrate_epoch(path: Path, cfg, vae: OnnxVAE) -> None:
     checkpoint.atomic_write_bytes(RunFolder(path.parent.parent).logs / f"gain_{path.stem}.json", json.dumps(table, indent=1).encode())
 
 
+def crossfit_epochs(folder: RunFolder, epochs: list[int], steps: int, cfg, vae: OnnxVAE) -> list[Path]:
+    """``train.gain_crossfit``: a scored epoch file without a gain (the run went on past it) takes the choice its side run
+    makes at as many steps: the side's nearest epoch file, its gain chosen by :func:`calibrate_epoch` on the side's split.
+    So one run to 2x the steps scores both lengths, as the measured cross-fit did (results/gain.md). Returns the side
+    run's epoch files used."""
+    from lcgan import gain
+
+    side = RunFolder(folder.crossfit_side)
+    side_steps = json.loads(side.log.read_text().splitlines()[0])["steps"]
+    side_cfg = copy.deepcopy(cfg)
+    side_cfg.data.val_fraction = cfg.train.gain_crossfit  # as lcgan.train.crossfit splits them
+    used = []
+    for e in epochs:
+        path = folder.epoch_checkpoint(e)
+        if "gain" in checkpoint.load(path):  # the last epoch: lcgan.train recorded the side run's final choice
+            continue
+        nearest = min(side.epoch_checkpoints(), key=lambda p: abs(int(p.stem.split("_")[1]) * side_steps - e * steps))
+        calibrate_epoch(nearest, side_cfg, vae)
+        gain.record(path, checkpoint.load(nearest)["gain"])
+        used.append(nearest)
+    return used
+
+
 def synthetic_err(overrides: list[str], seed: int, run: Path) -> dict[str, float]:
     """The same recipe on the embedded synthetic task (its default length): ``err``, 1 = identity."""
     from lcgan.train import train
 
-    keep = [o for o in overrides if not o.startswith(("data.a_dir", "data.b_dir", "data.val_", "data.flip", "train.gain_scales"))]
+    keep = [o for o in overrides if not o.startswith(("data.a_dir", "data.b_dir", "data.val_", "data.flip", "train.gain_"))]
     train(compose_train([*keep, f"seed={seed}", f"out_dir={run}", "train.vis_every=0"]))
     log = [json.loads(line) for line in RunFolder(run).log.read_text().splitlines()]
     last = log[-1]
@@ -622,7 +650,8 @@ def main(argv: list[str] | None = None) -> dict:
     z_a, z_b = load_folder(data / "a"), load_folder(data / args.transform / "b")
     if args.held_out == "afhq":
         val_a, val_b = held_out(args.shared, data.resolve(), args.transform, args.image_size, args.crops, args.split_seed, vae)
-        args.overrides = [f"data.val_a_dir={val_a}", f"data.val_b_dir={val_b}", *args.overrides]
+        # the gain chosen on those folders, not by the preset's cross-fit (a recipe may still say otherwise)
+        args.overrides = [f"data.val_a_dir={val_a}", f"data.val_b_dir={val_b}", "train.gain_crossfit=0", *args.overrides]
     lpips = load_lpips(args.lpips, args.lpips_backbone)
     post = PostFilter(vae, z_a[0], z_b[0], args.pixel_filter, args.pixel_filter_steps) if args.pixel_filter else None
     base = {k: baseline_rows(vae, t, z_a, z_b, lpips, post if args.no_train else None) for k, t in tests.items()}
