@@ -201,13 +201,3 @@ def read_choice(path: str, setting: str = "train.gain_from") -> dict[str, float]
     return check({k: last.get(k) for k in ("g_ab", "g_ba")}, f"{setting}: {file}: last.pt",
                  f"point {setting} at a run trained with {SCALES_HINT}, or at its logs/gain.json")
 
-
-def choice_epoch(path: Path) -> int | None:
-    """The epoch whose gains a run's ``logs/gain.json`` (``path``) holds; None when there is no such file or it is not
-    one :func:`lcgan.train.calibrate_gains` wrote. Read as data: only an integer is taken from it."""
-    try:
-        table = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    epoch = table.get("epoch") if isinstance(table, dict) else None
-    return epoch if type(epoch) is int else None

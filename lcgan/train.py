@@ -119,8 +119,8 @@ def train(cfg: DictConfig) -> float:
 def crossfit(cfg: DictConfig, folder: RunFolder) -> DictConfig:
     """``train.gain_crossfit=f``: a side run of this recipe and seed (``folder.crossfit_side``) trains on 1-f of the training
     photos for as many steps and chooses the gain among ``train.gain_scales`` on the other f (``data.val_fraction=f``); this
-    run then trains on all of them and takes its choice (``train.gain_from``). Returns this run's config. A finished side
-    run (its choice at its last epoch) is not trained again; a cut one resumes with this run (train.resume=true).
+    run then trains on all of them and takes its choice (``train.gain_from``). Returns this run's config. With
+    train.resume=true both runs resume: a finished side run trains no further and chooses again.
     The cross-fit against the nearest scale and the other protocols: experiments/known_transform/results/gain.md."""
     tc, data = cfg.train, cfg.data
     setting = f"train.gain_crossfit={tc.gain_crossfit}"
@@ -148,11 +148,12 @@ def crossfit(cfg: DictConfig, folder: RunFolder) -> DictConfig:
     if "job_type" in side.logger:
         side.logger.job_type = "crossfit_side"
     side_folder = RunFolder(folder.crossfit_side)
-    if gain.choice_epoch(side_folder.gain) != side.train.epochs:  # not chosen yet at this length
-        side.train.resume = bool(tc.resume and side_folder.last.is_file())
-        print(f"cross-fit ({setting}): the side run first, on {1 - tc.gain_crossfit:.0%} of the training photos, "
-              f"{side.train.epochs} epochs, in {side_folder.root}")
-        train(side)
+    # a resume resumes the side run too, finished or not: its checkpoint is checked against this recipe (a changed one is
+    # refused there, not mixed in) and its gain chosen again at its last epoch; a fresh run refuses an earlier side run
+    side.train.resume = bool(tc.resume and side_folder.last.is_file())
+    print(f"cross-fit ({setting}): the side run first, on {1 - tc.gain_crossfit:.0%} of the training photos, "
+          f"{side.train.epochs} epochs, in {side_folder.root}")
+    train(side)
     full = copy.deepcopy(cfg)
     full.train.gain_scales, full.train.gain_from = [], str(side_folder.root)
     full.train.resume = bool(tc.resume and folder.last.is_file())  # a cut side run: this run had not started

@@ -181,7 +181,7 @@ def test_gain_from_records_another_runs_choice_and_refuses_a_bad_file_before_tra
 def test_gain_crossfit_trains_a_side_run_first_and_takes_its_choice(tiny_cfg, tmp_path):
     """train.gain_crossfit=f, one command: a side run on 1-f of the photos for as many steps chooses among
     train.gain_scales on the other f; this run trains on all of them and records that choice. A resume to more epochs
-    takes the side run there too; a side run that chose at this length is not trained again."""
+    takes the side run there too; a resume of a finished run trains neither further, and refuses a changed recipe."""
     a, b = write_latents(tmp_path / "A", 10, seed=1), write_latents(tmp_path / "B", 10, seed=2)
     out, side = tmp_path / "run", tmp_path / "run" / "crossfit_side"
     crossfit = lambda *o: tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.vis_every=0",  # noqa: E731
@@ -198,8 +198,10 @@ def test_gain_crossfit_trains_a_side_run_first_and_takes_its_choice(tiny_cfg, tm
     assert table["gain_from"] == str(side) and table["epoch"] == 4
     assert checkpoint.load(out / "model" / "last.pt")["cfg"]["train"]["gain_scales"] == []  # this run chose nothing itself
     side_log = (side / "logs" / "train_log.jsonl").read_text()
-    train(crossfit("train.epochs=4", "train.resume=true"))  # finished at this length: the side run is not trained again
+    train(crossfit("train.epochs=4", "train.resume=true"))  # finished at this length: neither run trains a step more
     assert (side / "logs" / "train_log.jsonl").read_text() == side_log
+    with pytest.raises(ValueError, match="(?s)crossfit_side.*a different model"):  # refused at the side run, not mixed in
+        train(crossfit("train.epochs=4", "train.resume=true", "model.generator.ngf=16"))
     train(crossfit("train.epochs=8", "train.resume=true"))  # twice the steps: both runs go on, the side to 10 epochs
     assert json.loads((side / "logs" / "gain.json").read_text())["epoch"] == 10
     assert checkpoint.load(out / "model" / "last.pt")["epoch"] == 8 and "gain" in checkpoint.load(out / "model" / "epoch_0008.pt")
