@@ -157,7 +157,8 @@ def crossfit(cfg: DictConfig, folder: RunFolder) -> DictConfig:
     full = copy.deepcopy(cfg)
     full.train.gain_scales, full.train.gain_from = [], str(side_folder.root)
     full.train.resume = bool(tc.resume and folder.last.is_file())  # a cut side run: this run had not started
-    print(f"cross-fit ({setting}): the run on all the training photos, taking the side run's gain")
+    print(f"cross-fit ({setting}): the run on all the training photos, taking the side run's gain (the side run is a part of "
+          "this run: continue or lengthen both with this run's command and train.resume=true, not the side run's own)")
     return full
 
 
