@@ -200,4 +200,3 @@ def read_choice(path: str, setting: str = "train.gain_from") -> dict[str, float]
                          f"run trained with {SCALES_HINT}, or at its logs/gain.json")
     return check({k: last.get(k) for k in ("g_ab", "g_ba")}, f"{setting}: {file}: last.pt",
                  f"point {setting} at a run trained with {SCALES_HINT}, or at its logs/gain.json")
-
