@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from lcgan.latent_files import check_manifests, load_latent_dir, read_manifest
+from lcgan.latent_files import check_manifests, find_latent_files, load_latent_dir, read_manifest
 from lcgan.latents import Convention
 
 
@@ -121,10 +121,11 @@ def spread_picks(n_items: int, files: list[str], n: int) -> torch.Tensor:
     return torch.tensor(firsts)[torch.linspace(0, len(firsts) - 1, min(n, len(firsts))).long()]
 
 
-def _hold_out(z: torch.Tensor, files: list[str], fraction: float) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
-    """Split off a fixed ``fraction`` of source images (an image and its ``_flip`` copy stay together)."""
+def held_out(files: list[str], fraction: float) -> tuple[list[int], list[int]]:
+    """The indices of the training and the held-out latents: a fixed ``fraction`` of source images (an image and its
+    ``_flip`` copy stay together), chosen from the file names alone."""
     if fraction == 0:
-        return z, files, None
+        return list(range(len(files))), []
     groups: dict[str, list[int]] = {}
     for i, f in enumerate(files):
         groups.setdefault(source_key(f), []).append(i)
@@ -133,9 +134,27 @@ def _hold_out(z: torch.Tensor, files: list[str], fraction: float) -> tuple[torch
     n_val = max(1, round(fraction * len(keys)))
     if n_val >= len(keys):
         raise ValueError(f"data.val_fraction={fraction} leaves no training latents among {len(keys)} images")
-    val = sorted(i for k in order[:n_val] for i in groups[keys[k]])
-    train = sorted(i for k in order[n_val:] for i in groups[keys[k]])
+    return sorted(i for k in order[n_val:] for i in groups[keys[k]]), sorted(i for k in order[:n_val] for i in groups[keys[k]])
+
+
+def _hold_out(z: torch.Tensor, files: list[str], fraction: float) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+    """Split off :func:`held_out`'s held-out latents."""
+    if fraction == 0:
+        return z, files, None
+    train, val = held_out(files, fraction)
     return z[train], [files[i] for i in train], z[val]
+
+
+def training_counts(a_dir: str, b_dir: str, max_files: int | None, val_fraction: float) -> tuple[int, int]:
+    """How many latents a ``data=latents`` run trains on in A and B, ``val_fraction`` of the images held out: from the
+    file names alone, nothing loaded."""
+    return tuple(len(held_out([str(f) for f in find_latent_files(d, key)[:max_files]], val_fraction)[0])
+                 for d, key in ((a_dir, "data.a_dir"), (b_dir, "data.b_dir")))
+
+
+def steps_per_epoch(n_a: int, n_b: int, batch_size: int) -> int:
+    """An epoch of :class:`UnpairedSampler`: the larger domain once."""
+    return max(n_a, n_b) // batch_size
 
 
 # ---------------------------------------------------------------------------- synthetic
@@ -236,7 +255,7 @@ class UnpairedSampler:
         if targets:
             a, b = torch.cat([a, targets[0].to(a)], 1), torch.cat([b, targets[1].to(b)], 1)
         self.a, self.b, self.batch_size, self.flip = a, b, batch_size, flip
-        self.steps_per_epoch = max(len(a), len(b)) // batch_size
+        self.steps_per_epoch = steps_per_epoch(len(a), len(b), batch_size)
 
     def _perm(self, n: int, device: torch.device) -> torch.Tensor:
         need = self.steps_per_epoch * self.batch_size

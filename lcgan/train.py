@@ -30,7 +30,7 @@ from lcgan.build import LOSS_KEYS, background_compile, build_gan, build_training
 from lcgan.compile_cache import BackgroundCompile
 from lcgan.curves import read_log, write_curves
 from lcgan.cyclegan import CycleGANStep, Decoded
-from lcgan.data import Domains, UnpairedSampler, place, source_key, spread_picks
+from lcgan.data import Domains, UnpairedSampler, place, source_key, spread_picks, steps_per_epoch, training_counts
 from lcgan.devices import resolve_device
 from lcgan.distributed import ProcessGroup
 from lcgan.latents import check_channels
@@ -117,16 +117,35 @@ def train(cfg: DictConfig) -> float:
 
 
 def crossfit(cfg: DictConfig, folder: RunFolder) -> DictConfig:
-    """``train.gain_crossfit=f``: a side run of this recipe and seed (``folder.crossfit_side``) trains on 1-f of the training
-    photos for as many steps and chooses the gain among ``train.gain_scales`` on the other f (``data.val_fraction=f``); this
-    run then trains on all of them and takes its choice (``train.gain_from``). Returns this run's config. With
+    """``train.gain_crossfit=f``: the side run (:func:`crossfit_side`) trains first and chooses the gain; this run then
+    trains on all the photos and takes its choice (``train.gain_from``). Returns this run's config. With
     train.resume=true both runs resume: a finished side run trains no further and chooses again.
     The cross-fit against the nearest scale and the other protocols: experiments/known_transform/results/gain.md."""
-    tc, data = cfg.train, cfg.data
-    setting = f"train.gain_crossfit={tc.gain_crossfit}"
+    setting = f"train.gain_crossfit={cfg.train.gain_crossfit}"
     if distributed.world_size() > 1:
         raise config.ConfigError(f"{setting} runs its side run and this run one after the other in one process: train on one "
                                  "GPU, or set train.gain_crossfit=0")
+    side, side_folder = crossfit_side(cfg, folder), RunFolder(folder.crossfit_side)
+    # a resume resumes the side run too, finished or not: its checkpoint is checked against this recipe (a changed one is
+    # refused there, not mixed in) and its gain chosen again at its last epoch; a fresh run refuses an earlier side run
+    side.train.resume = bool(cfg.train.resume and side_folder.last.is_file())
+    print(f"cross-fit ({setting}): the side run first, on {1 - cfg.train.gain_crossfit:.0%} of the training photos, "
+          f"{side.train.epochs} epochs, in {side_folder.root}")
+    train(side)
+    full = copy.deepcopy(cfg)
+    full.train.gain_scales, full.train.gain_from = [], str(side_folder.root)
+    full.train.resume = bool(cfg.train.resume and folder.last.is_file())  # a cut side run: this run had not started
+    print(f"cross-fit ({setting}): the run on all the training photos, taking the side run's gain (the side run is a part of "
+          "this run: continue or lengthen both with this run's command and train.resume=true, not the side run's own)")
+    return full
+
+
+def crossfit_side(cfg: DictConfig, folder: RunFolder) -> DictConfig:
+    """The side run of ``train.gain_crossfit=f`` (``folder.crossfit_side``): this recipe and seed with ``data.val_fraction=f``,
+    choosing among ``train.gain_scales`` on that fraction, for as many steps as this run (its epochs, checkpoint cadence and
+    lr schedule scaled by the two splits' steps per epoch)."""
+    tc, data = cfg.train, cfg.data
+    setting = f"train.gain_crossfit={tc.gain_crossfit}"
     if not tc.gain_scales or tc.gain_from:
         raise config.ConfigError(f"{setting} chooses the gain among train.gain_scales on a side run: give the scales (e.g. "
                                  "train.gain_scales=[0,0.5,1,1.5,2,3,4,6,8]) and no train.gain_from (or train.gain_crossfit=0)")
@@ -136,30 +155,18 @@ def crossfit(cfg: DictConfig, folder: RunFolder) -> DictConfig:
                                  "data.val_fraction) the gain is chosen on those: set train.gain_crossfit=0")
     side = copy.deepcopy(cfg)
     side.out_dir, side.data.val_fraction, side.train.gain_crossfit = str(folder.crossfit_side), tc.gain_crossfit, 0.0
-    # as many steps as this run: epochs scaled by the two splits' steps per epoch (the latents are loaded for it once more)
-    steps = [max(len(d.a), len(d.b)) // tc.batch_size for d in (instantiate(data), instantiate(side.data))]
-    scale = steps[0] / max(1, steps[1])
+    full_steps, side_steps = (steps_per_epoch(*training_counts(data.a_dir, data.b_dir, data.max_files, f), tc.batch_size)
+                              for f in (0.0, tc.gain_crossfit))
+    scale = full_steps / max(1, side_steps)
     side.train.epochs = max(1, round(tc.epochs * scale))
-    side.train.ckpt_every = max(1, round(tc.ckpt_every * scale)) if tc.ckpt_every else 0  # beside this run's epoch files
+    side.train.ckpt_every = max(1, round(tc.ckpt_every * scale))  # beside this run's epoch files (run.py scores both)
     side.train.vis_every = 0
     for key in ("lr_constant_epochs", "lr_decay_epochs"):  # the same schedule, over the side run's epochs
         if cfg.optim.get(key) is not None:
             side.optim[key] = round(cfg.optim[key] * scale)
     if "job_type" in side.logger:
         side.logger.job_type = "crossfit_side"
-    side_folder = RunFolder(folder.crossfit_side)
-    # a resume resumes the side run too, finished or not: its checkpoint is checked against this recipe (a changed one is
-    # refused there, not mixed in) and its gain chosen again at its last epoch; a fresh run refuses an earlier side run
-    side.train.resume = bool(tc.resume and side_folder.last.is_file())
-    print(f"cross-fit ({setting}): the side run first, on {1 - tc.gain_crossfit:.0%} of the training photos, "
-          f"{side.train.epochs} epochs, in {side_folder.root}")
-    train(side)
-    full = copy.deepcopy(cfg)
-    full.train.gain_scales, full.train.gain_from = [], str(side_folder.root)
-    full.train.resume = bool(tc.resume and folder.last.is_file())  # a cut side run: this run had not started
-    print(f"cross-fit ({setting}): the run on all the training photos, taking the side run's gain (the side run is a part of "
-          "this run: continue or lengthen both with this run's command and train.resume=true, not the side run's own)")
-    return full
+    return side
 
 
 def _train(cfg: DictConfig, logger, group: ProcessGroup, folder: RunFolder) -> float:

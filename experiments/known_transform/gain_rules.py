@@ -29,6 +29,7 @@ from summarize import ORDER, bar
 from lcgan.gain import pick  # the product's rule: the nearest scale, or the smallest within `shrink` of the way back
 
 PROTOCOLS = {"px_swd4_rec": "test halves", "val_afhq_swd": "AFHQ held-out"}
+STEPS = 22  # steps an epoch of the full runs scored here: 352 latents a domain at batch 16 (screen.sh)
 
 
 def load(folder: Path) -> tuple[dict, dict]:
@@ -82,7 +83,7 @@ def crossfit(runs: dict, gains: dict, bars: dict, rules: list[float]) -> list[st
         side = {}
         for run in by_run:
             steps = gains.get((t, run.split("/")[1]), {})
-            mine = [s for s in steps if min(epochs, key=lambda e, s=s: abs(e * 22 - s)) == epoch]
+            mine = [s for s in steps if min(epochs, key=lambda e, s=s: abs(e * STEPS - s)) == epoch]
             if mine:
                 side[run] = steps[mine[0]]
         if not side:
@@ -99,7 +100,7 @@ def crossfit(runs: dict, gains: dict, bars: dict, rules: list[float]) -> list[st
                     continue
                 med = statistics.median(by_run[run][g][key] for run, g in picks.items())
                 cells.append(f"{', '.join(f'{g:g}' for g in picks.values())}: {med:.3f} ({med - bars[t][test]:+.3f})")
-            lines.append(f"| {t} ({bars[t][test]:.3f}) | {epoch * 22} | {seeds} | {test} | " + " | ".join(cells) + " |")
+            lines.append(f"| {t} ({bars[t][test]:.3f}) | {epoch * STEPS} | {seeds} | {test} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -130,7 +131,7 @@ def main() -> None:
                 picks = [pick({s: row[key] for s, row in rows.items()}, r) for rows in by_run.values()]
                 med = statistics.median(rows[s]["psnr"] for rows, s in zip(by_run.values(), picks))
                 cells.append(f"{', '.join(f'{s:g}' for s in picks)}: {med:.3f} ({med - bars[t]:+.3f})")
-            print(f"| {t} ({bars[t]:.3f}) | {epoch * 22} | {len(by_run)} | {name} | " + " | ".join(cells) + " |")
+            print(f"| {t} ({bars[t]:.3f}) | {epoch * STEPS} | {len(by_run)} | {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ with PSNR's.
 from __future__ import annotations
 
 import argparse
-import copy
 import io
 import json
 import math
@@ -542,11 +541,11 @@ def crossfit_epochs(folder: RunFolder, epochs: list[int], steps: int, cfg, vae: 
     So one run to 2x the steps scores both lengths, as the measured cross-fit did (results/gain.md). Returns the side
     run's epoch files used."""
     from lcgan import gain
+    from lcgan.train import crossfit_side
 
     side = RunFolder(folder.crossfit_side)
     side_steps = json.loads(side.log.read_text().splitlines()[0])["steps"]
-    side_cfg = copy.deepcopy(cfg)
-    side_cfg.data.val_fraction = cfg.train.gain_crossfit  # as lcgan.train.crossfit splits them
+    side_cfg = crossfit_side(cfg, folder)  # its split and rule, as lcgan.train ran it
     used = []
     for e in epochs:
         path = folder.epoch_checkpoint(e)
