@@ -347,7 +347,12 @@ def projected_quantiles(a: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
     """The 256 quantiles ``(256, n_proj)`` of point set ``a`` along each column of ``proj`` (normalised here): one side
     of :func:`projected_w1`, kept by a caller that compares many sets with the same one."""
     proj = proj / proj.norm(dim=0, keepdim=True)
-    return torch.quantile(a @ proj, torch.linspace(0, 1, 256, dtype=a.dtype, device=a.device), dim=0)
+    # torch.quantile(a @ proj, q, dim=0), exactly: its linear interpolation between the order statistics, but with each
+    # projection sorted as one contiguous row (torch.quantile sorts the strided columns: ~1.7x slower on a CPU)
+    ordered = (a @ proj).T.contiguous().sort(dim=1).values
+    rank = torch.linspace(0, 1, 256, dtype=a.dtype, device=a.device) * (len(a) - 1)
+    below = rank.floor().long()
+    return torch.lerp(ordered[:, below], ordered[:, rank.ceil().long()], rank - below).T
 
 
 @torch.no_grad()

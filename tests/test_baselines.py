@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lcgan.baselines import BASELINES, LinearMap, fit
+from lcgan.baselines import BASELINES, LinearMap, fit, projected_quantiles
 from lcgan.cyclegan import sliced_wasserstein
 from lcgan.models import ResnetGenerator
 from tests.shared import shared_path
@@ -190,3 +190,16 @@ def test_resplits_split_the_pool_into_the_first_sides_size_the_same_way_every_ca
     a, b = _patch_moments(torch.randn(3, 4, 4, 4), 1), _patch_moments(torch.randn(2, 4, 4, 4), 1)
     joined = a.join(b)
     assert torch.equal(joined.total, torch.cat([a.total, b.total])) and len(joined.count) == 5
+
+
+@pytest.mark.parametrize("n", [1, 2, 257, 5000])
+def test_projected_quantiles_are_torch_quantile_of_the_projections(n):
+    """The sliced distances' quantiles: torch.quantile's linear interpolation, bit for bit in float64 (the gain's
+    distances), to rounding in float32 (the latent SWD); each projection's column normalised."""
+    g = torch.Generator().manual_seed(n)
+    a, proj = torch.randn(n, 12, generator=g, dtype=torch.float64), torch.randn(12, 16, generator=g, dtype=torch.float64) * 3
+    q = torch.linspace(0, 1, 256, dtype=torch.float64)
+    expected = torch.quantile(a @ (proj / proj.norm(dim=0, keepdim=True)), q, dim=0)
+    assert projected_quantiles(a, proj).shape == (256, 16) and torch.equal(projected_quantiles(a, proj), expected)
+    a32, p32 = a.float(), proj.float()
+    torch.testing.assert_close(projected_quantiles(a32, p32), torch.quantile(a32 @ (p32 / p32.norm(dim=0, keepdim=True)), q.float(), dim=0))

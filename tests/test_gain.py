@@ -214,11 +214,12 @@ def test_gain_crossfit_trains_a_side_run_first_and_takes_its_choice(tiny_cfg, tm
         train(tiny_cfg("train.gain_crossfit=0.2", "train.gain_scales=[0,1]", "train.epochs=1", out=tmp_path / "synthetic"))
 
 
-@pytest.mark.slow  # train.gain_tolerance=1's bootstrap: ~40 s on a 2-core CPU
+@pytest.mark.slow  # train.gain_tolerance=1's bootstrap: 16 draws of every scale's patch quantiles
 def test_held_out_folders_leave_the_training_folders_whole(tiny_cfg, tmp_path):
     """data.val_a_dir/val_b_dir: the measured protocol (train on every image, choose the gain on other images)."""
-    a, b = write_latents(tmp_path / "A", 12, seed=1), write_latents(tmp_path / "B", 12, seed=2)
-    va, vb = write_latents(tmp_path / "VA", 4, seed=3), write_latents(tmp_path / "VB", 4, seed=4)
+    small = (4, 8, 8)  # 64 px decodes: the bootstrap sorts a quarter of the patches of 16x16 latents (~10 s, not ~50)
+    a, b = write_latents(tmp_path / "A", 12, small, seed=1), write_latents(tmp_path / "B", 12, small, seed=2)
+    va, vb = write_latents(tmp_path / "VA", 4, small, seed=3), write_latents(tmp_path / "VB", 4, small, seed=4)
     out = tmp_path / "run"
     train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", f"data.val_a_dir={va}", f"data.val_b_dir={vb}",
                    "train.vis_every=0", "train.epochs=1", "train.gain_scales=[0,1,3]", "train.gain_tolerance=1"))  # the rule end to end
