@@ -293,6 +293,19 @@ def test_b_same_judges_each_setting_against_its_own_bar(tmp_path, monkeypatch, c
     assert "| bar (dB) | | other photos (suite) | - | - | - | - | - | 20.00 | 22.80 |" in out
 
 
+def test_split_bias_finds_the_true_strength_where_the_photos_are_alike(monkeypatch):
+    """split_bias.curve: T_k scales the transform's effect; with the same photos on both sides (and a VAE that changes
+    nothing) the distance is 0 at k = 1 only, and grows either way."""
+    import torch
+
+    split_bias = load_beside("split_bias", monkeypatch)
+    same = type("NoVAE", (), {"encode": lambda self, x: x, "decode": lambda self, z: z})()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    dist = split_bias.curve(same, split_bias.run.TRANSFORMS["sepia"], x, x.clone())
+    assert list(dist) == [f"{k:g}" for k in split_bias.STRENGTHS] and dist["1"] < 1e-6  # a + 1 (t - a): t, to rounding
+    assert dist["0"] > dist["0.5"] > 0 and 0 < dist["1.5"] < dist["2"] < dist["3"]
+
+
 @pytest.mark.slow
 def test_paired_reference_tiny(tmp_path, monkeypatch, capsys):
     """The paired reference end to end at a tiny size on the CPU: A-train's crops and their truth, scored as the suite."""
