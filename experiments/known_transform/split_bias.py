@@ -12,7 +12,7 @@ Splits (the suite's photos, ``run.py``'s 4 crops a photo and their flips):
 - ``test``: the test photos' halves, each against the other, averaged (11 and 11: ``scale_select.py``'s protocol);
 - ``train``: all of A-train against all of B-train (44 and 44).
 
-    python experiments/known_transform/split_bias.py --transforms sepia,dark_edges,split_tone --out OUT   # CPU, ~10 min
+    python experiments/known_transform/split_bias.py --transforms sepia,dark_edges,split_tone --out OUT   # 2-core CPU, ~25 min
 """
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--transforms", default="sepia,dark_edges,split_tone")
     ap.add_argument("--splits", default="side,test,train")
+    ap.add_argument("--fraction", type=float, default=0.2, help="the side split's held-out share (train.gain_crossfit)")
     ap.add_argument("--shared", type=Path, default=run.REPO.parent / "shared")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     photos = run.split_photos(args.shared.resolve(), None, 0)
     (a, a_names), (b, b_names) = crops_with_flips(photos["a"], 1), crops_with_flips(photos["b"], 2)
     test, _ = run.photo_crops(photos["test"], 4, 256, 3)  # in photo order: the halves share no photo
-    sets = {"side": [(a[held_out(a_names, 0.2)[1]], b[held_out(b_names, 0.2)[1]])],
+    sets = {"side": [(a[held_out(a_names, args.fraction)[1]], b[held_out(b_names, args.fraction)[1]])],
             "test": [(test[: len(test) // 2], test[len(test) // 2:]), (test[len(test) // 2:], test[: len(test) // 2])],
             "train": [(a, b)]}
     result = {}
@@ -65,8 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
         for split in args.splits.split(","):
             curves = [curve(vae, run.TRANSFORMS[name], x, y) for x, y in sets[split]]
             dist = {k: sum(c[k] for c in curves) / len(curves) for k in curves[0]}
-            result[f"{name}/{split}"] = {"photos": [len(x) // 8 if split != "test" else len(x) // 4 for x, _ in sets[split][:1]],
-                                         "dist": {k: round(v, 6) for k, v in dist.items()}, "nearest": min(dist, key=dist.get)}
+            photos = len(sets[split][0][0]) // (4 if split == "test" else 8)  # 4 crops a photo, and their flips but in test
+            result[f"{name}/{split}"] = {"photos": photos, "dist": {k: round(v, 6) for k, v in dist.items()},
+                                         "nearest": min(dist, key=dist.get)}
             print(name, split, "nearest k", result[f"{name}/{split}"]["nearest"], " ".join(f"{k}:{v:.4f}" for k, v in dist.items()), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "split_bias.json").write_text(json.dumps(result, indent=1))
