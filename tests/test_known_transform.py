@@ -304,6 +304,8 @@ def test_split_bias_finds_the_true_strength_where_the_photos_are_alike(monkeypat
     dist = split_bias.curve(same, split_bias.run.TRANSFORMS["sepia"], x, x.clone())
     assert list(dist) == [f"{k:g}" for k in split_bias.STRENGTHS] and dist["1"] < 1e-6  # a + 1 (t - a): t, to rounding
     assert dist["0"] > dist["0.5"] > 0 and 0 < dist["1.5"] < dist["2"] < dist["3"]
+    with pytest.raises(SystemExit):  # a misspelt transform: refused before anything is loaded
+        split_bias.main(["--transforms", "sepa", "--out", "unused"])
 
 
 @pytest.mark.slow

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--shared", type=Path, default=run.REPO.parent / "shared")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    for option, given, known in (("--transforms", args.transforms, run.TRANSFORMS), ("--splits", args.splits, ("side", "test", "train"))):
+        if unknown := set(given.split(",")) - set(known):
+            ap.error(f"{option}: unknown {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
     vae = run.load_vae(args.shared.resolve())
     photos = run.split_photos(args.shared.resolve(), None, 0)
     (a, a_names), (b, b_names) = crops_with_flips(photos["a"], 1), crops_with_flips(photos["b"], 2)
