@@ -155,26 +155,77 @@ def pick(dist: dict[float, float], shrink: float = 0.0, noise: dict[float, float
     return min(s for s in dist if s == best or dist[s] - dist[best] <= max(back, (noise or {}).get(s, 0.0)))
 
 
+def render(t, vae, z: torch.Tensor, name: str | None) -> torch.Tensor:
+    """Images of a loaded translator ``t``'s model-convention latents ``z``: decoded by ``vae`` 32 at a time, through the
+    post-stage of direction ``name`` (None: none), clamped to [-1, 1]: what evaluate scores."""
+    h = t.pixel_filter(name) if name else None
+    out = []
+    for c in z.split(32):
+        x = vae.decode(t.convention.model_to_raw(c, vae.space)).to(vae.device)
+        out.append((h(x) if h is not None else x).clamp(-1, 1))
+    return torch.cat(out)
+
+
 def calibrate(t, vae, val_a: torch.Tensor, val_b: torch.Tensor, scales: list[float], max_images: int = 128,
               tolerance: float = 0.0, shrink: float = 0.0) -> dict:
     """Choose the gains of a loaded translator ``t`` (:func:`lcgan.translator.load_translator` with ``use_gain=False``)
     on held-out latents ``val_a``/``val_b`` (its model convention), decoded by ``vae`` with its post-stage.
     Returns ``{"g_ab": s, "g_ba": s, "dist_g_ab": {...}, "dist_g_ba": {...}}``; :func:`record` writes the gains."""
     va, vb = val_a[:max_images].to(vae.device), val_b[:max_images].to(vae.device)
-
-    def decoded(z: torch.Tensor, name: str | None) -> torch.Tensor:
-        h = t.pixel_filter(name) if name else None
-        out = []
-        for c in z.split(32):
-            x = vae.decode(t.convention.model_to_raw(c, vae.space)).to(vae.device)
-            out.append((h(x) if h is not None else x).clamp(-1, 1))
-        return torch.cat(out)
-
     result = {}
     for name, gen, source, target in (("g_ab", t.g_ab, va, vb), ("g_ba", t.g_ba, vb, va)):
-        s, dist = choose(gen, lambda z, n=name: decoded(z, n), source, decoded(target, None), scales, f"{t.info['path']}: {name}",
-                         tolerance, shrink=shrink)
+        s, dist = choose(gen, lambda z, n=name: render(t, vae, z, n), source, render(t, vae, target, None), scales,
+                         f"{t.info['path']}: {name}", tolerance, shrink=shrink)
         result[name], result[f"dist_{name}"] = s, {f"{k:g}": round(v, 6) for k, v in dist.items()}
+    return result
+
+
+def evenly(z: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` of ``z``'s rows, evenly spaced (all of them if fewer): over a folder sorted by name, every part of it."""
+    return z[torch.linspace(0, len(z) - 1, min(n, len(z))).round().long()]
+
+
+@torch.no_grad()
+def scaled_render(t, vae, raw: torch.Tensor, name: str, s: float) -> torch.Tensor:
+    """:func:`render` of translator ``t``'s direction ``name`` (``g_ab``/``g_ba``) on raw latents, its correction scaled by ``s``."""
+    gen = getattr(t, name)
+    with scaled(gen, s, f"{t.info['path']}: {name}"):
+        return render(t, vae, gen(t.convention.raw_to_model(raw, vae.space)), name)
+
+
+@torch.no_grad()
+def transfer(side, full, vae, raw_a: torch.Tensor, raw_b: torch.Tensor, gains: dict[str, float], scales: list[float],
+             rule: str = "correction", max_images: int = 128) -> dict:
+    """``train.gain_transfer``: the cross-fit's full run takes the correction its side run chose, not its scale.
+
+    For each direction, ``side``'s chosen gain ``g`` gives its correction ``out_side(z; g) - out_side(z; 0)`` (outputs as
+    :func:`render` gives them, each run against its own start); ``full`` takes the scale of ``scales`` whose correction
+    ``out_full(z; s) - out_full(z; 0)`` is nearest it (mean squared pixel difference; ties to the smaller). Two runs of
+    one recipe on overlapping photos share the transform more than what each learned by chance: where their corrections
+    agree the full run keeps about ``g``, where they point apart it stays near its start. On sepia the side and full
+    runs' corrections point opposite ways (cosine -0.6 to -0.8) and the side's scale cost the full run up to 0.6 dB;
+    on dark_edges they agree (0.6-0.97) but the nearest scale (1.5-3) falls short of the side's (2-6) and of where the
+    full run's PSNR peaks (3-8) (experiments/known_transform/results/gain.md). So ``rule="agreement"`` takes the
+    side's scale ``g`` where the nearest scale is above 0 (the runs' corrections agree) and 0 where it is 0;
+    ``rule="correction"`` takes the nearest scale itself. ``raw_a``/``raw_b``: training latents of each domain, raw
+    VAE latents (``max_images`` of each, evenly spaced). Both translators loaded with ``use_gain=False``. Returns
+    ``{"g_ab": s, "g_ba": s, "side_g_ab": g, "nearest_g_ab": s, "err_g_ab": {scale: error}, ...}``."""
+    result = {}
+    for name, raw in (("g_ab", raw_a), ("g_ba", raw_b)):
+        g = float(gains[name])
+        result[f"side_{name}"] = g
+        if g == 0:  # no correction to take: the start is nearest (error 0)
+            result[name] = result[f"nearest_{name}"] = 0.0
+            result[f"err_{name}"] = {}
+            continue
+        z = evenly(raw, max_images).to(vae.device)
+        start = scaled_render(full, vae, z, name, 0.0)
+        wanted = scaled_render(side, vae, z, name, g) - scaled_render(side, vae, z, name, 0.0)
+        err = {s: (scaled_render(full, vae, z, name, s) - start - wanted).pow(2).mean().item()
+               for s in sorted({0.0, *(float(v) for v in scales)})}
+        nearest = result[f"nearest_{name}"] = min(err, key=lambda s: (err[s], s))
+        result[name] = nearest if rule == "correction" else (g if nearest > 0 else 0.0)
+        result[f"err_{name}"] = {f"{k:g}": round(v, 8) for k, v in err.items()}
     return result
 
 
@@ -185,9 +236,9 @@ def record(path, gains: dict[str, float]) -> None:
     checkpoint.save(ck, path)
 
 
-def read_choice(path: str, setting: str = "train.gain_from") -> dict[str, float]:
-    """The gains another run chose for its last.pt, from its ``logs/gain.json`` (``path``: that file or the run's
-    folder). The file is data: parsed as JSON, and only two checked numbers are taken from it."""
+def _last_entry(path: str, setting: str) -> tuple[Path, dict]:
+    """Another run's ``logs/gain.json`` (``path``: that file or the run's folder) and its ``last.pt`` entry. The file is data:
+    parsed as JSON; what is taken from it is checked by the callers."""
     file = RunFolder(Path(path)).gain if Path(path).is_dir() else Path(path)
     try:
         table = json.loads(file.read_text())
@@ -198,5 +249,31 @@ def read_choice(path: str, setting: str = "train.gain_from") -> dict[str, float]
     if not isinstance(last, dict):
         raise ValueError(f"{setting}={path}: {file} has no 'last.pt' entry with the gains (g_ab, g_ba); point {setting} at a "
                          f"run trained with {SCALES_HINT}, or at its logs/gain.json")
+    return file, last
+
+
+def read_choice(path: str, setting: str = "train.gain_from") -> dict[str, float]:
+    """The gains another run chose for its last.pt, from its ``logs/gain.json`` (``path``: that file or the run's
+    folder). Only two checked numbers are taken from the file."""
+    file, last = _last_entry(path, setting)
     return check({k: last.get(k) for k in ("g_ab", "g_ba")}, f"{setting}: {file}: last.pt",
                  f"point {setting} at a run trained with {SCALES_HINT}, or at its logs/gain.json")
+
+
+def read_source(path: str, setting: str = "train.gain_from") -> tuple[Path, list[float]]:
+    """For :func:`transfer`: another run's ``last.pt`` and the scales it chose among (its ``logs/gain.json``'s distances
+    by scale, checked numbers in [0, 100])."""
+    file, last = _last_entry(path, setting)
+    dist = last.get("dist_g_ab")
+    try:
+        scales = sorted(float(k) for k in dist) if isinstance(dist, dict) and dist else None
+    except ValueError:
+        scales = None
+    if not scales or not all(0 <= s <= 100 for s in scales):  # NaN and inf fail the range too
+        raise ValueError(f"{setting}: {file}: last.pt has no distances by scale (dist_g_ab) to take the scales from; point "
+                         f"{setting} at a run that chose its gain itself ({SCALES_HINT})")
+    model = RunFolder(file.parent.parent).last
+    if not model.is_file():
+        raise ValueError(f"{setting}={path}: train.gain_transfer=correction reads that run's generators, and {model} is "
+                         "missing: point it at the run's folder as it was written, or set train.gain_transfer=scale")
+    return model, scales

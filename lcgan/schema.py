@@ -111,6 +111,7 @@ class TrainSection:
     gain_tolerance: float = setting(at_least(0, " (0: the nearest scale; 1: the one-standard-error rule)", integer=False))
     gain_shrink: float = setting(Rule(lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1] (0: the nearest scale; 1: the start)"))
     gain_from: Optional[str] = setting()
+    gain_transfer: str = setting(one_of("scale", "correction", "agreement"))
     gain_crossfit: float = setting(Rule(lambda v: _finite(v) and 0 <= v < 1, "a fraction in [0, 1), e.g. 0.2 (0: off)"))
     ema_decay: float = setting(Rule(lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1) (0: no EMA)"))
     ema_debias: bool = setting()

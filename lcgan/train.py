@@ -86,6 +86,7 @@ class Run:
     compiler: BackgroundCompile | None = None  # train.compile=auto on one GPU: the step compiles meanwhile
     post: FilterTrainer | None = None  # train.post_filter: the pixel post-filters, fitted after every step
     gain_from: dict[str, float] | None = None  # train.gain_from: the gains another run chose, applied at the end
+    gain_source: tuple[Path, list[float]] | None = None  # train.gain_transfer=correction: that run's last.pt and scales
 
 
 def train(cfg: DictConfig) -> float:
@@ -155,6 +156,7 @@ def crossfit_side(cfg: DictConfig, folder: RunFolder) -> DictConfig:
                                  "data.val_fraction) the gain is chosen on those: set train.gain_crossfit=0")
     side = copy.deepcopy(cfg)
     side.out_dir, side.data.val_fraction, side.train.gain_crossfit = str(folder.crossfit_side), tc.gain_crossfit, 0.0
+    side.train.gain_transfer = "scale"  # the side run chooses; this run transfers
     full_steps, side_steps = (steps_per_epoch(*training_counts(data.a_dir, data.b_dir, data.max_files, f), tc.batch_size)
                               for f in (0.0, tc.gain_crossfit))
     scale = full_steps / max(1, side_steps)
@@ -248,13 +250,17 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
         raise config.ConfigError("train.gain_scales scales a residual generator's correction, chosen on held-out latents: it "
                                  "needs model.generator.output=residual and held-out latents: data.val_fraction > 0 (e.g. 0.1) or "
                                  "data.val_a_dir and data.val_b_dir; or set train.gain_scales=[]")
-    gain_from = None
+    gain_from = gain_source = None
+    if tc.gain_transfer != "scale" and not tc.gain_from:
+        raise config.ConfigError(f"train.gain_transfer={tc.gain_transfer} takes another run's chosen correction: set "
+                                 "train.gain_from (or train.gain_crossfit), or train.gain_transfer=scale")
     if tc.gain_from:  # read and checked now, so that a bad file fails before the training, not after it
         if tc.gain_scales or getattr(gan.g_ab, "output", None) != "residual":
             raise config.ConfigError("train.gain_from applies another run's gains to a residual generator's correction: it needs "
                                      "model.generator.output=residual and train.gain_scales=[] (choose here, or take them "
                                      "from there: not both)")
         gain_from = gain.read_choice(tc.gain_from)
+        gain_source = gain.read_source(tc.gain_from) if tc.gain_transfer != "scale" else None
     if tc.lambda_spec > 0:
         if view is None:
             raise config.ConfigError("train.lambda_spec > 0 compares decoded images' spectra: set train.d_input=decoded "
@@ -323,7 +329,7 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
                        tc.ema_debias)
     compiler = BackgroundCompile(step, cfg, (domains.channels, *domains.size), domains.flip, folder.compile_log) if background else None
     return Run(tc, group, folder, domains, vae, maps, state, step, sampler, vis_a, vis_b,
-               checkpoint.JsonlLog(folder.log), logger, compiler, post, gain_from)
+               checkpoint.JsonlLog(folder.log), logger, compiler, post, gain_from, gain_source)
 
 
 def _loss_sums(sums, path: Path) -> torch.Tensor | None:
@@ -462,14 +468,28 @@ def calibrate_gains(run: Run, say) -> None:
 def apply_gains_from(run: Run, say) -> None:
     """``train.gain_from``: record the gains another run chose (a side run of the same recipe on a split of these
     training folders: the cross-fit of experiments/known_transform/results/gain.md) in last.pt, best.pt and the last
-    epoch's file, as :func:`calibrate_gains` records its own; ``logs/gain.json`` says where they came from."""
-    for path in (run.folder.last, run.folder.best, run.folder.epoch_checkpoint(run.state.epoch)):
-        if path.is_file():
-            gain.record(path, run.gain_from)
-    say(f"gain G {run.gain_from['g_ab']:g}, F {run.gain_from['g_ba']:g} from train.gain_from={run.tc.gain_from}")
-    run.logger.summary({f"gain_{stem}_{k}": v for stem in ("last", "best") for k, v in run.gain_from.items()})
-    table = {"gain_from": str(run.tc.gain_from), "epoch": run.state.epoch,
-             **{p.name: dict(run.gain_from) for p in (run.folder.last, run.folder.best) if p.is_file()}}
+    epoch's file, as :func:`calibrate_gains` records its own; ``logs/gain.json`` says where they came from. With
+    ``train.gain_transfer`` other than ``scale``, each file's gain is chosen by comparing its correction with the other
+    run's chosen one (:func:`lcgan.gain.transfer`, on the training latents)."""
+    table = {"gain_from": str(run.tc.gain_from), "gain_transfer": run.tc.gain_transfer, "epoch": run.state.epoch}
+    side = load_translator(run.gain_source[0], run.vae.device, use_gain=False) if run.gain_source else None
+    raw = [run.domains.convention.model_to_raw(z, run.vae.space) for z in (run.domains.a, run.domains.b)] if side else None
+    for path in (run.folder.last, run.folder.best):
+        if not path.is_file():
+            continue
+        chosen = dict(run.gain_from)
+        if side is not None:
+            full = load_translator(path, run.vae.device, use_gain=False)
+            chosen = gain.transfer(side, full, run.vae, *raw, run.gain_from, run.gain_source[1], run.tc.gain_transfer)
+        gains = {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]}
+        gain.record(path, gains)
+        if path == run.folder.last and (epoch_pt := run.folder.epoch_checkpoint(run.state.epoch)).is_file():
+            gain.record(epoch_pt, gains)
+        table[path.name] = chosen
+        say(f"{path.name}: gain G {gains['g_ab']:g}, F {gains['g_ba']:g} from train.gain_from={run.tc.gain_from}"
+            + (f" (its choice G {run.gain_from['g_ab']:g}, F {run.gain_from['g_ba']:g}; "
+               f"train.gain_transfer={run.tc.gain_transfer})" if side is not None else ""))
+        run.logger.summary({f"gain_{path.stem}_{k}": v for k, v in gains.items()})
     checkpoint.atomic_write_bytes(run.folder.gain, json.dumps(table, indent=1).encode())
 
 

@@ -9,11 +9,14 @@ trade-off, results/gain.md): the side run's distance then rewards a large ``g``,
 0.4-2.5 dB there. What two runs share is more likely to be the transform than what each learned by chance. So here
 the full run takes the scale at which *its* correction is nearest, pixel for pixel, to the correction the side run
 chose, ``C_side = out_side(z; g) - out_side(z; 0)`` (outputs: G, decode, the run's post-stage, clamp; each run against
-its own start): ``s = argmin_s ||C_side - (out_full(z; s) - out_full(z; 0))||`` over the scale grid (``agree``), and its
-continuous least-squares form ``g <C_side, D> / ||D||^2`` with ``D = out_full(z; 1) - out_full(z; 0)`` (``agree_lin``).
-Where the nets agree it keeps ``g``; where the full net's correction holds more than the side's, it shrinks. No truth
-and no held-out photos: ``z`` is 128 training latents of A (spread over the photos). The test photos' PSNR at every
-scale is recorded beside it only to score each choice.
+its own start): ``s = argmin_s ||C_side - (out_full(z; s) - out_full(z; 0))||`` over the scale grid (``agree``:
+``lcgan.gain.transfer``, what ``train.gain_transfer=correction`` records), the side's ``g`` where that is above 0 and
+0 where it is 0 (``agreement``, ``train.gain_transfer=agreement``), beside the cosine of ``C_side`` and
+``D = out_full(z; 1) - out_full(z; 0)``. Where the nets agree ``agree`` keeps about ``g``; where they point apart, the start.
+No truth and no held-out photos: ``z`` is 128 of the training latents of A, evenly spaced, as lcgan.train takes them.
+The test photos' PSNR at every scale is recorded beside it only to score each choice. (The first version of this file,
+which wrote ``results/crossfit_agree/agreement_xfA_sepia+dark_edges.json``, took 128 latents spread over the photos
+and also printed the continuous least-squares scale ``g <C_side, D> / ||D||^2``, which went to 4-17 on dark_edges.)
 
 Reads the runs ``screen.sh`` left with ``train.gain_crossfit`` (each scored epoch file carries the side run's choice);
 writes ``OUT/agreement_<recipe>_<transforms>.json`` and prints one line a run and length.
@@ -26,15 +29,11 @@ from pathlib import Path
 import run as kt
 import torch
 from residual_scale import scaled_outputs
-from scale_select import training_latents
 
-from lcgan import checkpoint
+from lcgan import checkpoint, gain
+from lcgan.latent_files import load_latent_dir
 from lcgan.layout import RunFolder
-
-
-def outputs(path: Path, vae, z: torch.Tensor, scales: list[float]) -> dict[float, torch.Tensor]:
-    """The run's output images of ``z`` at each scale of G's correction (the recorded gain left out)."""
-    return {s: y for s, _, y in scaled_outputs(path, vae, z, scales)}
+from lcgan.translator import load_translator
 
 
 def side_file(full: Path, run: RunFolder) -> Path:
@@ -46,10 +45,12 @@ def side_file(full: Path, run: RunFolder) -> Path:
     return min(side.epoch_checkpoints(), key=lambda p: abs(int(p.stem.split("_")[1]) * side_steps - epoch * steps))
 
 
-def agree(c_side: torch.Tensor, full: dict[float, torch.Tensor]) -> tuple[float, dict[float, float]]:
-    """The grid scale whose correction is nearest ``c_side`` (mean squared pixel difference), and every scale's."""
-    err = {s: (y - full[0.0] - c_side).pow(2).mean().item() for s, y in full.items()}
-    return min(err, key=lambda s: (err[s], s)), err
+def cosine(side, full, vae, raw: torch.Tensor, g: float) -> float:
+    """The cosine of the side run's chosen correction of G and the full run's at s = 1 (decoded pixels)."""
+    z = gain.evenly(raw, 128).to(vae.device)
+    a = gain.scaled_render(side, vae, z, "g_ab", g) - gain.scaled_render(side, vae, z, "g_ab", 0.0)
+    b = gain.scaled_render(full, vae, z, "g_ab", 1.0) - gain.scaled_render(full, vae, z, "g_ab", 0.0)
+    return (a * b).sum().item() / max((a.norm() * b.norm()).item(), 1e-12)
 
 
 def main() -> None:
@@ -69,28 +70,29 @@ def main() -> None:
     results, name = {}, f"agreement_{args.recipe}_{args.transforms.replace(',', '+')}.json"
     for transform in args.transforms.split(","):
         test = kt.with_truth(vae, torch.load(data / "test.pt", weights_only=True), transform)
-        z = training_latents(data, transform)[0]
+        files = [load_latent_dir(data / "a", "A")[0], load_latent_dir(data / transform / "b", "B")[0]]
         for (t, seed), run in runs.items():
             if t != transform:
                 continue
             for full in run.epoch_checkpoints():
                 if "gain" not in (ck := checkpoint.load(full)):
                     continue  # not scored by run.py
-                g, side = float(ck["gain"]["g_ab"]), side_file(full, run)
-                ys = outputs(side, vae, z, sorted({0.0, g}))
-                c_side = ys[g] - ys[0.0]
-                fulls = outputs(full, vae, z, scales)
-                s_grid, err = agree(c_side, fulls)
-                d = fulls[1.0] - fulls[0.0]
-                s_lin = max(0.0, g * (c_side * d).sum().item() / max((d * d).sum().item(), 1e-12))
-                cos = (c_side * d).sum().item() / max((c_side.norm() * d.norm()).item(), 1e-12)
-                grid = sorted({*scales, g, s_lin})
+                side = side_file(full, run)
+                g = float(checkpoint.load(side)["gain"]["g_ab"])
+                side_t, full_t = (load_translator(p, vae.device, use_gain=False) for p in (side, full))
+                raw = [full_t.convention.model_to_raw(full_t.convention.file_to_model(z), vae.space) for z in files]
+                chosen = gain.transfer(side_t, full_t, vae, *raw, {"g_ab": g, "g_ba": 0.0}, scales)
+                cos = cosine(side_t, full_t, vae, raw[0], g) if g else 0.0
+                grid = sorted({*scales, g})
                 psnr = {s: kt.psnr(y, test["y"]).mean().item() for s, _, y in scaled_outputs(full, vae, test["z_x"], grid)}
-                row = {"side": side.name, "g": g, "agree": s_grid, "agree_lin": s_lin, "cos": cos, "err": err,
-                       "psnr": {f"{s:g}": v for s, v in psnr.items()}}
-                results[f"{transform}/{seed}/{full.stem}"] = row
+                s_agree = chosen["g_ab"]
+                s_gate = g if s_agree > 0 else 0.0  # train.gain_transfer=agreement
+                results[f"{transform}/{seed}/{full.stem}"] = {"side": side.name, "g": g, "agree": s_agree, "agreement": s_gate,
+                                                              "cos": cos, "err": chosen["err_g_ab"], "recorded": ck["gain"]["g_ab"],
+                                                              "psnr": {f"{s:g}": v for s, v in psnr.items()}}
                 print(f"{transform} seed {seed} {full.stem} (side {side.stem}): cos {cos:.3f}; side's g {g:g}: {psnr[g]:.3f}; "
-                      f"agree {s_grid:g}: {psnr[s_grid]:.3f}; agree_lin {s_lin:.2f}: {psnr[s_lin]:.3f}; "
+                      f"agree {s_agree:g}: {psnr[s_agree]:.3f}; agreement {s_gate:g}: {psnr[s_gate]:.3f} "
+                      f"(recorded: {ck['gain']['g_ab']:g}); "
                       f"best s {max(psnr, key=psnr.get):g}: {max(psnr.values()):.3f}", flush=True)
                 checkpoint.atomic_write_bytes(args.out / name, json.dumps(results, indent=1).encode())
 

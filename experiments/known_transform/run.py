@@ -537,24 +537,32 @@ def calibrate_epoch(path: Path, cfg, vae: OnnxVAE) -> None:
 
 def crossfit_epochs(folder: RunFolder, epochs: list[int], steps: int, cfg, vae: OnnxVAE) -> list[Path]:
     """``train.gain_crossfit``: a scored epoch file without a gain (the run went on past it) takes the choice its side run
-    makes at as many steps: the side's nearest epoch file, its gain chosen by :func:`calibrate_epoch` on the side's split.
-    So one run to 2x the steps scores both lengths, as the measured cross-fit did (results/gain.md). Returns the side
-    run's epoch files used."""
+    makes at as many steps: the side's nearest epoch file, its gain chosen by :func:`calibrate_epoch` on the side's split,
+    then transferred as ``train.gain_transfer`` says (:func:`lcgan.gain.transfer` unless ``scale``, on the training
+    latents, as lcgan.train does at the end). So one run to 2x the steps scores both lengths, as the measured cross-fit
+    did (results/gain.md). Returns the side run's epoch files used."""
     from lcgan import gain
     from lcgan.train import crossfit_side
+    from lcgan.translator import load_translator
 
     side = RunFolder(folder.crossfit_side)
     side_steps = json.loads(side.log.read_text().splitlines()[0])["steps"]
     side_cfg = crossfit_side(cfg, folder)  # its split and rule, as lcgan.train ran it
+    domains = instantiate(cfg.data) if cfg.train.gain_transfer != "scale" else None
     used = []
     for e in epochs:
         path = folder.epoch_checkpoint(e)
-        if "gain" in checkpoint.load(path):  # the last epoch: lcgan.train recorded the side run's final choice
-            continue
         nearest = min(side.epoch_checkpoints(), key=lambda p: abs(int(p.stem.split("_")[1]) * side_steps - e * steps))
+        used.append(nearest)  # kept, also when a resumed scoring finds the choice made
+        if "gain" in checkpoint.load(path):  # the last epoch (lcgan.train recorded it), or scored before
+            continue
         calibrate_epoch(nearest, side_cfg, vae)
-        gain.record(path, checkpoint.load(nearest)["gain"])
-        used.append(nearest)
+        chosen = checkpoint.load(nearest)["gain"]
+        if domains is not None:
+            raw = [domains.convention.model_to_raw(z, vae.space) for z in (domains.a, domains.b)]
+            chosen = gain.transfer(load_translator(nearest, vae.device, use_gain=False), load_translator(path, vae.device, use_gain=False),
+                                   vae, *raw, chosen, list(side_cfg.train.gain_scales), cfg.train.gain_transfer)
+        gain.record(path, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
     return used
 
 
