@@ -13,7 +13,8 @@ training then has fewer photos, so ``train.gain_scales`` is off by default: it n
 (``data.val_a_dir``/``val_b_dir``), or the cross-fit: a side run on 80% of the photos chooses on the rest and the
 full run takes its choice (``train.gain_from``, :func:`read_choice`). There the nearest scale overshot sepia (4-8)
 and ``train.gain_shrink=0.25`` (the smallest scale that goes 75% of the way) passed every test row measured, so that
-is the default rule.
+is the default rule. The full run then takes that scale only where its own correction agrees with the side run's
+(:func:`transfer`, ``train.gain_transfer=agreement``): on sepia the two point apart and the scale made it decay.
 ``s`` is recorded in the checkpoint as a number (``ck["gain"]``); :func:`lcgan.translator.load_translator`
 applies it, so evaluate and translate use it, and the training state, which resumes, is never changed.
 """
@@ -203,7 +204,7 @@ def transfer(side, full, vae, raw_a: torch.Tensor, raw_b: torch.Tensor, gains: d
     ``out_full(z; s) - out_full(z; 0)`` is nearest it (mean squared pixel difference; ties to the smaller). Two runs of
     one recipe on overlapping photos share the transform more than what each learned by chance: where their corrections
     agree the full run keeps about ``g``, where they point apart it stays near its start. On sepia the side and full
-    runs' corrections point opposite ways (cosine -0.6 to -0.8) and the side's scale cost the full run up to 0.6 dB;
+    runs' corrections point opposite ways (cosine -0.24 to -0.85, 9 seeds) and the side's scale cost up to 0.7 dB;
     on dark_edges they agree (0.6-0.97) but the nearest scale (1.5-3) falls short of the side's (2-6) and of where the
     full run's PSNR peaks (3-8) (experiments/known_transform/results/gain.md). So ``rule="agreement"`` takes the
     side's scale ``g`` where the nearest scale is above 0 (the runs' corrections agree) and 0 where it is 0;
@@ -260,7 +261,7 @@ def read_choice(path: str, setting: str = "train.gain_from") -> dict[str, float]
                  f"point {setting} at a run trained with {SCALES_HINT}, or at its logs/gain.json")
 
 
-def read_source(path: str, setting: str = "train.gain_from") -> tuple[Path, list[float]]:
+def read_source(path: str, rule: str, setting: str = "train.gain_from") -> tuple[Path, list[float]]:
     """For :func:`transfer`: another run's ``last.pt`` and the scales it chose among (its ``logs/gain.json``'s distances
     by scale, checked numbers in [0, 100])."""
     file, last = _last_entry(path, setting)
@@ -274,6 +275,6 @@ def read_source(path: str, setting: str = "train.gain_from") -> tuple[Path, list
                          f"{setting} at a run that chose its gain itself ({SCALES_HINT})")
     model = RunFolder(file.parent.parent).last
     if not model.is_file():
-        raise ValueError(f"{setting}={path}: train.gain_transfer=correction reads that run's generators, and {model} is "
+        raise ValueError(f"{setting}={path}: train.gain_transfer={rule} reads that run's generators, and {model} is "
                          "missing: point it at the run's folder as it was written, or set train.gain_transfer=scale")
     return model, scales

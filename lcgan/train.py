@@ -86,7 +86,7 @@ class Run:
     compiler: BackgroundCompile | None = None  # train.compile=auto on one GPU: the step compiles meanwhile
     post: FilterTrainer | None = None  # train.post_filter: the pixel post-filters, fitted after every step
     gain_from: dict[str, float] | None = None  # train.gain_from: the gains another run chose, applied at the end
-    gain_source: tuple[Path, list[float]] | None = None  # train.gain_transfer=correction: that run's last.pt and scales
+    gain_source: tuple[Path, list[float]] | None = None  # train.gain_transfer (not scale): that run's last.pt, scales
 
 
 def train(cfg: DictConfig) -> float:
@@ -156,7 +156,6 @@ def crossfit_side(cfg: DictConfig, folder: RunFolder) -> DictConfig:
                                  "data.val_fraction) the gain is chosen on those: set train.gain_crossfit=0")
     side = copy.deepcopy(cfg)
     side.out_dir, side.data.val_fraction, side.train.gain_crossfit = str(folder.crossfit_side), tc.gain_crossfit, 0.0
-    side.train.gain_transfer = "scale"  # the side run chooses; this run transfers
     full_steps, side_steps = (steps_per_epoch(*training_counts(data.a_dir, data.b_dir, data.max_files, f), tc.batch_size)
                               for f in (0.0, tc.gain_crossfit))
     scale = full_steps / max(1, side_steps)
@@ -251,16 +250,13 @@ def build_run(cfg: DictConfig, group: ProcessGroup, folder: RunFolder, logger) -
                                  "needs model.generator.output=residual and held-out latents: data.val_fraction > 0 (e.g. 0.1) or "
                                  "data.val_a_dir and data.val_b_dir; or set train.gain_scales=[]")
     gain_from = gain_source = None
-    if tc.gain_transfer != "scale" and not tc.gain_from:
-        raise config.ConfigError(f"train.gain_transfer={tc.gain_transfer} takes another run's chosen correction: set "
-                                 "train.gain_from (or train.gain_crossfit), or train.gain_transfer=scale")
     if tc.gain_from:  # read and checked now, so that a bad file fails before the training, not after it
         if tc.gain_scales or getattr(gan.g_ab, "output", None) != "residual":
             raise config.ConfigError("train.gain_from applies another run's gains to a residual generator's correction: it needs "
                                      "model.generator.output=residual and train.gain_scales=[] (choose here, or take them "
                                      "from there: not both)")
         gain_from = gain.read_choice(tc.gain_from)
-        gain_source = gain.read_source(tc.gain_from) if tc.gain_transfer != "scale" else None
+        gain_source = gain.read_source(tc.gain_from, tc.gain_transfer) if tc.gain_transfer != "scale" else None
     if tc.lambda_spec > 0:
         if view is None:
             raise config.ConfigError("train.lambda_spec > 0 compares decoded images' spectra: set train.d_input=decoded "

@@ -111,6 +111,47 @@ def test_a_bad_gain_in_a_file_is_refused(bad):
         gain.check(bad, "checkpoint x.pt")
 
 
+class _Same:
+    """A stand-in for a translator's latent convention (raw and model latents alike) and for an image VAE (decode: the
+    latents as images): enough for :func:`lcgan.gain.transfer`, which only renders G's outputs."""
+    space, device = None, CPU
+
+    raw_to_model = model_to_raw = staticmethod(lambda z, space: z)
+    decode = staticmethod(lambda z: z)
+
+
+def translator(g_ab, g_ba, path: str):
+    from types import SimpleNamespace
+    return SimpleNamespace(g_ab=g_ab, g_ba=g_ba, convention=_Same(), pixel_filter=lambda name: None, info={"path": path})
+
+
+def test_transfer_takes_the_side_runs_scale_only_where_the_two_corrections_agree():
+    """train.gain_transfer: the full run's scale whose correction (decoded, against its own start) is nearest the side run's
+    chosen one. A side correction half the full one's size at 4 is the full one's at 2 (correction: 2; agreement keeps the
+    side's 4); one pointing the other way is nearest the start (both: 0); a gain of 0 asks for nothing."""
+    full_g, full_f = corrected_generator(1), corrected_generator(2)
+    half, opposite = corrected_generator(1), corrected_generator(1)
+    with torch.no_grad():
+        for g, k in ((half, 0.5), (opposite, -1.0)):
+            g.net[-1].weight.mul_(k)
+            g.net[-1].bias.mul_(k)
+    full = translator(full_g, full_f, "full")
+    raw = torch.randn(200, 3, 16, 16) * 0.3
+    scales, vae = [0, 0.5, 1, 2, 3, 4], _Same()
+    for rule, want in (("correction", 2.0), ("agreement", 4.0)):
+        out = gain.transfer(translator(half, full_f, "side"), full, vae, raw, raw, {"g_ab": 4.0, "g_ba": 0.0}, scales, rule)
+        assert (out["g_ab"], out["nearest_g_ab"], out["side_g_ab"]) == (want, 2.0, 4.0), rule
+        assert out["err_g_ab"]["2"] < 1e-10 < min(v for k, v in out["err_g_ab"].items() if k != "2")
+        assert out["g_ba"] == 0.0 and out["err_g_ba"] == {}, "no correction chosen: nothing to transfer"
+        away = gain.transfer(translator(opposite, full_f, "side"), full, vae, raw, raw, {"g_ab": 3.0, "g_ba": 0.0}, scales, rule)
+        assert away["g_ab"] == away["nearest_g_ab"] == 0.0, rule
+        assert list(away["err_g_ab"].values()) == sorted(away["err_g_ab"].values()), "further with every step along s"
+    same = gain.transfer(translator(full_f, full_f, "side"), translator(full_f, full_f, "full"), vae, raw, raw,
+                         {"g_ab": 0.0, "g_ba": 3.0}, scales, "correction")
+    assert same["g_ba"] == 3.0, "the same net: its own scale, both ways alike"
+    assert torch.equal(full_g.net[-1].weight, corrected_generator(1).net[-1].weight), "the weights restored"
+
+
 def test_training_chooses_records_and_applies_the_gain(tiny_cfg, tmp_path):
     a = write_latents(tmp_path / "A", 16, seed=1)
     b = write_latents(tmp_path / "B", 16, seed=2)
@@ -156,13 +197,18 @@ def test_gain_from_records_another_runs_choice_and_refuses_a_bad_file_before_tra
     side.mkdir(parents=True)
     (side / "gain.json").write_text(json.dumps({"epoch": 9, "last.pt": {"g_ab": 4.0, "g_ba": 0.5, "dist_g_ab": {"0": 1.0}}}))
     out = tmp_path / "run"
+    with pytest.raises(ValueError, match="train.gain_transfer=agreement reads that run's generators.*gain_transfer=scale"):
+        train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.epochs=1", f"out_dir={tmp_path / 'nomodel'}",
+                       f"train.gain_from={side.parent}"))  # the default compares corrections: that run's last.pt is needed
+    assert not (tmp_path / "nomodel" / "model").exists()
     train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.vis_every=0", "train.epochs=1",
-                   f"train.gain_from={side.parent}"))
+                   f"train.gain_from={side.parent}", "train.gain_transfer=scale"))
     for name in ("last.pt", "best.pt", "epoch_0001.pt"):
         assert checkpoint.load(out / "model" / name)["gain"] == {"g_ab": 4.0, "g_ba": 0.5}, name
     assert load_translator(out / "model" / "last.pt", CPU).info["gain"] == {"g_ab": 4.0, "g_ba": 0.5}
     table = json.loads((out / "logs" / "gain.json").read_text())
-    assert table["gain_from"] == str(side.parent) and table["last.pt"] == {"g_ab": 4.0, "g_ba": 0.5}
+    assert table["gain_from"] == str(side.parent) and table["gain_transfer"] == "scale"
+    assert table["last.pt"] == {"g_ab": 4.0, "g_ba": 0.5}
     # the file is data: anything but two checked numbers is refused, naming the setting, before a step is taken
     for i, bad in enumerate(["not json", json.dumps({"last.pt": {"g_ab": 1e9, "g_ba": 1}}), json.dumps([1, 2]),
                              json.dumps({"last.pt": {"g_ab": "__import__('os')", "g_ba": 1}}), json.dumps({"last.pt": None}),
@@ -171,8 +217,17 @@ def test_gain_from_records_another_runs_choice_and_refuses_a_bad_file_before_tra
         fresh = tmp_path / f"bad{i}"
         with pytest.raises(ValueError, match="train.gain_from"):
             train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.epochs=1", f"out_dir={fresh}",
-                           f"train.gain_from={side / 'gain.json'}"))
+                           f"train.gain_from={side / 'gain.json'}", "train.gain_transfer=scale"))
         assert not (fresh / "model").exists()
+    (side / "gain.json").write_text(json.dumps({"last.pt": {"g_ab": 1.0, "g_ba": 1.0, "dist_g_ab": {"0": 1.0}}}))
+    (side.parent / "model").mkdir()
+    (side.parent / "model" / "last.pt").write_bytes(b"")
+    for dist in ({"x": 1.0}, {"-1": 1.0}, {"nan": 1.0}, {}, "0,1"):  # the scales to compare at are read as checked numbers
+        (side / "gain.json").write_text(json.dumps({"last.pt": {"g_ab": 1.0, "g_ba": 1.0, "dist_g_ab": dist}}))
+        with pytest.raises(ValueError, match="no distances by scale"):
+            train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.epochs=1",
+                           f"out_dir={tmp_path / 'baddist'}", f"train.gain_from={side.parent}"))
+        assert not (tmp_path / "baddist" / "model").exists()
     with pytest.raises(config.ConfigError, match="not both"):
         train(tiny_cfg("data=latents", f"data.a_dir={a}", f"data.b_dir={b}", "train.epochs=1", "data.val_fraction=0.25",
                        "train.gain_scales=[0,1]", f"train.gain_from={side.parent}", f"out_dir={tmp_path / 'both'}"))
@@ -192,10 +247,14 @@ def test_gain_crossfit_trains_a_side_run_first_and_takes_its_choice(tiny_cfg, tm
     assert side_table["epoch"] == 5 and len((side / "logs" / "train_log.jsonl").read_text().splitlines()) == 5
     assert set(side_table["last.pt"]["dist_g_ab"]) == {"0", "1", "2"}  # chosen on the side's held-out images
     chosen = {k: side_table["last.pt"][k] for k in ("g_ab", "g_ba")}
-    for name in ("last.pt", "epoch_0004.pt"):
-        assert checkpoint.load(out / "model" / name)["gain"] == chosen, name
     table = json.loads((out / "logs" / "gain.json").read_text())
-    assert table["gain_from"] == str(side) and table["epoch"] == 4
+    assert table["gain_from"] == str(side) and table["epoch"] == 4 and table["gain_transfer"] == "agreement"
+    for k, g in chosen.items():  # the default: the side's scale where this run's correction agrees with its, else 0
+        row = table["last.pt"]
+        assert row[f"side_{k}"] == g and row[k] == (g if row[f"nearest_{k}"] > 0 else 0.0)
+        assert set(row[f"err_{k}"]) == ({"0", "1", "2"} if g else set()), "every scale's distance from the side's correction"
+    for name in ("last.pt", "epoch_0004.pt"):
+        assert checkpoint.load(out / "model" / name)["gain"] == {k: table["last.pt"][k] for k in chosen}, name
     assert checkpoint.load(out / "model" / "last.pt")["cfg"]["train"]["gain_scales"] == []  # this run chose nothing itself
     side_log = (side / "logs" / "train_log.jsonl").read_text()
     train(crossfit("train.epochs=4", "train.resume=true"))  # finished at this length: neither run trains a step more

@@ -147,7 +147,8 @@ def test_val_fraction_runs_choose_the_gain_at_every_scored_epoch_on_the_same_spl
 @pytest.mark.slow
 def test_a_crossfit_run_scores_each_epoch_at_the_side_runs_choice_at_as_many_steps(tmp_path):
     """train.gain_crossfit through run.py: the last epoch holds the side run's final choice (lcgan.train), the epoch the
-    run went past the choice the side run makes at its epoch nearest in steps (calibrated on the side's split)."""
+    run went past the choice the side run makes at its epoch nearest in steps (calibrated on the side's split), each
+    transferred by the default train.gain_transfer=agreement (lcgan.gain.transfer: that scale, or 0)."""
     import json
 
     from lcgan import checkpoint
@@ -163,9 +164,14 @@ def test_a_crossfit_run_scores_each_epoch_at_the_side_runs_choice_at_as_many_ste
     side_epochs = [int(p.stem.split("_")[1]) for p in side.epoch_checkpoints()]
     assert steps[1] < steps[0] and side_epochs[-1] == round(2 * steps[0] / steps[1]), "as many steps on fewer photos"
     assert [r["epoch"] for r in rows[:2]] == [1, 2]
-    assert rows[1]["gain"] == {k: json.loads(side.gain.read_text())["last.pt"][k] for k in ("g_ab", "g_ba")}
+    table = json.loads(run.gain.read_text())["last.pt"]  # the default train.gain_transfer=agreement: the side's scale or 0
+    assert rows[1]["gain"] == {k: table[k] for k in ("g_ab", "g_ba")}
+    assert all(table[k] in (0.0, table[f"side_{k}"]) for k in ("g_ab", "g_ba"))
+    assert {k: table[f"side_{k}"] for k in ("g_ab", "g_ba")} == {k: json.loads(side.gain.read_text())["last.pt"][k] for k in ("g_ab", "g_ba")}
     nearest = min(side_epochs, key=lambda e: abs(e * steps[1] - steps[0]))
-    assert rows[0]["gain"] == checkpoint.load(side.epoch_checkpoint(nearest))["gain"] == checkpoint.load(run.epoch_checkpoint(1))["gain"]
+    side_choice = checkpoint.load(side.epoch_checkpoint(nearest))["gain"]
+    assert rows[0]["gain"] == checkpoint.load(run.epoch_checkpoint(1))["gain"]
+    assert all(rows[0]["gain"][k] in (0.0, side_choice[k]) for k in side_choice), "the side's choice at as many steps, or 0"
     assert (side.logs / f"gain_epoch_{nearest:04d}.json").is_file(), "every scale's distance at that length too"
     assert {p.name for p in side.epoch_checkpoints()} <= {f"epoch_{nearest:04d}.pt", f"epoch_{side_epochs[-1]:04d}.pt"}, \
         "the side run keeps the epoch files that chose a gain, and its last"
@@ -489,3 +495,18 @@ def test_gain_rules_crossfit_applies_each_side_runs_gain_to_its_seeds_full_run_a
     sepia = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sepia") and "| test |" in line]
     assert sepia == ["| sepia (21.086) | 1012 | 0, 1, 2 | test | 6, 8, 4: 21.027 (-0.059) |  |",
                      "| sepia (21.086) | 2024 | 0, 1, 2 | test | 6, 6, 4: 21.207 (+0.121) | 3, 3, 3: 22.287 (+1.201) |"], sepia
+
+
+def test_agreement_tables_take_each_rules_scale_and_read_the_committed_runs(monkeypatch, capsys):
+    """agreement.py --tables: the median PSNR at each rule's scale (the side's g; the nearest correction; g where that is
+    above 0, else 0), by transform, seed group and length, from the committed runs."""
+    agreement = load_beside("agreement", monkeypatch)
+    row = {"g": 3.0, "agree": 0.0}
+    assert [rule(row) for rule in agreement.RULES.values()] == [3.0, 0.0, 0.0]
+    assert [rule({"g": 6.0, "agree": 3.0}) for rule in agreement.RULES.values()] == [6.0, 3.0, 6.0]
+    files = sorted(str(p) for p in (SCRIPT.parent / "results" / "crossfit_agree").glob("agreement_*.json"))
+    monkeypatch.setattr("sys.argv", ["agreement.py", "--tables", *files])
+    agreement.main()
+    out = capsys.readouterr().out.splitlines()
+    assert "| sepia | 9,10,11 | epoch_0092 | 22.276 | 22.381 | 22.381 | 22.431 |" in out, out
+    assert "| dark_edges | 9,10,11 | epoch_0046 | 20.565 | 20.446 | 20.565 | 20.667 |" in out, out

@@ -19,11 +19,15 @@ which wrote ``results/crossfit_agree/agreement_xfA_sepia+dark_edges.json``, took
 and also printed the continuous least-squares scale ``g <C_side, D> / ||D||^2``, which went to 4-17 on dark_edges.)
 
 Reads the runs ``screen.sh`` left with ``train.gain_crossfit`` (each scored epoch file carries the side run's choice);
-writes ``OUT/agreement_<recipe>_<transforms>.json`` and prints one line a run and length.
+writes ``OUT/agreement_<recipe>_<transforms>.json`` and prints one line a run and length. ``--tables FILE...`` prints
+the medians of every rule by transform, seed group and length from such files (results/gain.md's table):
+
+    python experiments/known_transform/agreement.py --tables experiments/known_transform/results/crossfit_agree/agreement_*.json
 """
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import run as kt
@@ -53,13 +57,38 @@ def cosine(side, full, vae, raw: torch.Tensor, g: float) -> float:
     return (a * b).sum().item() / max((a.norm() * b.norm()).item(), 1e-12)
 
 
+RULES = {"scale": lambda r: r["g"], "correction": lambda r: r["agree"], "agreement": lambda r: r["g"] if r["agree"] > 0 else 0.0}
+
+
+def tables(files: list[str]) -> None:
+    """Median test PSNR (G, decode, post-stage) of each rule's scale, by transform, seed group (a file's seeds) and length."""
+    print("| transform | seeds | length | " + " | ".join(RULES) + " | best scale (truth) |")
+    print("| --- | --- | --- | " + " | ".join("---:" for _ in RULES) + " | ---: |")
+    for f in files:
+        rows = json.loads(Path(f).read_text())
+        groups: dict[tuple[str, str], dict[str, dict]] = {}
+        for key, r in rows.items():
+            transform, seed, epoch = key.split("/")
+            groups.setdefault((transform, epoch), {})[seed] = r
+        for (transform, epoch), by_seed in sorted(groups.items()):
+            seeds = sorted(by_seed, key=int)
+            med = [statistics.median(by_seed[sd]["psnr"][f"{rule(by_seed[sd]):g}"] for sd in seeds) for rule in RULES.values()]
+            best = statistics.median(max(by_seed[sd]["psnr"].values()) for sd in seeds)
+            print(f"| {transform} | {','.join(seeds)} | {epoch} | " + " | ".join(f"{m:.3f}" for m in med) + f" | {best:.3f} |")
+
+
 def main() -> None:
     ap = kt.probe_parser(__doc__, "sepia,dark_edges")
-    ap.add_argument("--recipe", required=True, help="the runs' recipe name (screen.sh's NAME), trained with train.gain_crossfit")
+    ap.add_argument("--tables", nargs="+", metavar="FILE", help="instead: the medians of every rule from agreement_*.json files")
+    ap.add_argument("--recipe", help="the runs' recipe name (screen.sh's NAME), trained with train.gain_crossfit")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--scales", default="0,0.5,1,1.5,2,3,4,6,8")
     ap.add_argument("--vae-device", default="cpu")
     args = ap.parse_args()
+    if args.tables:
+        return tables(args.tables)
+    if not args.recipe:
+        ap.error("--recipe is required (the runs' recipe name), unless --tables")
     scales = sorted({0.0, 1.0, *(float(s) for s in args.scales.split(","))})
     runs = {(t, int(s)): RunFolder(args.out / "runs" / t / f"{args.recipe}_s{s}" / f"seed{s}")
             for t in args.transforms.split(",") for s in args.seeds.split(",")}
