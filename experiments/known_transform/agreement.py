@@ -110,12 +110,11 @@ def main() -> None:
                 g = float(checkpoint.load(side)["gain"]["g_ab"])
                 side_t, full_t = (load_translator(p, vae.device, use_gain=False) for p in (side, full))
                 raw = [full_t.convention.model_to_raw(full_t.convention.file_to_model(z), vae.space) for z in files]
-                chosen = gain.transfer(side_t, full_t, vae, *raw, {"g_ab": g, "g_ba": 0.0}, scales)
+                chosen = gain.transfer(side_t, full_t, vae, *raw, {"g_ab": g, "g_ba": 0.0}, scales, "agreement")
                 cos = cosine(side_t, full_t, vae, raw[0], g) if g else 0.0
                 grid = sorted({*scales, g})
                 psnr = {s: kt.psnr(y, test["y"]).mean().item() for s, _, y in scaled_outputs(full, vae, test["z_x"], grid)}
-                s_agree = chosen["g_ab"]
-                s_gate = g if s_agree > 0 else 0.0  # train.gain_transfer=agreement
+                s_agree, s_gate = chosen["nearest_g_ab"], chosen["g_ab"]  # train.gain_transfer=correction, =agreement
                 results[f"{transform}/{seed}/{full.stem}"] = {"side": side.name, "g": g, "agree": s_agree, "agreement": s_gate,
                                                               "cos": cos, "err": chosen["err_g_ab"], "recorded": ck["gain"]["g_ab"],
                                                               "psnr": {f"{s:g}": v for s, v in psnr.items()}}
