@@ -195,7 +195,7 @@ def scaled_render(t, vae, raw: torch.Tensor, name: str, s: float) -> torch.Tenso
 
 
 @torch.no_grad()
-def transfer(side, full, vae, raw_a: torch.Tensor, raw_b: torch.Tensor, gains: dict[str, float], scales: list[float],
+def transfer(side, full, vae, z_a: torch.Tensor, z_b: torch.Tensor, gains: dict[str, float], scales: list[float],
              rule: str = "correction", max_images: int = 128) -> dict:
     """``train.gain_transfer``: the cross-fit's full run takes the correction its side run chose, not its scale.
 
@@ -208,22 +208,24 @@ def transfer(side, full, vae, raw_a: torch.Tensor, raw_b: torch.Tensor, gains: d
     on dark_edges they agree (0.6-0.97) but the nearest scale (1.5-3) falls short of the side's (2-6) and of where the
     full run's PSNR peaks (3-8) (experiments/known_transform/results/gain.md). So ``rule="agreement"`` takes the
     side's scale ``g`` where the nearest scale is above 0 (the runs' corrections agree) and 0 where it is 0;
-    ``rule="correction"`` takes the nearest scale itself. ``raw_a``/``raw_b``: training latents of each domain, raw
-    VAE latents (``max_images`` of each, evenly spaced). Both translators loaded with ``use_gain=False``. Returns
-    ``{"g_ab": s, "g_ba": s, "side_g_ab": g, "nearest_g_ab": s, "err_g_ab": {scale: error}, ...}``."""
+    ``rule="correction"`` takes the nearest scale itself. ``z_a``/``z_b``: training latents of each domain in
+    ``full``'s model convention (``max_images`` of each, evenly spaced; the side run reads them in its own convention).
+    Both translators loaded with ``use_gain=False``. Returns ``{"g_ab": s, "g_ba": s, "side_g_ab": g, "nearest_g_ab": s,
+    "err_g_ab": {scale: error}, ...}``."""
     result = {}
-    for name, raw in (("g_ab", raw_a), ("g_ba", raw_b)):
+    for name, z_model in (("g_ab", z_a), ("g_ba", z_b)):
         g = float(gains[name])
         result[f"side_{name}"] = g
         if g == 0:  # no correction to take: the start is nearest (error 0)
             result[name] = result[f"nearest_{name}"] = 0.0
             result[f"err_{name}"] = {}
             continue
-        z = evenly(raw, max_images).to(vae.device)
+        z = full.convention.model_to_raw(evenly(z_model, max_images).to(vae.device), vae.space)
         start = scaled_render(full, vae, z, name, 0.0)
         wanted = scaled_render(side, vae, z, name, g) - scaled_render(side, vae, z, name, 0.0)
-        err = {s: (scaled_render(full, vae, z, name, s) - start - wanted).pow(2).mean().item()
-               for s in sorted({0.0, *(float(v) for v in scales)})}
+        err = {0.0: wanted.pow(2).mean().item()}  # the start's own correction is 0
+        err.update({s: (scaled_render(full, vae, z, name, s) - start - wanted).pow(2).mean().item()
+                    for s in sorted({float(v) for v in scales} - {0.0})})
         nearest = result[f"nearest_{name}"] = min(err, key=lambda s: (err[s], s))
         result[name] = nearest if rule == "correction" else (g if nearest > 0 else 0.0)
         result[f"err_{name}"] = {f"{k:g}": round(v, 8) for k, v in err.items()}

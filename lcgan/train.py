@@ -469,14 +469,14 @@ def apply_gains_from(run: Run, say) -> None:
     run's chosen one (:func:`lcgan.gain.transfer`, on the training latents)."""
     table = {"gain_from": str(run.tc.gain_from), "gain_transfer": run.tc.gain_transfer, "epoch": run.state.epoch}
     side = load_translator(run.gain_source[0], run.vae.device, use_gain=False) if run.gain_source else None
-    raw = [run.domains.convention.model_to_raw(z, run.vae.space) for z in (run.domains.a, run.domains.b)] if side else None
     for path in (run.folder.last, run.folder.best):
         if not path.is_file():
             continue
         chosen = dict(run.gain_from)
         if side is not None:
             full = load_translator(path, run.vae.device, use_gain=False)
-            chosen = gain.transfer(side, full, run.vae, *raw, run.gain_from, run.gain_source[1], run.tc.gain_transfer)
+            chosen = gain.transfer(side, full, run.vae, run.domains.a, run.domains.b, run.gain_from, run.gain_source[1],
+                                   run.tc.gain_transfer)
         gains = {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]}
         gain.record(path, gains)
         if path == run.folder.last and (epoch_pt := run.folder.epoch_checkpoint(run.state.epoch)).is_file():

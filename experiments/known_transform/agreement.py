@@ -109,9 +109,9 @@ def main() -> None:
                 side = side_file(full, run)
                 g = float(checkpoint.load(side)["gain"]["g_ab"])
                 side_t, full_t = (load_translator(p, vae.device, use_gain=False) for p in (side, full))
-                raw = [full_t.convention.model_to_raw(full_t.convention.file_to_model(z), vae.space) for z in files]
-                chosen = gain.transfer(side_t, full_t, vae, *raw, {"g_ab": g, "g_ba": 0.0}, scales, "agreement")
-                cos = cosine(side_t, full_t, vae, raw[0], g) if g else 0.0
+                z = [full_t.convention.file_to_model(f) for f in files]
+                chosen = gain.transfer(side_t, full_t, vae, *z, {"g_ab": g, "g_ba": 0.0}, scales, "agreement")
+                cos = cosine(side_t, full_t, vae, full_t.convention.model_to_raw(z[0], vae.space), g) if g else 0.0
                 grid = sorted({*scales, g})
                 psnr = {s: kt.psnr(y, test["y"]).mean().item() for s, _, y in scaled_outputs(full, vae, test["z_x"], grid)}
                 s_agree, s_gate = chosen["nearest_g_ab"], chosen["g_ab"]  # train.gain_transfer=correction, =agreement

@@ -559,9 +559,8 @@ def crossfit_epochs(folder: RunFolder, epochs: list[int], steps: int, cfg, vae: 
         calibrate_epoch(nearest, side_cfg, vae)
         chosen = checkpoint.load(nearest)["gain"]
         if domains is not None:
-            raw = [domains.convention.model_to_raw(z, vae.space) for z in (domains.a, domains.b)]
             chosen = gain.transfer(load_translator(nearest, vae.device, use_gain=False), load_translator(path, vae.device, use_gain=False),
-                                   vae, *raw, chosen, list(side_cfg.train.gain_scales), cfg.train.gain_transfer)
+                                   vae, domains.a, domains.b, chosen, list(side_cfg.train.gain_scales), cfg.train.gain_transfer)
         gain.record(path, {"g_ab": chosen["g_ab"], "g_ba": chosen["g_ba"]})
     return used
 
