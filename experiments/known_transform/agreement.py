@@ -20,12 +20,14 @@ and also printed the continuous least-squares scale ``g <C_side, D> / ||D||^2``,
 
 Reads the runs ``screen.sh`` left with ``train.gain_crossfit`` (each scored epoch file carries the side run's choice);
 writes ``OUT/agreement_<recipe>_<transforms>.json`` and prints one line a run and length. ``--tables FILE...`` prints
-the medians of every rule by transform, seed group and length from such files (results/gain.md's table):
+the medians of every rule by transform, seed group and length from such files (results/gain.md's table), then the 2x
+check over all their seeds pooled: how many seed triples would miss it under each rule and at the best scale:
 
     python experiments/known_transform/agreement.py --tables experiments/known_transform/results/crossfit_agree/agreement_*.json
 """
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -75,6 +77,32 @@ def tables(files: list[str]) -> None:
             med = [statistics.median(by_seed[sd]["psnr"][f"{rule(by_seed[sd]):g}"] for sd in seeds) for rule in RULES.values()]
             best = statistics.median(max(by_seed[sd]["psnr"].values()) for sd in seeds)
             print(f"| {transform} | {','.join(seeds)} | {epoch} | " + " | ".join(f"{m:.3f}" for m in med) + f" | {best:.3f} |")
+    decay(files)
+
+
+def decay(files: list[str]) -> None:
+    """The 2x check over every seed of ``files``, each transform's two lengths pooled: per rule (and the best scale, which
+    needs the truth) the medians at each length, the median paired change, and how many of all seed triples would miss
+    the issue's strict check (the triple's median at 2x the steps below its median at 1x). Where even the best scale
+    misses it often, the trained correction has stopped improving and the check is a coin toss on seeds."""
+    by: dict[str, dict[int, dict[str, dict]]] = {}
+    for f in files:
+        for key, r in json.loads(Path(f).read_text()).items():
+            transform, seed, epoch = key.split("/")
+            by.setdefault(transform, {}).setdefault(int(seed), {})[epoch] = r
+    rules = {**RULES, "best scale (truth)": None}
+    print("\n| transform | seeds | rule | median 1x | median 2x | median paired change | triples missing the 2x check |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for transform, seeds in sorted(by.items()):
+        seeds = {sd: runs for sd, runs in sorted(seeds.items()) if len(runs) == 2}
+        triples = list(itertools.combinations(seeds, 3))
+        for name, rule in rules.items():
+            score = {sd: [r["psnr"][f"{rule(r):g}"] if rule else max(r["psnr"].values()) for _, r in sorted(runs.items())]
+                     for sd, runs in seeds.items()}
+            miss = sum(statistics.median(score[sd][1] for sd in t) < statistics.median(score[sd][0] for sd in t) for t in triples)
+            one, two = (statistics.median(v[i] for v in score.values()) for i in (0, 1))
+            change = statistics.median(v[1] - v[0] for v in score.values())
+            print(f"| {transform} | {len(seeds)} | {name} | {one:.3f} | {two:.3f} | {change:+.3f} | {miss} of {len(triples)} |")
 
 
 def main() -> None:
