@@ -19,10 +19,11 @@ def _gan(seed=0):
     return CycleGAN(g(), g(), d(), d())
 
 
-def _run(gan, fuse, steps=3):
+def _run(gan, fuse, steps=3, weights=None):
     opt_g = torch.optim.Adam(list(gan.g_ab.parameters()) + list(gan.g_ba.parameters()), lr=1e-3)
     opt_d = torch.optim.Adam(list(gan.d_a.parameters()) + list(gan.d_b.parameters()), lr=1e-3)
-    step = CycleGANStep(gan, opt_g, opt_d, LossWeights(lambda_id=0.5, lambda_anchor=1.0), FakeBuffer(4), FakeBuffer(4), None,
+    weights = weights or LossWeights(lambda_id=0.5, lambda_anchor=1.0)
+    step = CycleGANStep(gan, opt_g, opt_d, weights, FakeBuffer(4), FakeBuffer(4), None,
                         torch.amp.GradScaler("cpu", enabled=False), fuse_passes=fuse)
     torch.manual_seed(1)
     out = []
@@ -32,10 +33,13 @@ def _run(gan, fuse, steps=3):
     return out
 
 
-def test_fused_generator_passes_match_plain_step():
+# the fused step stacks differently with and without the identity and the cycle: each combination against the plain one
+@pytest.mark.parametrize("weights", [LossWeights(lambda_id=0.5, lambda_anchor=1.0), LossWeights(lambda_id=0.0),
+                                     LossWeights(lambda_id=0.5, lambda_cyc=0.0)], ids=["id_cyc", "cyc_only", "id_only"])
+def test_fused_generator_passes_match_plain_step(weights):
     plain_gan = _gan()
     fused_gan = copy.deepcopy(plain_gan)
-    plain, fused = _run(plain_gan, fuse=False), _run(fused_gan, fuse=True)
+    plain, fused = _run(plain_gan, fuse=False, weights=weights), _run(fused_gan, fuse=True, weights=weights)
     for p, f in zip(plain, fused):
         for k in p:
             assert abs(p[k] - f[k]) <= 1e-4 * max(1.0, abs(p[k])), (k, p[k], f[k])
