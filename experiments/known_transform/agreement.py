@@ -62,15 +62,20 @@ def cosine(side, full, vae, raw: torch.Tensor, g: float) -> float:
 RULES = {"scale": lambda r: r["g"], "correction": lambda r: r["agree"], "agreement": lambda r: r["g"] if r["agree"] > 0 else 0.0}
 
 
+def entries(files: list[str]):
+    """``(transform, seed, epoch, row)`` of every row of ``agreement_*.json`` files (keyed ``transform/seed/epoch``)."""
+    for f in files:
+        for key, r in json.loads(Path(f).read_text()).items():
+            yield (*key.split("/"), r)
+
+
 def tables(files: list[str]) -> None:
     """Median test PSNR (G, decode, post-stage) of each rule's scale, by transform, seed group (a file's seeds) and length."""
     print("| transform | seeds | length | " + " | ".join(RULES) + " | best scale (truth) |")
     print("| --- | --- | --- | " + " | ".join("---:" for _ in RULES) + " | ---: |")
     for f in files:
-        rows = json.loads(Path(f).read_text())
         groups: dict[tuple[str, str], dict[str, dict]] = {}
-        for key, r in rows.items():
-            transform, seed, epoch = key.split("/")
+        for transform, seed, epoch, r in entries([f]):
             groups.setdefault((transform, epoch), {})[seed] = r
         for (transform, epoch), by_seed in sorted(groups.items()):
             seeds = sorted(by_seed, key=int)
@@ -86,10 +91,8 @@ def decay(files: list[str]) -> None:
     the issue's strict check (the triple's median at 2x the steps below its median at 1x). Where even the best scale
     misses it often, the trained correction has stopped improving and the check is a coin toss on seeds."""
     by: dict[str, dict[int, dict[str, dict]]] = {}
-    for f in files:
-        for key, r in json.loads(Path(f).read_text()).items():
-            transform, seed, epoch = key.split("/")
-            by.setdefault(transform, {}).setdefault(int(seed), {})[epoch] = r
+    for transform, seed, epoch, r in entries(files):
+        by.setdefault(transform, {}).setdefault(int(seed), {})[epoch] = r
     rules = {**RULES, "best scale (truth)": None}
     print("\n| transform | seeds | rule | median 1x | median 2x | median paired change | triples missing the 2x check |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
