@@ -513,3 +513,20 @@ def test_agreement_tables_take_each_rules_scale_and_read_the_committed_runs(monk
     # the 2x check over all 84 triples of the nine seeds: the product's rule misses it on 15, the best scale (truth) on 37
     assert "| dark_edges | 9 | agreement | 20.517 | 20.566 | +0.045 | 15 of 84 |" in out, out
     assert "| dark_edges | 9 | best scale (truth) | 20.633 | 20.638 | -0.007 | 37 of 84 |" in out, out
+
+
+def test_twice_checks_separate_runs_and_one_straight_run_on_the_committed_files(monkeypatch, capsys):
+    """summarize.py --twice: the 2x check of a recipe whose lengths are separate runs (the product's schedule follows
+    train.epochs) and of one run trained straight (NAME:NAME, its last two scored steps), on the output a user gets
+    (with the pixel post-filter), from the committed runs of seeds 12-14 (results/anneal.md)."""
+    summarize = load_beside("summarize", monkeypatch)
+    files = sorted(str(p) for p in (SCRIPT.parent / "results" / "anneal").glob("results_*.json"))
+    out = summarize.main(["--twice", "xfG:xfG", "--twice", "xfGs1:xfGs2", *files]).splitlines()
+    assert "| test | dark_edges | 12,13,14 | 20.606 | 20.456 | -0.01, -0.26, -0.15 | no (-0.150) |" in out, out
+    assert "| test | dark_edges | 12,13,14 | 20.518 | 20.530 | +0.01, -0.03, -0.02 | yes (+0.011) |" in out, out
+    assert "| afhq | dark_edges | 12,13,14 | 19.963 | 20.024 | +0.06, -0.03, +0.00 | yes (+0.061) |" in out, out
+    assert "| test | null | 12,13,14 | 23.514 | 23.514 | +0.00, +0.00, +0.00 | yes (+0.000) |" in out, out
+    with pytest.raises(SystemExit, match="no recipe named 'nope'"):
+        summarize.main(["--twice", "xfG:nope", *files])
+    with pytest.raises(SystemExit, match="SHORT:LONG"):
+        summarize.main(["--twice", "xfG", *files])

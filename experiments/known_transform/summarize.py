@@ -1,6 +1,7 @@
 """One table from many ``run.py`` result files: a row per recipe, medians over seeds.
 
     python experiments/known_transform/summarize.py outputs/known_transform/results_*.json > table.md
+    python experiments/known_transform/summarize.py --twice xfGs1:xfGs2 results_*.json   # + the 2x check of two runs
 
 Files written with ``--transform`` (the suite) make one table per test set, a column per transform,
 and the rank agreement of the unpaired validation score with PSNR (:func:`suite_table`).
@@ -126,10 +127,10 @@ def spearman(x: list[float], y: list[float]) -> float:
     return cov / den if den else math.nan
 
 
-def suite_table(results: list[dict]) -> str:
-    """Per test set: rows without training and each recipe at each scored step (median over seeds, seeds
-    in brackets), a column per transform; whether each recipe beats identity and every unpaired
-    closed-form map; and how well the unpaired validation score ranks checkpoints and baselines like PSNR."""
+def collect(results: list[dict]) -> tuple[list[str], dict, dict, dict]:
+    """The suite's files as (transforms in table order, baselines: transform -> test set -> row, recipes: label ->
+    transform -> step -> seed -> row, overrides: label -> recipe overrides). A label is a recipe's name, its
+    ``best.pt`` (step BEST), its EMA generator and each of those with the fitted pixel post-filter."""
     transforms = [t for t in ORDER if any(r["transform"] == t for r in results)]
     transforms += sorted({r["transform"] for r in results} - set(transforms))
     base: dict = defaultdict(lambda: defaultdict(dict))  # transform -> test set -> row; files of older runs may lack rows
@@ -158,6 +159,14 @@ def suite_table(results: list[dict]) -> str:
                         pf = {k.replace("_pf", ""): v for k, v in row.items() if "_pf" in k}
                         no_val = {k: None for k in row if k.startswith("val")}  # a latent score: the filter acts on pixels
                         recipes[label + " + pixel filter"][r["transform"]][step][int(seed)] = {**row, **pf, **no_val}
+    return transforms, base, recipes, overrides
+
+
+def suite_table(results: list[dict]) -> str:
+    """Per test set: rows without training and each recipe at each scored step (median over seeds, seeds
+    in brackets), a column per transform; whether each recipe beats identity and every unpaired
+    closed-form map; and how well the unpaired validation score ranks checkpoints and baselines like PSNR."""
+    transforms, base, recipes, overrides = collect(results)
     out = []
     for test_set in next(iter(base.values())):
         tag = "" if test_set == "test" else f"_{test_set}"
@@ -225,12 +234,57 @@ def suite_table(results: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def twice(results: list[dict], short: str, long: str) -> str:
+    """The 2x check where each length is its own run (a schedule that follows train.epochs, e.g. the product's
+    constant-then-decay): ``short``'s last scored step against ``long``'s, per transform and test set, on the output a
+    user gets (the pixel post-filter's where the runs have one), over the seeds both ran; ``short == long``: one run
+    trained straight, its last two scored steps. It holds where the median at 2x is at least the median at 1x."""
+    transforms, base, recipes, _ = collect(results)
+    what = "its last two scored steps" if short == long else "each at its last scored step"
+    out = [f"The 2x check, `{short}` (1x) against `{long}` (2x), {what}:", "",
+           "| test set | transform | seeds | 1x | 2x | change by seed | holds |", "| --- | --- | --- | ---: | ---: | --- | --- |"]
+    for name in (short, long):
+        if name not in recipes:
+            raise SystemExit(f"--twice: no recipe named {name!r} in the files given (recipes: {', '.join(sorted(recipes))})")
+    pick = {n: n + " + pixel filter" if n + " + pixel filter" in recipes else n for n in (short, long)}
+    for test_set in next(iter(base.values())):
+        key = "psnr" + ("" if test_set == "test" else f"_{test_set}")
+        for t in transforms:
+            ends = []
+            for n, back in ((short, 2 if short == long else 1), (long, 1)):  # one run trained straight: its last two steps
+                by_step = recipes[pick[n]].get(t, {})
+                steps = sorted(s for s in by_step if s != BEST)
+                at = by_step.get(steps[-back], {}) if len(steps) >= back else {}
+                ends.append({seed: row[key] for seed, row in at.items() if key in row})
+            seeds = sorted(set(ends[0]) & set(ends[1]))
+            if not seeds:
+                continue
+            one, two = (statistics.median(e[s] for s in seeds) for e in ends)
+            change = ", ".join(f"{ends[1][s] - ends[0][s]:+.2f}" for s in seeds)
+            out.append(f"| {test_set} | {t} | {','.join(map(str, seeds))} | {one:.3f} | {two:.3f} | {change} | "
+                       f"{'yes' if two >= one else 'no'} ({two - one:+.3f}) |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> str:
-    paths = [Path(a) for a in (argv if argv is not None else sys.argv[1:])]
+    args = list(argv if argv is not None else sys.argv[1:])
+    pairs = []  # --twice SHORT:LONG, any number of times
+    while "--twice" in args:
+        i = args.index("--twice")
+        if i + 1 >= len(args) or args[i + 1].count(":") != 1:
+            raise SystemExit("--twice takes SHORT:LONG, the names of a recipe's 1x and 2x runs (e.g. --twice xfGs1:xfGs2; "
+                             "NAME:NAME for one run trained straight to 2x)")
+        pairs.append(args[i + 1].split(":"))
+        del args[i:i + 2]
+    paths = [Path(a) for a in args]
     if not paths:
-        raise SystemExit("usage: summarize.py RESULTS.json [...]  (the results_<name>.json files of run.py)")
+        raise SystemExit("usage: summarize.py [--twice SHORT:LONG ...] RESULTS.json [...]  (the results_<name>.json files of run.py)")
     results = [json.loads(p.read_text()) for p in paths]
-    md = suite_table(results) if all("transform" in r for r in results) else table(*load(paths))
+    suite = all("transform" in r for r in results)
+    if pairs and not suite:
+        raise SystemExit("--twice compares suite runs: give results files written with run.py --transform")
+    md = suite_table(results) if suite else table(*load(paths))
+    md += "".join("\n" + twice(results, short, long) for short, long in pairs)
     print(md)
     return md
 
