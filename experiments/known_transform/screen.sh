@@ -6,7 +6,9 @@
 # KT_STEPS (default 506,1012) are the scored steps, the last one the run's length, in whole epochs of each recipe's
 # batch (352 latents a domain: 22 steps an epoch at the default batch 16, 5 at train.batch_size=64, where 1012 steps
 # run as 202 epochs); KT_RESUME=1 continues each run's last.pt to that length (the 2x check: the same file with
-# KT_STEPS=1012,2024). KT_OUT, KT_GPUS,
+# KT_STEPS=1012,2024). The constant rate is the protocol's; the preset's own schedule (first half constant, then decaying
+# over train.epochs) is a recipe's "optim.lr_constant_epochs=null optim.lr_decay_epochs=null", each length its own run (two
+# names, KT_STEPS=506,1012 and 1012,2024; summarize.py --twice SHORT:LONG checks 2x, results/anneal.md). KT_OUT, KT_GPUS,
 # KT_TRANSFORMS as in suite.sh. First the data and the closed-form rows (results_<transform>_baselines.json, where
 # missing: one process for the shared folders, then one per transform), then every recipe's suite in parallel.
 set -euo pipefail
