@@ -458,6 +458,36 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
     assert (tmp_path / "threads").read_text().split() == ["4", "4", "4"]
 
 
+def test_screen_runs_each_length_on_its_own_under_the_products_schedule(tmp_path):
+    """KT_SCHEDULE=product: the preset's schedule follows train.epochs, so each recipe runs twice, NAME1x at half of
+    every scored step and NAME2x at KT_STEPS, without the protocol's constant rate; the hint names the 2x check."""
+    fake = tmp_path / "bin" / "python3"  # stands for run.py: notes its arguments
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n')
+    fake.chmod(0o755)
+    recipes = tmp_path / "recipes.txt"
+    recipes.write_text("xfG 12,13 train.gain_transfer=agreement\n")
+    screen = CONF.parent / "experiments" / "known_transform" / "screen.sh"
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KT_OUT": str(tmp_path / "out"),
+           "KT_TRANSFORMS": "dark_edges", "KT_STEPS": "1012,2024", "KT_SCHEDULE": "product"}
+    env.pop("KT_GPUS", None)
+    done = subprocess.run(["bash", str(screen), str(recipes)], env=env, capture_output=True, text=True, check=True)
+    assert "summarize.py --twice xfG1x:xfG2x " in done.stdout, done.stdout
+    runs = [c for c in (tmp_path / "calls").read_text().splitlines() if "--no-train" not in c]
+    assert len(runs) == 4, "2 lengths x 2 seeds"
+    one = [c for c in runs if "--name xfG1x_s" in c]
+    two = [c for c in runs if "--name xfG2x_s" in c]
+    assert len(one) == len(two) == 2
+    # 22 steps an epoch: 1012 steps are 46 epochs (a checkpoint at 23, step 506), 2024 are 92 (at 46)
+    assert all("--eval-steps 506,1012" in c and "train.epochs=46 train.ckpt_every=23" in c for c in one), one
+    assert all("--eval-steps 1012,2024" in c and "train.epochs=92 train.ckpt_every=46" in c for c in two), two
+    # the schedule's keys come after the protocol's constant-rate ones (Hydra: the last wins), the recipe's own last
+    assert all(c.index("optim.lr_decay_epochs=100") < c.index("optim.lr_constant_epochs=null optim.lr_decay_epochs=null")
+               < c.index("train.gain_transfer=agreement") for c in runs)
+    bad = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "KT_SCHEDULE": "cosine"}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "KT_SCHEDULE=cosine: constant" in bad.stderr
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in SCRIPT.parent.glob("*.py")))
 def test_every_script_of_the_suite_imports_and_has_a_main(name, monkeypatch):
     # the probes are run by hand, rarely; several reach into lcgan's private helpers: a library change that breaks

@@ -6,9 +6,10 @@
 # KT_STEPS (default 506,1012) are the scored steps, the last one the run's length, in whole epochs of each recipe's
 # batch (352 latents a domain: 22 steps an epoch at the default batch 16, 5 at train.batch_size=64, where 1012 steps
 # run as 202 epochs); KT_RESUME=1 continues each run's last.pt to that length (the 2x check: the same file with
-# KT_STEPS=1012,2024). The constant rate is the protocol's; the preset's own schedule (first half constant, then decaying
-# over train.epochs) is a recipe's "optim.lr_constant_epochs=null optim.lr_decay_epochs=null", each length its own run (two
-# names, KT_STEPS=506,1012 and 1012,2024; summarize.py --twice SHORT:LONG checks 2x, results/anneal.md). KT_OUT, KT_GPUS,
+# KT_STEPS=1012,2024). KT_SCHEDULE=constant (default) is the protocol's constant rate, one run a recipe scored at each
+# length; KT_SCHEDULE=product runs the product's (and the preset's) schedule, half of train.epochs constant then decaying,
+# so each length is its own run: NAME1x at half of every KT_STEPS value and NAME2x at KT_STEPS (the 2x check:
+# summarize.py --twice NAME1x:NAME2x; results/anneal.md). KT_OUT, KT_GPUS,
 # KT_TRANSFORMS as in suite.sh. First the data and the closed-form rows (results_<transform>_baselines.json, where
 # missing: one process for the shared folders, then one per transform), then every recipe's suite in parallel.
 set -euo pipefail
@@ -21,10 +22,16 @@ steps=${KT_STEPS:-506,1012}
 first=${steps%%,*} last=${steps##*,}
 [[ $steps =~ ^[0-9]+(,[0-9]+)*$ ]] && (( first > 0 && last >= first )) \
   || { echo "KT_STEPS=$steps: give the scored steps, e.g. 506,1012 (positive, the last the longest)" >&2; exit 2; }
+schedule=${KT_SCHEDULE:-constant}
+[[ $schedule == constant || $schedule == product ]] \
+  || { echo "KT_SCHEDULE=$schedule: constant (the protocol's rate, one run a recipe) or product (the preset's schedule, a run a length)" >&2; exit 2; }
+[ "$schedule" = constant ] || (( first >= 2 )) \
+  || { echo "KT_SCHEDULE=product halves KT_STEPS=$steps for the 1x runs: give steps of at least 2" >&2; exit 2; }
 latents=352  # A-train and B-train each: 44 photos x 4 crops x 2 flips (run.py's split)
-lengths() {  # "EPOCHS EVERY CONSTANT" for a recipe's overrides (after the screen's own: the last batch wins, as in Hydra):
-             # whole epochs of its batch, a checkpoint at each scored length
-  local bs=16 o
+lengths() {  # "EPOCHS EVERY CONSTANT" for scored steps FIRST LAST and a recipe's overrides (after the screen's own: the last
+             # batch wins, as in Hydra): whole epochs of its batch, a checkpoint at each scored length
+  local first=$1 last=$2 bs=16 o
+  shift 2
   for o in "$@"; do [[ $o == train.batch_size=* ]] && bs=${o#*=}; done
   local per=$(( latents / bs > 0 ? latents / bs : 1 ))
   local every=$(( (first + per / 2) / per > 0 ? (first + per / 2) / per : 1 ))
@@ -44,19 +51,26 @@ for i in "${!todo[@]}"; do
   [ "$i" = 0 ] && { wait "$!" || { echo "baselines of ${todo[0]} failed: $out/logs/baselines_${todo[0]}.log" >&2; exit 1; }; }  # A and the test sets, once
 done
 for i in "${!pids[@]}"; do wait "${pids[$i]}" || { echo "baselines of ${todo[$i]} failed: $out/logs/baselines_${todo[$i]}.log" >&2; exit 1; }; done
-COMMON=(--image-size 256 --vae-device cuda --lpips off --eval-steps "$steps" "$@" device=cuda train.compile=false
-        train.cuda_graphs=false train.vis_every=0 optim.lr_decay_epochs=100)
-[ "${KT_RESUME:-0}" = 1 ] && COMMON+=(train.resume=true)
-pids=()
+TRAIN=(device=cuda train.compile=false train.cuda_graphs=false train.vis_every=0 optim.lr_decay_epochs=100)
+[ "${KT_RESUME:-0}" = 1 ] && TRAIN+=(train.resume=true)
+halved=$(IFS=,; h=(); for x in $steps; do h+=($(( x / 2 ))); done; echo "${h[*]}")
+pids=() twice=()
 while read -r name seeds rest; do
   [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
-  read -r epochs every constant <<<"$(lengths "$@" $rest)"
-  echo "screen: $name: $epochs epochs, a checkpoint every $every"
-  KT_OUT=$out bash "$here/suite.sh" "$name" "$seeds" "${COMMON[@]}" train.epochs=$epochs train.ckpt_every=$every \
-    optim.lr_constant_epochs=$constant $rest >"$out/logs/suite_$name.log" 2>&1 &
-  pids+=($!)
+  runs=("$name $steps")
+  [ "$schedule" = product ] && { runs=("${name}1x $halved" "${name}2x $steps"); twice+=("--twice ${name}1x:${name}2x"); }
+  for run in "${runs[@]}"; do
+    read -r label scored <<<"$run"
+    read -r epochs every constant <<<"$(lengths "${scored%%,*}" "${scored##*,}" "$@" $rest)"
+    sched=(optim.lr_constant_epochs=$constant)  # past the run's end: the rate stays constant
+    [ "$schedule" = product ] && sched=(optim.lr_constant_epochs=null optim.lr_decay_epochs=null)
+    echo "screen: $label: $epochs epochs, a checkpoint every $every, $schedule rate"
+    KT_OUT=$out bash "$here/suite.sh" "$label" "$seeds" --image-size 256 --vae-device cuda --lpips off --eval-steps "$scored" \
+      "$@" "${TRAIN[@]}" train.epochs=$epochs train.ckpt_every=$every "${sched[@]}" $rest >"$out/logs/suite_$label.log" 2>&1 &
+    pids+=($!)
+  done
 done <"$recipes"
 fail=0
 for p in "${pids[@]}"; do wait "$p" || fail=$((fail + 1)); done
 cat "$out"/logs/suite_*.log
-echo "screen: ${#pids[@]} recipes, $fail with failed runs; summarize: python $here/summarize.py $out/results_*.json"
+echo "screen: ${#pids[@]} recipes, $fail with failed runs; summarize: python $here/summarize.py ${twice[*]:+${twice[*]} }$out/results_*.json"
