@@ -408,18 +408,25 @@ def test_latent_folders_appear_whole_and_the_first_writer_wins(tmp_path):
     assert [p.name for p in folder.parent.iterdir()] == ["b"]
 
 
-def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
-    fake = tmp_path / "bin" / "python3"  # stands for run.py: notes its arguments in call order; with FAIL=null the closed-form pass fails
+def stand_in_screen(tmp_path, recipes: str, **env) -> tuple:
+    """screen.sh with a stand-in for run.py (``python3`` first on PATH) that notes its arguments in call order in
+    tmp_path/calls, and the OMP_NUM_THREADS of each closed-form pass in tmp_path/threads; with FAIL=null the closed-form
+    pass of null fails. Returns (screen, recipes file, environment)."""
+    fake = tmp_path / "bin" / "python3"
     fake.parent.mkdir()
     fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\ncase "$*" in *--no-train*) echo "$OMP_NUM_THREADS" >> {tmp_path}/threads;; esac\n'
                     f'case "$FAIL $*" in *null*--no-train*) exit 3;; esac\n')
     fake.chmod(0o755)
-    recipes = tmp_path / "recipes.txt"
-    recipes.write_text("# a comment\nrA 0,1 train.lambda_id=0\n\nrB 2 train.ema_decay=0.999 train.batch_size=64\n")
-    screen = CONF.parent / "experiments" / "known_transform" / "screen.sh"
-    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KT_OUT": str(tmp_path / "out"),
-           "KT_TRANSFORMS": "grade null", "KT_STEPS": "1012,2024", "KT_RESUME": "1"}
-    env.pop("KT_GPUS", None)
+    path = tmp_path / "recipes.txt"
+    path.write_text(recipes)
+    full = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KT_OUT": str(tmp_path / "out"), **env}
+    full.pop("KT_GPUS", None)
+    return CONF.parent / "experiments" / "known_transform" / "screen.sh", path, full
+
+
+def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
+    screen, recipes, env = stand_in_screen(tmp_path, "# a comment\nrA 0,1 train.lambda_id=0\n\nrB 2 train.ema_decay=0.999 train.batch_size=64\n",
+                                           KT_TRANSFORMS="grade null", KT_STEPS="1012,2024", KT_RESUME="1")
     done = subprocess.run(["bash", str(screen), str(recipes)], env=env, capture_output=True, text=True, check=True)
     assert "screen: 2 recipes, 0 with failed runs" in done.stdout
     calls = (tmp_path / "calls").read_text().splitlines()
@@ -461,16 +468,8 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
 def test_screen_runs_each_length_on_its_own_under_the_products_schedule(tmp_path):
     """KT_SCHEDULE=product: the preset's schedule follows train.epochs, so each recipe runs twice, NAME1x at half of
     every scored step and NAME2x at KT_STEPS, without the protocol's constant rate; the hint names the 2x check."""
-    fake = tmp_path / "bin" / "python3"  # stands for run.py: notes its arguments
-    fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n')
-    fake.chmod(0o755)
-    recipes = tmp_path / "recipes.txt"
-    recipes.write_text("xfG 12,13 train.gain_transfer=agreement\n")
-    screen = CONF.parent / "experiments" / "known_transform" / "screen.sh"
-    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KT_OUT": str(tmp_path / "out"),
-           "KT_TRANSFORMS": "dark_edges", "KT_STEPS": "1012,2024", "KT_SCHEDULE": "product"}
-    env.pop("KT_GPUS", None)
+    screen, recipes, env = stand_in_screen(tmp_path, "xfG 12,13 train.gain_transfer=agreement\n", KT_TRANSFORMS="dark_edges",
+                                           KT_STEPS="1012,2024", KT_SCHEDULE="product")
     done = subprocess.run(["bash", str(screen), str(recipes)], env=env, capture_output=True, text=True, check=True)
     assert "summarize.py --twice xfG1x:xfG2x " in done.stdout, done.stdout
     runs = [c for c in (tmp_path / "calls").read_text().splitlines() if "--no-train" not in c]
