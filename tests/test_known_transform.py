@@ -428,7 +428,7 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
     screen, recipes, env = stand_in_screen(tmp_path, "# a comment\nrA 0,1 train.lambda_id=0\n\nrB 2 train.ema_decay=0.999 train.batch_size=64\n",
                                            KT_TRANSFORMS="grade null", KT_STEPS="1012,2024", KT_RESUME="1")
     done = subprocess.run(["bash", str(screen), str(recipes)], env=env, capture_output=True, text=True, check=True)
-    assert "screen: 2 recipes, 0 with failed runs" in done.stdout
+    assert "screen: 2 recipes, 2 suites, 0 with failed runs" in done.stdout
     calls = (tmp_path / "calls").read_text().splitlines()
     assert "--no-train" in calls[0] and "--transform grade" in calls[0], "A and the test sets first, by one process"
     assert sum("--no-train" in c for c in calls) == 2 and all("--no-train" not in c for c in calls[2:])
@@ -466,25 +466,32 @@ def test_screen_prepares_the_data_once_then_runs_every_recipe(tmp_path):
 
 
 def test_screen_runs_each_length_on_its_own_under_the_products_schedule(tmp_path):
-    """KT_SCHEDULE=product: the preset's schedule follows train.epochs, so each recipe runs twice, NAME1x at half of
-    every scored step and NAME2x at KT_STEPS, without the protocol's constant rate; the hint names the 2x check."""
-    screen, recipes, env = stand_in_screen(tmp_path, "xfG 12,13 train.gain_transfer=agreement\n", KT_TRANSFORMS="dark_edges",
-                                           KT_STEPS="1012,2024", KT_SCHEDULE="product")
+    """KT_SCHEDULE=product: the preset's schedule follows train.epochs, so each recipe runs twice, NAME1x of exactly
+    half NAME2x's epochs and NAME2x at KT_STEPS, without the protocol's constant rate; the hint names the 2x check.
+    The recipe file's last line lacks its newline: it runs too."""
+    screen, recipes, env = stand_in_screen(tmp_path, "xfG 12,13 train.gain_transfer=agreement\nb64 4 train.batch_size=64",
+                                           KT_TRANSFORMS="dark_edges", KT_STEPS="1012,2024", KT_SCHEDULE="product")
     done = subprocess.run(["bash", str(screen), str(recipes)], env=env, capture_output=True, text=True, check=True)
-    assert "summarize.py --twice xfG1x:xfG2x " in done.stdout, done.stdout
+    assert "screen: 2 recipes, 4 suites, 0 with failed runs" in done.stdout, done.stdout
+    assert "summarize.py --twice xfG1x:xfG2x --twice b641x:b642x " in done.stdout, done.stdout
     runs = [c for c in (tmp_path / "calls").read_text().splitlines() if "--no-train" not in c]
-    assert len(runs) == 4, "2 lengths x 2 seeds"
-    one = [c for c in runs if "--name xfG1x_s" in c]
-    two = [c for c in runs if "--name xfG2x_s" in c]
+    assert len(runs) == 6, "2 lengths x (2 + 1) seeds"
+    one, two = ([c for c in runs if f"--name xfG{n}x_s" in c] for n in (1, 2))
     assert len(one) == len(two) == 2
     # 22 steps an epoch: 1012 steps are 46 epochs (a checkpoint at 23, step 506), 2024 are 92 (at 46)
     assert all("--eval-steps 506,1012" in c and "train.epochs=46 train.ckpt_every=23" in c for c in one), one
     assert all("--eval-steps 1012,2024" in c and "train.epochs=92 train.ckpt_every=46" in c for c in two), two
+    # 5 steps an epoch at batch 64: 404 epochs at 2x, exactly half of them at 1x
+    assert sum("--name b641x_s4" in c and "train.epochs=202 train.ckpt_every=101" in c for c in runs) == 1
+    assert sum("--name b642x_s4" in c and "train.epochs=404 train.ckpt_every=202" in c for c in runs) == 1
     # the schedule's keys come after the protocol's constant-rate ones (Hydra: the last wins), the recipe's own last
     assert all(c.index("optim.lr_decay_epochs=100") < c.index("optim.lr_constant_epochs=null optim.lr_decay_epochs=null")
-               < c.index("train.gain_transfer=agreement") for c in runs)
+               < c.index("train.gain_transfer=agreement") for c in one + two)
     bad = subprocess.run(["bash", str(screen), str(recipes)], env={**env, "KT_SCHEDULE": "cosine"}, capture_output=True, text=True)
     assert bad.returncode == 2 and "KT_SCHEDULE=cosine: constant" in bad.stderr
+    recipes.write_text("# nothing to run\n")
+    empty = subprocess.run(["bash", str(screen), str(recipes)], env=env, capture_output=True, text=True)
+    assert empty.returncode == 0 and "screen: 0 recipes, 0 suites" in empty.stdout, empty.stderr
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SCRIPT.parent.glob("*.py")))
@@ -555,6 +562,9 @@ def test_twice_checks_separate_runs_and_one_straight_run_on_the_committed_files(
     assert "| test | dark_edges | 12,13,14 | 20.518 | 20.530 | +0.01, -0.03, -0.02 | yes (+0.011) |" in out, out
     assert "| afhq | dark_edges | 12,13,14 | 19.963 | 20.024 | +0.06, -0.03, +0.00 | yes (+0.061) |" in out, out
     assert "| test | null | 12,13,14 | 23.514 | 23.514 | +0.00, +0.00, +0.00 | yes (+0.000) |" in out, out
+    assert "Not in both, or on no common seed, on some test set: sepia, null." in out, "xfG ran dark_edges only"
+    with pytest.raises(SystemExit, match="no transform has both lengths scored"):
+        summarize.main(["--twice", "xfGs1 best.pt:xfGs1 best.pt", *files])  # best.pt has no step
     with pytest.raises(SystemExit, match="no recipe named 'nope'"):
         summarize.main(["--twice", "xfG:nope", *files])
     with pytest.raises(SystemExit, match="SHORT:LONG"):

@@ -8,8 +8,8 @@
 # run as 202 epochs); KT_RESUME=1 continues each run's last.pt to that length (the 2x check: the same file with
 # KT_STEPS=1012,2024). KT_SCHEDULE=constant (default) is the protocol's constant rate, one run a recipe scored at each
 # length; KT_SCHEDULE=product runs the product's (and the preset's) schedule, half of train.epochs constant then decaying,
-# so each length is its own run: NAME1x at half of every KT_STEPS value and NAME2x at KT_STEPS (the 2x check:
-# summarize.py --twice NAME1x:NAME2x; results/anneal.md). KT_OUT, KT_GPUS,
+# so each length is its own run: NAME2x at KT_STEPS and NAME1x of exactly half its epochs, scored at half of every
+# KT_STEPS value (the 2x check: summarize.py --twice NAME1x:NAME2x; results/anneal.md). KT_OUT, KT_GPUS,
 # KT_TRANSFORMS as in suite.sh. First the data and the closed-form rows (results_<transform>_baselines.json, where
 # missing: one process for the shared folders, then one per transform), then every recipe's suite in parallel.
 set -euo pipefail
@@ -54,23 +54,29 @@ for i in "${!pids[@]}"; do wait "${pids[$i]}" || { echo "baselines of ${todo[$i]
 TRAIN=(device=cuda train.compile=false train.cuda_graphs=false train.vis_every=0 optim.lr_decay_epochs=100)
 [ "${KT_RESUME:-0}" = 1 ] && TRAIN+=(train.resume=true)
 halved=$(IFS=,; h=(); for x in $steps; do h+=($(( x / 2 ))); done; echo "${h[*]}")
-pids=() twice=()
-while read -r name seeds rest; do
+suite() {  # LABEL SCORED EPOCHS EVERY SCHEDULE-OVERRIDES... : one recipe's suite in the background
+  local label=$1 scored=$2 epochs=$3 every=$4
+  shift 4
+  echo "screen: $label: $epochs epochs, a checkpoint every $every, $schedule rate"
+  KT_OUT=$out bash "$here/suite.sh" "$label" "$seeds" --image-size 256 --vae-device cuda --lpips off --eval-steps "$scored" \
+    "${args[@]}" "${TRAIN[@]}" train.epochs=$epochs train.ckpt_every=$every "$@" $rest >"$out/logs/suite_$label.log" 2>&1 &
+  pids+=($!)
+}
+args=("$@") pids=() twice=() recipes_run=0
+while read -r name seeds rest || [ -n "${name:-}" ]; do  # the last line may lack its newline
   [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
-  runs=("$name $steps")
-  [ "$schedule" = product ] && { runs=("${name}1x $halved" "${name}2x $steps"); twice+=("--twice ${name}1x:${name}2x"); }
-  for run in "${runs[@]}"; do
-    read -r label scored <<<"$run"
-    read -r epochs every constant <<<"$(lengths "${scored%%,*}" "${scored##*,}" "$@" $rest)"
-    sched=(optim.lr_constant_epochs=$constant)  # past the run's end: the rate stays constant
-    [ "$schedule" = product ] && sched=(optim.lr_constant_epochs=null optim.lr_decay_epochs=null)
-    echo "screen: $label: $epochs epochs, a checkpoint every $every, $schedule rate"
-    KT_OUT=$out bash "$here/suite.sh" "$label" "$seeds" --image-size 256 --vae-device cuda --lpips off --eval-steps "$scored" \
-      "$@" "${TRAIN[@]}" train.epochs=$epochs train.ckpt_every=$every "${sched[@]}" $rest >"$out/logs/suite_$label.log" 2>&1 &
-    pids+=($!)
-  done
+  recipes_run=$((recipes_run + 1))
+  read -r epochs every constant <<<"$(lengths "$first" "$last" "$@" $rest)"
+  if [ "$schedule" = constant ]; then
+    suite "$name" "$steps" "$epochs" "$every" optim.lr_constant_epochs=$constant  # past the run's end: the rate stays constant
+  else  # each length its own run, the 1x one exactly half the 2x one's epochs, each decaying over its own second half
+    none=(optim.lr_constant_epochs=null optim.lr_decay_epochs=null)
+    suite "${name}1x" "$halved" $(( epochs / 2 )) $(( every / 2 > 0 ? every / 2 : 1 )) "${none[@]}"
+    suite "${name}2x" "$steps" "$epochs" "$every" "${none[@]}"
+    twice+=("--twice ${name}1x:${name}2x")
+  fi
 done <"$recipes"
 fail=0
 for p in "${pids[@]}"; do wait "$p" || fail=$((fail + 1)); done
-cat "$out"/logs/suite_*.log
-echo "screen: ${#pids[@]} recipes, $fail with failed runs; summarize: python $here/summarize.py ${twice[*]:+${twice[*]} }$out/results_*.json"
+cat "$out"/logs/suite_*.log 2>/dev/null || true
+echo "screen: $recipes_run recipes, ${#pids[@]} suites, $fail with failed runs; summarize: python $here/summarize.py ${twice[*]:+${twice[*]} }$out/results_*.json"

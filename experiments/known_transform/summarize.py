@@ -246,7 +246,9 @@ def twice(results: list[dict], short: str, long: str) -> str:
     for name in (short, long):
         if name not in recipes:
             raise SystemExit(f"--twice: no recipe named {name!r} in the files given (recipes: {', '.join(sorted(recipes))})")
-    pick = {n: n + " + pixel filter" if n + " + pixel filter" in recipes else n for n in (short, long)}
+    filtered = all(n + " + pixel filter" in recipes for n in (short, long))  # both or neither: like against like
+    pick = {n: n + " + pixel filter" if filtered else n for n in (short, long)}
+    rows, missing = len(out), set()
     for test_set in next(iter(base.values())):
         key = "psnr" + ("" if test_set == "test" else f"_{test_set}")
         for t in transforms:
@@ -258,11 +260,17 @@ def twice(results: list[dict], short: str, long: str) -> str:
                 ends.append({seed: row[key] for seed, row in at.items() if key in row})
             seeds = sorted(set(ends[0]) & set(ends[1]))
             if not seeds:
+                missing.add(t)
                 continue
             one, two = (statistics.median(e[s] for s in seeds) for e in ends)
             change = ", ".join(f"{ends[1][s] - ends[0][s]:+.2f}" for s in seeds)
             out.append(f"| {test_set} | {t} | {','.join(map(str, seeds))} | {one:.3f} | {two:.3f} | {change} | "
                        f"{'yes' if two >= one else 'no'} ({two - one:+.3f}) |")
+    if len(out) == rows:
+        raise SystemExit(f"--twice {short}:{long}: no transform has both lengths scored on a common seed (NAME:NAME needs a run "
+                         "scored at two steps or more; best.pt has no step)")
+    if missing:
+        out.append(f"\nNot in both, or on no common seed, on some test set: {', '.join(t for t in transforms if t in missing)}.")
     return "\n".join(out) + "\n"
 
 
