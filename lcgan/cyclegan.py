@@ -143,7 +143,8 @@ class CycleGAN(nn.Module):
         if fused:
             out_f = self.g_ba(torch.cat([real_b, real_a]) if use_id else real_b).split(n)
             fake_a = out_f[0]
-            out_g = self.g_ab(torch.cat([real_a] + ([real_b] if use_id else []) + ([fake_a] if use_cyc else []))).split(n)
+            ins_g = [real_a] + ([real_b] if use_id else []) + ([fake_a] if use_cyc else [])
+            out_g = self.g_ab(torch.cat(ins_g) if len(ins_g) > 1 else real_a).split(n)  # no copy of a lone batch
             fake_b = out_g[0]
             if use_id:
                 idt_a, idt_b = out_f[1], out_g[1]

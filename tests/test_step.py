@@ -35,7 +35,8 @@ def _run(gan, fuse, steps=3, weights=None):
 
 # the fused step stacks differently with and without the identity and the cycle: each combination against the plain one
 @pytest.mark.parametrize("weights", [LossWeights(lambda_id=0.5, lambda_anchor=1.0), LossWeights(lambda_id=0.0),
-                                     LossWeights(lambda_id=0.5, lambda_cyc=0.0)], ids=["id_cyc", "cyc_only", "id_only"])
+                                     LossWeights(lambda_id=0.5, lambda_cyc=0.0), LossWeights(lambda_id=0.0, lambda_cyc=0.0)],
+                         ids=["id_cyc", "cyc_only", "id_only", "gan_only"])
 def test_fused_generator_passes_match_plain_step(weights):
     plain_gan = _gan()
     fused_gan = copy.deepcopy(plain_gan)
