@@ -2,6 +2,7 @@
 
     python experiments/known_transform/summarize.py outputs/known_transform/results_*.json > table.md
     python experiments/known_transform/summarize.py --twice xfGs1:xfGs2 results_*.json   # + the 2x check of two runs
+    python experiments/known_transform/summarize.py --twice xfGs1,xfGs1x:xfGs2,xfGs2x results_*.json   # seeds of two names pooled
 
 Files written with ``--transform`` (the suite) make one table per test set, a column per transform,
 and the rank agreement of the unpaired validation score with PSNR (:func:`suite_table`).
@@ -12,6 +13,7 @@ counts each of them.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -234,38 +236,59 @@ def suite_table(results: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def pooled(recipes: dict, side: str) -> list[str]:
+    """The recipes one side of ``--twice`` names: ``side`` itself where it is a recipe (names may hold commas), else
+    its comma-separated parts."""
+    names = [side] if side in recipes else side.split(",")
+    for name in names:
+        if name not in recipes:
+            raise SystemExit(f"--twice: no recipe named {name!r} in the files given (recipes: {', '.join(sorted(recipes))})")
+    return names
+
+
 def twice(results: list[dict], short: str, long: str) -> str:
     """The 2x check where each length is its own run (a schedule that follows train.epochs, e.g. the product's
     constant-then-decay): ``short``'s last scored step against ``long``'s, per transform and test set, on the output a
     user gets (the pixel post-filter's where the runs have one), over the seeds both ran; ``short == long``: one run
-    trained straight, its last two scored steps. It holds where the median at 2x is at least the median at 1x."""
+    trained straight, its last two scored steps. It holds where the median at 2x is at least the median at 1x; the
+    last column counts the sets of :data:`MIN_SEEDS` seeds on which it holds (a verdict on 3 seeds is one of those).
+
+    ``short`` and ``long`` may each name several recipes, comma-separated, whose seeds are pooled (runs of one recipe
+    under two names, e.g. before and after a rename); a seed in two of them is refused."""
     transforms, base, recipes, _ = collect(results)
+    names = {side: pooled(recipes, side) for side in (short, long)}
     what = "its last two scored steps" if short == long else "each at its last scored step"
     out = [f"The 2x check, `{short}` (1x) against `{long}` (2x), {what}:", "",
-           "| test set | transform | seeds | 1x | 2x | change by seed | holds |", "| --- | --- | --- | ---: | ---: | --- | --- |"]
-    for name in (short, long):
-        if name not in recipes:
-            raise SystemExit(f"--twice: no recipe named {name!r} in the files given (recipes: {', '.join(sorted(recipes))})")
-    filtered = all(n + " + pixel filter" in recipes for n in (short, long))  # both or neither: like against like
-    pick = {n: n + " + pixel filter" if filtered else n for n in (short, long)}
+           f"| test set | transform | seeds | 1x | 2x | change by seed | holds | holds on every {MIN_SEEDS} seeds |",
+           "| --- | --- | --- | ---: | ---: | --- | --- | --- |"]
+    filtered = all(n + " + pixel filter" in recipes for side in names.values() for n in side)  # both or neither: like against like
+    pick = {side: [n + " + pixel filter" if filtered else n for n in ns] for side, ns in names.items()}
     rows, missing = len(out), set()
     for test_set in next(iter(base.values())):
         key = "psnr" + ("" if test_set == "test" else f"_{test_set}")
         for t in transforms:
             ends = []
-            for n, back in ((short, 2 if short == long else 1), (long, 1)):  # one run trained straight: its last two steps
-                by_step = recipes[pick[n]].get(t, {})
-                steps = sorted(s for s in by_step if s != BEST)
-                at = by_step.get(steps[-back], {}) if len(steps) >= back else {}
-                ends.append({seed: row[key] for seed, row in at.items() if key in row})
+            for side, back in ((short, 2 if short == long else 1), (long, 1)):  # one run trained straight: its last two steps
+                end = {}
+                for n in pick[side]:
+                    by_step = recipes[n].get(t, {})
+                    steps = sorted(s for s in by_step if s != BEST)
+                    at = by_step.get(steps[-back], {}) if len(steps) >= back else {}
+                    if set(at) & set(end):
+                        raise SystemExit(f"--twice {side}: seeds {sorted(set(at) & set(end))} of {t} are in more than one of its "
+                                         "recipes; pool recipes of different seeds")
+                    end.update({seed: row[key] for seed, row in at.items() if key in row})
+                ends.append(end)
             seeds = sorted(set(ends[0]) & set(ends[1]))
             if not seeds:
                 missing.add(t)
                 continue
             one, two = (statistics.median(e[s] for s in seeds) for e in ends)
             change = ", ".join(f"{ends[1][s] - ends[0][s]:+.2f}" for s in seeds)
+            sets = list(itertools.combinations(seeds, MIN_SEEDS))
+            held = sum(statistics.median(ends[1][s] for s in c) >= statistics.median(ends[0][s] for s in c) for c in sets)
             out.append(f"| {test_set} | {t} | {','.join(map(str, seeds))} | {one:.3f} | {two:.3f} | {change} | "
-                       f"{'yes' if two >= one else 'no'} ({two - one:+.3f}) |")
+                       f"{'yes' if two >= one else 'no'} ({two - one:+.3f}) | {f'{held} of {len(sets)}' if sets else ''} |")
     if len(out) == rows:
         raise SystemExit(f"--twice {short}:{long}: no transform has both lengths scored on a common seed (NAME:NAME needs a run "
                          "scored at two steps or more; best.pt has no step)")
