@@ -259,7 +259,7 @@ def twice(results: list[dict], short: str, long: str) -> str:
     names = {side: pooled(recipes, side) for side in (short, long)}
     what = "its last two scored steps" if short == long else "each at its last scored step"
     out = [f"The 2x check, `{short}` (1x) against `{long}` (2x), {what}:", "",
-           f"| test set | transform | seeds | 1x | 2x | change by seed | holds | holds on every {MIN_SEEDS} seeds |",
+           f"| test set | transform | seeds | 1x | 2x | change by seed | holds | sets of {MIN_SEEDS} seeds where it holds |",
            "| --- | --- | --- | ---: | ---: | --- | --- | --- |"]
     filtered = all(n + " + pixel filter" in recipes for side in names.values() for n in side)  # both or neither: like against like
     pick = {side: [n + " + pixel filter" if filtered else n for n in ns] for side, ns in names.items()}
