@@ -549,6 +549,19 @@ def test_agreement_tables_take_each_rules_scale_and_read_the_committed_runs(monk
     # the 2x check over all 84 triples of the nine seeds: the product's rule misses it on 15, the best scale (truth) on 37
     assert "| dark_edges | 9 | agreement | 20.517 | 20.566 | +0.045 | 15 of 84 |" in out, out
     assert "| dark_edges | 9 | best scale (truth) | 20.633 | 20.638 | -0.007 | 37 of 84 |" in out, out
+    # the product's schedule: each length its own run, paired ONE:TWO, each file's last scored epoch (results/anneal.md)
+    rerun = SCRIPT.parent / "results" / "anneal" / "rerun"
+    pair = f"{rerun / 'agreement_xfGs1x_dark_edges.json'}:{rerun / 'agreement_xfGs2x_dark_edges.json'}"
+    monkeypatch.setattr("sys.argv", ["agreement.py", "--tables", pair])
+    agreement.main()
+    out = capsys.readouterr().out.splitlines()
+    assert "| dark_edges | 15,16,17,18,19,20 | 1x epoch_0046 | 20.581 | 20.435 | 20.581 | 20.683 |" in out, out
+    assert "| dark_edges | 15,16,17,18,19,20 | 2x epoch_0092 | 20.525 | 20.378 | 20.525 | 20.640 |" in out, out
+    assert "| dark_edges | 6 | best scale (truth) | 20.683 | 20.640 | -0.042 | 20 of 20 |" in out, out
+    for bad in (f"{pair}:{pair}", str(rerun / "nope.json")):
+        monkeypatch.setattr("sys.argv", ["agreement.py", "--tables", bad])
+        with pytest.raises(SystemExit, match="ONE.json:TWO.json"):
+            agreement.main()
 
 
 def test_twice_checks_separate_runs_and_one_straight_run_on_the_committed_files(monkeypatch, capsys):

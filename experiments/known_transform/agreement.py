@@ -63,10 +63,22 @@ RULES = {"scale": lambda r: r["g"], "correction": lambda r: r["agree"], "agreeme
 
 
 def entries(files: list[str]):
-    """``(transform, seed, epoch, row)`` of every row of ``agreement_*.json`` files (keyed ``transform/seed/epoch``)."""
+    """``(transform, seed, epoch, row)`` of every row of ``agreement_*.json`` files (keyed ``transform/seed/epoch``). An
+    item ``ONE:TWO`` pairs the files of two runs of one recipe each trained to its own length (screen.sh's
+    ``KT_SCHEDULE=product``: ``NAME1x``, ``NAME2x``): of each only its last scored epoch, its length ``1x``/``2x`` first."""
     for f in files:
-        for key, r in json.loads(Path(f).read_text()).items():
-            yield (*key.split("/"), r)
+        parts = f.split(":")
+        if len(parts) > 2 or not all(Path(p).is_file() for p in parts):
+            raise SystemExit(f"--tables {f}: give agreement_*.json files, or ONE.json:TWO.json for runs of one length each")
+        for label, part in zip(("1x ", "2x ") if len(parts) == 2 else ("",), parts):
+            last: dict[tuple[str, str], tuple[str, dict]] = {}
+            for key, r in json.loads(Path(part).read_text()).items():
+                transform, seed, epoch = key.split("/")
+                if label and epoch < last.get((transform, seed), ("",))[0]:
+                    continue  # epoch_NNNN names sort by length
+                last[(transform, seed) if label else (transform, seed, epoch)] = (epoch, r)
+            for (transform, seed, *_), (epoch, r) in last.items():
+                yield transform, seed, label + epoch, r
 
 
 def tables(files: list[str]) -> None:
