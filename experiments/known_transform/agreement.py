@@ -71,7 +71,7 @@ def entries(files: list[str]):
         if len(parts) > 2 or not all(Path(p).is_file() for p in parts):
             raise SystemExit(f"--tables {f}: give agreement_*.json files, or ONE.json:TWO.json for runs of one length each")
         for label, part in zip(("1x ", "2x ") if len(parts) == 2 else ("",), parts):
-            last: dict[tuple[str, str], tuple[str, dict]] = {}
+            last: dict[tuple, tuple[str, dict]] = {}  # (transform, seed[, epoch]) -> (epoch, row)
             for key, r in json.loads(Path(part).read_text()).items():
                 transform, seed, epoch = key.split("/")
                 if label and epoch < last.get((transform, seed), ("",))[0]:
