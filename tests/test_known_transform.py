@@ -156,8 +156,8 @@ def test_a_crossfit_run_scores_each_epoch_at_the_side_runs_choice_at_as_many_ste
 
     shared_path("weights/vaelight/VAEencoder.onnx")
     rows = load_script().main(["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64", "--crops",
-                               "2", "--eval-steps", "1", "--lpips", "off", "--transform", "sepia", "--name", "xf", *TINY,
-                               "train.epochs=2", "train.ckpt_every=1", "train.gain_crossfit=0.2", "train.gain_scales=[0,1]"])["runs"][0]
+                               "2", "--eval-steps", "1", "--lpips", "off", "--transform", "sepia", "--name", "xf", "--scale-grid",
+                               *TINY, "train.epochs=2", "train.ckpt_every=1", "train.gain_crossfit=0.2", "train.gain_scales=[0,0.5]"])["runs"][0]
     run = RunFolder(tmp_path / "runs" / "sepia" / "xf" / "seed0")
     side = RunFolder(run.crossfit_side)
     steps = [json.loads(f.log.read_text().splitlines()[0])["steps"] for f in (run, side)]
@@ -173,6 +173,11 @@ def test_a_crossfit_run_scores_each_epoch_at_the_side_runs_choice_at_as_many_ste
     assert rows[0]["gain"] == checkpoint.load(run.epoch_checkpoint(1))["gain"]
     assert all(rows[0]["gain"][k] in (0.0, side_choice[k]) for k in side_choice), "the side's choice at as many steps, or 0"
     assert (side.logs / f"gain_epoch_{nearest:04d}.json").is_file(), "every scale's distance at that length too"
+    for row in rows[:2]:  # --scale-grid: the output at every scale (and 1, the trained G); at the recorded gain, the scored one
+        for tag in ("", "_afhq") if "psnr_afhq" in row else ("",):
+            grid = row["psnr_by_scale" + tag]
+            assert sorted(grid) == ["0", "0.5", "1"], grid
+            assert grid[f"{row['gain']['g_ab']:g}"] == pytest.approx(row.get("psnr_pf" + tag, row["psnr" + tag]), abs=1e-4)
     assert {p.name for p in side.epoch_checkpoints()} <= {f"epoch_{nearest:04d}.pt", f"epoch_{side_epochs[-1]:04d}.pt"}, \
         "the side run keeps the epoch files that chose a gain, and its last"
 
@@ -531,6 +536,25 @@ def test_gain_rules_crossfit_applies_each_side_runs_gain_to_its_seeds_full_run_a
     sepia = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sepia") and "| test |" in line]
     assert sepia == ["| sepia (21.086) | 1012 | 0, 1, 2 | test | 6, 8, 4: 21.027 (-0.059) |  |",
                      "| sepia (21.086) | 2024 | 0, 1, 2 | test | 6, 6, 4: 21.207 (+0.121) | 3, 3, 3: 22.287 (+1.201) |"], sepia
+
+
+def test_twice_adds_the_best_scale_where_the_runs_scored_every_scale(monkeypatch):
+    """summarize.py --twice over runs scored with run.py --scale-grid: beside the check at the chosen gain, the same check
+    at G's best scale (the truth's choice), which tells a worse correction from a worse choice of its gain."""
+    summarize = load_beside("summarize", monkeypatch)
+    base = {"test": {"identity": [16.0, 20.0, math.nan, math.nan]}}
+
+    def result(name, seed, step, chosen, grid):
+        row = {"epoch": step // 22, "step": step, "psnr": chosen, "psnr_by_scale": {f"{s:g}": v for s, v in zip((0, 1, 2), grid)}}
+        return {"transform": "dark_edges", "name": f"{name}_s{seed}", "overrides": [], "baselines": base, "runs": {str(seed): [row]}}
+
+    results = [result("one", seed, 1012, 20.5, (19.8, 20.5, 20.7)) for seed in (0, 1, 2)]
+    results += [result("two", seed, 2024, 20.4 + 0.2 * (seed == 2), (19.8, 20.6 + 0.1 * seed, 20.6)) for seed in (0, 1, 2)]
+    out = summarize.twice(results, "one", "two").splitlines()
+    assert "| test | dark_edges | 0,1,2 | 20.500 | 20.400 | -0.10, -0.10, +0.10 | no (-0.100) | 0 of 1 |" in out, out
+    assert "| test | dark_edges, G's best scale (truth) | 0,1,2 | 20.700 | 20.700 | -0.10, +0.00, +0.10 | yes (+0.000) | 1 of 1 |" in out, out
+    del results[-1]["runs"]["2"][0]["psnr_by_scale"]  # one run without the grid: no best-scale line
+    assert not [line for line in summarize.twice(results, "one", "two").splitlines() if "best scale" in line]
 
 
 def test_agreement_tables_take_each_rules_scale_and_read_the_committed_runs(monkeypatch, capsys):

@@ -431,12 +431,32 @@ def baseline_rows(vae: OnnxVAE, test: dict, a: tuple[torch.Tensor, list[str]], b
 
 
 @torch.no_grad()
+def scale_grid(path: Path, vae: OnnxVAE, tests: dict[str, dict], scales: list[float]) -> dict[str, dict[str, float]]:
+    """``--scale-grid``: the test PSNR of the run's output (G, decode, its post-stage, clamp) with G's trained correction
+    scaled by each of ``scales`` (the recorded gain left out: 1 is the trained G), on every test set: ``psnr_by_scale``,
+    ``psnr_by_scale_afhq``. Its maximum needs the truth: no rule of choosing the gain can beat it (results/anneal.md)."""
+    from lcgan import gain
+    from lcgan.translator import load_translator
+
+    t = load_translator(path, vae.device, use_gain=False)
+    g, h, out = generator(t, vae), t.pixel_filter("g_ab"), {}
+    for name, test in tests.items():
+        grid = {}
+        for s in scales:
+            with gain.scaled(t.g_ab, s, f"{path}: G"):
+                grid[f"{s:g}"] = psnr(filtered_decode(vae, h, g(test["z_x"])), test["y"]).mean().item()
+        out["psnr_by_scale" + ("" if name == "test" else f"_{name}")] = grid
+    return out
+
+
+@torch.no_grad()
 def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=None, post: PostFilter | None = None,
-                     seed: int = 0) -> dict[str, float]:
+                     seed: int = 0, scales: list[float] | None = None) -> dict[str, float]:
     """PSNR of decode(G(z)) vs the truth on every test set, with G (and G_ema when the run kept one),
     rebuilt as lcgan.evaluate does (an allow-list of our own classes, never the file's config);
     with post-filters in the checkpoint (``train.post_filter``), also G followed by its filter (``psnr_pf``); else with
-    ``post``, G followed by a pixel post-filter fitted here on G's translations of A-train."""
+    ``post``, G followed by a pixel post-filter fitted here on G's translations of A-train. ``scales``, where the file
+    records a gain: also :func:`scale_grid`."""
     from lcgan.translator import load_translator
 
     ck = checkpoint.load(path)
@@ -454,6 +474,8 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
             out["psnr" + tag], out["psnr_vae" + tag], out["lpips" + tag], out["val" + tag] = score_latents(vae, test, z, lpips)
             if h is not None:
                 out["psnr_pf" + tag], out["psnr_vae_pf" + tag] = score_filtered(vae, h, test, z)[:2]
+    if scales and "gain" in ck:
+        out.update(scale_grid(path, vae, tests, scales))
     return out
 
 
@@ -496,10 +518,12 @@ def train_and_score(args, data: Path, overrides: list[str], seed: int, run: Path
         for e in epochs:
             calibrate_epoch(folder.epoch_checkpoint(e), cfg, vae)
     used = crossfit_epochs(folder, epochs, steps, cfg, vae) if cfg.train.gain_crossfit else []
-    rows = [score_checkpoint(folder.epoch_checkpoint(e), vae, tests, lpips, post, seed) for e in epochs]
+    scales = sorted({0.0, 1.0, *cfg.train.gain_scales}) if args.scale_grid else None
+    rows = [score_checkpoint(folder.epoch_checkpoint(e), vae, tests, lpips, post, seed, scales) for e in epochs]
     if folder.best.is_file():  # kept by the run's validation metric: held-out SWD (data.val_fraction > 0), else the cycle loss
         last = json.loads(folder.log.read_text().splitlines()[-1])
-        rows.append({**score_checkpoint(folder.best, vae, tests, lpips, post, seed), "best": True, "best_by": validation_key(last)})
+        rows.append({**score_checkpoint(folder.best, vae, tests, lpips, post, seed, scales), "best": True,
+                     "best_by": validation_key(last)})
     if not args.keep_checkpoints:
         for f in folder.epoch_checkpoints():
             if int(f.stem.split("_")[1]) not in epochs:
@@ -641,6 +665,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                                   "fitted without pairs (lcgan.postfilter; rows <map>+pf)")
     ap.add_argument("--pixel-filter-steps", type=int, default=300, help="Adam steps of each filter's fit (batches of 32 decodes)")
     ap.add_argument("--keep-checkpoints", action="store_true", help="keep every epoch_XXXX.pt (default: only the scored ones)")
+    ap.add_argument("--scale-grid", action="store_true", help="runs with train.gain_scales: also score each checkpoint with G's "
+                    "correction at every one of those scales (psnr_by_scale: where the best gain, chosen with the truth, lies)")
     args = ap.parse_intermixed_args(argv)  # recipe overrides may come before or after the options
     args.eval_steps = [int(s) for s in args.eval_steps.split(",") if s]
     args.shared = args.shared.resolve()

@@ -246,12 +246,25 @@ def pooled(recipes: dict, side: str) -> list[str]:
     return names
 
 
+def check_row(test_set: str, what: str, seeds: list[int], ends: list[dict[int, float]]) -> str:
+    """One line of :func:`twice`: the medians of ``ends`` (1x, 2x: seed -> score), each seed's change, the verdict and the
+    sets of :data:`MIN_SEEDS` seeds on which it holds."""
+    one, two = (statistics.median(e[s] for s in seeds) for e in ends)
+    change = ", ".join(f"{ends[1][s] - ends[0][s]:+.2f}" for s in seeds)
+    sets = list(itertools.combinations(seeds, MIN_SEEDS))
+    held = sum(statistics.median(ends[1][s] for s in c) >= statistics.median(ends[0][s] for s in c) for c in sets)
+    return (f"| {test_set} | {what} | {','.join(map(str, seeds))} | {one:.3f} | {two:.3f} | {change} | "
+            f"{'yes' if two >= one else 'no'} ({two - one:+.3f}) | {f'{held} of {len(sets)}' if sets else ''} |")
+
+
 def twice(results: list[dict], short: str, long: str) -> str:
     """The 2x check where each length is its own run (a schedule that follows train.epochs, e.g. the product's
     constant-then-decay): ``short``'s last scored step against ``long``'s, per transform and test set, on the output a
     user gets (the pixel post-filter's where the runs have one), over the seeds both ran; ``short == long``: one run
     trained straight, its last two scored steps. It holds where the median at 2x is at least the median at 1x; the
     last column counts the sets of :data:`MIN_SEEDS` seeds on which it holds (a verdict on 3 seeds is one of those).
+    Runs scored with ``run.py --scale-grid`` add a line at G's best gain scale, chosen with the truth: where even that
+    falls, the trained correction got worse, and no rule of choosing the gain can hold the check.
 
     ``short`` and ``long`` may each name several recipes, comma-separated, whose seeds are pooled (runs of one recipe
     under two names, e.g. before and after a rename); a seed in two of them is refused."""
@@ -265,7 +278,7 @@ def twice(results: list[dict], short: str, long: str) -> str:
     pick = {side: [n + " + pixel filter" if filtered else n for n in ns] for side, ns in names.items()}
     rows, missing = len(out), set()
     for test_set in next(iter(base.values())):
-        key = "psnr" + ("" if test_set == "test" else f"_{test_set}")
+        tag = "" if test_set == "test" else f"_{test_set}"
         for t in transforms:
             ends = []
             for side, back in ((short, 2 if short == long else 1), (long, 1)):  # one run trained straight: its last two steps
@@ -277,18 +290,16 @@ def twice(results: list[dict], short: str, long: str) -> str:
                     if set(at) & set(end):
                         raise SystemExit(f"--twice {side}: seeds {sorted(set(at) & set(end))} of {t} are in more than one of its "
                                          "recipes; pool recipes of different seeds")
-                    end.update({seed: row[key] for seed, row in at.items() if key in row})
+                    end.update(at)
                 ends.append(end)
-            seeds = sorted(set(ends[0]) & set(ends[1]))
+            seeds = sorted(s for s in set(ends[0]) & set(ends[1]) if all("psnr" + tag in e[s] for e in ends))
             if not seeds:
                 missing.add(t)
                 continue
-            one, two = (statistics.median(e[s] for s in seeds) for e in ends)
-            change = ", ".join(f"{ends[1][s] - ends[0][s]:+.2f}" for s in seeds)
-            sets = list(itertools.combinations(seeds, MIN_SEEDS))
-            held = sum(statistics.median(ends[1][s] for s in c) >= statistics.median(ends[0][s] for s in c) for c in sets)
-            out.append(f"| {test_set} | {t} | {','.join(map(str, seeds))} | {one:.3f} | {two:.3f} | {change} | "
-                       f"{'yes' if two >= one else 'no'} ({two - one:+.3f}) | {f'{held} of {len(sets)}' if sets else ''} |")
+            out.append(check_row(test_set, t, seeds, [{s: e[s]["psnr" + tag] for s in seeds} for e in ends]))
+            if all("psnr_by_scale" + tag in e[s] for e in ends for s in seeds):  # run.py --scale-grid
+                best = [{s: max(e[s]["psnr_by_scale" + tag].values()) for s in seeds} for e in ends]
+                out.append(check_row(test_set, f"{t}, G's best scale (truth)", seeds, best))
     if len(out) == rows:
         raise SystemExit(f"--twice {short}:{long}: no transform has both lengths scored on a common seed (NAME:NAME needs a run "
                          "scored at two steps or more; best.pt has no step)")
