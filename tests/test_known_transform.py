@@ -175,9 +175,10 @@ def test_a_crossfit_run_scores_each_epoch_at_the_side_runs_choice_at_as_many_ste
     assert (side.logs / f"gain_epoch_{nearest:04d}.json").is_file(), "every scale's distance at that length too"
     for row in rows[:2]:  # --scale-grid: the output at every scale (and 1, the trained G); at the recorded gain, the scored one
         for tag in ("", "_afhq") if "psnr_afhq" in row else ("",):
-            grid = row["psnr_by_scale" + tag]
+            score = "psnr_pf" if "psnr_pf" in row else "psnr"  # the preset's post-filters: the grid of the filtered output
+            grid = row[f"{score}_by_scale{tag}"]
             assert sorted(grid) == ["0", "0.5", "1"], grid
-            assert grid[f"{row['gain']['g_ab']:g}"] == pytest.approx(row.get("psnr_pf" + tag, row["psnr" + tag]), abs=1e-4)
+            assert grid[f"{row['gain']['g_ab']:g}"] == pytest.approx(row[score + tag], abs=1e-4)
     assert {p.name for p in side.epoch_checkpoints()} <= {f"epoch_{nearest:04d}.pt", f"epoch_{side_epochs[-1]:04d}.pt"}, \
         "the side run keeps the epoch files that chose a gain, and its last"
 
@@ -555,6 +556,12 @@ def test_twice_adds_the_best_scale_where_the_runs_scored_every_scale(monkeypatch
     assert "| test | dark_edges, G's best scale (truth) | 0,1,2 | 20.700 | 20.700 | -0.10, +0.00, +0.10 | yes (+0.000) | 1 of 1 |" in out, out
     del results[-1]["runs"]["2"][0]["psnr_by_scale"]  # one run without the grid: no best-scale line
     assert not [line for line in summarize.twice(results, "one", "two").splitlines() if "best scale" in line]
+    for r in results:  # runs with a pixel post-stage: the check and its grid both on the filtered output (psnr_pf...)
+        for row in r["runs"].values():
+            row[0].update(psnr_pf=row[0]["psnr"] + 1, psnr_pf_by_scale={"0": 19.0, "1": row[0]["psnr"] + 1})
+    out = summarize.twice(results, "one", "two").splitlines()
+    assert "| test | dark_edges | 0,1,2 | 21.500 | 21.400 | -0.10, -0.10, +0.10 | no (-0.100) | 0 of 1 |" in out, out
+    assert "| test | dark_edges, G's best scale (truth) | 0,1,2 | 21.500 | 21.400 | -0.10, -0.10, +0.10 | no (-0.100) | 0 of 1 |" in out
 
 
 def test_agreement_tables_take_each_rules_scale_and_read_the_committed_runs(monkeypatch, capsys):
@@ -586,6 +593,14 @@ def test_agreement_tables_take_each_rules_scale_and_read_the_committed_runs(monk
         monkeypatch.setattr("sys.argv", ["agreement.py", "--tables", bad])
         with pytest.raises(SystemExit, match="ONE.json:TWO.json"):
             agreement.main()
+    other = f"{rerun / 'agreement_xfGs1x_dark_edges.json'}:{rerun / 'agreement_xfGk_dark_edges.json'}"
+    monkeypatch.setattr("sys.argv", ["agreement.py", "--tables", pair, other])  # one seed's 1x twice: not pooled
+    with pytest.raises(SystemExit, match="seed 15 of dark_edges at 1x epoch_0046 is given more than once"):
+        agreement.main()
+    monkeypatch.setattr("sys.argv", ["agreement.py", "--tables", pair, str(rerun / "agreement_xfGk_dark_edges.json")])
+    agreement.main()  # a pair and a run of two scored lengths on the same seeds: four lengths a seed, said and left out
+    assert "(dark_edges: left out of the check, not two lengths: seed 15 (1x epoch_0046, 2x epoch_0092, epoch_0046" in \
+        capsys.readouterr().out
 
 
 def test_twice_checks_separate_runs_and_one_straight_run_on_the_committed_files(monkeypatch, capsys):

@@ -75,7 +75,7 @@ def entries(files: list[str]):
             for key, r in json.loads(Path(part).read_text()).items():
                 transform, seed, epoch = key.split("/")
                 if label and epoch < last.get((transform, seed), ("",))[0]:
-                    continue  # epoch_NNNN names sort by length
+                    continue  # zero-padded epoch_NNNN names sort by number
                 last[(transform, seed) if label else (transform, seed, epoch)] = (epoch, r)
             for (transform, seed, *_), (epoch, r) in last.items():
                 yield transform, seed, label + epoch, r
@@ -104,12 +104,20 @@ def decay(files: list[str]) -> None:
     misses it often, the trained correction has stopped improving and the check is a coin toss on seeds."""
     by: dict[str, dict[int, dict[str, dict]]] = {}
     for transform, seed, epoch, r in entries(files):
-        by.setdefault(transform, {}).setdefault(int(seed), {})[epoch] = r
+        runs = by.setdefault(transform, {}).setdefault(int(seed), {})
+        if epoch in runs:  # pooled seeds must be different runs
+            raise SystemExit(f"--tables: seed {seed} of {transform} at {epoch} is given more than once; pool files of "
+                             "different seeds, each seed in one file of two lengths or in one ONE:TWO pair")
+        runs[epoch] = r
     rules = {**RULES, "best scale (truth)": None}
     print("\n| transform | seeds | rule | median 1x | median 2x | median paired change | triples missing the 2x check |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     for transform, seeds in sorted(by.items()):
+        if odd := [f"{sd} ({', '.join(runs)})" for sd, runs in sorted(seeds.items()) if len(runs) != 2]:
+            print(f"({transform}: left out of the check, not two lengths: seed {'; '.join(odd)})")
         seeds = {sd: runs for sd, runs in sorted(seeds.items()) if len(runs) == 2}
+        if not seeds:
+            continue
         triples = list(itertools.combinations(seeds, 3))
         for name, rule in rules.items():
             score = {sd: [r["psnr"][f"{rule(r):g}"] if rule else max(r["psnr"].values()) for _, r in sorted(runs.items())]
