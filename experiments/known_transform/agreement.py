@@ -34,7 +34,6 @@ from pathlib import Path
 
 import run as kt
 import torch
-from residual_scale import scaled_outputs
 
 from lcgan import checkpoint, gain
 from lcgan.latent_files import load_latent_dir
@@ -164,7 +163,7 @@ def main() -> None:
                 chosen = gain.transfer(side_t, full_t, vae, *z, {"g_ab": g, "g_ba": 0.0}, scales, "agreement")
                 cos = cosine(side_t, full_t, vae, full_t.convention.model_to_raw(z[0], vae.space), g) if g else 0.0
                 grid = sorted({*scales, g})
-                psnr = {s: kt.psnr(y, test["y"]).mean().item() for s, _, y in scaled_outputs(full, vae, test["z_x"], grid)}
+                psnr = {s: kt.psnr(y, test["y"]).mean().item() for s, _, y in kt.scaled_outputs(full, vae, test["z_x"], grid)}
                 s_agree, s_gate = chosen["nearest_g_ab"], chosen["g_ab"]  # train.gain_transfer=correction, =agreement
                 results[f"{transform}/{seed}/{full.stem}"] = {"side": side.name, "g": g, "agree": s_agree, "agreement": s_gate,
                                                               "cos": cos, "err": chosen["err_g_ab"], "recorded": ck["gain"]["g_ab"],

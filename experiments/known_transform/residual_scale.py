@@ -17,23 +17,12 @@ import json
 import run as kt
 import torch
 
-from lcgan import checkpoint, gain
-from lcgan.translator import load_translator
-
-
-def scaled_outputs(path, vae, z_x: torch.Tensor, scales: list[float]):
-    """``(s, G_s latents, the run's output images)`` for each of ``scales``: G's correction scaled by ``s`` (the file's
-    recorded gain, if any, left out: ``s`` counts from the trained G)."""
-    t = load_translator(path, vae.device, use_gain=False)
-    for s in scales:
-        with gain.scaled(t.g_ab, s, f"{path}: G"):
-            z = kt.generator(t, vae)(z_x)
-            yield s, z, kt.filtered_decode(vae, t.pixel_filter("g_ab"), z)
+from lcgan import checkpoint
 
 
 def scaled_scores(path, vae, test: dict, scales: list[float]) -> dict[float, float]:
     """PSNR of the run's output with G's correction scaled by each of ``scales``, on one test set."""
-    return {s: kt.psnr(y, test["y"]).mean().item() for s, _, y in scaled_outputs(path, vae, test["z_x"], scales)}
+    return {s: kt.psnr(y, test["y"]).mean().item() for s, _, y in kt.scaled_outputs(path, vae, test["z_x"], scales)}
 
 
 def add_run_options(ap, scales: str) -> None:

@@ -431,24 +431,29 @@ def baseline_rows(vae: OnnxVAE, test: dict, a: tuple[torch.Tensor, list[str]], b
 
 
 @torch.no_grad()
-def scale_grid(path: Path, vae: OnnxVAE, tests: dict[str, dict], scales: list[float], h=None) -> dict[str, dict[str, float]]:
-    """``--scale-grid``: the test PSNR of G's output with its trained correction scaled by each of ``scales`` (the recorded
-    gain left out: 1 is the trained G; G itself, not its EMA), decoded, clamped, on every test set. With ``h`` (the pixel
-    post-filter :func:`score_checkpoint` scored ``psnr_pf`` with) the grid is of that output, ``psnr_pf_by_scale[_afhq]``,
-    else ``psnr_by_scale[_afhq]``: the grid at the recorded gain is the scored row. Its maximum needs the truth: no
-    rule of choosing the gain can beat it (results/anneal.md)."""
+def scaled_outputs(path: Path, vae: OnnxVAE, z_x: torch.Tensor, scales: list[float], h=None, use_ema: bool = True):
+    """``(s, G_s latents, the run's output images)`` for each of ``scales``: G's correction scaled by ``s`` (the file's
+    recorded gain left out: ``s`` counts from the trained G), decoded, through the pixel post-filter ``h`` (None: the
+    checkpoint's own, if any), clamped. ``use_ema``: the EMA generator where the file keeps one, as lcgan.evaluate takes it."""
     from lcgan import gain
     from lcgan.translator import load_translator
 
-    t = load_translator(path, vae.device, use_ema=False, use_gain=False)
-    g, out = generator(t, vae), {}
-    for name, test in tests.items():
-        grid = {}
-        for s in scales:
-            with gain.scaled(t.g_ab, s, f"{path}: G"):
-                grid[f"{s:g}"] = psnr(filtered_decode(vae, h, g(test["z_x"])), test["y"]).mean().item()
-        out[("psnr_pf" if h is not None else "psnr") + "_by_scale" + ("" if name == "test" else f"_{name}")] = grid
-    return out
+    t = load_translator(path, vae.device, use_ema=use_ema, use_gain=False)
+    h = h if h is not None else t.pixel_filter("g_ab")
+    for s in scales:
+        with gain.scaled(t.g_ab, s, f"{path}: G"):
+            z = generator(t, vae)(z_x)
+            yield s, z, filtered_decode(vae, h, z)
+
+
+def scale_grid(path: Path, vae: OnnxVAE, tests: dict[str, dict], scales: list[float], h=None) -> dict[str, dict[str, float]]:
+    """``--scale-grid``: the test PSNR of G's output (G itself, not its EMA) at each of ``scales`` (:func:`scaled_outputs`)
+    on every test set. With ``h`` (the pixel post-filter :func:`score_checkpoint` scored ``psnr_pf`` with) the grid is of
+    that output, ``psnr_pf_by_scale[_afhq]``, else ``psnr_by_scale[_afhq]``: the grid at the recorded gain is the scored
+    row. Its maximum needs the truth: no rule of choosing the gain can beat it (results/anneal.md)."""
+    return {("psnr_pf" if h is not None else "psnr") + "_by_scale" + ("" if name == "test" else f"_{name}"):
+            {f"{s:g}": psnr(y, test["y"]).mean().item() for s, _, y in scaled_outputs(path, vae, test["z_x"], scales, h, use_ema=False)}
+            for name, test in tests.items()}
 
 
 @torch.no_grad()
@@ -463,7 +468,7 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
 
     ck = checkpoint.load(path)
     out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"], **({"gain": ck["gain"]} if "gain" in ck else {})}
-    filters = {}  # G's (not its EMA's) post-filter, for the scale grid
+    g_filter = None  # G's (not its EMA's) post-filter, for the scale grid
     for use_ema in (False, True) if "G_ema" in ck else (False,):
         t = load_translator(path, vae.device, use_ema=use_ema)
         suffix = "_ema" if use_ema else ""
@@ -471,7 +476,7 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
         h = t.pixel_filter("g_ab")
         if h is None and post is not None:
             h = post.fit(g, seed)
-        filters.setdefault("g", h)
+        g_filter = h if not use_ema else g_filter
         for name, test in tests.items():
             z = g(test["z_x"])
             tag = suffix if name == "test" else f"{suffix}_{name}"
@@ -479,7 +484,7 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
             if h is not None:
                 out["psnr_pf" + tag], out["psnr_vae_pf" + tag] = score_filtered(vae, h, test, z)[:2]
     if scales and "gain" in ck:
-        out.update(scale_grid(path, vae, tests, scales, filters["g"]))
+        out.update(scale_grid(path, vae, tests, scales, g_filter))
     return out
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import run as kt
 import torch
-from residual_scale import add_run_options, open_runs, scaled_outputs
+from residual_scale import add_run_options, open_runs
 
 from lcgan import checkpoint, fid, gain
 from lcgan.baselines import sliced_wasserstein
@@ -126,10 +126,10 @@ def main() -> None:
             if t != transform:
                 continue
             rows = {}
-            for s, z, y in scaled_outputs(path, vae, sets["test"]["z_x"], scales):
+            for s, z, y in kt.scaled_outputs(path, vae, sets["test"]["z_x"], scales):
                 rows[s] = {"psnr": kt.psnr(y, sets["test"]["y"]).mean().item(), **distances(y, z, sets["test"], vae.device)}
             if "afhq" in sets:
-                for s, _, y in scaled_outputs(path, vae, sets["afhq"]["z_x"], scales):
+                for s, _, y in kt.scaled_outputs(path, vae, sets["afhq"]["z_x"], scales):
                     rows[s]["psnr_afhq"] = kt.psnr(y, sets["afhq"]["y"]).mean().item()
             if args.val_afhq:
                 for s, d in held_out_distances(path, vae, data, transform, scales).items():
