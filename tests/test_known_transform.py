@@ -157,7 +157,8 @@ def test_a_crossfit_run_scores_each_epoch_at_the_side_runs_choice_at_as_many_ste
     shared_path("weights/vaelight/VAEencoder.onnx")
     rows = load_script().main(["--shared", str(SHARED), "--out", str(tmp_path), "--photos", "6", "--image-size", "64", "--crops",
                                "2", "--eval-steps", "1", "--lpips", "off", "--transform", "sepia", "--name", "xf", "--scale-grid",
-                               *TINY, "train.epochs=2", "train.ckpt_every=1", "train.gain_crossfit=0.2", "train.gain_scales=[0,0.5]"])["runs"][0]
+                               *TINY, "train.epochs=2", "train.ckpt_every=1", "train.gain_crossfit=0.2", "train.gain_scales=[0,0.5]",
+                               "train.ema_decay=0.5"])["runs"][0]
     run = RunFolder(tmp_path / "runs" / "sepia" / "xf" / "seed0")
     side = RunFolder(run.crossfit_side)
     steps = [json.loads(f.log.read_text().splitlines()[0])["steps"] for f in (run, side)]
@@ -173,12 +174,14 @@ def test_a_crossfit_run_scores_each_epoch_at_the_side_runs_choice_at_as_many_ste
     assert rows[0]["gain"] == checkpoint.load(run.epoch_checkpoint(1))["gain"]
     assert all(rows[0]["gain"][k] in (0.0, side_choice[k]) for k in side_choice), "the side's choice at as many steps, or 0"
     assert (side.logs / f"gain_epoch_{nearest:04d}.json").is_file(), "every scale's distance at that length too"
-    for row in rows[:2]:  # --scale-grid: the output at every scale (and 1, the trained G); at the recorded gain, the scored one
-        for tag in ("", "_afhq") if "psnr_afhq" in row else ("",):
-            score = "psnr_pf" if "psnr_pf" in row else "psnr"  # the preset's post-filters: the grid of the filtered output
+    for row in rows[:2]:  # --scale-grid: the output at every scale (and 1, the trained G) of G and of its EMA; at the
+        score = "psnr_pf" if "psnr_pf" in row else "psnr"  # recorded gain, the scored one (the preset's post-filters: of
+        for tag in ("", "_ema", "_afhq", "_ema_afhq") if "psnr_afhq" in row else ("", "_ema"):  # the filtered output)
             grid = row[f"{score}_by_scale{tag}"]
             assert sorted(grid) == ["0", "0.5", "1"], grid
             assert grid[f"{row['gain']['g_ab']:g}"] == pytest.approx(row[score + tag], abs=1e-4)
+        assert row[f"{score}_by_scale"]["0"] == pytest.approx(row[f"{score}_by_scale_ema"]["0"], abs=1e-4), "one start"
+        assert row[f"{score}_by_scale"]["1"] != row[f"{score}_by_scale_ema"]["1"], "the EMA's own correction"
     assert {p.name for p in side.epoch_checkpoints()} <= {f"epoch_{nearest:04d}.pt", f"epoch_{side_epochs[-1]:04d}.pt"}, \
         "the side run keeps the epoch files that chose a gain, and its last"
 
@@ -562,6 +565,13 @@ def test_twice_adds_the_best_scale_where_the_runs_scored_every_scale(monkeypatch
     out = summarize.twice(results, "one", "two").splitlines()
     assert "| test | dark_edges | 0,1,2 | 21.500 | 21.400 | -0.10, -0.10, +0.10 | no (-0.100) | 0 of 1 |" in out, out
     assert "| test | dark_edges, G's best scale (truth) | 0,1,2 | 21.500 | 21.400 | -0.10, -0.10, +0.10 | no (-0.100) | 0 of 1 |" in out
+    for r in results:  # train.ema_decay > 0: the "(EMA)" recipe's check and best scale are its EMA generator's
+        for row in r["runs"].values():
+            row[0].update(psnr_pf_ema=row[0]["psnr_pf"] - 0.5, psnr_ema=row[0]["psnr"] - 0.5,
+                          psnr_pf_by_scale_ema={"0": 19.0, "1": row[0]["psnr_pf"] - 0.5, "2": 21.9})
+    out = summarize.twice(results, "one (EMA)", "two (EMA)").splitlines()
+    assert "| test | dark_edges | 0,1,2 | 21.000 | 20.900 | -0.10, -0.10, +0.10 | no (-0.100) | 0 of 1 |" in out, out
+    assert "| test | dark_edges, G's best scale (truth) | 0,1,2 | 21.900 | 21.900 | +0.00, +0.00, +0.00 | yes (+0.000) | 1 of 1 |" in out, out
 
 
 def test_agreement_tables_take_each_rules_scale_and_read_the_committed_runs(monkeypatch, capsys):

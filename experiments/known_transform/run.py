@@ -446,13 +446,16 @@ def scaled_outputs(path: Path, vae: OnnxVAE, z_x: torch.Tensor, scales: list[flo
             yield s, z, filtered_decode(vae, h, z)
 
 
-def scale_grid(path: Path, vae: OnnxVAE, tests: dict[str, dict], scales: list[float], h=None) -> dict[str, dict[str, float]]:
-    """``--scale-grid``: the test PSNR of G's output (G itself, not its EMA) at each of ``scales`` (:func:`scaled_outputs`)
-    on every test set. With ``h`` (the pixel post-filter :func:`score_checkpoint` scored ``psnr_pf`` with) the grid is of
-    that output, ``psnr_pf_by_scale[_afhq]``, else ``psnr_by_scale[_afhq]``: the grid at the recorded gain is the scored
-    row. Its maximum needs the truth: no rule of choosing the gain can beat it (results/anneal.md)."""
-    return {("psnr_pf" if h is not None else "psnr") + "_by_scale" + ("" if name == "test" else f"_{name}"):
-            {f"{s:g}": psnr(y, test["y"]).mean().item() for s, _, y in scaled_outputs(path, vae, test["z_x"], scales, h, use_ema=False)}
+def scale_grid(path: Path, vae: OnnxVAE, tests: dict[str, dict], scales: list[float], h=None,
+               use_ema: bool = False) -> dict[str, dict[str, float]]:
+    """``--scale-grid``: the test PSNR of G's output at each of ``scales`` (:func:`scaled_outputs`) on every test set. With
+    ``h`` (the pixel post-filter :func:`score_checkpoint` scored ``psnr_pf`` with) the grid is of that output,
+    ``psnr_pf_by_scale[_afhq]``, else ``psnr_by_scale[_afhq]``: the grid at the recorded gain is the scored row. With
+    ``use_ema``, the EMA generator's grid (``..._by_scale_ema[_afhq]``, named as its scores are). Its maximum needs the
+    truth: no rule of choosing the gain can beat it (results/anneal.md)."""
+    suffix = "_ema" if use_ema else ""
+    return {("psnr_pf" if h is not None else "psnr") + "_by_scale" + suffix + ("" if name == "test" else f"_{name}"):
+            {f"{s:g}": psnr(y, test["y"]).mean().item() for s, _, y in scaled_outputs(path, vae, test["z_x"], scales, h, use_ema)}
             for name, test in tests.items()}
 
 
@@ -468,7 +471,7 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
 
     ck = checkpoint.load(path)
     out = {"epoch": ck["epoch"], "step": ck["epoch"] * ck["metrics"]["steps"], **({"gain": ck["gain"]} if "gain" in ck else {})}
-    g_filter = None  # G's (not its EMA's) post-filter, for the scale grid
+    filters = {}  # each generator's post-filter (G's, its EMA's), for the scale grid
     for use_ema in (False, True) if "G_ema" in ck else (False,):
         t = load_translator(path, vae.device, use_ema=use_ema)
         suffix = "_ema" if use_ema else ""
@@ -476,7 +479,7 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
         h = t.pixel_filter("g_ab")
         if h is None and post is not None:
             h = post.fit(g, seed)
-        g_filter = h if not use_ema else g_filter
+        filters[use_ema] = h
         for name, test in tests.items():
             z = g(test["z_x"])
             tag = suffix if name == "test" else f"{suffix}_{name}"
@@ -484,7 +487,8 @@ def score_checkpoint(path: Path, vae: OnnxVAE, tests: dict[str, dict], lpips=Non
             if h is not None:
                 out["psnr_pf" + tag], out["psnr_vae_pf" + tag] = score_filtered(vae, h, test, z)[:2]
     if scales and "gain" in ck:
-        out.update(scale_grid(path, vae, tests, scales, g_filter))
+        for use_ema, h in filters.items():
+            out.update(scale_grid(path, vae, tests, scales, h, use_ema))
     return out
 
 
@@ -675,7 +679,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pixel-filter-steps", type=int, default=300, help="Adam steps of each filter's fit (batches of 32 decodes)")
     ap.add_argument("--keep-checkpoints", action="store_true", help="keep every epoch_XXXX.pt (default: only the scored ones)")
     ap.add_argument("--scale-grid", action="store_true", help="runs with train.gain_scales: also score each checkpoint with G's "
-                    "correction at every one of those scales (psnr_by_scale: where the best gain, chosen with the truth, lies)")
+                    "correction at every one of those scales, and its EMA's where the run keeps one (psnr_by_scale[_ema]: where the "
+                    "best gain, chosen with the truth, lies)")
     args = ap.parse_intermixed_args(argv)  # recipe overrides may come before or after the options
     args.eval_steps = [int(s) for s in args.eval_steps.split(",") if s]
     args.shared = args.shared.resolve()
