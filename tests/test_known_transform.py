@@ -180,7 +180,7 @@ def test_a_crossfit_run_scores_each_epoch_at_the_side_runs_choice_at_as_many_ste
             grid = row[f"{score}_by_scale{tag}"]
             assert sorted(grid) == ["0", "0.5", "1"], grid
             assert grid[f"{row['gain']['g_ab']:g}"] == pytest.approx(row[score + tag], abs=1e-4)
-        assert row[f"{score}_by_scale"]["0"] == pytest.approx(row[f"{score}_by_scale_ema"]["0"], abs=1e-4), "one start"
+        assert row[f"{score}_by_scale"]["0"] == pytest.approx(row[f"{score}_by_scale_ema"]["0"], abs=1e-4), "one start (one filter: the checkpoint's)"
         assert row[f"{score}_by_scale"]["1"] != row[f"{score}_by_scale_ema"]["1"], "the EMA's own correction"
     assert {p.name for p in side.epoch_checkpoints()} <= {f"epoch_{nearest:04d}.pt", f"epoch_{side_epochs[-1]:04d}.pt"}, \
         "the side run keeps the epoch files that chose a gain, and its last"
@@ -567,8 +567,12 @@ def test_twice_adds_the_best_scale_where_the_runs_scored_every_scale(monkeypatch
     assert "| test | dark_edges, G's best scale (truth) | 0,1,2 | 21.500 | 21.400 | -0.10, -0.10, +0.10 | no (-0.100) | 0 of 1 |" in out
     for r in results:  # train.ema_decay > 0: the "(EMA)" recipe's check and best scale are its EMA generator's
         for row in r["runs"].values():
-            row[0].update(psnr_pf_ema=row[0]["psnr_pf"] - 0.5, psnr_ema=row[0]["psnr"] - 0.5,
-                          psnr_pf_by_scale_ema={"0": 19.0, "1": row[0]["psnr_pf"] - 0.5, "2": 21.9})
+            row[0].update(psnr_pf_ema=row[0]["psnr_pf"] - 0.5, psnr_ema=row[0]["psnr"] - 0.5)
+    assert not [line for line in summarize.twice(results, "one (EMA)", "two (EMA)").splitlines() if "best scale" in line], \
+        "no EMA grid: no best-scale line (G's grid is not the EMA's)"
+    for r in results:
+        for row in r["runs"].values():
+            row[0].update(psnr_pf_by_scale_ema={"0": 19.0, "1": row[0]["psnr_pf"] - 0.5, "2": 21.9})
     out = summarize.twice(results, "one (EMA)", "two (EMA)").splitlines()
     assert "| test | dark_edges | 0,1,2 | 21.000 | 20.900 | -0.10, -0.10, +0.10 | no (-0.100) | 0 of 1 |" in out, out
     assert "| test | dark_edges, G's best scale (truth) | 0,1,2 | 21.900 | 21.900 | +0.00, +0.00, +0.00 | yes (+0.000) | 1 of 1 |" in out, out

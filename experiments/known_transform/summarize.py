@@ -148,9 +148,11 @@ def collect(results: list[dict]) -> tuple[list[str], dict, dict, dict]:
         overrides[name] = [o for o in r["overrides"] if not o.startswith(SPEED_KEYS)]
         for seed, rows in r["runs"].items():
             for scored in rows:
-                # train.ema_decay > 0: the same checkpoint's EMA generator, a recipe of its own ("<name> (EMA)")
+                # train.ema_decay > 0: the same checkpoint's EMA generator, a recipe of its own ("<name> (EMA)"); G's
+                # scale grid is not the EMA's (runs scored before the EMA had its own grid have none)
                 ema = {k.replace("_ema", ""): v for k, v in scored.items() if "_ema" in k}
-                variants = [(name, scored)] + ([(f"{name} (EMA)", {**scored, **ema})] if ema else [])
+                own = {k: v for k, v in scored.items() if "_by_scale" not in k}
+                variants = [(name, scored)] + ([(f"{name} (EMA)", {**own, **ema})] if ema else [])
                 for base_name, row in variants:
                     # best.pt, the checkpoint a user without ground truth keeps: a recipe of its own, at no fixed step
                     label, step = (f"{base_name} best.pt", BEST) if row.get("best") else (base_name, row["step"])
